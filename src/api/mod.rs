@@ -1,0 +1,124 @@
+//! Server functions the UI calls. Thin: each one calls the service and maps errors.
+
+use leptos::prelude::*;
+use leptos::server_fn::codec::{MultipartData, MultipartFormData};
+
+use crate::model::{ItemPage, ItemStatus, Job, JobAction, JobKind};
+
+#[cfg(feature = "ssr")]
+mod ssr {
+    use leptos::prelude::*;
+
+    use crate::server::error::AppError;
+    use crate::server::service::Service;
+    use crate::server::state::AppState;
+
+    /// The service, from the state the router provides to every server function.
+    pub fn service() -> Result<Service, ServerFnError> {
+        use_context::<AppState>()
+            .map(|s| s.service)
+            .ok_or_else(|| ServerFnError::new("the server state is not available"))
+    }
+
+    /// The message a person can act on; the HTTP status goes with it.
+    pub fn fail(e: AppError) -> ServerFnError {
+        if let Some(opts) = use_context::<leptos_axum::ResponseOptions>() {
+            opts.set_status(e.status_code());
+        }
+        ServerFnError::new(e.public_message())
+    }
+}
+
+/// Every job of both kinds, newest first.
+#[server]
+pub async fn list_jobs() -> Result<Vec<Job>, ServerFnError> {
+    ssr::service()?.list_all().await.map_err(ssr::fail)
+}
+
+#[server]
+pub async fn get_job(kind: JobKind, id: i64) -> Result<Job, ServerFnError> {
+    ssr::service()?.get(kind, id).await.map_err(ssr::fail)
+}
+
+#[server]
+pub async fn list_items(
+    kind: JobKind,
+    id: i64,
+    status: Option<ItemStatus>,
+    offset: i64,
+    limit: i64,
+) -> Result<ItemPage, ServerFnError> {
+    ssr::service()?.items(kind, id, status, offset, limit).await.map_err(ssr::fail)
+}
+
+/// Pause, resume, cancel or delete; returns the job after the action (`None` once
+/// deleted).
+#[server]
+pub async fn control_job(kind: JobKind, id: i64, action: JobAction) -> Result<Option<Job>, ServerFnError> {
+    let service = ssr::service()?;
+    let job = match action {
+        JobAction::Pause => Some(service.pause(kind, id).await),
+        JobAction::Resume => Some(service.resume(kind, id).await),
+        JobAction::Cancel => Some(service.cancel(kind, id).await),
+        JobAction::Delete => {
+            service.delete(kind, id).await.map_err(ssr::fail)?;
+            None
+        }
+    };
+    job.transpose().map_err(ssr::fail)
+}
+
+/// Creates a job from an upload form: fields `kind` (research|preprocess), `file`,
+/// `name`, `concurrency`.
+#[server(input = MultipartFormData)]
+pub async fn upload_job(data: MultipartData) -> Result<Job, ServerFnError> {
+    use crate::server::error::AppError;
+    use crate::server::import::Upload;
+
+    let mut form = data.into_inner().ok_or_else(|| ServerFnError::new("the upload could not be read"))?;
+    let mut kind = JobKind::Research;
+    let mut upload = Upload { filename: String::new(), name: None, concurrency: None, bytes: Default::default() };
+    let mut has_file = false;
+    let read_err = |e: &dyn std::fmt::Display| {
+        let text = e.to_string();
+        if text.contains("size limit") || text.contains("length limit") {
+            ssr::fail(AppError::TooLarge("the upload is larger than the configured limit".into()))
+        } else {
+            ssr::fail(AppError::BadInput(format!("the upload could not be read: {text}")))
+        }
+    };
+    while let Some(field) = form.next_field().await.map_err(|e| read_err(&e))? {
+        match field.name().unwrap_or("") {
+            "kind" => {
+                let text = field.text().await.map_err(|e| read_err(&e))?;
+                kind = text.trim().parse().map_err(|_| ssr::fail(AppError::BadInput(format!("unknown job kind `{text}`"))))?;
+            }
+            "file" => {
+                upload.filename = field.file_name().unwrap_or("").to_string();
+                upload.bytes = field.bytes().await.map_err(|e| read_err(&e))?;
+                has_file = !upload.filename.is_empty() || !upload.bytes.is_empty();
+            }
+            "name" => upload.name = Some(field.text().await.map_err(|e| read_err(&e))?),
+            "concurrency" => {
+                let text = field.text().await.map_err(|e| read_err(&e))?;
+                let text = text.trim();
+                if !text.is_empty() {
+                    upload.concurrency = Some(text.parse().map_err(|_| {
+                        ssr::fail(AppError::BadInput(format!("concurrency must be a whole number from 1 to 64, not `{text}`")))
+                    })?);
+                }
+            }
+            _ => {}
+        }
+    }
+    if !has_file {
+        return Err(ssr::fail(AppError::BadInput("choose a CSV file to upload".into())));
+    }
+    ssr::service()?.create_job(kind, upload).await.map_err(ssr::fail)
+}
+
+/// Starts full research of a completed preprocessing job's clean rows.
+#[server]
+pub async fn research_from_clean(id: i64) -> Result<Job, ServerFnError> {
+    ssr::service()?.research_from_preprocess(id).await.map_err(ssr::fail)
+}

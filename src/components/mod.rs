@@ -1,0 +1,3 @@
+//! Small UI parts the pages share.
+
+pub mod progress;

@@ -1,0 +1,81 @@
+//! The jobdeck server: configuration, database, runner, HTTP, graceful shutdown.
+
+use std::process::ExitCode;
+
+use jobdeck::server::{self, config::Config};
+use leptos::config::LeptosOptions;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,jobdeck=info,hyper=warn,reqwest=warn".into()),
+        )
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("jobdeck cannot start: {e}");
+            eprintln!("jobdeck cannot start: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let config = Config::load()?;
+    let addr: std::net::SocketAddr = config
+        .server
+        .site_addr
+        .parse()
+        .map_err(|_| format!("site address `{}` is not host:port", config.server.site_addr))?;
+    let leptos_options = LeptosOptions::builder()
+        .output_name(std::env::var("LEPTOS_OUTPUT_NAME").unwrap_or_else(|_| "jobdeck".into()))
+        .site_root(config.server.site_root.clone())
+        .site_pkg_dir(std::env::var("LEPTOS_SITE_PKG_DIR").unwrap_or_else(|_| "pkg".into()))
+        .site_addr(addr)
+        .env(match std::env::var("LEPTOS_ENV").as_deref() {
+            Ok("PROD") | Ok("prod") => leptos::config::Env::PROD,
+            _ => leptos::config::Env::DEV,
+        })
+        .reload_port(std::env::var("LEPTOS_RELOAD_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3001))
+        .build();
+    let state = server::build_state(config, leptos_options)?;
+    let service = state.service.clone();
+    service.runner().start().await?;
+    let app = server::app(state);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!("jobdeck is serving on http://{addr}");
+    let shutdown_runner = service.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight items");
+            shutdown_runner.runner().shutdown().await;
+        })
+        .await?;
+    tracing::info!("jobdeck stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

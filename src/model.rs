@@ -1,0 +1,251 @@
+//! Types both the server and the browser use: jobs, items, their states.
+//! The SQL spellings of every state live here, in `as_str`, and nowhere else.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// An unknown state or kind name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown value `{0}`")]
+pub struct UnknownValue(pub String);
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// The spelling used in SQL, JSON and URLs.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownValue;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s { $($text => Ok(Self::$variant),)+ other => Err(UnknownValue(other.to_string())) }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// The two kinds of job; they share one engine and differ only in the per-item step.
+    JobKind { Research => "research", Preprocess => "preprocess" }
+);
+
+string_enum!(
+    /// A job's stored status. A paused job stays `Processing` with `paused = 1`;
+    /// a cancelled one is `Failed` with `cancelled_at` set.
+    JobStatus { Pending => "pending", Processing => "processing", Completed => "completed", Failed => "failed" }
+);
+
+string_enum!(
+    /// An item's status.
+    ItemStatus { Pending => "pending", Processing => "processing", Completed => "completed", Failed => "failed" }
+);
+
+impl JobStatus {
+    /// Completed and failed (which includes cancelled) jobs never run again.
+    pub const fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed)
+    }
+}
+
+impl JobKind {
+    /// The page that shows one job of this kind.
+    pub fn page_url(self, id: i64) -> String {
+        match self {
+            Self::Research => format!("/processing/{id}"),
+            Self::Preprocess => format!("/preprocess/progress/{id}"),
+        }
+    }
+
+    /// The REST root of this kind (SPEC section 4).
+    pub const fn rest_root(self) -> &'static str {
+        match self {
+            Self::Research => "/api/process",
+            Self::Preprocess => "/api/preprocess/jobs",
+        }
+    }
+
+    /// What users call one job of this kind.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Research => "Full research",
+            Self::Preprocess => "Preprocessing",
+        }
+    }
+}
+
+/// A job as the API and the UI see it (SPEC section 4, camelCase on the wire).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Job {
+    pub id: i64,
+    pub kind: JobKind,
+    pub name: String,
+    pub filename: String,
+    pub status: JobStatus,
+    pub paused: bool,
+    pub cancelled: bool,
+    pub concurrency: u32,
+    pub total: i64,
+    pub pending: i64,
+    pub processing: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub paused_reason: Option<String>,
+    pub resume_at: Option<DateTime<Utc>>,
+}
+
+/// What a person reads on a badge or banner: the stored status and flags combined.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Processing,
+    Paused,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Phase {
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Pending => "Pending",
+            Self::Processing => "Processing",
+            Self::Paused => "Paused",
+            Self::Completed => "Completed",
+            Self::Failed => "Failed",
+            Self::Cancelled => "Cancelled",
+        }
+    }
+
+    /// CSS modifier; the colour always comes with the label and an icon.
+    pub const fn css(self) -> &'static str {
+        match self {
+            Self::Pending | Self::Processing => "processing",
+            Self::Paused => "paused",
+            Self::Completed => "completed",
+            Self::Failed | Self::Cancelled => "failed",
+        }
+    }
+
+    pub const fn icon(self) -> &'static str {
+        match self {
+            Self::Pending => "◷",
+            Self::Processing => "▶",
+            Self::Paused => "⏸",
+            Self::Completed => "✔",
+            Self::Failed => "✖",
+            Self::Cancelled => "⊘",
+        }
+    }
+}
+
+impl Job {
+    pub fn phase(&self) -> Phase {
+        match self.status {
+            JobStatus::Completed => Phase::Completed,
+            JobStatus::Failed if self.cancelled => Phase::Cancelled,
+            JobStatus::Failed => Phase::Failed,
+            _ if self.paused => Phase::Paused,
+            JobStatus::Pending => Phase::Pending,
+            JobStatus::Processing => Phase::Processing,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        self.status.is_terminal()
+    }
+
+    /// Items finished (completed or failed), for the progress bar.
+    pub fn done(&self) -> i64 {
+        self.completed + self.failed
+    }
+
+    /// Share of items finished, 0–100.
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 {
+            100.0
+        } else {
+            self.done() as f64 * 100.0 / self.total as f64
+        }
+    }
+}
+
+/// One item (an account or a preprocessing row) with its input and result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Item {
+    pub id: i64,
+    /// Line of the uploaded file the row started on (the header is line 1).
+    pub line: i64,
+    pub status: ItemStatus,
+    pub attempts: i64,
+    pub error: Option<String>,
+    pub name: Option<String>,
+    pub website: Option<String>,
+    pub domain: Option<String>,
+    /// The input row, column name → value, in file order.
+    pub input: serde_json::Map<String, serde_json::Value>,
+    pub result: Option<serde_json::Value>,
+    pub duplicate_of: Option<i64>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A page of items.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemPage {
+    pub items: Vec<Item>,
+    /// Items matching the filter, over all pages.
+    pub total: i64,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// The largest page the API hands out.
+pub const MAX_PAGE: i64 = 500;
+/// The concurrency bounds of SPEC section 2.
+pub const MIN_CONCURRENCY: u32 = 1;
+pub const MAX_CONCURRENCY: u32 = 64;
+
+/// A control action a person can take on a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobAction {
+    Pause,
+    Resume,
+    Cancel,
+    Delete,
+}
+
+impl JobAction {
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Pause => "Pause",
+            Self::Resume => "Resume",
+            Self::Cancel => "Cancel",
+            Self::Delete => "Delete Job",
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Runtime configuration: `Leptos.toml` plus environment overrides (SPEC section 7).
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Everything the server reads at start-up.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub runner: RunnerConfig,
+    pub llm: LlmConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    pub site_addr: String,
+    pub site_root: String,
+    pub db: PathBuf,
+    pub max_upload_bytes: usize,
+    pub max_rows: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct RunnerConfig {
+    pub pause_poll_ms: u64,
+    pub default_concurrency: u32,
+    pub global_concurrency: usize,
+    pub max_attempts: u32,
+    pub retry_base_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub request_timeout_ms: u64,
+    pub max_body_bytes: usize,
+    pub max_extra_pages: usize,
+    pub allow_private_targets: bool,
+    pub user_agent: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LlmConfig {
+    pub base_url: String,
+    pub api_key: String,
+    pub model: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { server: ServerConfig::default(), runner: RunnerConfig::default(), llm: LlmConfig::default() }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            site_addr: "127.0.0.1:3000".into(),
+            site_root: "target/site".into(),
+            db: PathBuf::from("data/jobdeck.sqlite3"),
+            max_upload_bytes: 50 * 1024 * 1024,
+            max_rows: 1_000_000,
+        }
+    }
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            pause_poll_ms: 3000,
+            default_concurrency: 5,
+            global_concurrency: 64,
+            max_attempts: 3,
+            retry_base_ms: 500,
+            shutdown_grace_ms: 10_000,
+            request_timeout_ms: 15_000,
+            max_body_bytes: 2 * 1024 * 1024,
+            max_extra_pages: 2,
+            allow_private_targets: false,
+            user_agent: "jobdeck/0.1 (account research; self-hosted)".into(),
+        }
+    }
+}
+
+impl RunnerConfig {
+    pub fn pause_poll(&self) -> Duration {
+        Duration::from_millis(self.pause_poll_ms.max(10))
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms.max(1))
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+impl LlmConfig {
+    /// The LLM profile is asked for only when an endpoint is configured.
+    pub fn enabled(&self) -> bool {
+        !self.base_url.trim().is_empty()
+    }
+}
+
+/// A configuration that cannot be used; start-up stops with this message.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not valid: {source}")]
+    Parse { path: String, source: toml::de::Error },
+    #[error("environment variable {name}={value:?} is not valid")]
+    Env { name: &'static str, value: String },
+}
+
+impl Config {
+    /// Reads `$JOBDECK_CONFIG` (default `Leptos.toml`; a missing default file means
+    /// built-in defaults), then applies the environment overrides.
+    pub fn load() -> Result<Self, ConfigError> {
+        let explicit = std::env::var("JOBDECK_CONFIG").ok();
+        let path = explicit.clone().unwrap_or_else(|| "Leptos.toml".into());
+        let mut config = if explicit.is_some() || Path::new(&path).exists() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            Self::from_toml(&text).map_err(|source| ConfigError::Parse { path, source })?
+        } else {
+            Self::default()
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Applies overrides from `lookup` (the process environment in production).
+    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let s = &mut self.server;
+        set(&lookup, "LEPTOS_SITE_ADDR", &mut s.site_addr)?;
+        set(&lookup, "LEPTOS_SITE_ROOT", &mut s.site_root)?;
+        set(&lookup, "JOBDECK_DB", &mut s.db)?;
+        set(&lookup, "JOBDECK_MAX_UPLOAD_BYTES", &mut s.max_upload_bytes)?;
+        set(&lookup, "JOBDECK_MAX_ROWS", &mut s.max_rows)?;
+        let r = &mut self.runner;
+        set(&lookup, "JOBDECK_PAUSE_POLL_MS", &mut r.pause_poll_ms)?;
+        set(&lookup, "JOBDECK_DEFAULT_CONCURRENCY", &mut r.default_concurrency)?;
+        set(&lookup, "JOBDECK_GLOBAL_CONCURRENCY", &mut r.global_concurrency)?;
+        set(&lookup, "JOBDECK_MAX_ATTEMPTS", &mut r.max_attempts)?;
+        set(&lookup, "JOBDECK_RETRY_BASE_MS", &mut r.retry_base_ms)?;
+        set(&lookup, "JOBDECK_SHUTDOWN_GRACE_MS", &mut r.shutdown_grace_ms)?;
+        set(&lookup, "JOBDECK_REQUEST_TIMEOUT_MS", &mut r.request_timeout_ms)?;
+        set(&lookup, "JOBDECK_MAX_BODY_BYTES", &mut r.max_body_bytes)?;
+        set(&lookup, "JOBDECK_MAX_EXTRA_PAGES", &mut r.max_extra_pages)?;
+        set(&lookup, "JOBDECK_USER_AGENT", &mut r.user_agent)?;
+        if let Some(value) = lookup("JOBDECK_ALLOW_PRIVATE_TARGETS") {
+            r.allow_private_targets = parse_bool(&value)
+                .ok_or(ConfigError::Env { name: "JOBDECK_ALLOW_PRIVATE_TARGETS", value })?;
+        }
+        let l = &mut self.llm;
+        set(&lookup, "JOBDECK_LLM_BASE_URL", &mut l.base_url)?;
+        set(&lookup, "JOBDECK_LLM_API_KEY", &mut l.api_key)?;
+        set(&lookup, "JOBDECK_LLM_MODEL", &mut l.model)?;
+        Ok(())
+    }
+}
+
+fn set<T: FromStr>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    field: &mut T,
+) -> Result<(), ConfigError> {
+    if let Some(value) = lookup(name) {
+        *field = value.trim().parse().map_err(|_| ConfigError::Env { name, value })?;
+    }
+    Ok(())
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_leptos_toml_parses_and_env_wins() {
+        let text = include_str!("../../Leptos.toml");
+        let mut config = Config::from_toml(text).expect("Leptos.toml parses");
+        assert_eq!(config.runner.pause_poll_ms, 3000);
+        assert!(!config.runner.allow_private_targets);
+        let env = |name: &str| match name {
+            "JOBDECK_PAUSE_POLL_MS" => Some("250".to_string()),
+            "JOBDECK_ALLOW_PRIVATE_TARGETS" => Some("1".to_string()),
+            "JOBDECK_DB" => Some("/tmp/x.sqlite3".to_string()),
+            _ => None,
+        };
+        config.apply_env(env).unwrap();
+        assert_eq!(config.runner.pause_poll_ms, 250);
+        assert!(config.runner.allow_private_targets);
+        assert_eq!(config.server.db, PathBuf::from("/tmp/x.sqlite3"));
+    }
+
+    #[test]
+    fn a_bad_override_is_named() {
+        let mut config = Config::default();
+        let err = config
+            .apply_env(|n| (n == "JOBDECK_PAUSE_POLL_MS").then(|| "soon".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("JOBDECK_PAUSE_POLL_MS"));
+    }
+}

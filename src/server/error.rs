@@ -1,0 +1,55 @@
+//! The one error type of the server, with its HTTP status.
+
+use axum::http::StatusCode;
+
+/// Every failure the service can report. Wrong-state errors are typed so both the
+/// REST API and the UI can say exactly what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("no {kind} job with id {id}")]
+    NotFound { kind: &'static str, id: i64 },
+    /// The job is completed, failed or cancelled and cannot be paused or resumed.
+    #[error("the job is {0} and can no longer be changed")]
+    AlreadyTerminal(&'static str),
+    /// Delete asked while the job can still run.
+    #[error("the job is still processing: pause or cancel first")]
+    StillProcessing,
+    /// Any other action the job's state does not allow.
+    #[error("{0}")]
+    WrongState(String),
+    #[error("database error")]
+    Db(#[from] rusqlite::Error),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadInput(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::AlreadyTerminal(_) | Self::StillProcessing | Self::WrongState(_) => StatusCode::CONFLICT,
+            Self::Db(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The text a client may see: internals stay in the server log.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Db(e) => {
+                tracing::error!(error = %e, "database error");
+                "internal error: the database could not complete the request".into()
+            }
+            Self::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                "internal error".into()
+            }
+            other => other.to_string(),
+        }
+    }
+}

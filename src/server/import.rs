@@ -1,0 +1,303 @@
+//! Reading an uploaded CSV into a job and its items, in one transaction: a bad file
+//! leaves nothing behind (SPEC section 6).
+
+use bytes::Bytes;
+use rusqlite::Connection;
+
+use super::error::AppError;
+use super::steps::preprocess;
+use super::store::{self, NewItem};
+use crate::model::{JobKind, MAX_CONCURRENCY, MIN_CONCURRENCY};
+
+/// An upload as both the REST API and the UI hand it over.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub filename: String,
+    pub name: Option<String>,
+    pub concurrency: Option<u32>,
+    pub bytes: Bytes,
+}
+
+/// The limits an import enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bytes: usize,
+    pub max_rows: usize,
+    pub default_concurrency: u32,
+}
+
+/// Which input column plays which role, found by header name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ColumnMap {
+    pub name: Option<usize>,
+    pub website: Option<usize>,
+    pub domain: Option<usize>,
+    pub email: Option<usize>,
+}
+
+const NAME_WORDS: &[&str] = &[
+    "company", "company name", "companyname", "account", "account name", "accountname", "organization",
+    "organisation", "organization name", "organisation name", "org", "org name", "business", "business name",
+    "name", "employer", "firm",
+];
+const WEBSITE_WORDS: &[&str] = &[
+    "website", "web site", "url", "homepage", "home page", "web", "site", "website url", "company website",
+    "company url", "web address", "www",
+];
+const DOMAIN_WORDS: &[&str] = &["domain", "company domain", "website domain", "domain name", "email domain"];
+const EMAIL_WORDS: &[&str] = &["email", "e mail", "email address", "e mail address", "work email", "contact email", "mail"];
+
+fn fold_header(h: &str) -> String {
+    h.trim()
+        .to_lowercase()
+        .chars()
+        .map(|c| if c == '_' || c == '-' || c == '.' { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl ColumnMap {
+    /// Maps headers case-insensitively by common synonyms; an exact synonym beats a
+    /// header that merely contains a key word.
+    pub fn from_headers(headers: &[String]) -> Self {
+        let folded: Vec<String> = headers.iter().map(|h| fold_header(h)).collect();
+        let find = |words: &[&str], key: &[&str], taken: &[Option<usize>]| -> Option<usize> {
+            let free = |i: &usize| !taken.contains(&Some(*i));
+            folded
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| free(i))
+                .find(|(_, h)| words.contains(&h.as_str()))
+                .or_else(|| {
+                    folded
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| free(i))
+                        .find(|(_, h)| key.iter().any(|k| h.contains(k)))
+                })
+                .map(|(i, _)| i)
+        };
+        let email = find(EMAIL_WORDS, &["email", "e mail"], &[]);
+        let domain = find(DOMAIN_WORDS, &["domain"], &[email]);
+        let website = find(WEBSITE_WORDS, &["website", "url", "homepage"], &[email, domain]);
+        let name = find(NAME_WORDS, &["company", "account", "organization", "organisation"], &[email, domain, website]);
+        Self { name, website, domain, email }
+    }
+}
+
+/// Picks the delimiter that splits the header line most: comma, semicolon or tab.
+pub fn detect_delimiter(bytes: &[u8]) -> u8 {
+    let mut counts = [0usize; 3];
+    let mut quoted = false;
+    for &b in bytes {
+        match b {
+            b'"' => quoted = !quoted,
+            b'\n' | b'\r' if !quoted => break,
+            b',' if !quoted => counts[0] += 1,
+            b';' if !quoted => counts[1] += 1,
+            b'\t' if !quoted => counts[2] += 1,
+            _ => {}
+        }
+    }
+    let best = (0..3).max_by_key(|&i| (counts[i], std::cmp::Reverse(i))).unwrap_or(0);
+    [b',', b';', b'\t'][best]
+}
+
+fn cell(row: &[String], index: Option<usize>) -> Option<String> {
+    index.and_then(|i| row.get(i)).map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+/// Validates the upload and writes the job with all its items on `conn`, which must be
+/// inside a transaction the caller rolls back on error. Returns the new job id.
+pub fn import(conn: &Connection, kind: JobKind, upload: &Upload, limits: Limits) -> Result<i64, AppError> {
+    if upload.bytes.len() > limits.max_bytes {
+        return Err(AppError::TooLarge(format!(
+            "the file is {} bytes; the limit is {} bytes",
+            upload.bytes.len(),
+            limits.max_bytes
+        )));
+    }
+    let concurrency = upload.concurrency.unwrap_or(limits.default_concurrency);
+    if !(MIN_CONCURRENCY..=MAX_CONCURRENCY).contains(&concurrency) {
+        return Err(AppError::BadInput(format!(
+            "concurrency must be between {MIN_CONCURRENCY} and {MAX_CONCURRENCY}, not {concurrency}"
+        )));
+    }
+    let data = upload.bytes.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&upload.bytes);
+    if data.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(AppError::BadInput("the file is empty: a header row and at least one row are needed".into()));
+    }
+    if let Err(e) = std::str::from_utf8(data) {
+        let line = 1 + data[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
+        return Err(AppError::BadInput(format!("line {line}: the file is not valid UTF-8 text")));
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(detect_delimiter(data))
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(data);
+    let mut headers: Vec<String> = reader
+        .headers()
+        .map_err(|e| csv_error(&e))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect();
+    if headers.iter().all(String::is_empty) {
+        return Err(AppError::BadInput("line 1: the header row is empty".into()));
+    }
+    dedupe_headers(&mut headers);
+    let map = ColumnMap::from_headers(&headers);
+    if kind == JobKind::Research && map.name.is_none() && map.website.is_none() && map.domain.is_none() {
+        return Err(AppError::BadInput(format!(
+            "line 1: the header has no company name, website or domain column (found: {})",
+            headers.join(", ")
+        )));
+    }
+    let display_name = upload
+        .name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let stem = upload.filename.rsplit_once('.').map_or(upload.filename.as_str(), |(s, _)| s);
+            if stem.trim().is_empty() { "Untitled job".to_string() } else { stem.trim().to_string() }
+        });
+    let filename = if upload.filename.trim().is_empty() { "upload.csv".to_string() } else { upload.filename.clone() };
+    let job_id = store::insert_job(conn, kind, &display_name, &filename, concurrency, &headers)?;
+
+    let width = headers.len();
+    let max_rows = limits.max_rows;
+    let mut rows = 0usize;
+    let items = reader.records().filter_map(|record| {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => return Some(Err(csv_error(&e))),
+        };
+        let line = record.position().map_or(0, |p| p.line()) as i64;
+        let mut values: Vec<String> = record.iter().map(str::to_string).collect();
+        if values.iter().all(|v| v.trim().is_empty()) {
+            return None;
+        }
+        if values.len() > width {
+            if values[width..].iter().all(|v| v.trim().is_empty()) {
+                values.truncate(width);
+            } else {
+                return Some(Err(AppError::BadInput(format!(
+                    "line {line}: the row has {} fields but the header has {width}",
+                    values.len()
+                ))));
+            }
+        }
+        values.resize(width, String::new());
+        rows += 1;
+        if rows > max_rows {
+            return Some(Err(AppError::TooLarge(format!("the file has more than {max_rows} rows, the limit"))));
+        }
+        Some(new_item(kind, &map, line, values))
+    });
+    let count = store::insert_items(conn, kind, job_id, items)?;
+    if count == 0 {
+        return Err(AppError::BadInput("the file has a header row but no rows".into()));
+    }
+    store::finish_import(conn, kind, job_id, count)?;
+    Ok(job_id)
+}
+
+fn new_item(kind: JobKind, map: &ColumnMap, line: i64, values: Vec<String>) -> Result<NewItem, AppError> {
+    let input = serde_json::to_string(&values).map_err(|e| AppError::Internal(e.to_string()))?;
+    match kind {
+        JobKind::Research => {
+            let name = cell(&values, map.name);
+            let website = cell(&values, map.website);
+            let domain = cell(&values, map.domain)
+                .or_else(|| cell(&values, map.email).and_then(|e| preprocess::domain_from(&e)));
+            if name.is_none() && website.is_none() && domain.is_none() {
+                return Err(AppError::BadInput(format!(
+                    "line {line}: the row has neither a company name nor a website or domain"
+                )));
+            }
+            Ok(NewItem { line, name, website, domain, input, normalized: None, dedupe_key: None })
+        }
+        JobKind::Preprocess => {
+            let n = preprocess::normalize(map, &values);
+            let normalized = serde_json::to_string(&n.json).map_err(|e| AppError::Internal(e.to_string()))?;
+            Ok(NewItem {
+                line,
+                name: n.name,
+                website: n.website,
+                domain: n.domain,
+                input,
+                normalized: Some(normalized),
+                dedupe_key: n.dedupe_key,
+            })
+        }
+    }
+}
+
+/// Repeated header names get a number so every column keeps its own key.
+fn dedupe_headers(headers: &mut [String]) {
+    for i in 0..headers.len() {
+        if headers[i].is_empty() {
+            headers[i] = format!("column {}", i + 1);
+        }
+        let mut n = 2;
+        let base = headers[i].clone();
+        while headers[..i].contains(&headers[i]) {
+            headers[i] = format!("{base} ({n})");
+            n += 1;
+        }
+    }
+}
+
+fn csv_error(e: &csv::Error) -> AppError {
+    let line = e.position().map(|p| p.line());
+    let what = match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => "the file is not valid UTF-8 text".to_string(),
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("the row has {len} fields but the header has {expected_len}")
+        }
+        _ => format!("the CSV cannot be read: {e}"),
+    };
+    match line {
+        Some(line) => AppError::BadInput(format!("line {line}: {what}")),
+        None => AppError::BadInput(what),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn headers_map_by_synonym_and_case() {
+        let m = ColumnMap::from_headers(&h(&["Account Name", "Homepage", "E-Mail", "Notes"]));
+        assert_eq!(m, ColumnMap { name: Some(0), website: Some(1), domain: None, email: Some(2) });
+        let m = ColumnMap::from_headers(&h(&["id", "ORGANIZATION", "company_domain", "Website URL"]));
+        assert_eq!(m, ColumnMap { name: Some(1), website: Some(3), domain: Some(2), email: None });
+        let m = ColumnMap::from_headers(&h(&["foo", "bar"]));
+        assert_eq!(m, ColumnMap::default());
+    }
+
+    #[test]
+    fn delimiter_is_detected_outside_quotes() {
+        assert_eq!(detect_delimiter(b"a,b,c\n1,2,3"), b',');
+        assert_eq!(detect_delimiter(b"a;b;c\n1;2;3"), b';');
+        assert_eq!(detect_delimiter(b"a\tb\n1\t2"), b'\t');
+        assert_eq!(detect_delimiter(b"\"x,y,z\";b;c\n"), b';');
+        assert_eq!(detect_delimiter(b"single\n1"), b',');
+    }
+
+    #[test]
+    fn repeated_headers_stay_distinct() {
+        let mut v = h(&["name", "name", "", "name"]);
+        dedupe_headers(&mut v);
+        assert_eq!(v, h(&["name", "name (2)", "column 3", "name (3)"]));
+    }
+}

@@ -1,0 +1,61 @@
+//! Everything that runs only on the server.
+
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod import;
+pub mod rest;
+pub mod runner;
+pub mod service;
+pub mod state;
+pub mod steps;
+pub mod store;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+
+use crate::app::{shell, App};
+use state::AppState;
+
+/// The whole HTTP surface: REST API, server functions, pages and static files.
+/// Public so tests can drive it in-process.
+pub fn app(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    // Room for the multipart envelope around a file at the upload limit; the import
+    // itself enforces the exact limit with a clear message.
+    let body_limit = state.config.server.max_upload_bytes.saturating_add(1024 * 1024);
+    Router::new()
+        .merge(rest::routes())
+        .leptos_routes(&state, routes, {
+            let options = state.leptos_options.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// Opens the database, builds the steps and the runner, and returns the state the
+/// router needs. The runner is not started; call `service.runner().start()`.
+pub fn build_state(
+    config: config::Config,
+    leptos_options: leptos::config::LeptosOptions,
+) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
+    use std::sync::Arc;
+    let db = db::Db::open(&config.server.db)?;
+    let http = steps::net::Http::new(&config.runner)?;
+    let llm = steps::llm::Llm::new(&config.llm, config.runner.request_timeout().max(std::time::Duration::from_secs(60)));
+    let steps = runner::Steps {
+        research: Arc::new(steps::research::ResearchStep::new(http.clone(), llm, config.runner.max_extra_pages)),
+        preprocess: Arc::new(steps::preprocess::PreprocessStep::new(http)),
+    };
+    let runner = runner::Runner::new(db.clone(), config.runner.clone(), steps);
+    let limits = import::Limits {
+        max_bytes: config.server.max_upload_bytes,
+        max_rows: config.server.max_rows,
+        default_concurrency: config.runner.default_concurrency,
+    };
+    let service = service::Service::new(db, runner, limits);
+    Ok(AppState { leptos_options, service, config: Arc::new(config) })
+}

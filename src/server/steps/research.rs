@@ -1,0 +1,1019 @@
+//! Full research of one account's website: fetch the homepage and a few same-site
+//! pages it links (about, contact), extract what they say about the company, and
+//! optionally ask the configured LLM for a profile.
+
+use futures::future::BoxFuture;
+use reqwest::header::{HeaderMap, CONTENT_TYPE};
+use reqwest::Url;
+use scraper::{Html, Node};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::sync::LazyLock;
+
+use super::llm::Llm;
+use super::net::{self, Http};
+use super::{Claimed, Step, StepError};
+
+/// Visible text kept per page, enough for a profile without flooding the LLM.
+const MAX_TEXT_CHARS: usize = 2000;
+/// Total text sent to the LLM across the fetched pages.
+const MAX_LLM_TEXT_CHARS: usize = 6000;
+/// The excerpt stored in the result, so people can see what the site says.
+const MAX_EXCERPT_CHARS: usize = 300;
+
+/// The research step; cheap to clone pieces are moved into each item's future.
+pub struct ResearchStep {
+    http: Http,
+    llm: Option<Llm>,
+    max_extra_pages: usize,
+}
+
+impl ResearchStep {
+    /// `max_extra_pages` bounds the same-site pages fetched after the homepage.
+    pub fn new(http: Http, llm: Option<Llm>, max_extra_pages: usize) -> Self {
+        Self { http, llm, max_extra_pages }
+    }
+}
+
+impl Step for ResearchStep {
+    fn run(&self, item: Claimed) -> BoxFuture<'static, Result<Value, StepError>> {
+        let http = self.http.clone();
+        let llm = self.llm.clone();
+        let max_extra_pages = self.max_extra_pages;
+        Box::pin(async move { research(&http, llm.as_ref(), max_extra_pages, &item).await })
+    }
+}
+
+/// The URL to research: the website column when it is a full http(s) URL, else the
+/// website or the domain with `https://` in front. `None` when neither is usable.
+pub fn website_url(website: Option<&str>, domain: Option<&str>) -> Option<Url> {
+    let website = website.map(str::trim).filter(|s| !s.is_empty());
+    if let Some(w) = website {
+        if w.contains("://") {
+            if let Ok(url) = Url::parse(w) {
+                if matches!(url.scheme(), "http" | "https") && url.host().is_some() {
+                    return Some(url);
+                }
+            }
+        } else if let Some(url) = bare_url(w) {
+            return Some(url);
+        }
+    }
+    domain.map(str::trim).filter(|s| !s.is_empty()).and_then(bare_url)
+}
+
+/// `acme.com` or `acme.com/en` as an https URL. Requires something host-like so
+/// placeholders such as "n/a" or "none" in a spreadsheet are not fetched.
+fn bare_url(s: &str) -> Option<Url> {
+    if s.contains("://") || s.chars().any(char::is_whitespace) {
+        return None;
+    }
+    let url = Url::parse(&format!("https://{s}")).ok()?;
+    let host_like = match url.host()? {
+        url::Host::Domain(d) => d.contains('.') || d == "localhost",
+        url::Host::Ipv4(_) | url::Host::Ipv6(_) => true,
+    };
+    host_like.then_some(url)
+}
+
+/// What one page says about the company.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Extracted {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub canonical: Option<String>,
+    pub language: Option<String>,
+    pub socials: Vec<String>,
+    pub emails: Vec<String>,
+    pub phones: Vec<String>,
+    pub technologies: Vec<String>,
+    /// Visible body text, whitespace collapsed, at most about 2,000 characters.
+    pub text: String,
+    /// Same-site http(s) links with their text, candidates for the extra pages.
+    #[serde(skip)]
+    pub links: Vec<Link>,
+}
+
+/// A link found on a page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub url: Url,
+    pub text: String,
+}
+
+const SOCIAL_HOSTS: &[&str] = &[
+    "linkedin.com",
+    "twitter.com",
+    "x.com",
+    "facebook.com",
+    "instagram.com",
+    "youtube.com",
+    "github.com",
+    "tiktok.com",
+];
+
+/// Substrings of script/stylesheet URLs (and inline scripts) that give a technology away.
+const ASSET_SIGNATURES: &[(&str, &str)] = &[
+    ("googletagmanager.com", "Google Tag Manager"),
+    ("google-analytics.com", "Google Analytics"),
+    ("cdn.shopify.com", "Shopify"),
+    ("js.hs-scripts.com", "HubSpot"),
+    ("js.hsforms.net", "HubSpot"),
+    ("hubspot", "HubSpot"),
+    ("/wp-content/", "WordPress"),
+    ("/wp-includes/", "WordPress"),
+    ("cdn.jsdelivr.net", "jsDelivr"),
+    ("unpkg.com", "unpkg"),
+    ("cdnjs.cloudflare.com", "cdnjs"),
+    ("static.hotjar.com", "Hotjar"),
+    ("js.stripe.com", "Stripe"),
+    ("widget.intercom.io", "Intercom"),
+    ("intercomcdn.com", "Intercom"),
+    ("cdn.segment.com", "Segment"),
+    ("/_next/", "Next.js"),
+    ("/_nuxt/", "Nuxt"),
+    ("react-dom", "React"),
+    ("react.production", "React"),
+    ("jquery", "jQuery"),
+    ("connect.facebook.net", "Facebook Pixel"),
+    ("snap.licdn.com", "LinkedIn Insight Tag"),
+    ("fonts.googleapis.com", "Google Fonts"),
+    ("google.com/recaptcha", "reCAPTCHA"),
+    ("static.cloudflareinsights.com", "Cloudflare Web Analytics"),
+    ("plausible.io", "Plausible"),
+    ("matomo", "Matomo"),
+    ("js.driftt.com", "Drift"),
+    ("cdn.cookielaw.org", "OneTrust"),
+    ("consent.cookiebot.com", "Cookiebot"),
+    ("static.wixstatic.com", "Wix"),
+    ("squarespace.com", "Squarespace"),
+    ("website-files.com", "Webflow"),
+];
+
+/// Response headers whose mere presence names the platform in front of the site.
+const HEADER_SIGNATURES: &[(&str, &str)] = &[
+    ("cf-ray", "Cloudflare"),
+    ("x-vercel-id", "Vercel"),
+    ("x-nf-request-id", "Netlify"),
+    ("x-shopify-stage", "Shopify"),
+    ("x-wix-request-id", "Wix"),
+    ("x-github-request-id", "GitHub Pages"),
+    ("x-amz-cf-id", "Amazon CloudFront"),
+    ("x-fastly-request-id", "Fastly"),
+];
+
+/// Addresses in visible text. Deliberately plain: the goal is contact addresses
+/// people wrote on the page, not RFC 5322.
+static EMAIL_RE: LazyLock<regex::Regex> = LazyLock::new(|| {
+    regex::Regex::new(r"[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*\.[A-Za-z]{2,24}")
+        .expect("valid e-mail pattern")
+});
+
+/// Retina asset names (`logo@2x.png`) look like addresses; these endings give them away.
+const FILE_ENDINGS: &[&str] = &[".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".avif", ".ico", ".bmp", ".css", ".js"];
+
+/// Elements whose text is not shown to a reader.
+const HIDDEN: &[&str] = &["script", "style", "noscript", "template", "svg", "head", "iframe", "object"];
+
+/// Elements that flow inside a line; every other element separates words.
+const INLINE: &[&str] = &[
+    "a", "abbr", "b", "bdi", "bdo", "cite", "code", "data", "dfn", "em", "i", "kbd", "mark", "q", "s", "samp",
+    "small", "span", "strong", "sub", "sup", "time", "u", "var", "wbr",
+];
+
+
+/// Headers whose values name the software behind the site.
+const VALUE_HEADERS: &[&str] = &["server", "x-powered-by", "x-generator"];
+
+/// Pulls the company facts out of one HTML page. Pure: no I/O, so it is easy to test.
+pub fn extract(page_url: &Url, html: &str, headers: &HeaderMap) -> Extracted {
+    let doc = Html::parse_document(html);
+    let mut out = Extracted::default();
+    let mut og_description = None;
+
+    for el in doc.root_element().descendent_elements() {
+        let e = el.value();
+        match e.name() {
+            "html" if out.language.is_none() => {
+                out.language = e.attr("lang").and_then(|l| non_empty(l.trim().to_string()));
+            }
+            "title" if out.title.is_none() => {
+                // An <svg><title> is a tooltip, not the page's title.
+                let in_svg = el.ancestors().any(|a| a.value().as_element().is_some_and(|p| p.name() == "svg"));
+                if !in_svg {
+                    out.title = non_empty(collapse(&el.text().collect::<String>()));
+                }
+            }
+            "meta" => {
+                let key = e.attr("name").or_else(|| e.attr("property")).unwrap_or("").trim().to_ascii_lowercase();
+                let Some(content) = e.attr("content").map(collapse).and_then(non_empty) else { continue };
+                match key.as_str() {
+                    "description" if out.description.is_none() => out.description = Some(content),
+                    "og:description" if og_description.is_none() => og_description = Some(content),
+                    "generator" => push_technology(&mut out.technologies, shorten(&content, 80)),
+                    _ => {}
+                }
+            }
+            "link" => {
+                let Some(href) = e.attr("href").and_then(|h| page_url.join(h.trim()).ok()) else { continue };
+                let rel = e.attr("rel").unwrap_or("").to_ascii_lowercase();
+                if out.canonical.is_none() && rel.split_ascii_whitespace().any(|r| r == "canonical") {
+                    out.canonical = Some(href.to_string());
+                }
+                asset_technologies(&mut out.technologies, href.as_str());
+            }
+            "script" => match e.attr("src") {
+                Some(src) => asset_technologies(&mut out.technologies, &absolute(page_url, src)),
+                None => {
+                    if e.id() == Some("__NEXT_DATA__") {
+                        push_technology(&mut out.technologies, "Next.js".into());
+                    }
+                    // Inline loaders (the GTM snippet, HubSpot embeds) name their hosts.
+                    asset_technologies(&mut out.technologies, &el.text().collect::<String>());
+                }
+            },
+            "img" | "source" | "iframe" => {
+                if let Some(src) = e.attr("src") {
+                    asset_technologies(&mut out.technologies, &absolute(page_url, src));
+                }
+            }
+            "a" | "area" => {
+                if let Some(href) = e.attr("href") {
+                    let text = collapse(&el.text().collect::<String>());
+                    link_found(&mut out, page_url, href.trim(), text);
+                }
+            }
+            _ => {}
+        }
+    }
+    if out.description.is_none() {
+        out.description = og_description;
+    }
+
+    for header in VALUE_HEADERS {
+        for value in headers.get_all(*header) {
+            if let Some(v) = value.to_str().ok().map(collapse).and_then(non_empty) {
+                push_technology(&mut out.technologies, shorten(&v, 80));
+            }
+        }
+    }
+    for (header, name) in HEADER_SIGNATURES {
+        if headers.contains_key(*header) {
+            push_technology(&mut out.technologies, (*name).to_string());
+        }
+    }
+
+    let text = visible_text(&doc);
+    for m in EMAIL_RE.find_iter(&text) {
+        if let Some(email) = clean_email(m.as_str()) {
+            push_unique(&mut out.emails, email);
+        }
+    }
+    out.text = shorten(&text, MAX_TEXT_CHARS);
+    out
+}
+
+/// Sorts one `<a href>` into e-mails, phones, socials or same-site links.
+fn link_found(out: &mut Extracted, page_url: &Url, href: &str, text: String) {
+    let lower = href.to_ascii_lowercase();
+    if lower.starts_with("mailto:") {
+        let addresses = percent_decode(&href["mailto:".len()..]);
+        let addresses = addresses.split('?').next().unwrap_or("");
+        for address in addresses.split([',', ';']) {
+            if let Some(email) = clean_email(address) {
+                push_unique(&mut out.emails, email);
+            }
+        }
+        return;
+    }
+    if lower.starts_with("tel:") || lower.starts_with("callto:") {
+        let number = href.split_once(':').map_or("", |(_, n)| n);
+        if let Some(phone) = normalize_phone(&percent_decode(number)) {
+            push_unique(&mut out.phones, phone);
+        }
+        return;
+    }
+    let Ok(mut url) = page_url.join(href) else { return };
+    if !matches!(url.scheme(), "http" | "https") {
+        return;
+    }
+    url.set_fragment(None);
+    if is_social_profile(&url) {
+        push_social(&mut out.socials, url.to_string());
+    } else if same_site(page_url, &url) && !out.links.iter().any(|l| same_page(&l.url, &url)) {
+        out.links.push(Link { url, text });
+    }
+}
+
+/// A link to a company's own profile on a social network; share buttons and bare
+/// network homepages say nothing about the company.
+fn is_social_profile(url: &Url) -> bool {
+    let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+    let host = host.strip_prefix("www.").unwrap_or(&host);
+    if !SOCIAL_HOSTS.iter().any(|d| host == *d || host.ends_with(&format!(".{d}"))) {
+        return false;
+    }
+    let path = url.path().to_ascii_lowercase();
+    let share = ["/share", "/sharer", "/intent/", "/dialog/", "/home"].iter().any(|p| path.starts_with(p));
+    !share && path.trim_matches('/') != ""
+}
+
+/// Compares social links loosely, so `https://www.x.com/acme/` and `http://x.com/acme` count once.
+fn social_key(url: &str) -> String {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower.split_once("://").map_or(lower.as_str(), |(_, r)| r);
+    let rest = rest.strip_prefix("www.").unwrap_or(rest);
+    rest.trim_end_matches('/').to_string()
+}
+
+fn push_social(list: &mut Vec<String>, url: String) {
+    let key = social_key(&url);
+    if !list.iter().any(|s| social_key(s) == key) {
+        list.push(url);
+    }
+}
+
+fn host_without_www(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+    host.strip_prefix("www.").map(str::to_string).unwrap_or(host)
+}
+
+/// Same site means same host, give or take `www.`, on any port of http(s).
+fn same_site(a: &Url, b: &Url) -> bool {
+    host_without_www(a) == host_without_www(b)
+}
+
+/// Same page ignoring scheme, `www.`, a trailing slash and the fragment.
+fn same_page(a: &Url, b: &Url) -> bool {
+    same_site(a, b)
+        && a.port_or_known_default() == b.port_or_known_default()
+        && a.path().trim_end_matches('/') == b.path().trim_end_matches('/')
+        && a.query() == b.query()
+}
+
+fn clean_email(raw: &str) -> Option<String> {
+    let email = raw.trim().trim_end_matches('.').to_lowercase();
+    let whole = EMAIL_RE.find(&email).is_some_and(|m| m.start() == 0 && m.end() == email.len());
+    (whole && !FILE_ENDINGS.iter().any(|end| email.ends_with(end))).then_some(email)
+}
+
+/// Digits with a leading `+` when the number had one: comparable across pages.
+fn normalize_phone(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() < 5 || digits.len() > 20 {
+        return None;
+    }
+    Some(if raw.starts_with('+') { format!("+{digits}") } else { digits })
+}
+
+/// Decodes `%xx` escapes (as in `mailto:info%40acme.com` or `tel:+1%20555`).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn absolute(page_url: &Url, src: &str) -> String {
+    page_url.join(src.trim()).map(String::from).unwrap_or_else(|_| src.to_string())
+}
+
+fn asset_technologies(list: &mut Vec<String>, haystack: &str) {
+    let lower = haystack.to_ascii_lowercase();
+    for (needle, name) in ASSET_SIGNATURES {
+        if lower.contains(needle) {
+            push_technology(list, (*name).to_string());
+        }
+    }
+}
+
+/// Adds a technology unless it is already listed, also when already listed with a
+/// version ("WordPress 6.4" makes a later "WordPress" redundant).
+fn push_technology(list: &mut Vec<String>, name: String) {
+    let lower = name.to_lowercase();
+    let known = list.iter().any(|t| {
+        let t = t.to_lowercase();
+        t == lower || t.starts_with(&format!("{lower} ")) || t.starts_with(&format!("{lower}/"))
+    });
+    if !known {
+        list.push(name);
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, value: String) {
+    if !list.contains(&value) {
+        list.push(value);
+    }
+}
+
+/// The text a reader sees in the body: scripts, styles and the like skipped, block
+/// elements separated by a space, whitespace collapsed.
+fn visible_text(doc: &Html) -> String {
+    let mut text = String::new();
+    // `None` marks the end of a block element. An explicit stack instead of recursion,
+    // because hostile pages can nest elements very deeply.
+    let mut stack = vec![Some(*doc.root_element())];
+    while let Some(entry) = stack.pop() {
+        let Some(node) = entry else {
+            text.push(' ');
+            continue;
+        };
+        match node.value() {
+            Node::Text(t) => text.push_str(t),
+            Node::Element(e) => {
+                if HIDDEN.contains(&e.name()) {
+                    continue;
+                }
+                if !INLINE.contains(&e.name()) {
+                    text.push(' ');
+                    stack.push(None);
+                }
+                stack.extend(node.children().rev().map(Some));
+            }
+            _ => {}
+        }
+    }
+    collapse(&text)
+}
+
+fn collapse(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// At most `max_chars` characters, cut at a character boundary.
+fn shorten(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        Some((cut, _)) => s[..cut].trim_end().to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// One fetched HTML page.
+struct Page {
+    final_url: Url,
+    status: u16,
+    headers: HeaderMap,
+    html: String,
+}
+
+/// Why a page could not be used, with the status when the server answered.
+struct FetchError {
+    status: Option<u16>,
+    error: StepError,
+}
+
+impl From<StepError> for FetchError {
+    fn from(error: StepError) -> Self {
+        Self { status: None, error }
+    }
+}
+
+async fn fetch_page(http: &Http, url: &Url) -> Result<Page, FetchError> {
+    http.check_url(url)?;
+    let response = http
+        .client
+        .get(url.clone())
+        .header(reqwest::header::ACCEPT, "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5")
+        .send()
+        .await
+        .map_err(net::classify)?;
+    let status = response.status();
+    let code = status.as_u16();
+    let final_url = response.url().clone();
+    let failed = |error| FetchError { status: Some(code), error };
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        // The site may be back in a moment; the runner retries with backoff.
+        return Err(failed(StepError::Transient(format!("HTTP {code} from {final_url}"))));
+    }
+    if !status.is_success() {
+        return Err(failed(StepError::Permanent(format!("HTTP {code} from {final_url}"))));
+    }
+    let content_type = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    // Servers that send no type at all are usually serving HTML anyway.
+    if !matches!(mime, "" | "text/html" | "application/xhtml+xml") {
+        return Err(failed(StepError::Permanent(format!("{final_url} is not an HTML page (content type {mime})"))));
+    }
+    let headers = response.headers().clone();
+    let body = http.read_capped(response).await.map_err(failed)?;
+    Ok(Page { final_url, status: code, headers, html: String::from_utf8_lossy(&body).into_owned() })
+}
+
+/// Which kind of page a same-site link leads to: 0 about-like, 1 contact-like.
+fn page_kind(link: &Link) -> Option<u8> {
+    const ABOUT: &[&str] = &["about", "company", "team", "ueber", "über", "unternehmen", "apropos", "nosotros"];
+    const CONTACT: &[&str] = &["contact", "kontakt", "impressum", "imprint", "contacto", "contatti"];
+    let haystack = format!("{} {}", link.url.path(), link.text).to_lowercase();
+    let words: Vec<&str> = haystack.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let has = |keys: &[&str]| words.iter().any(|w| keys.iter().any(|k| w.starts_with(k)));
+    if has(ABOUT) {
+        Some(0)
+    } else if has(CONTACT) {
+        Some(1)
+    } else {
+        None
+    }
+}
+
+fn is_document_file(url: &Url) -> bool {
+    const FILES: &[&str] = &[".pdf", ".jpg", ".jpeg", ".png", ".gif", ".svg", ".webp", ".zip", ".doc", ".docx", ".xls", ".xlsx", ".ppt", ".pptx", ".mp4", ".mp3"];
+    let path = url.path().to_ascii_lowercase();
+    FILES.iter().any(|f| path.ends_with(f))
+}
+
+/// The extra pages worth fetching: about-like and contact-like links, alternating so
+/// that two pages give one of each, never the homepage, each page once.
+fn pick_extra_pages(homes: &[&Url], links: &[Link], max: usize) -> Vec<Url> {
+    let mut per_kind = [0usize; 2];
+    let mut picked: Vec<(usize, u8, Url)> = Vec::new();
+    for link in links {
+        let url = &link.url;
+        if homes.iter().any(|h| same_page(h, url))
+            || is_document_file(url)
+            || picked.iter().any(|(_, _, u)| same_page(u, url))
+        {
+            continue;
+        }
+        let Some(kind) = page_kind(link) else { continue };
+        let nth = per_kind[kind as usize];
+        per_kind[kind as usize] += 1;
+        picked.push((nth, kind, url.clone()));
+    }
+    picked.sort_by_key(|(nth, kind, _)| (*nth, *kind));
+    picked.into_iter().take(max).map(|(_, _, u)| u).collect()
+}
+
+/// Folds an extra page into the homepage's findings: the homepage's own fields win,
+/// the lists are unions.
+fn merge(into: &mut Extracted, other: Extracted) {
+    if into.title.is_none() {
+        into.title = other.title;
+    }
+    if into.description.is_none() {
+        into.description = other.description;
+    }
+    if into.language.is_none() {
+        into.language = other.language;
+    }
+    for s in other.socials {
+        push_social(&mut into.socials, s);
+    }
+    for e in other.emails {
+        push_unique(&mut into.emails, e);
+    }
+    for p in other.phones {
+        push_unique(&mut into.phones, p);
+    }
+    for t in other.technologies {
+        push_technology(&mut into.technologies, t);
+    }
+}
+
+fn page_entry(url: &Url, status: Option<u16>, error: Option<&StepError>) -> Value {
+    json!({"url": url.as_str(), "statusCode": status, "error": error.map(|e| e.to_string())})
+}
+
+async fn research(http: &Http, llm: Option<&Llm>, max_extra_pages: usize, item: &Claimed) -> Result<Value, StepError> {
+    let website = item.website.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let domain = item.domain.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let Some(given) = website.or(domain) else {
+        return Err(StepError::Permanent("no website or domain to research".into()));
+    };
+    let url = website_url(website, domain)
+        .ok_or_else(|| StepError::Permanent(format!("`{given}` is not a usable website URL or domain")))?;
+
+    let home = fetch_page(http, &url).await.map_err(|f| f.error)?;
+    let mut found = extract(&home.final_url, &home.html, &home.headers);
+    let mut pages = vec![page_entry(&url, Some(home.status), None)];
+    let mut texts = vec![std::mem::take(&mut found.text)];
+
+    let extras = pick_extra_pages(&[&url, &home.final_url], &found.links, max_extra_pages);
+    // Concurrently, and dropped together if the job is cancelled.
+    let fetched = futures::future::join_all(extras.iter().map(|u| fetch_page(http, u))).await;
+    for (extra_url, result) in extras.iter().zip(fetched) {
+        match result {
+            Ok(page) => {
+                pages.push(page_entry(extra_url, Some(page.status), None));
+                let mut more = extract(&page.final_url, &page.html, &page.headers);
+                texts.push(std::mem::take(&mut more.text));
+                merge(&mut found, more);
+            }
+            // Best effort: a broken about page says nothing against the account.
+            Err(f) => pages.push(page_entry(extra_url, f.status, Some(&f.error))),
+        }
+    }
+
+    let (profile, profile_error) = match llm {
+        None => (Value::Null, Value::Null),
+        Some(llm) => {
+            let text = llm_text(&found, &texts);
+            if text.is_empty() {
+                (Value::Null, Value::String("the website has no text to profile".into()))
+            } else {
+                match llm.profile(item.name.as_deref(), &text).await {
+                    Ok(profile) => (profile, Value::Null),
+                    // The research itself is still worth keeping.
+                    Err(StepError::Permanent(reason)) => (Value::Null, Value::String(reason)),
+                    // Rate limits pause the job; transient failures retry the item.
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    };
+
+    Ok(json!({
+        "url": url.as_str(),
+        "finalUrl": home.final_url.as_str(),
+        "statusCode": home.status,
+        "title": found.title,
+        "description": found.description,
+        "canonical": found.canonical,
+        "language": found.language,
+        "socials": found.socials,
+        "emails": found.emails,
+        "phones": found.phones,
+        "technologies": found.technologies,
+        "excerpt": shorten(&texts[0], MAX_EXCERPT_CHARS),
+        "pages": pages,
+        "profile": profile,
+        "profileError": profile_error,
+    }))
+}
+
+/// What the LLM reads: title and description first, since they are the site's own
+/// summary, then the visible text of each page, bounded.
+fn llm_text(found: &Extracted, texts: &[String]) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = &found.title {
+        parts.push(format!("Title: {t}"));
+    }
+    if let Some(d) = &found.description {
+        parts.push(format!("Description: {d}"));
+    }
+    parts.extend(texts.iter().filter(|t| !t.is_empty()).cloned());
+    shorten(&parts.join("\n\n"), MAX_LLM_TEXT_CHARS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::config::LlmConfig;
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::response::{Html as HtmlBody, IntoResponse};
+    use axum::routing::{get, post};
+    use axum::Router;
+    use reqwest::header::HeaderValue;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const FIXTURE: &str = r#"<!DOCTYPE html>
+<html lang="en-GB">
+<head>
+  <meta charset="utf-8">
+  <title>
+     Acme Anvils  |  Since 1949
+  </title>
+  <meta name="description" content="Acme makes  anvils for   coyotes.">
+  <meta property="og:description" content="OpenGraph text that loses to the meta description">
+  <meta name="generator" content="WordPress 6.4">
+  <link rel="canonical" href="/en/">
+  <link rel="stylesheet" href="/wp-content/themes/acme/style.css">
+  <script async src="https://www.googletagmanager.com/gtag/js?id=G-TEST123"></script>
+  <style>.hidden { color: red; } /* style@example.com */</style>
+</head>
+<body>
+  <header><img src="/img/logo@2x.png" alt="logo"> Acme</header>
+  <main>
+    <h1>Anvils for every canyon</h1>
+    <p>Questions? Write to <a href="mailto:Sales@Acme.example?subject=Hi">our sales team</a>
+       or to Support@acme.example. Retina logo: logo@2x.png</p>
+    <p>Call <a href="tel:+1 (555) 010-2030">+1 555 010 2030</a>.</p>
+    <a href="/about-us">About us</a>
+    <a href="https://www.linkedin.com/company/acme-anvils/">LinkedIn</a>
+    <a href="https://twitter.com/acme">Twitter</a>
+    <a href="https://twitter.com/acme/">Twitter again</a>
+    <a href="https://twitter.com/intent/tweet?text=hi">Share</a>
+  </main>
+  <script>var hidden = "script@example.com";</script>
+</body>
+</html>"#;
+
+    fn page_url() -> Url {
+        Url::parse("https://www.acme.example/home/index.html").unwrap()
+    }
+
+    #[test]
+    fn extracts_every_field_from_a_realistic_page() {
+        let mut headers = HeaderMap::new();
+        headers.insert("server", HeaderValue::from_static("nginx/1.25.3"));
+        headers.insert("x-powered-by", HeaderValue::from_static("PHP/8.2.12"));
+        let ex = extract(&page_url(), FIXTURE, &headers);
+
+        assert_eq!(ex.title.as_deref(), Some("Acme Anvils | Since 1949"));
+        assert_eq!(ex.description.as_deref(), Some("Acme makes anvils for coyotes."));
+        assert_eq!(ex.canonical.as_deref(), Some("https://www.acme.example/en/"));
+        assert_eq!(ex.language.as_deref(), Some("en-GB"));
+        assert_eq!(
+            ex.socials,
+            vec!["https://www.linkedin.com/company/acme-anvils/".to_string(), "https://twitter.com/acme".to_string()]
+        );
+        // mailto first (query dropped), then the plain-text one; the image name and the
+        // addresses inside <style>/<script> are not contacts.
+        assert_eq!(ex.emails, vec!["sales@acme.example".to_string(), "support@acme.example".to_string()]);
+        assert_eq!(ex.phones, vec!["+15550102030".to_string()]);
+        assert_eq!(
+            ex.technologies,
+            vec!["WordPress 6.4", "Google Tag Manager", "nginx/1.25.3", "PHP/8.2.12"]
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        );
+        assert!(ex.text.starts_with("Acme Anvils for every canyon Questions? Write to our sales team"), "{}", ex.text);
+        assert!(!ex.text.contains("color: red") && !ex.text.contains("var hidden"), "{}", ex.text);
+        assert_eq!(ex.links.len(), 1);
+        assert_eq!(ex.links[0].url.as_str(), "https://www.acme.example/about-us");
+        assert_eq!(ex.links[0].text, "About us");
+
+        let json = serde_json::to_value(&ex).unwrap();
+        assert!(json.get("technologies").is_some() && json.get("links").is_none());
+    }
+
+    #[test]
+    fn og_description_and_header_signatures() {
+        let html = r#"<html><head><meta property="og:description" content="From OpenGraph">
+            <script src="/_next/static/chunks/main.js"></script></head><body>Hi</body></html>"#;
+        let mut headers = HeaderMap::new();
+        headers.insert("cf-ray", HeaderValue::from_static("8a1b2c3d4e5f-AMS"));
+        headers.insert("server", HeaderValue::from_static("cloudflare"));
+        let ex = extract(&page_url(), html, &headers);
+        assert_eq!(ex.description.as_deref(), Some("From OpenGraph"));
+        assert_eq!(ex.title, None);
+        assert_eq!(ex.language, None);
+        assert_eq!(ex.canonical, None);
+        // "cloudflare" from Server and "Cloudflare" from cf-ray are one technology.
+        assert_eq!(ex.technologies, vec!["Next.js".to_string(), "cloudflare".to_string()]);
+        assert_eq!(ex.text, "Hi");
+    }
+
+    #[test]
+    fn text_excerpt_is_bounded() {
+        let html = format!("<html><body><p>{}</p></body></html>", "word ".repeat(2000));
+        let ex = extract(&page_url(), &html, &HeaderMap::new());
+        assert!(ex.text.chars().count() <= MAX_TEXT_CHARS);
+        assert!(ex.text.chars().count() > MAX_TEXT_CHARS - 10);
+    }
+
+    #[test]
+    fn website_url_cases() {
+        let u = |w: Option<&str>, d: Option<&str>| website_url(w, d).map(|u| u.to_string());
+        assert_eq!(u(Some("https://acme.com:8443/path"), None).as_deref(), Some("https://acme.com:8443/path"));
+        assert_eq!(u(Some("http://acme.com/en/?a=1"), Some("other.com")).as_deref(), Some("http://acme.com/en/?a=1"));
+        assert_eq!(u(Some("acme.com"), None).as_deref(), Some("https://acme.com/"));
+        assert_eq!(u(Some(" www.acme.com/de "), None).as_deref(), Some("https://www.acme.com/de"));
+        assert_eq!(u(None, Some("acme.com")).as_deref(), Some("https://acme.com/"));
+        assert_eq!(u(Some("  "), Some("acme.com")).as_deref(), Some("https://acme.com/"));
+        assert_eq!(u(Some("n/a"), Some("acme.com")).as_deref(), Some("https://acme.com/"));
+        assert_eq!(u(Some("ftp://acme.com/"), None), None);
+        assert_eq!(u(Some("not a url"), None), None);
+        assert_eq!(u(None, None), None);
+    }
+
+    #[test]
+    fn extra_pages_prefer_about_then_contact() {
+        let home = Url::parse("https://acme.example/").unwrap();
+        let link = |path: &str, text: &str| Link { url: home.join(path).unwrap(), text: text.into() };
+        let links = vec![
+            link("/", "Home"),
+            link("/contact", "Get in touch"),
+            link("/products", "Products"),
+            link("/team", "Our people"),
+            link("/info", "About us"),
+            link("/contact/", "Contact again"),
+            link("/about/brochure.pdf", "About (PDF)"),
+            link("/impressum", "Impressum"),
+        ];
+        let picked: Vec<String> = pick_extra_pages(&[&home], &links, 3).iter().map(|u| u.path().to_string()).collect();
+        assert_eq!(picked, vec!["/team", "/contact", "/info"]);
+        assert!(pick_extra_pages(&[&home], &links, 0).is_empty());
+    }
+
+    // ---- against real HTTP servers ----
+
+    #[derive(Clone, Default)]
+    struct Site {
+        hits: Arc<AtomicUsize>,
+    }
+
+    async fn count(State(site): State<Site>, request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+        site.hits.fetch_add(1, Ordering::SeqCst);
+        next.run(request).await
+    }
+
+    const HOME: &str = r#"<!doctype html><html lang="en"><head><title>Acme Test Site</title>
+        <meta name="description" content="We test things."></head>
+        <body><h1>Welcome to Acme</h1>
+        <a href="/about">About</a> <a href="/contact">Contact us</a> <a href="/products">Products</a>
+        <a href="https://example.org/about">Someone else's about page</a>
+        <a href="https://github.com/acme">GitHub</a></body></html>"#;
+
+    fn site_router(site: Site) -> Router {
+        Router::new()
+            .route("/", get(|| async { HtmlBody(HOME) }))
+            .route("/about", get(|| async { HtmlBody("<html><body><p>Founded in 1949. Press: press@acme.test</p></body></html>") }))
+            .route(
+                "/contact",
+                get(|| async {
+                    HtmlBody(r#"<html><body><a href="mailto:hello@acme.test">Mail</a> <a href="tel:+49 30 1234567">Call</a></body></html>"#)
+                }),
+            )
+            .route("/products", get(|| async { HtmlBody("<html><body>Products</body></html>") }))
+            .route(
+                "/broken",
+                get(|| async { HtmlBody(r#"<html><body><title>Broken</title><a href="/team">Team</a><a href="/contact">Contact</a></body></html>"#) }),
+            )
+            .route("/team", get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "oops") }))
+            .route("/down", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "maintenance") }))
+            .route("/missing", get(|| async { (StatusCode::NOT_FOUND, "no such page") }))
+            .route("/data", get(|| async { axum::Json(serde_json::json!({"not": "html"})) }))
+            .layer(axum::middleware::from_fn_with_state(site.clone(), count))
+            .with_state(site)
+    }
+
+    async fn spawn(app: Router) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    async fn spawn_site() -> (String, Site) {
+        let site = Site::default();
+        let addr = spawn(site_router(site.clone())).await;
+        (format!("http://{addr}"), site)
+    }
+
+    fn http(allow_private: bool) -> Http {
+        Http::build(Duration::from_secs(2), "jobdeck-test", allow_private, 1 << 20).unwrap()
+    }
+
+    fn claimed(website: Option<&str>, domain: Option<&str>) -> Claimed {
+        Claimed {
+            id: 1,
+            line: 2,
+            name: Some("Acme".into()),
+            website: website.map(String::from),
+            domain: domain.map(String::from),
+            input: serde_json::Map::new(),
+            normalized: None,
+            duplicate_of: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn researches_homepage_and_about_and_contact() {
+        let (base, site) = spawn_site().await;
+        let step = ResearchStep::new(http(true), None, 2);
+        let result = step.run(claimed(Some(&format!("{base}/")), None)).await.unwrap();
+
+        assert_eq!(result["url"], format!("{base}/"));
+        assert_eq!(result["finalUrl"], format!("{base}/"));
+        assert_eq!(result["statusCode"], 200);
+        assert_eq!(result["title"], "Acme Test Site");
+        assert_eq!(result["description"], "We test things.");
+        assert_eq!(result["language"], "en");
+        assert_eq!(result["canonical"], Value::Null);
+        assert_eq!(result["socials"], json!(["https://github.com/acme"]));
+        assert_eq!(result["emails"], json!(["press@acme.test", "hello@acme.test"]));
+        assert_eq!(result["phones"], json!(["+49301234567"]));
+        assert_eq!(result["technologies"], json!([]));
+        let pages = result["pages"].as_array().unwrap();
+        assert_eq!(pages.len(), 3);
+        assert_eq!(pages[0], json!({"url": format!("{base}/"), "statusCode": 200, "error": null}));
+        assert_eq!(pages[1], json!({"url": format!("{base}/about"), "statusCode": 200, "error": null}));
+        assert_eq!(pages[2], json!({"url": format!("{base}/contact"), "statusCode": 200, "error": null}));
+        assert_eq!(result["profile"], Value::Null);
+        assert_eq!(result["profileError"], Value::Null);
+        assert!(result["excerpt"].as_str().unwrap().starts_with("Welcome to Acme"));
+        // Homepage, about, contact: the products page and the external link were not fetched.
+        assert_eq!(site.hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn broken_extra_page_is_recorded_not_fatal() {
+        let (base, _site) = spawn_site().await;
+        let step = ResearchStep::new(http(true), None, 5);
+        let result = step.run(claimed(Some(&format!("{base}/broken")), None)).await.unwrap();
+        let pages = result["pages"].as_array().unwrap();
+        assert_eq!(pages.len(), 3, "{pages:?}");
+        assert_eq!(pages[1]["url"], format!("{base}/team"));
+        assert_eq!(pages[1]["statusCode"], 500);
+        assert_eq!(pages[1]["error"], format!("HTTP 500 from {base}/team"));
+        assert_eq!(pages[2]["error"], Value::Null);
+        assert_eq!(result["emails"], json!(["hello@acme.test"]));
+    }
+
+    #[tokio::test]
+    async fn website_errors_are_classified() {
+        let (base, _site) = spawn_site().await;
+        let step = ResearchStep::new(http(true), None, 2);
+        let down = step.run(claimed(Some(&format!("{base}/down")), None)).await;
+        assert_eq!(down, Err(StepError::Transient(format!("HTTP 503 from {base}/down"))));
+        let missing = step.run(claimed(Some(&format!("{base}/missing")), None)).await;
+        assert_eq!(missing, Err(StepError::Permanent(format!("HTTP 404 from {base}/missing"))));
+        let data = step.run(claimed(Some(&format!("{base}/data")), None)).await;
+        assert!(matches!(data, Err(StepError::Permanent(ref r)) if r.contains("not an HTML page")), "{data:?}");
+        let nothing = step.run(claimed(None, Some("  "))).await;
+        assert_eq!(nothing, Err(StepError::Permanent("no website or domain to research".into())));
+    }
+
+    #[tokio::test]
+    async fn unreachable_site_is_transient() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let step = ResearchStep::new(http(true), None, 2);
+        let result = step.run(claimed(Some(&format!("http://{addr}/")), None)).await;
+        assert!(matches!(result, Err(StepError::Transient(_))), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn private_targets_are_refused_without_a_request() {
+        let (base, site) = spawn_site().await;
+        let step = ResearchStep::new(http(false), None, 2);
+        let result = step.run(claimed(Some(&format!("{base}/")), None)).await;
+        assert!(matches!(result, Err(StepError::Permanent(ref r)) if r.contains("private address")), "{result:?}");
+        assert_eq!(site.hits.load(Ordering::SeqCst), 0);
+    }
+
+    /// A chat-completions endpoint answering with `status` and `body`.
+    async fn spawn_llm(status: StatusCode, body: &'static str) -> Llm {
+        let app = Router::new().route("/chat/completions", post(move || async move { (status, body).into_response() }));
+        let addr = spawn(app).await;
+        let cfg = LlmConfig { base_url: format!("http://{addr}/"), api_key: "k".into(), model: "m".into() };
+        Llm::new(&cfg, Duration::from_secs(2)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn profile_from_llm_is_stored() {
+        let (base, _site) = spawn_site().await;
+        let llm = spawn_llm(
+            StatusCode::OK,
+            r#"{"choices":[{"message":{"role":"assistant","content":"{\"summary\":\"Tests things.\",\"industry\":\"Software\",\"sizeRange\":\"1-10\",\"country\":null,\"fitNotes\":\"\"}"}}]}"#,
+        )
+        .await;
+        let step = ResearchStep::new(http(true), Some(llm), 2);
+        let result = step.run(claimed(Some(&format!("{base}/")), None)).await.unwrap();
+        assert_eq!(result["profile"]["summary"], "Tests things.");
+        assert_eq!(result["profile"]["industry"], "Software");
+        assert_eq!(result["profileError"], Value::Null);
+        assert_eq!(result["title"], "Acme Test Site");
+    }
+
+    #[tokio::test]
+    async fn llm_failures_keep_research_or_propagate() {
+        let (base, _site) = spawn_site().await;
+        let website = format!("{base}/");
+
+        let bad = spawn_llm(StatusCode::OK, r#"{"choices":[{"message":{"content":"no idea"}}]}"#).await;
+        let result = ResearchStep::new(http(true), Some(bad), 0).run(claimed(Some(&website), None)).await.unwrap();
+        assert_eq!(result["profile"], Value::Null);
+        assert!(result["profileError"].as_str().unwrap().contains("not valid JSON"), "{result}");
+        assert_eq!(result["title"], "Acme Test Site");
+
+        let limited = spawn_llm(StatusCode::TOO_MANY_REQUESTS, "quota").await;
+        let result = ResearchStep::new(http(true), Some(limited), 0).run(claimed(Some(&website), None)).await;
+        assert!(
+            matches!(result, Err(StepError::RateLimited { retry_after, .. }) if retry_after == Duration::from_secs(60)),
+            "{result:?}"
+        );
+
+        let failing = spawn_llm(StatusCode::BAD_GATEWAY, "upstream").await;
+        let result = ResearchStep::new(http(true), Some(failing), 0).run(claimed(Some(&website), None)).await;
+        assert!(matches!(result, Err(StepError::Transient(_))), "{result:?}");
+    }
+}
