@@ -198,10 +198,13 @@ mod tests {
     use axum::{Json, Router};
     use std::sync::{Arc, Mutex};
 
+    /// Each request's Authorization header and JSON body.
+    type Seen = Arc<Mutex<Vec<(Option<String>, Value)>>>;
+
     /// What the fake endpoint saw, and what it answers.
     #[derive(Clone, Default)]
     struct Fake {
-        seen: Arc<Mutex<Vec<(Option<String>, Value)>>>,
+        seen: Seen,
         status: u16,
         retry_after: Option<&'static str>,
         body: String,

@@ -315,8 +315,8 @@ fn is_social_profile(url: &Url) -> bool {
         return false;
     }
     let path = url.path().to_ascii_lowercase();
-    let share = ["/share", "/sharer", "/intent/", "/dialog/", "/home"].iter().any(|p| path.starts_with(p));
-    !share && path.trim_matches('/') != ""
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    !first.is_empty() && !["share", "sharer", "sharer.php", "intent", "dialog", "home"].contains(&first)
 }
 
 /// Compares social links loosely, so `https://www.x.com/acme/` and `http://x.com/acme` count once.

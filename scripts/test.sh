@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sets up what is missing and runs every check: format, lints for both halves, the
+# Rust tests, and the Playwright suite in Debian chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --test
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jobdeck/target}"
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== clippy (ssr)"
+cargo clippy --features ssr --all-targets -- -D warnings
+echo "== clippy (hydrate, wasm32)"
+cargo clippy --features hydrate --lib --target wasm32-unknown-unknown -- -D warnings
+echo "== cargo test --features ssr"
+cargo test --features ssr
+
+echo "== end-to-end (cargo leptos end-to-end, Debian chromium)"
+E2E_DIR="$(mktemp -d)"
+trap 'rm -rf "$E2E_DIR"' EXIT
+export JOBDECK_DB="$E2E_DIR/e2e.sqlite3"
+export JOBDECK_ALLOW_PRIVATE_TARGETS=1
+export JOBDECK_PAUSE_POLL_MS=500
+export JOBDECK_RETRY_BASE_MS=50
+export JOBDECK_LLM_BASE_URL=""
+export E2E_ARTIFACTS="${E2E_ARTIFACTS:-$PWD/end2end/artifacts}"
+cargo leptos end-to-end
