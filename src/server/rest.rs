@@ -283,11 +283,11 @@ async fn export(
     });
     let (mime, ext) = if csv { ("text/csv; charset=utf-8", "csv") } else { ("application/json", "json") };
     let filename = format!("jobdeck-{}-{}.{ext}", kind.as_str(), job.id);
-    Ok(Response::builder()
+    Response::builder()
         .header(header::CONTENT_TYPE, mime)
         .header(header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\""))
         .body(Body::from_stream(stream))
-        .map_err(|e| AppError::Internal(e.to_string()))?)
+        .map_err(|e| AppError::Internal(e.to_string()))
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ impl Runner {
         if recovered > 0 {
             tracing::info!(items = recovered, "recovered items left processing by an earlier run");
         }
-        for (kind, id) in self.inner.db.read(|c| store::live_jobs(c)).await? {
+        for (kind, id) in self.inner.db.read(store::live_jobs).await? {
             self.wake(kind, id);
         }
         Ok(())

@@ -718,6 +718,8 @@ mod tests {
     <a href="https://twitter.com/acme">Twitter</a>
     <a href="https://twitter.com/acme/">Twitter again</a>
     <a href="https://twitter.com/intent/tweet?text=hi">Share</a>
+    <a href="https://www.facebook.com/sharer/sharer.php?u=https%3A%2F%2Facme.example">Share on Facebook</a>
+    <a href="https://www.youtube.com/">YouTube home</a>
   </main>
   <script>var hidden = "script@example.com";</script>
 </body>
