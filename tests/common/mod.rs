@@ -1,0 +1,210 @@
+//! Test harness: a real SQLite file, the real runner and steps, and a real website
+//! server on 127.0.0.1 whose pages can be held open, slowed down or made to fail.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use jobdeck::model::{Job, JobKind};
+use jobdeck::server::config::Config;
+use jobdeck::server::import::Upload;
+use jobdeck::server::service::Service;
+use jobdeck::server::state::AppState;
+use tokio::sync::watch;
+
+/// A website server for the accounts under test.
+///
+/// - `/f/{n}`: answers at once;
+/// - `/g/{n}`: waits until the gate opens ([`Site::open_gate`]);
+/// - `/d/{ms}/{n}`: waits `ms` milliseconds;
+/// - `/e/{n}`: answers 503 (a transient error).
+#[derive(Clone)]
+pub struct Site {
+    pub addr: SocketAddr,
+    hits: Arc<Mutex<Vec<String>>>,
+    gate: Arc<watch::Sender<bool>>,
+}
+
+#[derive(Clone)]
+struct SiteState {
+    hits: Arc<Mutex<Vec<String>>>,
+    gate: watch::Receiver<bool>,
+}
+
+fn page(n: &str) -> Response {
+    Html(format!(
+        "<html lang=\"en\"><head><title>Company {n}</title><meta name=\"description\" content=\"We make thing {n}.\"></head>\
+         <body><h1>Company {n}</h1><a href=\"mailto:hello{n}@example.com\">mail</a></body></html>"
+    ))
+    .into_response()
+}
+
+impl Site {
+    pub async fn start() -> Self {
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let (gate, gate_rx) = watch::channel(false);
+        let state = SiteState { hits: hits.clone(), gate: gate_rx };
+        let app = Router::new()
+            .route(
+                "/f/{n}",
+                get(|State(s): State<SiteState>, Path(n): Path<String>| async move {
+                    s.hits.lock().unwrap().push(format!("/f/{n}"));
+                    page(&n)
+                }),
+            )
+            .route(
+                "/g/{n}",
+                get(|State(mut s): State<SiteState>, Path(n): Path<String>| async move {
+                    s.hits.lock().unwrap().push(format!("/g/{n}"));
+                    let _ = s.gate.wait_for(|open| *open).await;
+                    page(&n)
+                }),
+            )
+            .route(
+                "/d/{ms}/{n}",
+                get(|State(s): State<SiteState>, Path((ms, n)): Path<(u64, String)>| async move {
+                    s.hits.lock().unwrap().push(format!("/d/{ms}/{n}"));
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    page(&n)
+                }),
+            )
+            .route(
+                "/e/{n}",
+                get(|State(s): State<SiteState>, Path(n): Path<String>| async move {
+                    s.hits.lock().unwrap().push(format!("/e/{n}"));
+                    StatusCode::SERVICE_UNAVAILABLE
+                }),
+            )
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { addr, hits, gate: Arc::new(gate) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn hits(&self) -> Vec<String> {
+        self.hits.lock().unwrap().clone()
+    }
+
+    pub fn hit_count(&self) -> usize {
+        self.hits.lock().unwrap().len()
+    }
+
+    /// How many times each path was requested.
+    pub fn hits_by_path(&self) -> HashMap<String, usize> {
+        let mut map = HashMap::new();
+        for h in self.hits() {
+            *map.entry(h).or_insert(0) += 1;
+        }
+        map
+    }
+
+    pub fn open_gate(&self) {
+        self.gate.send_replace(true);
+    }
+}
+
+/// A configuration for tests: a database file in `dir`, loopback allowed, fast polls.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.server.db = dir.join("jobdeck.sqlite3");
+    config.runner.allow_private_targets = true;
+    config.runner.pause_poll_ms = 100;
+    config.runner.retry_base_ms = 10;
+    config.runner.request_timeout_ms = 10_000;
+    config.runner.shutdown_grace_ms = 200;
+    config.runner.max_extra_pages = 0;
+    config
+}
+
+/// The app state built exactly as the server builds it.
+pub fn state(config: Config) -> AppState {
+    let options = leptos::config::LeptosOptions::builder().output_name("jobdeck").build();
+    jobdeck::server::build_state(config, options).expect("state builds")
+}
+
+/// A started service over `config`.
+pub async fn service(config: Config) -> Service {
+    let state = state(config);
+    state.service.runner().start().await.expect("runner starts");
+    state.service
+}
+
+/// A research CSV whose websites are the given paths on `site`.
+pub fn research_csv(site: &Site, paths: &[String]) -> Vec<u8> {
+    let mut csv = String::from("Company,Website\n");
+    for (i, p) in paths.iter().enumerate() {
+        csv.push_str(&format!("Company {i},{}\n", site.url(p)));
+    }
+    csv.into_bytes()
+}
+
+pub fn upload(bytes: Vec<u8>, concurrency: u32) -> Upload {
+    Upload { filename: "accounts.csv".into(), name: None, concurrency: Some(concurrency), bytes: bytes.into() }
+}
+
+/// Waits (polling every 10 ms) until `cond` holds for the job; panics with the last
+/// state after `timeout`.
+pub async fn wait_job(service: &Service, kind: JobKind, id: i64, timeout: Duration, cond: impl Fn(&Job) -> bool) -> Job {
+    let start = Instant::now();
+    loop {
+        let job = service.get(kind, id).await.expect("job exists");
+        if cond(&job) {
+            return job;
+        }
+        if start.elapsed() > timeout {
+            panic!("condition not met within {timeout:?}; job is {job:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until `cond` holds; panics after `timeout`.
+pub async fn wait_for<F: Future<Output = bool>>(timeout: Duration, what: &str, mut cond: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !cond().await {
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Per-status item counts read straight from the table, to check the job's counters.
+pub fn count_items(db: &std::path::Path, kind: JobKind, job_id: i64) -> HashMap<String, i64> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let table = match kind {
+        JobKind::Research => "accounts",
+        JobKind::Preprocess => "preprocessing_results",
+    };
+    let mut stmt = conn.prepare(&format!("SELECT status, COUNT(*) FROM {table} WHERE job_id = ?1 GROUP BY status")).unwrap();
+    stmt.query_map([job_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Asserts the job's counters equal the item rows.
+pub fn assert_counters_match(db: &std::path::Path, job: &Job) {
+    let counts = count_items(db, job.kind, job.id);
+    let get = |s: &str| counts.get(s).copied().unwrap_or(0);
+    assert_eq!(
+        (job.pending, job.processing, job.completed, job.failed),
+        (get("pending"), get("processing"), get("completed"), get("failed")),
+        "counters of job {} disagree with its items",
+        job.id
+    );
+    assert_eq!(job.total, job.pending + job.processing + job.completed + job.failed);
+}

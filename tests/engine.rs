@@ -1,0 +1,347 @@
+//! The control semantics of SPEC section 2, proven against the real runner, a real
+//! SQLite file and a real website server.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use jobdeck::model::{ItemStatus, JobKind, JobStatus};
+use jobdeck::server::error::AppError;
+
+const R: JobKind = JobKind::Research;
+const LONG: Duration = Duration::from_secs(30);
+
+fn paths(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Lets a few poll cycles of the runner pass, for asserting that something does
+/// NOT happen (there is no event to wait for).
+async fn several_polls() {
+    tokio::time::sleep(Duration::from_millis(450)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_stops_new_starts_and_in_flight_items_finish_and_are_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start().await;
+    let service = service(test_config(dir.path())).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 20)), 3)).await.unwrap();
+
+    wait_for(LONG, "three requests in flight", || async { site.hit_count() == 3 }).await;
+    let paused = service.pause(R, job.id).await.unwrap();
+    assert!(paused.paused);
+    assert_eq!(paused.status, JobStatus::Processing);
+    site.open_gate();
+
+    let job = wait_job(&service, R, job.id, LONG, |j| j.processing == 0).await;
+    assert_eq!(job.completed, 3, "the three in-flight items finished and were saved");
+    several_polls().await;
+    assert_eq!(site.hit_count(), 3, "no new item started while paused");
+    let job = service.get(R, job.id).await.unwrap();
+    assert_eq!((job.status, job.paused, job.pending, job.completed), (JobStatus::Processing, true, 17, 3));
+    assert_counters_match(&dir.path().join("jobdeck.sqlite3"), &job);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_continues_and_every_item_runs_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start().await;
+    let service = service(test_config(dir.path())).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 12)), 2)).await.unwrap();
+    wait_for(LONG, "two requests in flight", || async { site.hit_count() == 2 }).await;
+    service.pause(R, job.id).await.unwrap();
+    site.open_gate();
+    wait_job(&service, R, job.id, LONG, |j| j.processing == 0).await;
+
+    let resumed = service.resume(R, job.id).await.unwrap();
+    assert!(!resumed.paused);
+    // The next item starts at once, not at the next poll.
+    wait_for(Duration::from_millis(90), "a new start right after resume", || async { site.hit_count() > 2 }).await;
+    let job = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!((job.completed, job.failed, job.pending, job.processing), (12, 0, 0, 0));
+    assert!(job.completed_at.is_some());
+    let by_path = site.hits_by_path();
+    assert_eq!(by_path.len(), 12);
+    assert!(by_path.values().all(|&n| n == 1), "every account ran exactly once: {by_path:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn double_pause_and_double_resume_are_no_ops() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start().await;
+    let service = service(test_config(dir.path())).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 5)), 1)).await.unwrap();
+    let first = service.pause(R, job.id).await.unwrap();
+    let second = service.pause(R, job.id).await.unwrap();
+    assert!(first.paused && second.paused);
+    assert_eq!(first.updated_at, second.updated_at, "the second pause changed nothing");
+    let r1 = service.resume(R, job.id).await.unwrap();
+    let r2 = service.resume(R, job.id).await.unwrap();
+    assert!(!r1.paused && !r2.paused);
+    assert_eq!(r1.updated_at, r2.updated_at, "the second resume changed nothing");
+    site.open_gate();
+    wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_aborts_in_flight_work_discards_late_results_and_is_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let site = Site::start().await;
+    let service = service(test_config(dir.path())).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 10)), 3)).await.unwrap();
+    wait_for(LONG, "three requests in flight", || async { site.hit_count() == 3 }).await;
+
+    let cancelled = service.cancel(R, job.id).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Failed);
+    assert!(cancelled.cancelled && cancelled.cancelled_at.is_some());
+    assert_eq!((cancelled.processing, cancelled.pending, cancelled.completed), (0, 10, 0));
+    // The aborted requests would answer now; nothing they return may be written.
+    site.open_gate();
+    several_polls().await;
+    let job = service.get(R, job.id).await.unwrap();
+    assert_eq!((job.processing, job.pending, job.completed, job.failed), (0, 10, 0, 0));
+    assert_eq!(site.hit_count(), 3, "no request started after the cancel");
+    assert_counters_match(&db, &job);
+    assert!(!count_items(&db, R, job.id).contains_key("processing"));
+
+    assert!(matches!(service.resume(R, job.id).await, Err(AppError::AlreadyTerminal("cancelled"))));
+    assert!(matches!(service.pause(R, job.id).await, Err(AppError::AlreadyTerminal(_))));
+    assert!(matches!(service.cancel(R, job.id).await, Err(AppError::AlreadyTerminal(_))));
+    assert_eq!(service.resume(R, job.id).await.unwrap_err().status_code(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_is_refused_until_the_job_is_terminal_then_removes_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let site = Site::start().await;
+    let service = service(test_config(dir.path())).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 4)), 1)).await.unwrap();
+    assert!(matches!(service.delete(R, job.id).await, Err(AppError::StillProcessing)));
+    wait_for(LONG, "a request in flight", || async { site.hit_count() == 1 }).await;
+    assert!(matches!(service.delete(R, job.id).await, Err(AppError::StillProcessing)));
+    service.pause(R, job.id).await.unwrap();
+    let err = service.delete(R, job.id).await.unwrap_err();
+    assert_eq!(err.status_code(), 409);
+    assert!(err.to_string().contains("pause or cancel first"));
+
+    service.resume(R, job.id).await.unwrap();
+    site.open_gate();
+    wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    service.delete(R, job.id).await.unwrap();
+    assert!(matches!(service.get(R, job.id).await, Err(AppError::NotFound { .. })));
+    assert!(count_items(&db, R, job.id).is_empty(), "the items went with the job");
+    assert!(matches!(service.delete(R, job.id).await, Err(AppError::NotFound { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_flag_set_by_hand_in_sqlite_is_honoured_within_the_poll() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let site = Site::start().await;
+    let service = service(test_config(dir.path())).await;
+    let paths: Vec<String> = (0..200).map(|i| format!("/d/40/{i}")).collect();
+    let job = service.create_job(R, upload(research_csv(&site, &paths), 2)).await.unwrap();
+    wait_for(LONG, "some progress", || async { site.hit_count() >= 4 }).await;
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute("UPDATE processing_jobs SET paused = 1 WHERE id = ?1", [job.id]).unwrap();
+    // Within one poll (100 ms) plus the in-flight items' 40 ms, starts stop.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let seen = site.hit_count();
+    several_polls().await;
+    assert_eq!(site.hit_count(), seen, "no start after the flag was seen");
+    let job_now = service.get(R, job.id).await.unwrap();
+    assert!(job_now.paused && job_now.pending > 0);
+
+    conn.execute("UPDATE processing_jobs SET paused = 0 WHERE id = ?1", [job.id]).unwrap();
+    wait_for(LONG, "work to restart after the flag is cleared", || async { site.hit_count() > seen }).await;
+    service.cancel(R, job.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pause_resume_cancel_leave_a_consistent_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let site = Site::start().await;
+    let service = service(test_config(dir.path())).await;
+    for round in 0..5 {
+        let paths: Vec<String> = (0..60).map(|i| format!("/d/5/{round}-{i}")).collect();
+        let job = service.create_job(R, upload(research_csv(&site, &paths), 4)).await.unwrap();
+        wait_for(LONG, "some progress", || async { service.get(R, job.id).await.unwrap().completed > 2 }).await;
+        let mut tasks = Vec::new();
+        for i in 0..30 {
+            let s = service.clone();
+            tasks.push(tokio::spawn(async move {
+                match i % 3 {
+                    0 => s.pause(R, job.id).await.map(|_| ()),
+                    1 => s.resume(R, job.id).await.map(|_| ()),
+                    _ => s.cancel(R, job.id).await.map(|_| ()),
+                }
+            }));
+        }
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) | Err(AppError::AlreadyTerminal(_)) => {}
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        }
+        let job = wait_job(&service, R, job.id, LONG, |j| j.is_terminal()).await;
+        assert!(job.cancelled && job.status == JobStatus::Failed);
+        several_polls().await;
+        let job = service.get(R, job.id).await.unwrap();
+        assert_eq!(job.processing, 0);
+        assert!(!job.paused);
+        assert_counters_match(&db, &job);
+    }
+    // No account was researched twice across all that.
+    assert!(site.hits_by_path().values().all(|&n| n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_slides_past_a_slow_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start().await;
+    let service = service(test_config(dir.path())).await;
+    let mut paths = vec!["/g/slow".to_string()];
+    paths.extend((0..40).map(|i| format!("/d/20/{i}")));
+    let job = service.create_job(R, upload(research_csv(&site, &paths), 4)).await.unwrap();
+    // All fast items complete while the slow one still holds its slot.
+    let done = wait_job(&service, R, job.id, LONG, |j| j.completed == 40).await;
+    assert_eq!((done.processing, done.pending), (1, 0));
+    site.open_gate();
+    wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_are_retried_then_fail_the_item_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start().await;
+    let service = service(test_config(dir.path())).await;
+    let job = service
+        .create_job(R, upload(research_csv(&site, &["/e/1".to_string(), "/f/2".to_string()]), 2))
+        .await
+        .unwrap();
+    let job = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!((job.completed, job.failed), (1, 1), "a job with a failed item still completes");
+    assert_eq!(site.hits_by_path()["/e/1"], 3, "tried max_attempts times");
+    let failed = service.items(R, job.id, Some(ItemStatus::Failed), 0, 10).await.unwrap();
+    let item = &failed.items[0];
+    assert_eq!(item.attempts, 3);
+    let reason = item.error.as_deref().unwrap();
+    assert!(reason.contains("503") && reason.contains("3 attempts"), "{reason}");
+}
+
+#[test]
+fn a_crashed_runner_is_recovered_with_nothing_lost_or_redone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let config = test_config(dir.path());
+
+    // First life: some accounts complete, three are in flight when the process dies.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (site, job_id, done_before) = rt.block_on(async {
+        let site = Site::start().await;
+        let service = service(config.clone()).await;
+        let mut paths: Vec<String> = (0..5).map(|i| format!("/f/{i}")).collect();
+        paths.extend((0..10).map(|i| format!("/g/{i}")));
+        let job = service.create_job(R, upload(research_csv(&site, &paths), 3)).await.unwrap();
+        let job = wait_job(&service, R, job.id, LONG, |j| j.completed == 5 && j.processing == 3).await;
+        (site, job.id, job.completed)
+    });
+    let hits_before = site.hits_by_path();
+    rt.shutdown_background(); // the crash: no shutdown path runs, the site dies too
+    let leftover = count_items(&db, R, job_id);
+    assert_eq!(leftover.get("processing"), Some(&3), "the crash left items processing");
+
+    // Second life on the same file.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let site2 = Site::start().await;
+        site2.open_gate();
+        // The accounts point at the dead site's port; move them to the new one by hand,
+        // as a person fixing a file would not, but the port is all that differs.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute(
+            "UPDATE accounts SET website = replace(website, ?1, ?2)",
+            [site.addr.to_string(), site2.addr.to_string()],
+        )
+        .unwrap();
+        let service = service(config).await;
+        let job = wait_job(&service, R, job_id, LONG, |j| j.status == JobStatus::Completed).await;
+        assert_eq!((job.completed, job.failed, job.total), (15, 0, 15));
+        assert_counters_match(&db, &job);
+        let again = site2.hits_by_path();
+        for (path, n) in &hits_before {
+            if path.starts_with("/f/") {
+                assert_eq!(*n, 1);
+                assert!(!again.contains_key(path), "{path} was completed before the crash and ran again");
+            }
+        }
+        assert_eq!(done_before, 5);
+        assert_eq!(again.len(), 10, "the ten unfinished accounts ran after the restart");
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_in_flight_items_then_puts_the_rest_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let site = Site::start().await;
+    let config = test_config(dir.path());
+    let service1 = service(config.clone()).await;
+    let job = service1.create_job(R, upload(research_csv(&site, &paths("/g/", 6)), 2)).await.unwrap();
+    wait_for(LONG, "two in flight", || async { site.hit_count() == 2 }).await;
+    service1.runner().shutdown().await; // grace 200 ms passes with the gate closed
+    let counts = count_items(&db, R, job.id);
+    assert_eq!(counts.get("processing"), None, "nothing left processing after shutdown");
+    assert_eq!(counts.get("pending"), Some(&6));
+    let job_now = service1.get(R, job.id).await.unwrap();
+    assert_eq!((job_now.status, job_now.paused), (JobStatus::Processing, false));
+
+    site.open_gate();
+    let service2 = service(config).await;
+    let job = wait_job(&service2, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!(job.completed, 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preprocessing_job_cleans_dedupes_and_checks_liveness() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start().await;
+    let service = service(test_config(dir.path())).await;
+    // Another loopback address, so its domain differs from the live site's (dedupe is by
+    // domain); nothing listens on the port once the listener is dropped.
+    let dead = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap().local_addr().unwrap();
+    let csv = format!(
+        "Account Name;Website;Email\n\
+         \"  Acme,   Inc. \";{live};\n\
+         Acme Inc;{live};\n\
+         Globex GmbH;http://{dead}/;\n\
+         ;;jane@initech.io\n\
+         Bob;;bob@gmail.com\n",
+        live = site.url("/f/acme"),
+    );
+    let job = service.create_job(JobKind::Preprocess, upload(csv.into_bytes(), 2)).await.unwrap();
+    assert_eq!(job.total, 5);
+    let job = wait_job(&service, JobKind::Preprocess, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!(job.completed, 5);
+    let items = service.items(JobKind::Preprocess, job.id, None, 0, 10).await.unwrap().items;
+    let r = |i: usize| items[i].result.clone().unwrap();
+    assert_eq!(r(0)["company"], "Acme");
+    assert_eq!(r(0)["legalSuffix"], "Inc.");
+    assert_eq!(r(0)["liveness"]["reachable"], true);
+    assert_eq!(items[1].duplicate_of, Some(2), "the second Acme points at line 2");
+    assert_eq!(r(1)["liveness"]["checked"], false);
+    assert_eq!(r(2)["company"], "Globex");
+    assert_eq!(r(2)["liveness"]["reachable"], false);
+    assert_eq!(r(3)["domain"], "initech.io");
+    assert_eq!(r(4)["freeMail"], true);
+    assert_eq!(r(4)["valid"], false);
+    assert_eq!(site.hits_by_path()["/f/acme"], 1, "the duplicate was not checked again");
+}
