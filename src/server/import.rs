@@ -133,8 +133,12 @@ pub fn import(conn: &Connection, kind: JobKind, upload: &Upload, limits: Limits)
         let line = 1 + data[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
         return Err(AppError::BadInput(format!("line {line}: the file is not valid UTF-8 text")));
     }
+    let delimiter = detect_delimiter(data);
+    if let Some(line) = unclosed_quote(data, delimiter) {
+        return Err(AppError::BadInput(format!("line {line}: a quoted field is never closed")));
+    }
     let mut reader = csv::ReaderBuilder::new()
-        .delimiter(detect_delimiter(data))
+        .delimiter(delimiter)
         .flexible(true)
         .has_headers(true)
         .from_reader(data);
@@ -171,12 +175,25 @@ pub fn import(conn: &Connection, kind: JobKind, upload: &Upload, limits: Limits)
     let width = headers.len();
     let max_rows = limits.max_rows;
     let mut rows = 0usize;
+    // Physical line of each record's start, counted from byte offsets so that quoted
+    // newlines in earlier rows count too (what an editor shows).
+    let mut counted = (0usize, 1i64);
+    let mut line_at = move |mut byte: usize| {
+        // A record's position can sit on the line break before it (CRLF, blank lines).
+        while matches!(data.get(byte), Some(b'\r' | b'\n')) {
+            byte += 1;
+        }
+        let (from, line) = counted;
+        let newlines = data.get(from..byte).map_or(0, |s| s.iter().filter(|&&b| b == b'\n').count());
+        counted = (byte, line + newlines as i64);
+        counted.1
+    };
     let items = reader.records().filter_map(|record| {
         let record = match record {
             Ok(r) => r,
             Err(e) => return Some(Err(csv_error(&e))),
         };
-        let line = record.position().map_or(0, |p| p.line()) as i64;
+        let line = record.position().map_or(0, |p| line_at(p.byte() as usize));
         let mut values: Vec<String> = record.iter().map(str::to_string).collect();
         if values.iter().all(|v| v.trim().is_empty()) {
             return None;
@@ -237,6 +254,41 @@ fn new_item(kind: JobKind, map: &ColumnMap, line: i64, values: Vec<String>) -> R
     }
 }
 
+/// The line where a quoted field opens and never closes, if any. Quotes count only at
+/// the start of a field, as in CSV; a stray `"` inside a plain field is just a character.
+fn unclosed_quote(data: &[u8], delimiter: u8) -> Option<i64> {
+    let (mut line, mut open_line) = (1i64, 0i64);
+    let (mut quoted, mut field_start) = (false, true);
+    let mut i = 0;
+    while i < data.len() {
+        let b = data[i];
+        if quoted {
+            if b == b'"' {
+                if data.get(i + 1) == Some(&b'"') {
+                    i += 1;
+                } else {
+                    quoted = false;
+                }
+            } else if b == b'\n' {
+                line += 1;
+            }
+        } else if b == b'"' && field_start {
+            quoted = true;
+            open_line = line;
+            field_start = false;
+        } else if b == b'\n' {
+            line += 1;
+            field_start = true;
+        } else if b == delimiter {
+            field_start = true;
+        } else if b != b'\r' {
+            field_start = false;
+        }
+        i += 1;
+    }
+    quoted.then_some(open_line)
+}
+
 /// Repeated header names get a number so every column keeps its own key.
 fn dedupe_headers(headers: &mut [String]) {
     for i in 0..headers.len() {
@@ -292,6 +344,14 @@ mod tests {
         assert_eq!(detect_delimiter(b"a\tb\n1\t2"), b'\t');
         assert_eq!(detect_delimiter(b"\"x,y,z\";b;c\n"), b';');
         assert_eq!(detect_delimiter(b"single\n1"), b',');
+    }
+
+    #[test]
+    fn only_a_quote_that_opens_a_field_must_close() {
+        assert_eq!(unclosed_quote(b"a,b\n\"x,y\n", b','), Some(2));
+        assert_eq!(unclosed_quote(b"a,b\nAcme 5\" TV,y\n", b','), None);
+        assert_eq!(unclosed_quote(b"a,b\n\"say \"\"hi\"\"\nthere\",y\n", b','), None);
+        assert_eq!(unclosed_quote(b"a;b\nx;\"open\n", b';'), Some(2));
     }
 
     #[test]

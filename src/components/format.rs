@@ -1,0 +1,70 @@
+//! Small text helpers every page shares: times, counts and error messages.
+
+use chrono::{DateTime, Utc};
+use leptos::prelude::*;
+
+/// A time as people read it. Always UTC: the server renders the page before the
+/// browser knows its time zone, and both must print the same text.
+pub fn time_text(at: &DateTime<Utc>) -> String {
+    at.format("%-d %b %Y, %H:%M:%S UTC").to_string()
+}
+
+/// The short form for table cells; the full form goes in the `title`.
+pub fn short_time_text(at: &DateTime<Utc>) -> String {
+    at.format("%-d %b, %H:%M:%S").to_string()
+}
+
+/// "1 account", "3 accounts".
+pub fn plural(n: i64, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// The message a server function failed with, without the framework's prefix, so
+/// people read "the job is still processing: pause or cancel first" and nothing else.
+pub fn error_text(e: &ServerFnError) -> String {
+    match e {
+        ServerFnError::ServerError(msg) => msg.clone(),
+        ServerFnError::Request(msg) => format!("the server could not be reached ({msg})"),
+        other => other.to_string(),
+    }
+}
+
+/// Whether a server message says the job does not exist (the service words it as
+/// "no research job with id 7").
+pub fn is_not_found(msg: &str) -> bool {
+    msg.starts_with("no ") && msg.contains(" job with id ")
+}
+
+/// A `<time>` element, or a dash when the moment has not come.
+#[component]
+pub fn Time(#[prop(into)] at: Signal<Option<DateTime<Utc>>>, #[prop(optional)] short: bool) -> impl IntoView {
+    move || match at.get() {
+        Some(t) => {
+            let text = if short { short_time_text(&t) } else { time_text(&t) };
+            view! { <time datetime=t.to_rfc3339() title=time_text(&t)>{text}</time> }.into_any()
+        }
+        None => view! { <span class="muted">"—"</span> }.into_any(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_the_same_everywhere() {
+        let t: DateTime<Utc> = "2025-03-04T05:06:07Z".parse().unwrap();
+        assert_eq!(time_text(&t), "4 Mar 2025, 05:06:07 UTC");
+        assert_eq!(short_time_text(&t), "4 Mar, 05:06:07");
+    }
+
+    #[test]
+    fn not_found_messages_are_recognised() {
+        assert!(is_not_found("no research job with id 7"));
+        assert!(!is_not_found("the job is still processing: pause or cancel first"));
+    }
+}
