@@ -1,0 +1,181 @@
+//! The state of one job at a glance.
+
+use leptos::prelude::*;
+
+use crate::components::badge::StatusBadge;
+use crate::components::format::{plural, time_text, Time};
+use crate::components::live::LiveJob;
+use crate::components::progress::Progress;
+use crate::model::{Job, Phase};
+
+/// The status banner of a job page: badge, name, progress bar, counts, times, why it
+/// is paused and when it resumes, and the job's controls (the children).
+///
+/// Two placements of the controls (SPEC section 5): in the banner's top row, beside the
+/// name (full research), or `centered` under a large badge (preprocessing). The
+/// banner's tint follows the state, always with the badge's words and icon.
+#[component]
+pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: Children) -> impl IntoView {
+    let job = live.job;
+    let phase = Memo::new(move |_| job.with(Job::phase));
+    let class = move || {
+        let layout = if centered { " banner-centered" } else { "" };
+        format!("banner banner-{}{layout}", phase.get().css())
+    };
+    let title = move || job.with(|j| j.name.clone());
+    let meta = move || {
+        job.with(|j| {
+            format!(
+                "{} · job #{} · {} · {} at a time",
+                j.kind.label(),
+                j.id,
+                if j.filename.is_empty() { "no file name" } else { &j.filename },
+                j.concurrency
+            )
+        })
+    };
+    let badge = move || view! { <StatusBadge phase large=true /> };
+
+    let head = if centered {
+        view! {
+            <div class="banner-center">
+                <h1 class="banner-title">{title}</h1>
+                <p class="meta">{meta}</p>
+                <div role="status" aria-label="Job status" class="banner-badge">{badge}</div>
+                {children()}
+            </div>
+        }
+        .into_any()
+    } else {
+        view! {
+            <div class="banner-head">
+                <div class="banner-heading">
+                    <div role="status" aria-label="Job status" class="banner-badge">{badge}</div>
+                    <div>
+                        <h1 class="banner-title">{title}</h1>
+                        <p class="meta">{meta}</p>
+                    </div>
+                </div>
+                {children()}
+            </div>
+        }
+        .into_any()
+    };
+
+    view! {
+        <section class=class aria-label="Job summary">
+            {head}
+            <Progress job />
+            <Counts job />
+            <Times job />
+            <StateNote job />
+            {move || {
+                live.refresh_error.get().map(|e| view! { <p class="refresh-note">"Could not refresh (" {e} "); retrying."</p> })
+            }}
+        </section>
+    }
+}
+
+/// Items by state, in words.
+#[component]
+fn Counts(job: RwSignal<Job>) -> impl IntoView {
+    let counts = Memo::new(move |_| job.with(|j| [j.pending, j.processing, j.completed, j.failed, j.total]));
+    let labels = ["Pending", "Processing", "Completed", "Failed", "Total"];
+    view! {
+        <dl class="counts">
+            {labels
+                .into_iter()
+                .enumerate()
+                .map(|(i, label)| {
+                    view! {
+                        <div class=format!("count count-{}", label.to_lowercase())>
+                            <dt>{label}</dt>
+                            <dd>{move || counts.get()[i]}</dd>
+                        </div>
+                    }
+                })
+                .collect_view()}
+        </dl>
+    }
+}
+
+/// When the job was created, started, last changed and finished or cancelled.
+#[component]
+fn Times(job: RwSignal<Job>) -> impl IntoView {
+    let created = Signal::derive(move || Some(job.with(|j| j.created_at)));
+    let started = Signal::derive(move || job.with(|j| j.started_at));
+    let updated = Signal::derive(move || Some(job.with(|j| j.updated_at)));
+    let finished = Memo::new(move |_| {
+        job.with(|j| match (j.cancelled_at, j.completed_at) {
+            (Some(at), _) => Some(("Cancelled", at)),
+            (None, Some(at)) => Some(if j.phase() == Phase::Failed { ("Failed", at) } else { ("Completed", at) }),
+            _ => None,
+        })
+    });
+    view! {
+        <dl class="times">
+            <div>
+                <dt>"Created"</dt>
+                <dd><Time at=created /></dd>
+            </div>
+            <div>
+                <dt>"Started"</dt>
+                <dd><Time at=started /></dd>
+            </div>
+            <div>
+                <dt>"Updated"</dt>
+                <dd><Time at=updated /></dd>
+            </div>
+            {move || {
+                finished
+                    .get()
+                    .map(|(label, at)| {
+                        view! {
+                            <div>
+                                <dt>{label}</dt>
+                                <dd><Time at=Signal::derive(move || Some(at)) /></dd>
+                            </div>
+                        }
+                    })
+            }}
+        </dl>
+    }
+}
+
+/// One sentence on what the state means for the person, when it needs saying.
+#[component]
+fn StateNote(job: RwSignal<Job>) -> impl IntoView {
+    let note = Memo::new(move |_| job.with(state_note));
+    move || note.get().map(|text| view! { <p class="state-note">{text}</p> })
+}
+
+fn state_note(j: &Job) -> Option<String> {
+    match j.phase() {
+        Phase::Paused => {
+            let why = match &j.paused_reason {
+                Some(reason) if !reason.trim().is_empty() => format!("Paused: {}.", reason.trim().trim_end_matches('.')),
+                _ => "Paused.".to_string(),
+            };
+            let running = if j.processing > 0 {
+                format!(" {} already running will finish, but no new item starts.", plural(j.processing, "item", "items"))
+            } else {
+                " No new item starts.".to_string()
+            };
+            let when = match j.resume_at {
+                Some(at) => format!(" It resumes by itself at {}.", time_text(&at)),
+                None => " Press Resume to carry on.".to_string(),
+            };
+            Some(format!("{why}{running}{when}"))
+        }
+        Phase::Cancelled => Some(format!(
+            "Cancelled. {} did not run; finished items stay saved. A cancelled job cannot be resumed.",
+            plural(j.pending + j.processing, "item", "items")
+        )),
+        Phase::Completed if j.failed > 0 => {
+            Some(format!("Finished, but {} failed; the reasons are listed with each item.", plural(j.failed, "item", "items")))
+        }
+        Phase::Failed => Some("The job failed and will not run again.".into()),
+        Phase::Pending if !j.paused => Some("Waiting to start.".into()),
+        _ => None,
+    }
+}

@@ -1,0 +1,270 @@
+//! The REST API of SPEC section 4, driven in-process through the whole router.
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use common::*;
+use http_body_util::BodyExt;
+use jobdeck::model::JobStatus;
+use serde_json::Value;
+use tower::ServiceExt;
+
+const BOUNDARY: &str = "jobdeck-test-boundary";
+
+fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> Body {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes());
+    }
+    if let Some((filename, bytes)) = file {
+        body.extend(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: text/csv\r\n\r\n"
+            )
+            .bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend(b"\r\n");
+    }
+    body.extend(format!("--{BOUNDARY}--\r\n").bytes());
+    Body::from(body)
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>, String) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let ctype = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, bytes, ctype)
+}
+
+async fn json(app: &Router, method: &str, uri: &str) -> (StatusCode, Value) {
+    let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+    let (status, bytes, _) = send(app, req).await;
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn upload(app: &Router, root: &str, fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method("POST")
+        .uri(root)
+        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(multipart(fields, file))
+        .unwrap();
+    let (status, bytes, _) = send(app, req).await;
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn wait_status(app: &Router, uri: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (status, job) = json(app, "GET", uri).await;
+        assert_eq!(status, 200);
+        if cond(&job) {
+            return job;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "timed out; job is {job}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn started_app(dir: &std::path::Path) -> Router {
+    let state = state(test_config(dir));
+    state.service.runner().start().await.unwrap();
+    jobdeck::server::app(state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_research_job_driven_only_through_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start().await;
+    let app = started_app(dir.path()).await;
+    let mut paths: Vec<String> = (0..2).map(|i| format!("/g/{i}")).collect();
+    paths.extend((0..4).map(|i| format!("/f/{i}")));
+    let mut csv = String::from_utf8(research_csv(&site, &paths)).unwrap();
+    csv.push_str("=HYPERLINK(\"http://evil\"),https://example.invalid\n");
+
+    let (status, job) = upload(&app, "/api/process", &[("name", "Q3 list"), ("concurrency", "2")], Some(("q3.csv", csv.as_bytes()))).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    for key in [
+        "id", "kind", "name", "filename", "status", "paused", "cancelled", "concurrency", "total", "pending",
+        "processing", "completed", "failed", "createdAt", "startedAt", "updatedAt", "completedAt", "cancelledAt",
+        "pausedReason", "resumeAt",
+    ] {
+        assert!(job.get(key).is_some(), "job object lacks {key}: {job}");
+    }
+    assert_eq!((job["kind"].as_str(), job["name"].as_str(), job["filename"].as_str()), (Some("research"), Some("Q3 list"), Some("q3.csv")));
+    assert_eq!((job["total"].as_i64(), job["concurrency"].as_i64(), job["paused"].as_bool()), (Some(7), Some(2), Some(false)));
+    assert!(job["createdAt"].as_str().unwrap().ends_with('Z'), "RFC 3339 UTC");
+    let id = job["id"].as_i64().unwrap();
+    let uri = format!("/api/process/{id}");
+
+    wait_for(Duration::from_secs(30), "two in flight", || async { site.hit_count() == 2 }).await;
+    let (status, paused) = json(&app, "POST", &format!("{uri}/pause")).await;
+    assert_eq!((status, paused["paused"].as_bool(), paused["status"].as_str()), (StatusCode::OK, Some(true), Some("processing")));
+    let (status, again) = json(&app, "POST", &format!("{uri}/pause")).await;
+    assert_eq!((status, again["paused"].as_bool()), (StatusCode::OK, Some(true)), "pausing twice is a no-op");
+    let (status, err) = json(&app, "DELETE", &format!("{uri}/delete")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(err["error"].as_str().unwrap().contains("pause or cancel first"));
+
+    site.open_gate();
+    let (status, resumed) = json(&app, "POST", &format!("{uri}/resume")).await;
+    assert_eq!((status, resumed["paused"].as_bool()), (StatusCode::OK, Some(false)));
+    let done = wait_status(&app, &uri, |j| j["status"] == "completed").await;
+    assert_eq!((done["completed"].as_i64(), done["failed"].as_i64()), (Some(6), Some(1)));
+    assert!(done["completedAt"].is_string());
+
+    let (status, list) = json(&app, "GET", "/api/process").await;
+    assert_eq!((status, list.as_array().unwrap().len()), (StatusCode::OK, 1));
+    let (status, page) = json(&app, "GET", &format!("{uri}/accounts?status=completed&offset=1&limit=2")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((page["total"].as_i64(), page["items"].as_array().unwrap().len()), (Some(6), 2));
+    assert_eq!(page["items"][0]["result"]["title"], "Company 1");
+    let (status, failed) = json(&app, "GET", &format!("{uri}/accounts?status=failed")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(failed["items"][0]["error"].as_str().unwrap().contains("example.invalid"));
+    let (status, _) = json(&app, "GET", &format!("{uri}/accounts?status=bogus")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let req = Request::builder().uri(format!("{uri}/export?format=csv")).body(Body::empty()).unwrap();
+    let (status, bytes, ctype) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ctype.starts_with("text/csv"));
+    let text = String::from_utf8(bytes).unwrap();
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    assert_eq!(header.iter().take(6).collect::<Vec<_>>(), ["line", "status", "attempts", "error", "Company", "Website"]);
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 7);
+    assert!(rows.iter().any(|r| &r[4] == "'=HYPERLINK(\"http://evil\")"), "formula neutralised");
+    assert!(rows.iter().any(|r| r.iter().any(|c| c == "Company 3")));
+
+    let req = Request::builder().uri(format!("{uri}/export?format=json")).body(Body::empty()).unwrap();
+    let (status, bytes, _) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    let items: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(items.as_array().unwrap().len(), 7);
+    let (status, _) = json(&app, "GET", &format!("{uri}/export?format=xml")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, deleted) = json(&app, "DELETE", &format!("{uri}/delete")).await;
+    assert_eq!((status, deleted), (StatusCode::OK, serde_json::json!({"deleted": true, "id": id})));
+    let (status, err) = json(&app, "GET", &uri).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(err["error"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_state_actions_answer_409_and_unknown_jobs_404() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start().await;
+    let app = started_app(dir.path()).await;
+    for root in ["/api/process", "/api/preprocess/jobs"] {
+        let csv = research_csv(&site, &["/g/1".to_string(), "/g/2".to_string()]);
+        let (status, job) = upload(&app, root, &[], Some(("a.csv", &csv))).await;
+        assert_eq!(status, StatusCode::CREATED);
+        let uri = format!("{root}/{}", job["id"]);
+        let (status, cancelled) = json(&app, "POST", &format!("{uri}/cancel")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!((cancelled["status"].as_str(), cancelled["cancelled"].as_bool()), (Some("failed"), Some(true)));
+        assert!(cancelled["cancelledAt"].is_string());
+        for action in ["pause", "resume", "cancel"] {
+            let (status, err) = json(&app, "POST", &format!("{uri}/{action}")).await;
+            assert_eq!(status, StatusCode::CONFLICT, "{action} on a cancelled job");
+            assert!(err["error"].as_str().unwrap().contains("cancelled"), "{err}");
+        }
+        for bad in ["999999", "abc", "0"] {
+            for (method, tail) in [("GET", ""), ("POST", "/pause"), ("POST", "/resume"), ("POST", "/cancel"), ("DELETE", "/delete")] {
+                let (status, err) = json(&app, method, &format!("{root}/{bad}{tail}")).await;
+                assert_eq!(status, StatusCode::NOT_FOUND, "{method} {root}/{bad}{tail}");
+                assert!(err["error"].is_string());
+            }
+        }
+        let (status, _) = json(&app, "DELETE", &format!("{uri}/delete")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    site.open_gate();
+}
+
+#[tokio::test]
+async fn bad_uploads_answer_400_or_413_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.server.max_upload_bytes = 4096;
+    let state = state(config);
+    let app = jobdeck::server::app(state);
+    for root in ["/api/process", "/api/preprocess/jobs"] {
+        let (status, err) = upload(&app, root, &[("name", "x")], None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(err["error"].as_str().unwrap().contains("file"));
+        let (status, err) = upload(&app, root, &[], Some(("a.csv", b"Company,b\n1,2,3\n"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(err["error"].as_str().unwrap().contains("line 2"), "{err}");
+        let (status, err) = upload(&app, root, &[("concurrency", "lots")], Some(("a.csv", b"Company\nAcme\n"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(err["error"].as_str().unwrap().contains("concurrency"));
+        let big = format!("Company\n{}", "Acme\n".repeat(1000));
+        let (status, err) = upload(&app, root, &[], Some(("big.csv", big.as_bytes()))).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+        let huge = format!("Company\n{}", "Acme\n".repeat(300_000));
+        let (status, _) = upload(&app, root, &[], Some(("huge.csv", huge.as_bytes()))).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let req = Request::builder().method("POST").uri(root).header("content-type", "application/json").body(Body::from("{}")).unwrap();
+        let (status, _, _) = send(&app, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (_, list) = json(&app, "GET", root).await;
+        assert_eq!(list, serde_json::json!([]));
+    }
+    let (status, _) = upload(&app, "/api/process", &[], Some(("r.csv", b"Notes\nhello\n"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "research needs a name or website column");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preprocessing_job_through_rest_and_on_to_research() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start().await;
+    let app = started_app(dir.path()).await;
+    let csv = format!("Company,Website\nAcme Inc.,{}\nAcme,{}\nNobody,\n", site.url("/f/a"), site.url("/f/a"));
+    let (status, job) = upload(&app, "/api/preprocess/jobs", &[], Some(("crm.csv", csv.as_bytes()))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(job["kind"], "preprocess");
+    let uri = format!("/api/preprocess/jobs/{}", job["id"]);
+    let (status, _) = json(&app, "POST", &format!("{uri}/research")).await;
+    assert!(status == StatusCode::CONFLICT || status == StatusCode::CREATED);
+    let done = wait_status(&app, &uri, |j| j["status"] == "completed").await;
+    assert_eq!(done["completed"].as_i64(), Some(3));
+    let (status, page) = json(&app, "GET", &format!("{uri}/results?limit=10")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"][0]["result"]["company"], "Acme");
+    assert_eq!(page["items"][1]["duplicateOf"], 2);
+    let req = Request::builder().uri(format!("{uri}/export")).body(Body::empty()).unwrap();
+    let (status, bytes, _) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(csv::Reader::from_reader(&bytes[..]).records().count(), 3);
+
+    let (status, research) = json(&app, "POST", &format!("{uri}/research")).await;
+    assert_eq!(status, StatusCode::CREATED, "{research}");
+    assert_eq!((research["kind"].as_str(), research["total"].as_i64()), (Some("research"), Some(1)), "only the clean, unique, reachable row");
+    let r_uri = format!("/api/process/{}", research["id"]);
+    let done = wait_status(&app, &r_uri, |j| j["status"] == "completed").await;
+    assert_eq!(done["status"].as_str().map(|s| s.parse::<JobStatus>().unwrap()), Some(JobStatus::Completed));
+}
+
+#[tokio::test]
+async fn the_dashboard_is_server_rendered() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = jobdeck::server::app(state(test_config(dir.path())));
+    let req = Request::builder().uri("/").body(Body::empty()).unwrap();
+    let (status, bytes, ctype) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ctype.starts_with("text/html"));
+    let html = String::from_utf8(bytes).unwrap();
+    assert!(html.contains("No jobs yet"), "{html}");
+    assert!(html.contains("/pkg/jobdeck.js"), "the page loads the hydration script");
+}
