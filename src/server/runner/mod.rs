@@ -188,6 +188,10 @@ impl JobTask {
                 return;
             }
             let running = !flags.paused && grace_until.is_none();
+            if !running {
+                // A paused job gives its unused slot back to the others.
+                self.spare = None;
+            }
             let window = flags.concurrency.max(1) as usize;
             while running && !exhausted && self.inflight.len() < window {
                 let Some(permit) = self.spare.take().or_else(|| self.inner.global.clone().try_acquire_owned().ok())
