@@ -223,10 +223,8 @@ async fn transient_failures_are_retried_then_fail_the_item_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let site = Site::start().await;
     let service = service(test_config(dir.path())).await;
-    let job = service
-        .create_job(R, upload(research_csv(&site, &["/e/1".to_string(), "/f/2".to_string()]), 2))
-        .await
-        .unwrap();
+    let job =
+        service.create_job(R, upload(research_csv(&site, &["/e/1".to_string(), "/f/2".to_string()]), 2)).await.unwrap();
     let job = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
     assert_eq!((job.completed, job.failed), (1, 1), "a job with a failed item still completes");
     assert_eq!(site.hits_by_path()["/e/1"], 3, "tried max_attempts times");

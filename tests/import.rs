@@ -41,7 +41,12 @@ async fn good_research_files_import_whole() {
     ];
     for (bytes, rows) in cases {
         let job = service.create_job(JobKind::Research, up(bytes)).await.unwrap();
-        assert_eq!((job.total, job.pending, job.status), (rows, rows, JobStatus::Pending), "{:?}", String::from_utf8_lossy(bytes));
+        assert_eq!(
+            (job.total, job.pending, job.status),
+            (rows, rows, JobStatus::Pending),
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
         assert_eq!(job.name, "list");
         assert_eq!(job.concurrency, 5);
     }
@@ -80,13 +85,33 @@ async fn bad_files_are_refused_with_line_and_reason_and_change_nothing() {
         (JobKind::Research, up(b""), "empty"),
         (JobKind::Research, up(b"\n\n"), "empty"),
         (JobKind::Research, up(b"Company,Website\n"), "no rows"),
-        (JobKind::Research, up(b"Notes,Owner\nhello,Ann\n"), "line 1: the header has no company name, website or domain"),
+        (
+            JobKind::Research,
+            up(b"Notes,Owner\nhello,Ann\n"),
+            "line 1: the header has no company name, website or domain",
+        ),
         (JobKind::Research, up(b"Company,Website,Notes\nAcme,acme.com,\n,,\n,,hello\n"), "line 4: the row has neither"),
         (JobKind::Research, up(b"Company,Website\nAcme,acme.com\n , ,notes\n"), "line 3"),
-        (JobKind::Research, up(b"Company,Website\nAcme,acme.com\nBad\xFF\xFE,x.com\n"), "line 3: the file is not valid UTF-8"),
-        (JobKind::Research, up(b"Company,Website\nAcme,acme.com\n\"unterminated,x\n"), "line 3: a quoted field is never closed"),
-        (JobKind::Research, Upload { concurrency: Some(0), ..up(b"Company\nAcme\n") }, "concurrency must be between 1 and 64"),
-        (JobKind::Research, Upload { concurrency: Some(65), ..up(b"Company\nAcme\n") }, "concurrency must be between 1 and 64"),
+        (
+            JobKind::Research,
+            up(b"Company,Website\nAcme,acme.com\nBad\xFF\xFE,x.com\n"),
+            "line 3: the file is not valid UTF-8",
+        ),
+        (
+            JobKind::Research,
+            up(b"Company,Website\nAcme,acme.com\n\"unterminated,x\n"),
+            "line 3: a quoted field is never closed",
+        ),
+        (
+            JobKind::Research,
+            Upload { concurrency: Some(0), ..up(b"Company\nAcme\n") },
+            "concurrency must be between 1 and 64",
+        ),
+        (
+            JobKind::Research,
+            Upload { concurrency: Some(65), ..up(b"Company\nAcme\n") },
+            "concurrency must be between 1 and 64",
+        ),
         (JobKind::Preprocess, up(b"a,b\n1,2,3\n"), "line 2: the row has 3 fields but the header has 2"),
         (JobKind::Preprocess, up(b"Company\n"), "no rows"),
     ];

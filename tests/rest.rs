@@ -19,7 +19,9 @@ const BOUNDARY: &str = "jobdeck-test-boundary";
 fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> Body {
     let mut body = Vec::new();
     for (name, value) in fields {
-        body.extend(format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes());
+        body.extend(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").bytes(),
+        );
     }
     if let Some((filename, bytes)) = file {
         body.extend(
@@ -89,24 +91,52 @@ async fn a_full_research_job_driven_only_through_rest() {
     let mut csv = String::from_utf8(research_csv(&site, &paths)).unwrap();
     csv.push_str("=HYPERLINK(\"http://evil\"),https://example.invalid\n");
 
-    let (status, job) = upload(&app, "/api/process", &[("name", "Q3 list"), ("concurrency", "2")], Some(("q3.csv", csv.as_bytes()))).await;
+    let (status, job) =
+        upload(&app, "/api/process", &[("name", "Q3 list"), ("concurrency", "2")], Some(("q3.csv", csv.as_bytes())))
+            .await;
     assert_eq!(status, StatusCode::CREATED, "{job}");
     for key in [
-        "id", "kind", "name", "filename", "status", "paused", "cancelled", "concurrency", "total", "pending",
-        "processing", "completed", "failed", "createdAt", "startedAt", "updatedAt", "completedAt", "cancelledAt",
-        "pausedReason", "resumeAt",
+        "id",
+        "kind",
+        "name",
+        "filename",
+        "status",
+        "paused",
+        "cancelled",
+        "concurrency",
+        "total",
+        "pending",
+        "processing",
+        "completed",
+        "failed",
+        "createdAt",
+        "startedAt",
+        "updatedAt",
+        "completedAt",
+        "cancelledAt",
+        "pausedReason",
+        "resumeAt",
     ] {
         assert!(job.get(key).is_some(), "job object lacks {key}: {job}");
     }
-    assert_eq!((job["kind"].as_str(), job["name"].as_str(), job["filename"].as_str()), (Some("research"), Some("Q3 list"), Some("q3.csv")));
-    assert_eq!((job["total"].as_i64(), job["concurrency"].as_i64(), job["paused"].as_bool()), (Some(7), Some(2), Some(false)));
+    assert_eq!(
+        (job["kind"].as_str(), job["name"].as_str(), job["filename"].as_str()),
+        (Some("research"), Some("Q3 list"), Some("q3.csv"))
+    );
+    assert_eq!(
+        (job["total"].as_i64(), job["concurrency"].as_i64(), job["paused"].as_bool()),
+        (Some(7), Some(2), Some(false))
+    );
     assert!(job["createdAt"].as_str().unwrap().ends_with('Z'), "RFC 3339 UTC");
     let id = job["id"].as_i64().unwrap();
     let uri = format!("/api/process/{id}");
 
     wait_for(Duration::from_secs(30), "two in flight", || async { site.hit_count() == 2 }).await;
     let (status, paused) = json(&app, "POST", &format!("{uri}/pause")).await;
-    assert_eq!((status, paused["paused"].as_bool(), paused["status"].as_str()), (StatusCode::OK, Some(true), Some("processing")));
+    assert_eq!(
+        (status, paused["paused"].as_bool(), paused["status"].as_str()),
+        (StatusCode::OK, Some(true), Some("processing"))
+    );
     let (status, again) = json(&app, "POST", &format!("{uri}/pause")).await;
     assert_eq!((status, again["paused"].as_bool()), (StatusCode::OK, Some(true)), "pausing twice is a no-op");
     let (status, err) = json(&app, "DELETE", &format!("{uri}/delete")).await;
@@ -139,7 +169,10 @@ async fn a_full_research_job_driven_only_through_rest() {
     let text = String::from_utf8(bytes).unwrap();
     let mut reader = csv::Reader::from_reader(text.as_bytes());
     let header = reader.headers().unwrap().clone();
-    assert_eq!(header.iter().take(6).collect::<Vec<_>>(), ["line", "status", "attempts", "error", "Company", "Website"]);
+    assert_eq!(
+        header.iter().take(6).collect::<Vec<_>>(),
+        ["line", "status", "attempts", "error", "Company", "Website"]
+    );
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 7);
     assert!(rows.iter().any(|r| &r[4] == "'=HYPERLINK(\"http://evil\")"), "formula neutralised");
@@ -180,7 +213,9 @@ async fn wrong_state_actions_answer_409_and_unknown_jobs_404() {
             assert!(err["error"].as_str().unwrap().contains("cancelled"), "{err}");
         }
         for bad in ["999999", "abc", "0"] {
-            for (method, tail) in [("GET", ""), ("POST", "/pause"), ("POST", "/resume"), ("POST", "/cancel"), ("DELETE", "/delete")] {
+            for (method, tail) in
+                [("GET", ""), ("POST", "/pause"), ("POST", "/resume"), ("POST", "/cancel"), ("DELETE", "/delete")]
+            {
                 let (status, err) = json(&app, method, &format!("{root}/{bad}{tail}")).await;
                 assert_eq!(status, StatusCode::NOT_FOUND, "{method} {root}/{bad}{tail}");
                 assert!(err["error"].is_string());
@@ -215,7 +250,12 @@ async fn bad_uploads_answer_400_or_413_and_create_nothing() {
         let huge = format!("Company\n{}", "Acme\n".repeat(300_000));
         let (status, _) = upload(&app, root, &[], Some(("huge.csv", huge.as_bytes()))).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-        let req = Request::builder().method("POST").uri(root).header("content-type", "application/json").body(Body::from("{}")).unwrap();
+        let req = Request::builder()
+            .method("POST")
+            .uri(root)
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
         let (status, _, _) = send(&app, req).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let (_, list) = json(&app, "GET", root).await;
@@ -250,7 +290,11 @@ async fn a_preprocessing_job_through_rest_and_on_to_research() {
 
     let (status, research) = json(&app, "POST", &format!("{uri}/research")).await;
     assert_eq!(status, StatusCode::CREATED, "{research}");
-    assert_eq!((research["kind"].as_str(), research["total"].as_i64()), (Some("research"), Some(1)), "only the clean, unique, reachable row");
+    assert_eq!(
+        (research["kind"].as_str(), research["total"].as_i64()),
+        (Some("research"), Some(1)),
+        "only the clean, unique, reachable row"
+    );
     let r_uri = format!("/api/process/{}", research["id"]);
     let done = wait_status(&app, &r_uri, |j| j["status"] == "completed").await;
     assert_eq!(done["status"].as_str().map(|s| s.parse::<JobStatus>().unwrap()), Some(JobStatus::Completed));

@@ -91,7 +91,10 @@ pub async fn upload_job(data: MultipartData) -> Result<Job, ServerFnError> {
         match field.name().unwrap_or("") {
             "kind" => {
                 let text = field.text().await.map_err(|e| read_err(&e))?;
-                kind = text.trim().parse().map_err(|_| ssr::fail(AppError::BadInput(format!("unknown job kind `{text}`"))))?;
+                kind = text
+                    .trim()
+                    .parse()
+                    .map_err(|_| ssr::fail(AppError::BadInput(format!("unknown job kind `{text}`"))))?;
             }
             "file" => {
                 upload.filename = field.file_name().unwrap_or("").to_string();
@@ -104,7 +107,9 @@ pub async fn upload_job(data: MultipartData) -> Result<Job, ServerFnError> {
                 let text = text.trim();
                 if !text.is_empty() {
                     upload.concurrency = Some(text.parse().map_err(|_| {
-                        ssr::fail(AppError::BadInput(format!("concurrency must be a whole number from 1 to 64, not `{text}`")))
+                        ssr::fail(AppError::BadInput(format!(
+                            "concurrency must be a whole number from 1 to 64, not `{text}`"
+                        )))
                     })?);
                 }
             }

@@ -115,8 +115,8 @@ impl Config {
         let explicit = std::env::var("JOBDECK_CONFIG").ok();
         let path = explicit.clone().unwrap_or_else(|| "Leptos.toml".into());
         let mut config = if explicit.is_some() || Path::new(&path).exists() {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
             Self::from_toml(&text).map_err(|source| ConfigError::Parse { path, source })?
         } else {
             Self::default()
@@ -149,8 +149,8 @@ impl Config {
         set(&lookup, "JOBDECK_MAX_EXTRA_PAGES", &mut r.max_extra_pages)?;
         set(&lookup, "JOBDECK_USER_AGENT", &mut r.user_agent)?;
         if let Some(value) = lookup("JOBDECK_ALLOW_PRIVATE_TARGETS") {
-            r.allow_private_targets = parse_bool(&value)
-                .ok_or(ConfigError::Env { name: "JOBDECK_ALLOW_PRIVATE_TARGETS", value })?;
+            r.allow_private_targets =
+                parse_bool(&value).ok_or(ConfigError::Env { name: "JOBDECK_ALLOW_PRIVATE_TARGETS", value })?;
         }
         let l = &mut self.llm;
         set(&lookup, "JOBDECK_LLM_BASE_URL", &mut l.base_url)?;
@@ -204,9 +204,7 @@ mod tests {
     #[test]
     fn a_bad_override_is_named() {
         let mut config = Config::default();
-        let err = config
-            .apply_env(|n| (n == "JOBDECK_PAUSE_POLL_MS").then(|| "soon".to_string()))
-            .unwrap_err();
+        let err = config.apply_env(|n| (n == "JOBDECK_PAUSE_POLL_MS").then(|| "soon".to_string())).unwrap_err();
         assert!(err.to_string().contains("JOBDECK_PAUSE_POLL_MS"));
     }
 }

@@ -139,7 +139,9 @@ mod tests {
         for table in ["processing_jobs", "preprocessing_jobs"] {
             let (ty, notnull, default): (String, bool, String) = conn
                 .query_row(
-                    &format!("SELECT type, \"notnull\", dflt_value FROM pragma_table_info('{table}') WHERE name = 'paused'"),
+                    &format!(
+                        "SELECT type, \"notnull\", dflt_value FROM pragma_table_info('{table}') WHERE name = 'paused'"
+                    ),
                     [],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
@@ -155,10 +157,7 @@ mod tests {
             assert_eq!(target, jobs);
         }
         // The foreign key is enforced: an item of a job that does not exist is refused.
-        let orphan = conn.execute(
-            "INSERT INTO accounts (job_id, line, input) VALUES (999, 2, '[]')",
-            [],
-        );
+        let orphan = conn.execute("INSERT INTO accounts (job_id, line, input) VALUES (999, 2, '[]')", []);
         assert!(orphan.is_err());
     }
 }

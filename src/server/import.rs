@@ -36,16 +36,41 @@ pub struct ColumnMap {
 }
 
 const NAME_WORDS: &[&str] = &[
-    "company", "company name", "companyname", "account", "account name", "accountname", "organization",
-    "organisation", "organization name", "organisation name", "org", "org name", "business", "business name",
-    "name", "employer", "firm",
+    "company",
+    "company name",
+    "companyname",
+    "account",
+    "account name",
+    "accountname",
+    "organization",
+    "organisation",
+    "organization name",
+    "organisation name",
+    "org",
+    "org name",
+    "business",
+    "business name",
+    "name",
+    "employer",
+    "firm",
 ];
 const WEBSITE_WORDS: &[&str] = &[
-    "website", "web site", "url", "homepage", "home page", "web", "site", "website url", "company website",
-    "company url", "web address", "www",
+    "website",
+    "web site",
+    "url",
+    "homepage",
+    "home page",
+    "web",
+    "site",
+    "website url",
+    "company website",
+    "company url",
+    "web address",
+    "www",
 ];
 const DOMAIN_WORDS: &[&str] = &["domain", "company domain", "website domain", "domain name", "email domain"];
-const EMAIL_WORDS: &[&str] = &["email", "e mail", "email address", "e mail address", "work email", "contact email", "mail"];
+const EMAIL_WORDS: &[&str] =
+    &["email", "e mail", "email address", "e mail address", "work email", "contact email", "mail"];
 
 fn fold_header(h: &str) -> String {
     h.trim()
@@ -71,11 +96,7 @@ impl ColumnMap {
                 .filter(|(i, _)| free(i))
                 .find(|(_, h)| words.contains(&h.as_str()))
                 .or_else(|| {
-                    folded
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| free(i))
-                        .find(|(_, h)| key.iter().any(|k| h.contains(k)))
+                    folded.iter().enumerate().filter(|(i, _)| free(i)).find(|(_, h)| key.iter().any(|k| h.contains(k)))
                 })
                 .map(|(i, _)| i)
         };
@@ -137,17 +158,9 @@ pub fn import(conn: &Connection, kind: JobKind, upload: &Upload, limits: Limits)
     if let Some(line) = unclosed_quote(data, delimiter) {
         return Err(AppError::BadInput(format!("line {line}: a quoted field is never closed")));
     }
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .flexible(true)
-        .has_headers(true)
-        .from_reader(data);
-    let mut headers: Vec<String> = reader
-        .headers()
-        .map_err(|e| csv_error(&e))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
+    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).has_headers(true).from_reader(data);
+    let mut headers: Vec<String> =
+        reader.headers().map_err(|e| csv_error(&e))?.iter().map(|h| h.trim().to_string()).collect();
     if headers.iter().all(String::is_empty) {
         return Err(AppError::BadInput("line 1: the header row is empty".into()));
     }
@@ -159,15 +172,14 @@ pub fn import(conn: &Connection, kind: JobKind, upload: &Upload, limits: Limits)
             headers.join(", ")
         )));
     }
-    let display_name = upload
-        .name
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_string)
-        .unwrap_or_else(|| {
+    let display_name =
+        upload.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).unwrap_or_else(|| {
             let stem = upload.filename.rsplit_once('.').map_or(upload.filename.as_str(), |(s, _)| s);
-            if stem.trim().is_empty() { "Untitled job".to_string() } else { stem.trim().to_string() }
+            if stem.trim().is_empty() {
+                "Untitled job".to_string()
+            } else {
+                stem.trim().to_string()
+            }
         });
     let filename = if upload.filename.trim().is_empty() { "upload.csv".to_string() } else { upload.filename.clone() };
     let job_id = store::insert_job(conn, kind, &display_name, &filename, concurrency, &headers)?;

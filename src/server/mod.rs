@@ -45,7 +45,8 @@ pub fn build_state(
     use std::sync::Arc;
     let db = db::Db::open(&config.server.db)?;
     let http = steps::net::Http::new(&config.runner)?;
-    let llm = steps::llm::Llm::new(&config.llm, config.runner.request_timeout().max(std::time::Duration::from_secs(60)));
+    let llm =
+        steps::llm::Llm::new(&config.llm, config.runner.request_timeout().max(std::time::Duration::from_secs(60)));
     let steps = runner::Steps {
         research: Arc::new(steps::research::ResearchStep::new(http.clone(), llm, config.runner.max_extra_pages)),
         preprocess: Arc::new(steps::preprocess::PreprocessStep::new(http)),

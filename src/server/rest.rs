@@ -45,7 +45,11 @@ fn kind_routes(kind: JobKind, root: &str, items: &str) -> Router<AppState> {
 /// Ids that are not whole numbers name no job.
 fn job_id(kind: JobKind, raw: &str) -> Result<i64, AppError> {
     raw.parse().map_err(|_| AppError::NotFound { kind: kind.as_str(), id: -1 }).and_then(|id: i64| {
-        if id > 0 { Ok(id) } else { Err(AppError::NotFound { kind: kind.as_str(), id }) }
+        if id > 0 {
+            Ok(id)
+        } else {
+            Err(AppError::NotFound { kind: kind.as_str(), id })
+        }
     })
 }
 
@@ -86,8 +90,13 @@ pub async fn read_upload(mut multipart: Multipart) -> Result<Upload, AppError> {
     Ok(Upload { filename, name, concurrency, bytes })
 }
 
-async fn create(kind: JobKind, State(service): State<Service>, multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>) -> Result<Response, AppError> {
-    let multipart = multipart.map_err(|e| AppError::BadInput(format!("expected a multipart/form-data upload: {}", e.body_text())))?;
+async fn create(
+    kind: JobKind,
+    State(service): State<Service>,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, AppError> {
+    let multipart = multipart
+        .map_err(|e| AppError::BadInput(format!("expected a multipart/form-data upload: {}", e.body_text())))?;
     let upload = read_upload(multipart).await?;
     let job = service.create_job(kind, upload).await?;
     Ok((StatusCode::CREATED, Json(job)).into_response())
@@ -176,12 +185,33 @@ struct ExportQuery {
 fn result_columns(kind: JobKind) -> &'static [&'static str] {
     match kind {
         JobKind::Research => &[
-            "finalUrl", "statusCode", "title", "description", "canonical", "language", "socials", "emails", "phones",
-            "technologies", "profile", "profileError",
+            "finalUrl",
+            "statusCode",
+            "title",
+            "description",
+            "canonical",
+            "language",
+            "socials",
+            "emails",
+            "phones",
+            "technologies",
+            "profile",
+            "profileError",
         ],
         JobKind::Preprocess => &[
-            "company", "legalSuffix", "website", "domain", "email", "freeMail", "valid", "reasons", "duplicateOf",
-            "liveness.reachable", "liveness.finalUrl", "liveness.statusCode", "liveness.error",
+            "company",
+            "legalSuffix",
+            "website",
+            "domain",
+            "email",
+            "freeMail",
+            "valid",
+            "reasons",
+            "duplicateOf",
+            "liveness.reachable",
+            "liveness.finalUrl",
+            "liveness.statusCode",
+            "liveness.error",
         ],
     }
 }

@@ -32,11 +32,9 @@ struct Tables {
 const fn tables(kind: JobKind) -> Tables {
     match kind {
         JobKind::Research => Tables { jobs: "processing_jobs", items: "accounts", extra: "NULL, NULL" },
-        JobKind::Preprocess => Tables {
-            jobs: "preprocessing_jobs",
-            items: "preprocessing_results",
-            extra: "normalized, duplicate_of",
-        },
+        JobKind::Preprocess => {
+            Tables { jobs: "preprocessing_jobs", items: "preprocessing_results", extra: "normalized, duplicate_of" }
+        }
     }
 }
 
@@ -131,7 +129,14 @@ pub fn insert_items(
         match kind {
             JobKind::Research => stmt.execute(params![job_id, it.line, it.name, it.website, it.domain, it.input])?,
             JobKind::Preprocess => stmt.execute(params![
-                job_id, it.line, it.name, it.website, it.domain, it.input, it.normalized, it.dedupe_key
+                job_id,
+                it.line,
+                it.name,
+                it.website,
+                it.domain,
+                it.input,
+                it.normalized,
+                it.dedupe_key
             ])?,
         };
         count += 1;
@@ -470,10 +475,8 @@ pub fn jobs_with_processing(conn: &Connection) -> Result<Vec<(JobKind, i64)>, Ap
     let mut out = Vec::new();
     for kind in [JobKind::Research, JobKind::Preprocess] {
         let t = tables(kind);
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT DISTINCT job_id FROM {} WHERE status = 'processing'",
-            t.items
-        ))?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT DISTINCT job_id FROM {} WHERE status = 'processing'", t.items))?;
         for id in stmt.query_map([], |r| r.get::<_, i64>(0))? {
             out.push((kind, id?));
         }
@@ -554,7 +557,12 @@ pub fn job_flags(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Option
 }
 
 /// Preprocessing rows fit for research: completed, valid, first of their key, reachable.
-pub fn clean_rows(conn: &Connection, pre_job_id: i64, after: i64, limit: i64) -> Result<Vec<(i64, String, String)>, AppError> {
+pub fn clean_rows(
+    conn: &Connection,
+    pre_job_id: i64,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String, String)>, AppError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, result, input FROM preprocessing_results
          WHERE job_id = ?1 AND id > ?2 AND status = 'completed' AND duplicate_of IS NULL

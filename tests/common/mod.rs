@@ -157,7 +157,13 @@ pub fn upload(bytes: Vec<u8>, concurrency: u32) -> Upload {
 
 /// Waits (polling every 10 ms) until `cond` holds for the job; panics with the last
 /// state after `timeout`.
-pub async fn wait_job(service: &Service, kind: JobKind, id: i64, timeout: Duration, cond: impl Fn(&Job) -> bool) -> Job {
+pub async fn wait_job(
+    service: &Service,
+    kind: JobKind,
+    id: i64,
+    timeout: Duration,
+    cond: impl Fn(&Job) -> bool,
+) -> Job {
     let start = Instant::now();
     loop {
         let job = service.get(kind, id).await.expect("job exists");
@@ -189,7 +195,8 @@ pub fn count_items(db: &std::path::Path, kind: JobKind, job_id: i64) -> HashMap<
         JobKind::Research => "accounts",
         JobKind::Preprocess => "preprocessing_results",
     };
-    let mut stmt = conn.prepare(&format!("SELECT status, COUNT(*) FROM {table} WHERE job_id = ?1 GROUP BY status")).unwrap();
+    let mut stmt =
+        conn.prepare(&format!("SELECT status, COUNT(*) FROM {table} WHERE job_id = ?1 GROUP BY status")).unwrap();
     stmt.query_map([job_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
         .unwrap()
         .map(Result::unwrap)

@@ -299,11 +299,8 @@ impl JobTask {
         let (kind, id) = (self.kind, self.id);
         match outcome {
             Outcome::Done(finish, attempts) => {
-                let res = self
-                    .inner
-                    .db
-                    .write(move |tx| store::finish_item(tx, kind, id, item_id, attempts, &finish))
-                    .await;
+                let res =
+                    self.inner.db.write(move |tx| store::finish_item(tx, kind, id, item_id, attempts, &finish)).await;
                 if let Err(e) = res {
                     tracing::error!(kind = %kind, job = id, item = item_id, error = %e, "could not store a result");
                 }

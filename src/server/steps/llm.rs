@@ -72,17 +72,11 @@ impl Llm {
         let status = response.status();
 
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            let header = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
+            let header =
+                response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
             let retry_after = retry_after(header.as_deref(), SystemTime::now());
             let detail = error_detail(&response.text().await.unwrap_or_default());
-            return Err(StepError::RateLimited {
-                reason: format!("LLM rate limit (HTTP 429): {detail}"),
-                retry_after,
-            });
+            return Err(StepError::RateLimited { reason: format!("LLM rate limit (HTTP 429): {detail}"), retry_after });
         }
         if !status.is_success() {
             let detail = error_detail(&response.text().await.unwrap_or_default());
@@ -96,7 +90,10 @@ impl Llm {
 
         let bytes = response.bytes().await.map_err(|e| prefixed(net::classify(e)))?;
         let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
-            StepError::Permanent(format!("LLM answer is not JSON ({e}): {}", error_detail(&String::from_utf8_lossy(&bytes))))
+            StepError::Permanent(format!(
+                "LLM answer is not JSON ({e}): {}",
+                error_detail(&String::from_utf8_lossy(&bytes))
+            ))
         })?;
         let content = answer
             .pointer("/choices/0/message/content")
@@ -248,7 +245,9 @@ mod tests {
     async fn returns_profile_and_sends_key_and_model() {
         let fake = Fake {
             status: 200,
-            body: chat_answer(r#"{"summary":"Makes anvils.","industry":"Manufacturing","sizeRange":"11-50","country":"US","fitNotes":"Good fit."}"#),
+            body: chat_answer(
+                r#"{"summary":"Makes anvils.","industry":"Manufacturing","sizeRange":"11-50","country":"US","fitNotes":"Good fit."}"#,
+            ),
             ..Fake::default()
         };
         let seen = fake.seen.clone();
@@ -323,7 +322,8 @@ mod tests {
 
     #[tokio::test]
     async fn client_error_is_permanent() {
-        let fake = Fake { status: 401, body: json!({"error": {"message": "Invalid API key"}}).to_string(), ..Fake::default() };
+        let fake =
+            Fake { status: 401, body: json!({"error": {"message": "Invalid API key"}}).to_string(), ..Fake::default() };
         let base = serve(fake).await;
         match llm(base, "bad").profile(Some("Acme"), "t").await {
             Err(StepError::Permanent(reason)) => {
@@ -352,7 +352,10 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let result = llm(format!("http://{addr}"), "k").profile(Some("Acme"), "t").await;
-        assert!(matches!(result, Err(StepError::Transient(ref r)) if r.starts_with("LLM request failed")), "{result:?}");
+        assert!(
+            matches!(result, Err(StepError::Transient(ref r)) if r.starts_with("LLM request failed")),
+            "{result:?}"
+        );
     }
 
     #[test]

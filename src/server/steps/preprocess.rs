@@ -92,14 +92,68 @@ fn plausible_host(host: &str) -> bool {
 
 /// Providers whose domain says nothing about the sender's company.
 const FREE_MAIL: &[&str] = &[
-    "gmail.com", "googlemail.com", "outlook.com", "live.com", "msn.com", "aol.com", "aim.com", "icloud.com",
-    "me.com", "mac.com", "proton.me", "pm.me", "protonmail.com", "protonmail.ch", "web.de", "t-online.de",
-    "freenet.de", "mail.ru", "bk.ru", "inbox.ru", "list.ru", "rambler.ru", "qq.com", "163.com", "126.com",
-    "yeah.net", "sina.com", "zoho.com", "zohomail.com", "mail.com", "ymail.com", "rocketmail.com",
-    "fastmail.com", "tutanota.com", "tuta.io", "hushmail.com", "rediffmail.com", "naver.com", "hanmail.net",
-    "daum.net", "orange.fr", "wanadoo.fr", "free.fr", "laposte.net", "libero.it", "virgilio.it", "seznam.cz",
-    "wp.pl", "o2.pl", "interia.pl", "ukr.net", "comcast.net", "verizon.net", "att.net", "sbcglobal.net",
-    "btinternet.com", "bigpond.com", "shaw.ca", "rogers.com", "cox.net", "earthlink.net", "juno.com",
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "live.com",
+    "msn.com",
+    "aol.com",
+    "aim.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "proton.me",
+    "pm.me",
+    "protonmail.com",
+    "protonmail.ch",
+    "web.de",
+    "t-online.de",
+    "freenet.de",
+    "mail.ru",
+    "bk.ru",
+    "inbox.ru",
+    "list.ru",
+    "rambler.ru",
+    "qq.com",
+    "163.com",
+    "126.com",
+    "yeah.net",
+    "sina.com",
+    "zoho.com",
+    "zohomail.com",
+    "mail.com",
+    "ymail.com",
+    "rocketmail.com",
+    "fastmail.com",
+    "tutanota.com",
+    "tuta.io",
+    "hushmail.com",
+    "rediffmail.com",
+    "naver.com",
+    "hanmail.net",
+    "daum.net",
+    "orange.fr",
+    "wanadoo.fr",
+    "free.fr",
+    "laposte.net",
+    "libero.it",
+    "virgilio.it",
+    "seznam.cz",
+    "wp.pl",
+    "o2.pl",
+    "interia.pl",
+    "ukr.net",
+    "comcast.net",
+    "verizon.net",
+    "att.net",
+    "sbcglobal.net",
+    "btinternet.com",
+    "bigpond.com",
+    "shaw.ca",
+    "rogers.com",
+    "cox.net",
+    "earthlink.net",
+    "juno.com",
 ];
 
 /// Brands with a domain per country (yahoo.co.uk, gmx.de, hotmail.fr, ...).
@@ -469,7 +523,8 @@ mod tests {
     fn json_always_has_every_key() {
         let n = row("Globex GmbH", "", "globex.de", "");
         let obj = n.json.as_object().unwrap();
-        for key in ["company", "legalSuffix", "website", "domain", "email", "freeMail", "valid", "reasons", "dedupeKey"] {
+        for key in ["company", "legalSuffix", "website", "domain", "email", "freeMail", "valid", "reasons", "dedupeKey"]
+        {
             assert!(obj.contains_key(key), "{key} missing");
         }
         assert_eq!(obj.len(), 9);
@@ -546,10 +601,7 @@ mod tests {
         assert_eq!(n.json["valid"], false);
         assert_eq!(n.json["domain"], Value::Null);
         assert_eq!(n.json["website"], "http//bad");
-        assert_eq!(
-            reasons(&n),
-            vec!["missing domain", "malformed website URL: http//bad", "malformed email: bob@"]
-        );
+        assert_eq!(reasons(&n), vec!["missing domain", "malformed website URL: http//bad", "malformed email: bob@"]);
         for bad in ["bob", "a@b@c.com", "jane@localhost", "@acme.com", "jane doe@acme.com"] {
             let n = row("X", "x.com", "", bad);
             assert!(reasons(&n).contains(&format!("malformed email: {bad}")), "{bad}: {:?}", reasons(&n));
@@ -619,8 +671,21 @@ mod tests {
             assert_eq!(domain_from(input).as_deref(), Some(want), "{input}");
         }
         let bad = [
-            "", "   ", "http//bad", "https:/acme.com", "acme", "localhost", "not a domain", "bob@", "acme..com",
-            "-acme.com", "acme_co.com", "1.5", "http://[::1]:80/", "n/a", "https://",
+            "",
+            "   ",
+            "http//bad",
+            "https:/acme.com",
+            "acme",
+            "localhost",
+            "not a domain",
+            "bob@",
+            "acme..com",
+            "-acme.com",
+            "acme_co.com",
+            "1.5",
+            "http://[::1]:80/",
+            "n/a",
+            "https://",
         ];
         for input in bad {
             assert_eq!(domain_from(input), None, "{input}");

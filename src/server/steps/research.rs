@@ -171,17 +171,17 @@ static EMAIL_RE: LazyLock<regex::Regex> = LazyLock::new(|| {
 });
 
 /// Retina asset names (`logo@2x.png`) look like addresses; these endings give them away.
-const FILE_ENDINGS: &[&str] = &[".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".avif", ".ico", ".bmp", ".css", ".js"];
+const FILE_ENDINGS: &[&str] =
+    &[".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".avif", ".ico", ".bmp", ".css", ".js"];
 
 /// Elements whose text is not shown to a reader.
 const HIDDEN: &[&str] = &["script", "style", "noscript", "template", "svg", "head", "iframe", "object"];
 
 /// Elements that flow inside a line; every other element separates words.
 const INLINE: &[&str] = &[
-    "a", "abbr", "b", "bdi", "bdo", "cite", "code", "data", "dfn", "em", "i", "kbd", "mark", "q", "s", "samp",
-    "small", "span", "strong", "sub", "sup", "time", "u", "var", "wbr",
+    "a", "abbr", "b", "bdi", "bdo", "cite", "code", "data", "dfn", "em", "i", "kbd", "mark", "q", "s", "samp", "small",
+    "span", "strong", "sub", "sup", "time", "u", "var", "wbr",
 ];
-
 
 /// Headers whose values name the software behind the site.
 const VALUE_HEADERS: &[&str] = &["server", "x-powered-by", "x-generator"];
@@ -506,12 +506,8 @@ async fn fetch_page(http: &Http, url: &Url) -> Result<Page, FetchError> {
     if !status.is_success() {
         return Err(failed(StepError::Permanent(format!("HTTP {code} from {final_url}"))));
     }
-    let content_type = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type =
+        response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let mime = content_type.split(';').next().unwrap_or("").trim();
     // Servers that send no type at all are usually serving HTML anyway.
     if !matches!(mime, "" | "text/html" | "application/xhtml+xml") {
@@ -539,7 +535,10 @@ fn page_kind(link: &Link) -> Option<u8> {
 }
 
 fn is_document_file(url: &Url) -> bool {
-    const FILES: &[&str] = &[".pdf", ".jpg", ".jpeg", ".png", ".gif", ".svg", ".webp", ".zip", ".doc", ".docx", ".xls", ".xlsx", ".ppt", ".pptx", ".mp4", ".mp3"];
+    const FILES: &[&str] = &[
+        ".pdf", ".jpg", ".jpeg", ".png", ".gif", ".svg", ".webp", ".zip", ".doc", ".docx", ".xls", ".xlsx", ".ppt",
+        ".pptx", ".mp4", ".mp3",
+    ];
     let path = url.path().to_ascii_lowercase();
     FILES.iter().any(|f| path.ends_with(f))
 }
@@ -831,7 +830,11 @@ mod tests {
         hits: Arc<AtomicUsize>,
     }
 
-    async fn count(State(site): State<Site>, request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    async fn count(
+        State(site): State<Site>,
+        request: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
         site.hits.fetch_add(1, Ordering::SeqCst);
         next.run(request).await
     }
