@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes, A};
-use leptos_router::path;
+use leptos_router::{path, SsrMode};
 
 use crate::pages::{accounts::AccountsPage, dashboard::Dashboard, preprocess::PreprocessPage, research::ResearchPage};
 
@@ -14,6 +14,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light" />
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
                 <AutoReload options=options.clone() />
                 <HydrationScripts options />
                 <MetaTags />
@@ -38,16 +40,42 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/jobdeck.css" />
         <Title text="jobdeck" />
         <Router>
+            <a class="skip-link" href="#main">
+                "Skip to content"
+            </a>
             <header class="topbar">
-                <A href="/" attr:class="brand">"jobdeck"</A>
-                <span class="tagline">"batch jobs over account lists, under your control"</span>
+                <div class="topbar-inner">
+                    <A href="/" attr:class="brand">
+                        <span class="brand-mark" aria-hidden="true">
+                            "▤"
+                        </span>
+                        "jobdeck"
+                    </A>
+                    <span class="tagline">"batch jobs over account lists, under your control"</span>
+                </div>
             </header>
-            <main class="page">
-                <Routes fallback=|| view! { <p class="empty">"Page not found. " <a href="/">"Back to the dashboard"</a></p> }>
-                    <Route path=path!("/") view=Dashboard />
-                    <Route path=path!("/processing/:id") view=ResearchPage />
-                    <Route path=path!("/processing/:id/accounts") view=AccountsPage />
-                    <Route path=path!("/preprocess/progress/:id") view=PreprocessPage />
+            <main class="page" id="main">
+                <Routes fallback=|| {
+                    #[cfg(feature = "ssr")]
+                    if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+                        response.set_status(axum::http::StatusCode::NOT_FOUND);
+                    }
+                    view! {
+                        <Title text="Page not found · jobdeck" />
+                        <div class="card not-found">
+                            <h1>"Page not found"</h1>
+                            <p>
+                                <a href="/">"Back to the dashboard"</a>
+                            </p>
+                        </div>
+                    }
+                }>
+                    // Async: the server answers once the data is in, so the HTML is complete
+                    // for readers without JavaScript and "no such job" can be a real 404.
+                    <Route path=path!("/") view=Dashboard ssr=SsrMode::Async />
+                    <Route path=path!("/processing/:id") view=ResearchPage ssr=SsrMode::Async />
+                    <Route path=path!("/processing/:id/accounts") view=AccountsPage ssr=SsrMode::Async />
+                    <Route path=path!("/preprocess/progress/:id") view=PreprocessPage ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

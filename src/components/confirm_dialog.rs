@@ -88,9 +88,8 @@ fn remember_focus() -> Callback<()> {
         use leptos::wasm_bindgen::JsCast;
         use send_wrapper::SendWrapper;
 
-        let before = SendWrapper::new(
-            document().active_element().and_then(|el| el.dyn_into::<web_sys::HtmlElement>().ok()),
-        );
+        let before =
+            SendWrapper::new(document().active_element().and_then(|el| el.dyn_into::<web_sys::HtmlElement>().ok()));
         Callback::new(move |()| {
             if let Some(el) = &*before {
                 // The button that opened the dialog may have been replaced meanwhile

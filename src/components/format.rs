@@ -51,6 +51,48 @@ pub fn Time(#[prop(into)] at: Signal<Option<DateTime<Utc>>>, #[prop(optional)] s
     }
 }
 
+/// A link to a site outside jobdeck, shown without its scheme. Only http(s) addresses
+/// become links (a CSV can hold anything, `javascript:` included); a bare domain is
+/// taken as https.
+pub fn external_link(url: &str) -> AnyView {
+    let url = url.trim();
+    let lower = url.to_ascii_lowercase();
+    let href = if lower.starts_with("https://") || lower.starts_with("http://") {
+        Some(url.to_string())
+    } else if !url.contains(':') && !url.contains(char::is_whitespace) && url.contains('.') {
+        Some(format!("https://{url}"))
+    } else {
+        None
+    };
+    let shown = url.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/').to_string();
+    match href {
+        Some(href) => view! {
+            <a href=href target="_blank" rel="noopener noreferrer external" class="external">
+                {shown}
+            </a>
+        }
+        .into_any(),
+        None => view! { <span class="external">{shown}</span> }.into_any(),
+    }
+}
+
+/// A non-empty string (or number) field of a JSON object, as text.
+pub fn text(v: &serde_json::Value, key: &str) -> Option<String> {
+    match v.get(key)? {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The strings of a JSON list field; empty when absent.
+pub fn list(v: &serde_json::Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(serde_json::Value::as_array)
+        .map(|a| a.iter().filter_map(serde_json::Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,16 +27,10 @@ pub fn JobLoader(kind: JobKind, render: fn(LiveJob) -> AnyView) -> impl IntoView
 
 #[component]
 fn LoadJob(kind: JobKind, raw: String, render: fn(LiveJob) -> AnyView) -> impl IntoView {
-    let parsed = raw.parse::<i64>().ok().filter(|id| *id > 0);
-    let first = Resource::new(
-        || (),
-        move |_| async move {
-            match parsed {
-                Some(id) => get_job(kind, id).await.map_err(|e| error_text(&e)),
-                None => Err(format!("no {kind} job with id {}", parsed.unwrap_or_default())),
-            }
-        },
-    );
+    // An id that is not a number names no job either; asking for job 0 lets the
+    // server answer "not found" with its 404, as for any other missing job.
+    let id = raw.parse::<i64>().ok().filter(|id| *id > 0).unwrap_or(0);
+    let first = Resource::new(|| (), move |_| async move { get_job(kind, id).await.map_err(|e| error_text(&e)) });
     let wanted = raw.clone();
     view! {
         <Suspense fallback=|| {

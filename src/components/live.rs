@@ -23,7 +23,8 @@ pub struct LiveJob {
     pub job: RwSignal<Job>,
     /// Why the last refresh failed, if it did; the page keeps showing the last data.
     pub refresh_error: RwSignal<Option<String>>,
-    /// Bumped after every refresh and action, so lists on the page refetch too.
+    /// Bumped whenever the job changes (a refresh found news, an action answered), so
+    /// lists on the page refetch too.
     pub tick: RwSignal<u64>,
     /// Bumped by every action, so a refresh that was already on its way when the
     /// action landed cannot put the older state back on screen.
@@ -67,11 +68,13 @@ impl LiveJob {
         }
         match answer {
             Ok(job) => {
+                // Every item that starts or ends changes the job's counts, so an
+                // unchanged job means unchanged lists: nothing to redraw or refetch.
                 if self.job.with_untracked(|old| *old != job) {
                     self.job.set(job);
+                    self.tick.update(|t| *t += 1);
                 }
                 self.refresh_error.set(None);
-                self.tick.update(|t| *t += 1);
             }
             Err(e) => self.refresh_error.set(Some(error_text(&e))),
         }

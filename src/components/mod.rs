@@ -1,3 +1,12 @@
 //! Small UI parts the pages share.
 
+pub mod badge;
+pub mod confirm_dialog;
+pub mod format;
+pub mod items;
+pub mod job_controls;
+pub mod job_loader;
+pub mod live;
 pub mod progress;
+pub mod status_banner;
+pub mod upload_form;

@@ -10,8 +10,10 @@ use crate::model::Job;
 pub fn Progress(#[prop(into)] job: Signal<Job>) -> impl IntoView {
     let pct = Memo::new(move |_| job.with(Job::percent));
     let done = Memo::new(move |_| job.with(|j| (j.done(), j.total)));
+    // The fill takes the state's colour; the words next to the bar carry the meaning.
+    let class = move || format!("progress-block progress-{}", job.with(|j| j.phase().css()));
     view! {
-        <div class="progress-block">
+        <div class=class>
             <div
                 class="progress"
                 role="progressbar"

@@ -34,14 +34,15 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
             )
         })
     };
-    let badge = move || view! { <StatusBadge phase large=true /> };
 
     let head = if centered {
         view! {
             <div class="banner-center">
                 <h1 class="banner-title">{title}</h1>
                 <p class="meta">{meta}</p>
-                <div role="status" aria-label="Job status" class="banner-badge">{badge}</div>
+                <div role="status" aria-label="Job status" class="banner-badge">
+                    <StatusBadge phase large=true />
+                </div>
                 {children()}
             </div>
         }
@@ -50,7 +51,9 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
         view! {
             <div class="banner-head">
                 <div class="banner-heading">
-                    <div role="status" aria-label="Job status" class="banner-badge">{badge}</div>
+                    <div role="status" aria-label="Job status" class="banner-badge">
+                    <StatusBadge phase large=true />
+                </div>
                     <div>
                         <h1 class="banner-title">{title}</h1>
                         <p class="meta">{meta}</p>
@@ -153,11 +156,16 @@ fn state_note(j: &Job) -> Option<String> {
     match j.phase() {
         Phase::Paused => {
             let why = match &j.paused_reason {
-                Some(reason) if !reason.trim().is_empty() => format!("Paused: {}.", reason.trim().trim_end_matches('.')),
+                Some(reason) if !reason.trim().is_empty() => {
+                    format!("Paused: {}.", reason.trim().trim_end_matches('.'))
+                }
                 _ => "Paused.".to_string(),
             };
             let running = if j.processing > 0 {
-                format!(" {} already running will finish, but no new item starts.", plural(j.processing, "item", "items"))
+                format!(
+                    " {} already running will finish, but no new item starts.",
+                    plural(j.processing, "item", "items")
+                )
             } else {
                 " No new item starts.".to_string()
             };
@@ -171,9 +179,10 @@ fn state_note(j: &Job) -> Option<String> {
             "Cancelled. {} did not run; finished items stay saved. A cancelled job cannot be resumed.",
             plural(j.pending + j.processing, "item", "items")
         )),
-        Phase::Completed if j.failed > 0 => {
-            Some(format!("Finished, but {} failed; the reasons are listed with each item.", plural(j.failed, "item", "items")))
-        }
+        Phase::Completed if j.failed > 0 => Some(format!(
+            "Finished, but {} failed; the reasons are listed with each item.",
+            plural(j.failed, "item", "items")
+        )),
         Phase::Failed => Some("The job failed and will not run again.".into()),
         Phase::Pending if !j.paused => Some("Waiting to start.".into()),
         _ => None,

@@ -1,36 +1,145 @@
+//! `/`: every job of both kinds, and the forms that start new ones.
+
 use leptos::prelude::*;
+use leptos_meta::Title;
 
 use crate::api::list_jobs;
+use crate::components::badge::StatusBadge;
+use crate::components::format::{error_text, Time};
+use crate::components::live::refresh_while;
 use crate::components::progress::Progress;
+use crate::components::upload_form::UploadForm;
+use crate::model::{Job, JobKind};
 
+/// The dashboard: the job list (newest first, refreshed every 3 s while any job is
+/// live) beside the two upload forms.
 #[component]
 pub fn Dashboard() -> impl IntoView {
-    let jobs = Resource::new(|| (), |_| list_jobs());
+    let first = Resource::new(|| (), |_| async { list_jobs().await.map_err(|e| error_text(&e)) });
     view! {
-        <h1>"Jobs"</h1>
-        <Suspense fallback=|| view! { <p>"Loading jobs…"</p> }>
-            {move || Suspend::new(async move {
-                match jobs.await {
-                    Err(e) => view! { <p class="error" role="alert">{e.to_string()}</p> }.into_any(),
-                    Ok(list) if list.is_empty() => view! {
-                        <p class="empty" data-testid="empty-state">"No jobs yet. Upload a CSV to start one."</p>
-                    }.into_any(),
-                    Ok(list) => view! {
-                        <ul class="job-list">
-                            {list.into_iter().map(|job| {
-                                let phase = job.phase();
-                                view! {
-                                    <li class="job-row">
-                                        <a href=job.kind.page_url(job.id)>{job.name.clone()}</a>
-                                        <span class=format!("badge badge-{}", phase.css())>{phase.icon()} " " {phase.label()}</span>
-                                        <Progress job=job.clone() />
-                                    </li>
-                                }
-                            }).collect_view()}
-                        </ul>
-                    }.into_any(),
+        <Title text="Jobs · jobdeck" />
+        <div class="dashboard">
+            <section class="dashboard-jobs" aria-labelledby="jobs-title">
+                <h1 id="jobs-title">"Jobs"</h1>
+                <Suspense fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
+                    {move || Suspend::new(async move {
+                        match first.await {
+                            Ok(jobs) => view! { <JobList initial=jobs /> }.into_any(),
+                            Err(e) => view! { <p class="alert" role="alert">{e}</p> }.into_any(),
+                        }
+                    })}
+                </Suspense>
+            </section>
+            <aside class="dashboard-new" aria-label="Start a job">
+                <UploadForm kind=JobKind::Research />
+                <UploadForm kind=JobKind::Preprocess />
+            </aside>
+        </div>
+    }
+}
+
+/// The job table, kept fresh in place: rows are keyed by job, so a refresh changes
+/// the numbers that changed and adds or drops rows, and nothing else moves.
+#[component]
+fn JobList(initial: Vec<Job>) -> impl IntoView {
+    let jobs = RwSignal::new(initial);
+    let error = RwSignal::new(None::<String>);
+    let live = Signal::derive(move || jobs.with(|list| list.iter().any(|j| !j.is_terminal())));
+    refresh_while(live, move || async move {
+        match list_jobs().await {
+            Ok(list) => {
+                if jobs.try_with_untracked(|old| *old != list) == Some(true) {
+                    jobs.set(list);
                 }
-            })}
-        </Suspense>
+                let _ = error.try_set(None);
+            }
+            Err(e) => {
+                let _ = error.try_set(Some(error_text(&e)));
+            }
+        }
+    });
+
+    view! {
+        <Show
+            when=move || jobs.with(|l| !l.is_empty())
+            fallback=|| {
+                view! {
+                    <div class="card empty" data-testid="empty-state">
+                        <p>
+                            <strong>"No jobs yet."</strong>
+                            " Upload a CSV to start one: full research visits each account's website, preprocessing cleans a raw list first."
+                        </p>
+                    </div>
+                }
+            }
+        >
+            <div class="table-wrap card card-flush" role="region" aria-label="Jobs table" tabindex="0">
+                <table class="jobs">
+                    <thead>
+                        <tr>
+                            <th scope="col">"Job"</th>
+                            <th scope="col">"Status"</th>
+                            <th scope="col">"Progress"</th>
+                            <th scope="col">"Times"</th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        <For each=move || jobs.get() key=|j| (j.kind, j.id) let:job>
+                            <JobRow jobs initial=job />
+                        </For>
+                    </tbody>
+                </table>
+            </div>
+        </Show>
+        {move || error.get().map(|e| view! { <p class="refresh-note">"Could not refresh (" {e} "); retrying."</p> })}
+    }
+}
+
+#[component]
+fn JobRow(jobs: RwSignal<Vec<Job>>, initial: Job) -> impl IntoView {
+    let (kind, id) = (initial.kind, initial.id);
+    // This row's job from the latest list; the last known state once it leaves the list.
+    let job = Memo::new(move |prev: Option<&Job>| {
+        jobs.with(|l| l.iter().find(|j| j.kind == kind && j.id == id).cloned())
+            .or_else(|| prev.cloned())
+            .unwrap_or_else(|| initial.clone())
+    });
+    let phase = Signal::derive(move || job.with(Job::phase));
+    let counts = move || {
+        job.with(|j| {
+            format!(
+                "{} completed · {} failed · {} processing · {} pending",
+                j.completed, j.failed, j.processing, j.pending
+            )
+        })
+    };
+    let name = move || job.with(|j| j.name.clone());
+    let file = move || job.with(|j| j.filename.clone());
+    let created = Signal::derive(move || Some(job.with(|j| j.created_at)));
+    let updated = Signal::derive(move || Some(job.with(|j| j.updated_at)));
+    view! {
+        <tr>
+            <td class="job-cell">
+                <a class="job-link" href=kind.page_url(id)>{name}</a>
+                <div class="small muted">{format!("{} #{id}", kind.label())} " · " {file}</div>
+            </td>
+            <td class="status-cell">
+                <StatusBadge phase />
+            </td>
+            <td class="progress-cell">
+                <Progress job />
+                <div class="small muted">{counts}</div>
+            </td>
+            <td class="time-cell">
+                <div>
+                    <span class="muted">"Created "</span>
+                    <Time at=created short=true />
+                </div>
+                <div>
+                    <span class="muted">"Updated "</span>
+                    <Time at=updated short=true />
+                </div>
+            </td>
+        </tr>
     }
 }

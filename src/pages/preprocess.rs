@@ -1,6 +1,209 @@
-use leptos::prelude::*;
+//! `/preprocess/progress/:id`: one preprocessing job and its cleaned rows.
 
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_navigate;
+use serde_json::Value;
+
+use crate::api::research_from_clean;
+use crate::components::badge::ItemBadge;
+use crate::components::format::{error_text, external_link, list, text};
+use crate::components::items::ItemBrowser;
+use crate::components::job_controls::JobControls;
+use crate::components::job_loader::JobLoader;
+use crate::components::live::LiveJob;
+use crate::components::status_banner::StatusBanner;
+use crate::model::{Item, ItemStatus, JobKind, JobStatus};
+
+/// The preprocessing job page: the status badge with the controls centred under it,
+/// then the cleaned rows.
 #[component]
 pub fn PreprocessPage() -> impl IntoView {
-    view! { <h1>"Preprocessing job"</h1> }
+    view! { <JobLoader kind=JobKind::Preprocess render=preprocess_job /> }
+}
+
+fn preprocess_job(live: LiveJob) -> AnyView {
+    let (id, name) = live.job.with_untracked(|j| (j.id, j.name.clone()));
+    let completed = Memo::new(move |_| live.job.with(|j| j.status == JobStatus::Completed));
+    view! {
+        <Title text=format!("{name} · Preprocessing · jobdeck") />
+        <nav class="crumbs" aria-label="Breadcrumb">
+            <a href="/">"Dashboard"</a>
+            <span aria-hidden="true">" / "</span>
+            <span>{format!("Preprocessing #{id}")}</span>
+        </nav>
+        <StatusBanner live centered=true>
+            <JobControls live centered=true />
+        </StatusBanner>
+        <Show when=move || completed.get()>
+            <ResearchFromClean id />
+        </Show>
+        <section class="card card-flush" aria-labelledby="results-title">
+            <h2 id="results-title" class="card-title">"Cleaned rows"</h2>
+            <ItemBrowser
+                live
+                base=format!("/preprocess/progress/{id}")
+                columns=&["Line", "Company", "Domain", "E-mail", "Checks", "Website", "Status"]
+                row=result_row
+                noun=("row", "rows")
+            />
+        </section>
+    }
+    .into_any()
+}
+
+/// Sends the clean, unique, reachable rows on as a new full research job.
+#[component]
+fn ResearchFromClean(id: i64) -> impl IntoView {
+    let busy = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let created = RwSignal::new(None::<String>);
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(url) = created.get() {
+            navigate(&url, Default::default());
+        }
+    });
+    let start = move |_| {
+        if busy.get_untracked() {
+            return;
+        }
+        busy.set(true);
+        error.set(None);
+        leptos::task::spawn_local(async move {
+            match research_from_clean(id).await {
+                // Stays busy while the new job's page loads.
+                Ok(job) => created.set(Some(job.kind.page_url(job.id))),
+                Err(e) => {
+                    error.set(Some(error_text(&e)));
+                    busy.set(false);
+                }
+            }
+        });
+    };
+    view! {
+        <section class="card next-step" aria-labelledby="next-title">
+            <div>
+                <h2 id="next-title">"Next step"</h2>
+                <p>"Start a full research job of the rows that are valid, unique and reachable."</p>
+            </div>
+            <button
+                type="button"
+                class="btn btn-primary"
+                disabled=move || busy.get()
+                aria-busy=move || busy.get().then_some("true")
+                on:click=start
+            >
+                {move || if busy.get() { "Starting…" } else { "Start full research from clean rows" }}
+            </button>
+            {move || error.get().map(|e| view! { <p class="alert" role="alert">{e}</p> })}
+        </section>
+    }
+}
+
+fn result_row(item: Item) -> AnyView {
+    let empty = Value::Null;
+    let result = item.result.as_ref().unwrap_or(&empty);
+    let company = text(result, "company").or_else(|| item.name.clone().filter(|n| !n.trim().is_empty()));
+    let suffix = text(result, "legalSuffix");
+    let domain = text(result, "domain").or_else(|| item.domain.clone());
+    let email = text(result, "email");
+    let free_mail = result.get("freeMail").and_then(Value::as_bool).unwrap_or(false);
+    let duplicate_of = result.get("duplicateOf").and_then(Value::as_i64).or(item.duplicate_of);
+    let liveness = result.get("liveness").filter(|l| l.is_object()).cloned();
+    let mut checks: Vec<(&'static str, &'static str, String)> = Vec::new();
+    match result.get("valid").and_then(Value::as_bool) {
+        Some(true) => checks.push(("ok", "✔", "Valid".into())),
+        Some(false) => {
+            let reasons = list(result, "reasons");
+            let why = if reasons.is_empty() { String::new() } else { format!(": {}", reasons.join("; ")) };
+            checks.push(("bad", "✖", format!("Invalid{why}")));
+        }
+        None => {}
+    }
+    if free_mail {
+        checks.push(("warn", "✉", "Free-mail address".into()));
+    }
+    if let Some(line) = duplicate_of {
+        checks.push(("warn", "≡", format!("Duplicate of line {line}")));
+    }
+    let processed = item.result.is_some();
+
+    view! {
+        <tr>
+            <td class="num">{item.line}</td>
+            <td>
+                {match company {
+                    Some(c) => view! { <strong>{c}</strong> }.into_any(),
+                    None => view! { <span class="muted">"(no name)"</span> }.into_any(),
+                }}
+                {suffix.map(|s| view! { " " <span class="chip" title="Legal form, split off the name">{s}</span> })}
+            </td>
+            <td data-label="Domain">{domain.map(|d| external_link(&d)).unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_any())}</td>
+            <td class="email-cell" data-label="E-mail">{email.unwrap_or_default()}</td>
+            <td class="checks" data-label="Checks">
+                {if checks.is_empty() && !processed {
+                    view! { <span class="muted">"Not checked yet"</span> }.into_any()
+                } else {
+                    checks
+                        .into_iter()
+                        .map(|(tone, icon, label)| {
+                            view! {
+                                <span class=format!("flag flag-{tone}")>
+                                    <span aria-hidden="true">{icon}</span>
+                                    " "
+                                    {label}
+                                </span>
+                            }
+                        })
+                        .collect_view()
+                        .into_any()
+                }}
+            </td>
+            <td class="liveness" data-label="Website">{liveness_cell(liveness.as_ref(), item.status)}</td>
+            <td>
+                <ItemBadge status=item.status />
+                {item.error.map(|e| view! { <p class="item-error">"✖ " {e}</p> })}
+            </td>
+        </tr>
+    }
+    .into_any()
+}
+
+/// Whether the website answered: ✔ with the status code, ✖ with the code or the error,
+/// or why it was not checked (a duplicate, no domain).
+fn liveness_cell(liveness: Option<&Value>, status: ItemStatus) -> AnyView {
+    let Some(l) = liveness else {
+        let text = match status {
+            ItemStatus::Pending => "Not checked yet",
+            ItemStatus::Processing => "Checking…",
+            ItemStatus::Completed | ItemStatus::Failed => "—",
+        };
+        return view! { <span class="muted">{text}</span> }.into_any();
+    };
+    let checked = l.get("checked").and_then(Value::as_bool).unwrap_or(false);
+    let code = l.get("statusCode").and_then(Value::as_i64);
+    let error = text(l, "error");
+    let final_url = text(l, "finalUrl");
+    if !checked {
+        return view! { <span class="muted">"Not checked: " {error.unwrap_or_else(|| "skipped".into())}</span> }
+            .into_any();
+    }
+    let reachable = l.get("reachable").and_then(Value::as_bool).unwrap_or(false);
+    let detail = match (code, error) {
+        (Some(code), _) => format!("HTTP {code}"),
+        (None, Some(e)) => e,
+        (None, None) => String::new(),
+    };
+    let (tone, icon, label) = if reachable { ("ok", "✔", "Reachable") } else { ("bad", "✖", "Unreachable") };
+    view! {
+        <span class=format!("flag flag-{tone}")>
+            <span aria-hidden="true">{icon}</span>
+            " "
+            {label}
+        </span>
+        <div class="small muted wrap">{detail}</div>
+        {final_url.map(|u| view! { <div class="small">{external_link(&u)}</div> })}
+    }
+    .into_any()
 }

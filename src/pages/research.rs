@@ -1,6 +1,129 @@
-use leptos::prelude::*;
+//! `/processing/:id`: one full research job.
 
+use leptos::prelude::*;
+use leptos_meta::Title;
+
+use crate::api::list_items;
+use crate::components::format::{error_text, plural};
+use crate::components::job_controls::JobControls;
+use crate::components::job_loader::JobLoader;
+use crate::components::live::LiveJob;
+use crate::components::status_banner::StatusBanner;
+use crate::model::{ItemStatus, Job, JobKind};
+
+/// The full research job page: the status banner with the controls in it.
 #[component]
 pub fn ResearchPage() -> impl IntoView {
-    view! { <h1>"Full research job"</h1> }
+    view! { <JobLoader kind=JobKind::Research render=research_job /> }
+}
+
+fn research_job(live: LiveJob) -> AnyView {
+    let (id, name) = live.job.with_untracked(|j| (j.id, j.name.clone()));
+    let accounts = format!("/processing/{id}/accounts");
+    let export = |format: &str| format!("{}/{id}/export?format={format}", JobKind::Research.rest_root());
+    let failed = Memo::new(move |_| live.job.with(|j| j.failed));
+    let breakdown = move || live.job.with(account_breakdown);
+    let failed_link = format!("{accounts}?status=failed");
+    let view_all = accounts.clone();
+    view! {
+        <Title text=format!("{name} · Full research · jobdeck") />
+        <nav class="crumbs" aria-label="Breadcrumb">
+            <a href="/">"Dashboard"</a>
+            <span aria-hidden="true">" / "</span>
+            <span>{format!("Full research #{id}")}</span>
+        </nav>
+        <StatusBanner live>
+            <JobControls live>
+                <a class="btn btn-plain" href=view_all>
+                    "View All Accounts"
+                </a>
+            </JobControls>
+        </StatusBanner>
+        <section class="card" aria-labelledby="accounts-title">
+            <h2 id="accounts-title">"Accounts"</h2>
+            <p>{breakdown}</p>
+            <NowRunning live />
+            <p class="link-row">
+                <a href=accounts>"Browse every account and its research"</a>
+                {move || {
+                    (failed.get() > 0)
+                        .then(|| {
+                            view! {
+                                <a href=failed_link.clone()>
+                                    {format!("See why {} failed", failed.get())}
+                                </a>
+                            }
+                        })
+                }}
+                <a href=export("csv") download rel="external">"Export CSV"</a>
+                <a href=export("json") download rel="external">"Export JSON"</a>
+            </p>
+        </section>
+    }
+    .into_any()
+}
+
+fn account_breakdown(j: &Job) -> String {
+    if j.total == 0 {
+        return "This job has no accounts.".into();
+    }
+    format!(
+        "{}: {} researched, {} failed, {} in progress, {} waiting.",
+        plural(j.total, "account", "accounts"),
+        j.completed,
+        j.failed,
+        j.processing,
+        j.pending
+    )
+}
+
+/// The accounts being researched right now, so a running job visibly does something.
+#[component]
+fn NowRunning(live: LiveJob) -> impl IntoView {
+    let id = live.job.with_untracked(|j| j.id);
+    let running = Memo::new(move |_| live.job.with(|j| !j.is_terminal() && j.processing > 0));
+    let items = Resource::new(
+        move || (running.get(), live.tick.get()),
+        move |(running, _)| async move {
+            if !running {
+                return Ok(Vec::new());
+            }
+            list_items(JobKind::Research, id, Some(ItemStatus::Processing), 0, 10)
+                .await
+                .map(|page| page.items)
+                .map_err(|e| error_text(&e))
+        },
+    );
+    view! {
+        <Transition>
+            {move || Suspend::new(async move {
+                let items = items.await.unwrap_or_default();
+                (!items.is_empty())
+                    .then(|| {
+                        view! {
+                            <div class="now-running">
+                                <h3>"Working on now"</h3>
+                                <ul>
+                                    {items
+                                        .into_iter()
+                                        .map(|item| {
+                                            let name = item.name.filter(|n| !n.trim().is_empty());
+                                            let site = item.website.or(item.domain).unwrap_or_default();
+                                            view! {
+                                                <li>
+                                                    <span class="spinner" aria-hidden="true"></span>
+                                                    <strong>{name.unwrap_or_else(|| format!("Line {}", item.line))}</strong>
+                                                    " "
+                                                    <span class="muted small">{site}</span>
+                                                </li>
+                                            }
+                                        })
+                                        .collect_view()}
+                                </ul>
+                            </div>
+                        }
+                    })
+            })}
+        </Transition>
+    }
 }

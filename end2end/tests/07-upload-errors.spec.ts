@@ -1,0 +1,42 @@
+import { expect, test } from "@playwright/test";
+import { csv, uniqueName } from "./fixtures/csv";
+import { DashboardPage } from "./fixtures/pages";
+
+// A bad file is explained on the dashboard and creates no job.
+test("a file with a bad row is refused with the line and the problem", async ({ page, request }) => {
+  const dashboard = new DashboardPage(page);
+  await dashboard.open();
+  const name = uniqueName("Bad rows");
+  const bad = csv(
+    ["Company", "Website", "Notes"],
+    [
+      ["Acme", "acme.example", ""],
+      ["", "", "call back on Monday"],
+    ],
+  );
+  await dashboard.upload("research", bad, { name });
+  const alert = dashboard.form("research").getByRole("alert");
+  await expect(alert).toContainText("line 3");
+  await expect(page).toHaveURL(/\/$/);
+  // The form is ready for the next try.
+  await expect(dashboard.form("research").getByRole("button", { name: "Start research" })).toBeEnabled();
+
+  const jobs = (await (await request.get("/api/process")).json()) as { name: string }[];
+  expect(jobs.map((j) => j.name)).not.toContain(name);
+});
+
+test("a concurrency outside 1–64 is refused", async ({ page }) => {
+  const dashboard = new DashboardPage(page);
+  await dashboard.open();
+  const form = dashboard.form("preprocess");
+  // The browser's own check stops 0 before it is sent; the field says what is allowed.
+  await form.getByLabel("Concurrency").fill("0");
+  await form.getByLabel("CSV file").setInputFiles({
+    name: "rows.csv",
+    mimeType: "text/csv",
+    buffer: Buffer.from("Company\nAcme\n"),
+  });
+  await form.getByRole("button", { name: "Start preprocessing" }).click();
+  await expect(page).toHaveURL(/\/$/);
+  expect(await form.getByLabel("Concurrency").evaluate((el: HTMLInputElement) => el.validity.valid)).toBe(false);
+});

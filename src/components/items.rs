@@ -1,0 +1,244 @@
+//! One job's items: status filter, paging, export links and the table.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
+
+use crate::api::list_items;
+use crate::components::format::error_text;
+use crate::components::live::LiveJob;
+use crate::model::{Item, ItemPage, ItemStatus, Job};
+
+/// Items per page.
+pub const PAGE_SIZE: i64 = 50;
+
+/// What a list calls its items, e.g. ("account", "accounts").
+pub type Noun = (&'static str, &'static str);
+
+/// A job's items, filtered by status and paged, with export links.
+///
+/// The filter and the page live in the URL (`?status=failed&offset=50`), so they are
+/// plain links: they work without JavaScript, survive a reload and can be shared.
+/// Changing them loads the new page behind a transition (the old rows stay until the
+/// new ones are in). While the job runs, every refresh of the job refetches the page
+/// and only rows whose state changed are redrawn, so nothing jumps and keyboard focus
+/// in the table survives.
+#[component]
+pub fn ItemBrowser(
+    live: LiveJob,
+    /// The path the filter and paging links point to, e.g. `/processing/7/accounts`.
+    base: String,
+    /// The table's column headings.
+    columns: &'static [&'static str],
+    /// The cells of one row.
+    row: fn(Item) -> AnyView,
+    noun: Noun,
+) -> impl IntoView {
+    let query = use_query_map();
+    let status = Memo::new(move |_| query.with(|q| q.get("status").and_then(|s| s.parse::<ItemStatus>().ok())));
+    let offset =
+        Memo::new(move |_| query.with(|q| q.get("offset").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0).max(0)));
+    let (kind, id) = live.job.with_untracked(|j| (j.kind, j.id));
+    let page = Resource::new(
+        move || (status.get(), offset.get()),
+        move |(status, offset)| async move {
+            list_items(kind, id, status, offset, PAGE_SIZE).await.map_err(|e| error_text(&e))
+        },
+    );
+
+    // Newer copies of the page on screen, fetched after each refresh of the job and
+    // tagged with the filter and offset they answer.
+    let fresh = RwSignal::new(None::<(PageQuery, ItemPage)>);
+    Effect::watch(move || (status.get(), offset.get()), move |_, _, _| fresh.set(None), false);
+    Effect::watch(
+        move || live.tick.get(),
+        move |_, _, _| {
+            let wanted = (status.get_untracked(), offset.get_untracked());
+            leptos::task::spawn_local(async move {
+                // A failed refetch keeps the rows on screen; the job's own refresh
+                // already says when the server cannot be reached.
+                if let Ok(page) = list_items(kind, id, wanted.0, wanted.1, PAGE_SIZE).await {
+                    let _ = fresh.try_set(Some((wanted, page)));
+                }
+            });
+        },
+        false,
+    );
+
+    let link = {
+        let base = base.clone();
+        move |status: Option<ItemStatus>, offset: i64| page_href(&base, status, offset)
+    };
+    let export = |format: &str| format!("{}/{id}/export?format={format}", kind.rest_root());
+
+    let filters = {
+        let link = link.clone();
+        move || {
+            let counts = live.job.with(filter_counts);
+            counts
+                .into_iter()
+                .map(|(choice, label, count)| {
+                    let current = status.get() == choice;
+                    view! {
+                        <a
+                            href=link(choice, 0)
+                            class="filter"
+                            class:filter-current=current
+                            aria-current=current.then_some("page")
+                            data-noscroll="true"
+                        >
+                            {label}
+                            <span class="filter-count">{count}</span>
+                        </a>
+                    }
+                })
+                .collect_view()
+        }
+    };
+
+    let body = move || {
+        let link = link.clone();
+        Suspend::new(async move {
+            let first = match page.await {
+                Ok(first) => first,
+                Err(e) => return view! { <p class="alert" role="alert">{e}</p> }.into_any(),
+            };
+            let shown_for = (status.get_untracked(), offset.get_untracked());
+            // What this page shows: the newest copy for its own filter and offset.
+            let current = Memo::new(move |_| {
+                fresh.with(|f| match f {
+                    Some((q, newer)) if *q == shown_for => newer.clone(),
+                    _ => first.clone(),
+                })
+            });
+            let summary = move || {
+                current.with(|p| {
+                    let last = p.offset + p.items.len() as i64;
+                    if p.total == 0 {
+                        format!("No {}", noun.1)
+                    } else if p.items.is_empty() {
+                        format!("Nothing here: the list has {}", p.total)
+                    } else {
+                        format!("Showing {}–{last} of {}", p.offset + 1, p.total)
+                    }
+                })
+            };
+            let pager = move || {
+                let (offset, shown, total) = current.with(|p| (p.offset, p.items.len() as i64, p.total));
+                let prev = (offset > 0).then(|| link(shown_for.0, (offset - PAGE_SIZE).max(0)));
+                let next = (offset + shown < total).then(|| link(shown_for.0, offset + PAGE_SIZE));
+                view! {
+                    {pager_link(prev, "← Previous")}
+                    {pager_link(next, "Next →")}
+                }
+            };
+            let empty = move || {
+                current.with(|p| {
+                    p.items.is_empty().then(|| {
+                        let text = if p.total > 0 {
+                            "This page is past the end of the list.".to_string()
+                        } else if shown_for.0.is_some() {
+                            format!("No {} with this status.", noun.1)
+                        } else {
+                            format!("This job has no {}.", noun.1)
+                        };
+                        view! {
+                            <tr>
+                                <td class="empty-row" colspan=columns.len().to_string()>{text}</td>
+                            </tr>
+                        }
+                    })
+                })
+            };
+            view! {
+                <p class="pager-summary" aria-live="polite">{summary}</p>
+                <div class="table-wrap" role="region" aria-label=format!("{} table", noun.1) tabindex="0">
+                    <table class="items">
+                        <thead>
+                            <tr>{columns.iter().map(|c| view! { <th scope="col">{*c}</th> }).collect_view()}</tr>
+                        </thead>
+                        <tbody>
+                            // Keyed by what can change, so a row is redrawn only when its
+                            // item moved on.
+                            <For
+                                each=move || current.with(|p| p.items.clone())
+                                key=|item| (item.id, item.status, item.attempts, item.finished_at)
+                                children=move |item| row(item)
+                            />
+                            {empty}
+                        </tbody>
+                    </table>
+                </div>
+                <nav class="pager" aria-label="Pages">{pager}</nav>
+            }
+            .into_any()
+        })
+    };
+
+    view! {
+        <div class="toolbar">
+            <nav class="filters" aria-label="Filter by status">{filters}</nav>
+            <div class="exports">
+                <span class="muted">"Export:"</span>
+                <a class="btn btn-small btn-plain" href=export("csv") download rel="external">"CSV"</a>
+                <a class="btn btn-small btn-plain" href=export("json") download rel="external">"JSON"</a>
+            </div>
+        </div>
+        <div class="items-body">
+            <Transition fallback=move || view! { <p class="muted">{format!("Loading {}…", noun.1)}</p> }>
+                {body.clone()}
+            </Transition>
+        </div>
+    }
+}
+
+/// A filter and an offset.
+type PageQuery = (Option<ItemStatus>, i64);
+
+/// A Previous/Next link, or the same words greyed out at either end of the list.
+fn pager_link(href: Option<String>, label: &'static str) -> AnyView {
+    match href {
+        Some(href) => {
+            view! { <a class="btn btn-small btn-plain" href=href data-noscroll="true">{label}</a> }.into_any()
+        }
+        None => view! { <span class="btn btn-small btn-plain" aria-disabled="true">{label}</span> }.into_any(),
+    }
+}
+
+fn page_href(base: &str, status: Option<ItemStatus>, offset: i64) -> String {
+    let mut params = Vec::new();
+    if let Some(s) = status {
+        params.push(format!("status={s}"));
+    }
+    if offset > 0 {
+        params.push(format!("offset={offset}"));
+    }
+    if params.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", params.join("&"))
+    }
+}
+
+fn filter_counts(j: &Job) -> [(Option<ItemStatus>, &'static str, i64); 5] {
+    [
+        (None, "All", j.total),
+        (Some(ItemStatus::Pending), "Pending", j.pending),
+        (Some(ItemStatus::Processing), "Processing", j.processing),
+        (Some(ItemStatus::Completed), "Completed", j.completed),
+        (Some(ItemStatus::Failed), "Failed", j.failed),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_leave_out_defaults() {
+        assert_eq!(page_href("/processing/3/accounts", None, 0), "/processing/3/accounts");
+        assert_eq!(
+            page_href("/processing/3/accounts", Some(ItemStatus::Failed), 50),
+            "/processing/3/accounts?status=failed&offset=50"
+        );
+    }
+}
