@@ -398,3 +398,30 @@ async fn an_llm_rate_limit_pauses_the_job_with_a_reason_and_it_resumes_by_itself
     assert!(items.iter().all(|i| i.result.as_ref().unwrap()["profile"]["industry"] == "Manufacturing"));
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cancelled_by_hand_in_sqlite_stops_and_puts_its_items_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let site = Site::start().await;
+    let service = service(test_config(dir.path())).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 8)), 2)).await.unwrap();
+    wait_for(LONG, "two in flight", || async { site.hit_count() == 2 }).await;
+
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.execute(
+        "UPDATE processing_jobs SET status = 'failed', cancelled_at = strftime('%Y-%m-%dT%H:%M:%fZ') WHERE id = ?1",
+        [job.id],
+    )
+    .unwrap();
+    let job = wait_job(&service, R, job.id, LONG, |j| j.processing == 0).await;
+    assert!(job.cancelled);
+    assert_eq!(job.pending, 8);
+    site.open_gate();
+    several_polls().await;
+    assert_eq!(site.hit_count(), 2, "nothing started after the hand-made cancel");
+    let job = service.get(R, job.id).await.unwrap();
+    assert_eq!((job.completed, job.pending), (0, 8), "the aborted requests' late answers were not written");
+    assert_counters_match(&db, &job);
+}

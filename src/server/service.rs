@@ -91,9 +91,13 @@ impl Service {
         self.db.read(move |c| store::list_items(c, kind, id, status, offset, limit)).await
     }
 
-    /// Pauses: no new item starts; in-flight ones finish and are saved. Already
-    /// paused: no change. Terminal: `AlreadyTerminal`.
-    pub async fn pause(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
+    /// Runs one control action on a live job in one `IMMEDIATE` transaction, then
+    /// wakes the job's runner task. `change` returns `false` when the action is a
+    /// no-op (already paused, not paused); a terminal job is `AlreadyTerminal`.
+    async fn control<F>(&self, kind: JobKind, id: i64, change: F) -> Result<Job, AppError>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>, &Job) -> Result<bool, AppError> + Send + 'static,
+    {
         let job = self
             .db
             .write(move |tx| {
@@ -101,10 +105,9 @@ impl Service {
                 if job.is_terminal() {
                     return Err(AppError::AlreadyTerminal(terminal_word(&job)));
                 }
-                if job.paused {
+                if !change(tx, &job)? {
                     return Ok(job);
                 }
-                store::set_paused(tx, kind, id, true, None, None)?;
                 store::require_job(tx, kind, id)
             })
             .await?;
@@ -112,44 +115,41 @@ impl Service {
         Ok(job)
     }
 
+    /// Pauses: no new item starts; in-flight ones finish and are saved. Already
+    /// paused: no change. Terminal: `AlreadyTerminal`.
+    pub async fn pause(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
+        self.control(kind, id, move |tx, job| {
+            if job.paused {
+                return Ok(false);
+            }
+            store::set_paused(tx, kind, id, true, None, None)?;
+            Ok(true)
+        })
+        .await
+    }
+
     /// Resumes a paused job; the next pending item starts at once. Not paused: no
     /// change. Terminal: `AlreadyTerminal`.
     pub async fn resume(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
-        let job = self
-            .db
-            .write(move |tx| {
-                let job = store::require_job(tx, kind, id)?;
-                if job.is_terminal() {
-                    return Err(AppError::AlreadyTerminal(terminal_word(&job)));
-                }
-                if !job.paused {
-                    return Ok(job);
-                }
-                store::set_paused(tx, kind, id, false, None, None)?;
-                store::require_job(tx, kind, id)
-            })
-            .await?;
-        self.runner.wake(kind, id);
-        Ok(job)
+        self.control(kind, id, move |tx, job| {
+            if !job.paused {
+                return Ok(false);
+            }
+            store::set_paused(tx, kind, id, false, None, None)?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Cancels for good: in one transaction the job becomes `failed` with
     /// `cancelled_at` and its in-flight items go back to `pending`; then the runner
     /// aborts the in-flight work, whose late results find nothing to overwrite.
     pub async fn cancel(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
-        let job = self
-            .db
-            .write(move |tx| {
-                let job = store::require_job(tx, kind, id)?;
-                if job.is_terminal() {
-                    return Err(AppError::AlreadyTerminal(terminal_word(&job)));
-                }
-                store::cancel_job(tx, kind, id)?;
-                store::require_job(tx, kind, id)
-            })
-            .await?;
-        self.runner.wake(kind, id);
-        Ok(job)
+        self.control(kind, id, move |tx, _| {
+            store::cancel_job(tx, kind, id)?;
+            Ok(true)
+        })
+        .await
     }
 
     /// Deletes a completed or failed job and all its items in one transaction.

@@ -185,6 +185,11 @@ impl JobTask {
                 // whatever it returns late is discarded by the store's guard.
                 self.inflight.abort_all();
                 while self.inflight.join_next().await.is_some() {}
+                // A job marked failed by hand (not through the service) may still have
+                // items `processing`; they go back to `pending` as a cancel puts them.
+                if let Err(e) = self.inner.db.write(move |tx| store::reset_processing(tx, kind, id)).await {
+                    tracing::warn!(kind = %kind, job = id, error = %e, "could not reset items of a finished job");
+                }
                 return;
             }
             let running = !flags.paused && grace_until.is_none();
