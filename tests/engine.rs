@@ -49,7 +49,10 @@ async fn pause_stops_new_starts_and_in_flight_items_finish_and_are_saved() {
 async fn resume_continues_and_every_item_runs_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let site = Site::start().await;
-    let service = service(test_config(dir.path())).await;
+    // A poll far slower than the wait below: the restart must come from the resume itself.
+    let mut config = test_config(dir.path());
+    config.runner.pause_poll_ms = 10_000;
+    let service = service(config).await;
     let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 12)), 2)).await.unwrap();
     wait_for(LONG, "two requests in flight", || async { site.hit_count() == 2 }).await;
     service.pause(R, job.id).await.unwrap();
@@ -59,7 +62,7 @@ async fn resume_continues_and_every_item_runs_exactly_once() {
     let resumed = service.resume(R, job.id).await.unwrap();
     assert!(!resumed.paused);
     // The next item starts at once, not at the next poll.
-    wait_for(Duration::from_millis(90), "a new start right after resume", || async { site.hit_count() > 2 }).await;
+    wait_for(Duration::from_secs(3), "a new start right after resume", || async { site.hit_count() > 2 }).await;
     let job = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
     assert_eq!((job.completed, job.failed, job.pending, job.processing), (12, 0, 0, 0));
     assert!(job.completed_at.is_some());
@@ -151,8 +154,11 @@ async fn a_pause_flag_set_by_hand_in_sqlite_is_honoured_within_the_poll() {
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     conn.execute("UPDATE processing_jobs SET paused = 1 WHERE id = ?1", [job.id]).unwrap();
-    // Within one poll (100 ms) plus the in-flight items' 40 ms, starts stop.
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    // The runner notices at its next poll; then the two in-flight items finish and the
+    // window stays empty.
+    let flagged = std::time::Instant::now();
+    wait_job(&service, R, job.id, LONG, |j| j.processing == 0).await;
+    assert!(flagged.elapsed() < Duration::from_secs(3), "noticed within a few polls, not by chance");
     let seen = site.hit_count();
     several_polls().await;
     assert_eq!(site.hit_count(), seen, "no start after the flag was seen");
