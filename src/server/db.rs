@@ -11,7 +11,10 @@ use super::error::AppError;
 
 /// The embedded, append-only migrations.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("../../migrations/0001_init.sql"))])
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/0001_init.sql")),
+        M::up(include_str!("../../migrations/0002_items_by_job.sql")),
+    ])
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
