@@ -104,14 +104,7 @@ pub async fn upload_job(data: MultipartData) -> Result<Job, ServerFnError> {
             "name" => upload.name = Some(field.text().await.map_err(|e| read_err(&e))?),
             "concurrency" => {
                 let text = field.text().await.map_err(|e| read_err(&e))?;
-                let text = text.trim();
-                if !text.is_empty() {
-                    upload.concurrency = Some(text.parse().map_err(|_| {
-                        ssr::fail(AppError::BadInput(format!(
-                            "concurrency must be a whole number from 1 to 64, not `{text}`"
-                        )))
-                    })?);
-                }
+                upload.concurrency = crate::server::import::parse_concurrency(&text).map_err(ssr::fail)?;
             }
             _ => {}
         }

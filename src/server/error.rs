@@ -11,7 +11,7 @@ pub enum AppError {
     #[error("{0}")]
     TooLarge(String),
     #[error("no {kind} job with id {id}")]
-    NotFound { kind: &'static str, id: i64 },
+    NotFound { kind: &'static str, id: String },
     /// The job is completed, failed or cancelled and cannot be paused or resumed.
     #[error("the job is {0} and can no longer be changed")]
     AlreadyTerminal(&'static str),

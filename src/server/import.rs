@@ -26,6 +26,18 @@ pub struct Limits {
     pub default_concurrency: u32,
 }
 
+/// Reads the `concurrency` form field: empty means the default; the range is checked
+/// at import.
+pub fn parse_concurrency(text: &str) -> Result<Option<u32>, AppError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| AppError::BadInput(format!("concurrency must be a whole number from 1 to 64, not `{text}`")))
+}
+
 /// Which input column plays which role, found by header name.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ColumnMap {

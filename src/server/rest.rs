@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::error::AppError;
-use super::import::Upload;
+use super::import::{parse_concurrency, Upload};
 use super::service::Service;
 use super::state::AppState;
 use crate::model::{Item, ItemStatus, JobKind};
@@ -42,15 +42,12 @@ fn kind_routes(kind: JobKind, root: &str, items: &str) -> Router<AppState> {
         .route(&format!("{root}/{{id}}/delete"), delete(move |s, p| remove(kind, s, p)))
 }
 
-/// Ids that are not whole numbers name no job.
+/// Ids that are not positive whole numbers name no job.
 fn job_id(kind: JobKind, raw: &str) -> Result<i64, AppError> {
-    raw.parse().map_err(|_| AppError::NotFound { kind: kind.as_str(), id: -1 }).and_then(|id: i64| {
-        if id > 0 {
-            Ok(id)
-        } else {
-            Err(AppError::NotFound { kind: kind.as_str(), id })
-        }
-    })
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| AppError::NotFound { kind: kind.as_str(), id: raw.to_string() })
 }
 
 /// Reads the multipart upload: `file` (required), `name`, `concurrency`.
@@ -74,13 +71,7 @@ pub async fn read_upload(mut multipart: Multipart) -> Result<Upload, AppError> {
             }
             "name" => name = Some(field.text().await.map_err(too_large)?),
             "concurrency" => {
-                let text = field.text().await.map_err(too_large)?;
-                let text = text.trim();
-                if !text.is_empty() {
-                    concurrency = Some(text.parse::<u32>().map_err(|_| {
-                        AppError::BadInput(format!("concurrency must be a whole number from 1 to 64, not `{text}`"))
-                    })?);
-                }
+                concurrency = parse_concurrency(&field.text().await.map_err(too_large)?)?;
             }
             _ => {}
         }
@@ -268,7 +259,7 @@ async fn export(
         return Err(AppError::BadInput(format!("format must be csv or json, not `{format}`")));
     }
     let job = service.get(kind, id).await?;
-    let (columns, _) = service.export_page(kind, id, i64::MAX, 1).await?;
+    let columns = service.columns(kind, id).await?;
     let csv = format == "csv";
     let stream = async_stream::stream! {
         if csv {

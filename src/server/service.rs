@@ -186,7 +186,7 @@ impl Service {
                     let rows = store::clean_rows(tx, pre_id, after, 1000)?;
                     let Some(last) = rows.last() else { break };
                     after = last.0;
-                    for (_, result, _) in &rows {
+                    for (_, result) in &rows {
                         let v: serde_json::Value = serde_json::from_str(result).unwrap_or_default();
                         let reachable = v.pointer("/liveness/reachable").and_then(|r| r.as_bool()) == Some(true);
                         let valid = v.get("valid").and_then(|r| r.as_bool()) == Some(true);
@@ -220,6 +220,11 @@ impl Service {
             .await?;
         self.runner.wake(JobKind::Research, job.id);
         Ok(job)
+    }
+
+    /// The job's input column names, in file order.
+    pub async fn columns(&self, kind: JobKind, id: i64) -> Result<Vec<String>, AppError> {
+        self.db.read(move |c| store::job_columns(c, kind, id)).await
     }
 
     /// Streams pages of a job's items after item id `after`, for exports.

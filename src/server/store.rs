@@ -177,7 +177,7 @@ pub fn get_job(conn: &Connection, kind: JobKind, id: i64) -> Result<Option<Job>,
 
 /// The job, or `NotFound`.
 pub fn require_job(conn: &Connection, kind: JobKind, id: i64) -> Result<Job, AppError> {
-    get_job(conn, kind, id)?.ok_or(AppError::NotFound { kind: kind.as_str(), id })
+    get_job(conn, kind, id)?.ok_or_else(|| AppError::NotFound { kind: kind.as_str(), id: id.to_string() })
 }
 
 /// Jobs of one kind, newest first.
@@ -204,13 +204,14 @@ pub fn live_jobs(conn: &Connection) -> Result<Vec<(JobKind, i64)>, AppError> {
     Ok(out)
 }
 
-fn job_columns(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Vec<String>, AppError> {
+/// The job's input column names, in file order.
+pub fn job_columns(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Vec<String>, AppError> {
     let t = tables(kind);
     let text: String = conn
         .prepare_cached(&format!("SELECT columns FROM {} WHERE id = ?1", t.jobs))?
         .query_row(params![job_id], |r| r.get(0))
         .optional()?
-        .ok_or(AppError::NotFound { kind: kind.as_str(), id: job_id })?;
+        .ok_or_else(|| AppError::NotFound { kind: kind.as_str(), id: job_id.to_string() })?;
     serde_json::from_str(&text).map_err(|e| AppError::Internal(format!("job columns: {e}")))
 }
 
@@ -556,27 +557,16 @@ pub fn job_flags(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Option
         .optional()?)
 }
 
-/// Preprocessing rows fit for research: completed, valid, first of their key, reachable.
-pub fn clean_rows(
-    conn: &Connection,
-    pre_job_id: i64,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<(i64, String, String)>, AppError> {
+/// Results of preprocessing rows that may be fit for research (completed, first of
+/// their key), as `(item id, result JSON)`, after item id `after`.
+pub fn clean_rows(conn: &Connection, pre_job_id: i64, after: i64, limit: i64) -> Result<Vec<(i64, String)>, AppError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, result, input FROM preprocessing_results
-         WHERE job_id = ?1 AND id > ?2 AND status = 'completed' AND duplicate_of IS NULL
+        "SELECT id, result FROM preprocessing_results
+         WHERE job_id = ?1 AND id > ?2 AND status = 'completed' AND duplicate_of IS NULL AND result IS NOT NULL
          ORDER BY id LIMIT ?3",
     )?;
-    let rows = stmt
-        .query_map(params![pre_job_id, after, limit], |r| Ok((r.get(0)?, r.get::<_, Option<String>>(1)?, r.get(2)?)))?
-        .filter_map(|r| match r {
-            Ok((id, Some(result), input)) => Some(Ok((id, result, input))),
-            Ok(_) => None,
-            Err(e) => Some(Err(e)),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    let rows = stmt.query_map(params![pre_job_id, after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Clears a rate-limit pause whose resume time has come; a pause set by a person
