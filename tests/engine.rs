@@ -431,3 +431,41 @@ async fn a_job_cancelled_by_hand_in_sqlite_stops_and_puts_its_items_back() {
     assert_eq!((job.completed, job.pending), (0, 8), "the aborted requests' late answers were not written");
     assert_counters_match(&db, &job);
 }
+
+/// A step with a bug: it panics on the account named "boom".
+struct BuggyStep;
+
+impl jobdeck::server::steps::Step for BuggyStep {
+    fn run(
+        &self,
+        item: jobdeck::server::steps::Claimed,
+    ) -> futures::future::BoxFuture<'static, Result<serde_json::Value, jobdeck::server::steps::StepError>> {
+        Box::pin(async move {
+            if item.name.as_deref() == Some("boom") {
+                panic!("a bug in a step");
+            }
+            Ok(serde_json::json!({"ok": true}))
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_step_fails_its_item_and_the_job_still_completes() {
+    use jobdeck::server::{db::Db, import::Limits, runner, service::Service};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    let db = Db::open(&config.server.db).unwrap();
+    let steps = runner::Steps { research: Arc::new(BuggyStep), preprocess: Arc::new(BuggyStep) };
+    let runner = runner::Runner::new(db.clone(), config.runner.clone(), steps);
+    let limits = Limits { max_bytes: 1 << 20, max_rows: 100, default_concurrency: 2 };
+    let service = Service::new(db, runner, limits);
+    service.runner().start().await.unwrap();
+    let job = service.create_job(R, upload(b"Company\nfine\nboom\nalso fine\n".to_vec(), 2)).await.unwrap();
+    let job = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!((job.completed, job.failed, job.processing), (2, 1, 0));
+    let failed = service.items(R, job.id, Some(ItemStatus::Failed), 0, 10).await.unwrap();
+    assert_eq!(failed.items[0].name.as_deref(), Some("boom"));
+    assert!(failed.items[0].error.as_deref().unwrap().contains("internal error"));
+}

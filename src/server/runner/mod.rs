@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::FutureExt;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -238,7 +239,7 @@ impl JobTask {
                         Ok((item_id, outcome)) => {
                             if let Some(f) = self.record(item_id, outcome).await { flags = f }
                         }
-                        Err(e) if e.is_panic() => tracing::error!(kind = %kind, job = id, "a step panicked: {e}"),
+                        // Aborted on cancel or shutdown; panics are caught inside the task.
                         Err(_) => {}
                     }
                 }
@@ -280,7 +281,11 @@ impl JobTask {
             let mut attempt = 0u32;
             loop {
                 attempt += 1;
-                match step.run(item.clone()).await {
+                // A panicking step is a bug, but it must not leave the item `processing`
+                // for good: it fails with a reason like any other error.
+                let run = std::panic::AssertUnwindSafe(step.run(item.clone())).catch_unwind().await;
+                let run = run.unwrap_or_else(|_| Err(StepError::Permanent("internal error: the step crashed".into())));
+                match run {
                     Ok(v) => return (item_id, Outcome::Done(Finish::Completed(v), attempt)),
                     Err(StepError::Permanent(e)) => return (item_id, Outcome::Done(Finish::Failed(e), attempt)),
                     Err(StepError::Transient(e)) if attempt >= max_attempts => {
