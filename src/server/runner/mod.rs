@@ -235,12 +235,10 @@ impl JobTask {
                     exhausted = false;
                 }
                 Some(joined) = self.inflight.join_next(), if !self.inflight.is_empty() => {
-                    match joined {
-                        Ok((item_id, outcome)) => {
-                            if let Some(f) = self.record(item_id, outcome).await { flags = f }
-                        }
-                        // Aborted on cancel or shutdown; panics are caught inside the task.
-                        Err(_) => {}
+                    // An Err is a task aborted on cancel or shutdown; panics are caught
+                    // inside the task.
+                    if let Ok((item_id, outcome)) = joined {
+                        if let Some(f) = self.record(item_id, outcome).await { flags = f }
                     }
                 }
                 _ = tick.tick() => {
