@@ -110,3 +110,26 @@ mod tests {
         assert!(!is_not_found("the job is still processing: pause or cancel first"));
     }
 }
+
+/// The breadcrumb above a job page: the dashboard, then where the person is.
+#[component]
+pub fn Crumbs(#[prop(into)] here: String) -> impl IntoView {
+    view! {
+        <nav class="crumbs" aria-label="Breadcrumb">
+            <a href="/">"Dashboard"</a>
+            <span aria-hidden="true">" / "</span>
+            <span>{here}</span>
+        </nav>
+    }
+}
+
+/// A check shown as icon and word together, so colour is never the only signal.
+pub fn flag(tone: &str, icon: &'static str, label: String) -> impl IntoView {
+    view! {
+        <span class=format!("flag flag-{tone}")>
+            <span aria-hidden="true">{icon}</span>
+            " "
+            {label}
+        </span>
+    }
+}

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::api::research_from_clean;
 use crate::components::badge::ItemBadge;
-use crate::components::format::{error_text, external_link, list, text};
+use crate::components::format::{error_text, external_link, flag, list, text, Crumbs};
 use crate::components::items::ItemBrowser;
 use crate::components::job_controls::JobControls;
 use crate::components::job_loader::JobLoader;
@@ -27,11 +27,7 @@ fn preprocess_job(live: LiveJob) -> AnyView {
     let completed = Memo::new(move |_| live.job.with(|j| j.status == JobStatus::Completed));
     view! {
         <Title text=format!("{name} · Preprocessing · jobdeck") />
-        <nav class="crumbs" aria-label="Breadcrumb">
-            <a href="/">"Dashboard"</a>
-            <span aria-hidden="true">" / "</span>
-            <span>{format!("Preprocessing #{id}")}</span>
-        </nav>
+        <Crumbs here=format!("Preprocessing #{id}") />
         <StatusBanner live centered=true>
             <JobControls live centered=true />
         </StatusBanner>
@@ -147,15 +143,7 @@ fn result_row(item: Item) -> AnyView {
                 } else {
                     checks
                         .into_iter()
-                        .map(|(tone, icon, label)| {
-                            view! {
-                                <span class=format!("flag flag-{tone}")>
-                                    <span aria-hidden="true">{icon}</span>
-                                    " "
-                                    {label}
-                                </span>
-                            }
-                        })
+                        .map(|(tone, icon, label)| flag(tone, icon, label))
                         .collect_view()
                         .into_any()
                 }}
@@ -197,11 +185,7 @@ fn liveness_cell(liveness: Option<&Value>, status: ItemStatus) -> AnyView {
     };
     let (tone, icon, label) = if reachable { ("ok", "✔", "Reachable") } else { ("bad", "✖", "Unreachable") };
     view! {
-        <span class=format!("flag flag-{tone}")>
-            <span aria-hidden="true">{icon}</span>
-            " "
-            {label}
-        </span>
+        {flag(tone, icon, label.into())}
         <div class="small muted wrap">{detail}</div>
         {final_url.map(|u| view! { <div class="small">{external_link(&u)}</div> })}
     }

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 
 use crate::api::list_items;
-use crate::components::format::{error_text, plural};
+use crate::components::format::{error_text, plural, Crumbs};
 use crate::components::job_controls::JobControls;
 use crate::components::job_loader::JobLoader;
 use crate::components::live::LiveJob;
@@ -27,11 +27,7 @@ fn research_job(live: LiveJob) -> AnyView {
     let view_all = accounts.clone();
     view! {
         <Title text=format!("{name} · Full research · jobdeck") />
-        <nav class="crumbs" aria-label="Breadcrumb">
-            <a href="/">"Dashboard"</a>
-            <span aria-hidden="true">" / "</span>
-            <span>{format!("Full research #{id}")}</span>
-        </nav>
+        <Crumbs here=format!("Full research #{id}") />
         <StatusBanner live>
             <JobControls live>
                 <a class="btn btn-plain" href=view_all>
