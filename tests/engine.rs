@@ -469,3 +469,16 @@ async fn a_panicking_step_fails_its_item_and_the_job_still_completes() {
     assert_eq!(failed.items[0].name.as_deref(), Some("boom"));
     assert!(failed.items[0].error.as_deref().unwrap().contains("internal error"));
 }
+
+#[tokio::test]
+async fn a_job_paused_before_its_first_item_reads_processing_and_paused() {
+    let dir = tempfile::tempdir().unwrap();
+    // The runner is not started, so the job is surely still `pending` when paused.
+    let service = state(test_config(dir.path())).service;
+    let job = service.create_job(R, upload(b"Company\nAcme\n".to_vec(), 1)).await.unwrap();
+    assert_eq!((job.status, job.paused), (JobStatus::Pending, false));
+    let paused = service.pause(R, job.id).await.unwrap();
+    assert_eq!((paused.status, paused.paused), (JobStatus::Processing, true));
+    let resumed = service.resume(R, job.id).await.unwrap();
+    assert_eq!((resumed.status, resumed.paused), (JobStatus::Processing, false));
+}

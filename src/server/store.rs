@@ -485,7 +485,8 @@ pub fn jobs_with_processing(conn: &Connection) -> Result<Vec<(JobKind, i64)>, Ap
     Ok(out)
 }
 
-/// Sets or clears the pause flag with its reason and automatic resume time.
+/// Sets or clears the pause flag with its reason and automatic resume time. A paused
+/// job is `processing` (SPEC section 2), even one paused before its first item started.
 pub fn set_paused(
     conn: &Connection,
     kind: JobKind,
@@ -496,7 +497,8 @@ pub fn set_paused(
 ) -> Result<(), AppError> {
     let t = tables(kind);
     conn.prepare_cached(&format!(
-        "UPDATE {} SET paused = ?2, paused_reason = ?3, resume_at = ?4, updated_at = ?5
+        "UPDATE {} SET paused = ?2, paused_reason = ?3, resume_at = ?4, updated_at = ?5,
+             status = CASE WHEN ?2 THEN 'processing' ELSE status END
          WHERE id = ?1 AND status IN ('pending', 'processing')",
         t.jobs
     ))?
