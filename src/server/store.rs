@@ -312,7 +312,14 @@ pub struct Claimed {
 
 /// Moves the next pending item to `processing`, in one statement that also checks the
 /// job is still running and unpaused, so no claim slips past a pause or cancel.
-pub fn claim_next(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Option<Claimed>, AppError> {
+/// `columns` are the job's column names ([`job_columns`]), which never change, so the
+/// caller reads them once rather than on every claim.
+pub fn claim_next(
+    conn: &Connection,
+    kind: JobKind,
+    job_id: i64,
+    columns: &[String],
+) -> Result<Option<Claimed>, AppError> {
     let t = tables(kind);
     let now = ts(now());
     let claimed = conn
@@ -348,7 +355,6 @@ pub fn claim_next(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Optio
         t.jobs
     ))?
     .execute(params![job_id, now])?;
-    let columns = job_columns(conn, kind, job_id)?;
     let values: Vec<serde_json::Value> = serde_json::from_str(&input).unwrap_or_default();
     Ok(Some(Claimed {
         id,
@@ -356,7 +362,7 @@ pub fn claim_next(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Optio
         name,
         website,
         domain,
-        input: columns.into_iter().zip(values).collect(),
+        input: columns.iter().cloned().zip(values).collect(),
         normalized: normalized.and_then(|s| serde_json::from_str(&s).ok()),
         duplicate_of,
     }))

@@ -144,12 +144,14 @@ struct JobTask {
     step: Arc<dyn Step>,
     inflight: JoinSet<(i64, Outcome)>,
     spare: Option<OwnedSemaphorePermit>,
+    /// The job's column names, read once: claims build each item's input from them.
+    columns: Arc<[String]>,
 }
 
 impl JobTask {
     fn new(inner: Arc<Inner>, kind: JobKind, id: i64, wake: Arc<Notify>) -> Self {
         let step = inner.steps.for_kind(kind);
-        Self { inner, kind, id, wake, step, inflight: JoinSet::new(), spare: None }
+        Self { inner, kind, id, wake, step, inflight: JoinSet::new(), spare: None, columns: Arc::from([]) }
     }
 
     async fn flags(&self) -> Option<Flags> {
@@ -178,6 +180,14 @@ impl JobTask {
         let shutdown = self.inner.shutdown.clone();
         let mut grace_until: Option<Instant> = None;
         let Some(mut flags) = self.flags().await else { return };
+        match self.inner.db.read(move |c| store::job_columns(c, kind, id)).await {
+            Ok(columns) => self.columns = columns.into(),
+            Err(e) => {
+                // Gone (deleted) or unreadable: a later wake starts a fresh task.
+                tracing::warn!(kind = %kind, job = id, error = %e, "cannot read the job's columns");
+                return;
+            }
+        }
         // True once a claim found nothing pending; reset whenever state may have changed.
         let mut exhausted = false;
         loop {
@@ -204,7 +214,8 @@ impl JobTask {
                 else {
                     break;
                 };
-                match self.inner.db.write(move |tx| store::claim_next(tx, kind, id)).await {
+                let columns = self.columns.clone();
+                match self.inner.db.write(move |tx| store::claim_next(tx, kind, id, &columns)).await {
                     Ok(Some(item)) => self.spawn_item(item, permit),
                     Ok(None) => exhausted = true,
                     Err(e) => {
