@@ -1,7 +1,9 @@
 //! The HTML shell and the routes.
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet};
+
+use crate::components::page_title::PageTitle;
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
@@ -38,7 +40,7 @@ pub fn App() -> impl IntoView {
     });
     view! {
         <Stylesheet id="leptos" href="/pkg/jobdeck.css" />
-        <Title text="jobdeck" />
+        <PageTitle text="jobdeck" />
         <Router>
             <a class="skip-link" href="#main">
                 "Skip to content"
@@ -61,7 +63,7 @@ pub fn App() -> impl IntoView {
                         response.set_status(axum::http::StatusCode::NOT_FOUND);
                     }
                     view! {
-                        <Title text="Page not found · jobdeck" />
+                        <PageTitle text="Page not found · jobdeck" />
                         <div class="card not-found">
                             <h1>"Page not found"</h1>
                             <p>

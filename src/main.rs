@@ -44,17 +44,29 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let state = server::build_state(config, leptos_options)?;
     let service = state.service.clone();
     service.runner().start().await?;
+    let grace = state.config.runner.shutdown_grace();
     let app = server::app(state);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!("jobdeck is serving on http://{addr}");
-    let shutdown_runner = service.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
+    let draining = std::sync::Arc::new(tokio::sync::Notify::new());
+    let serve = axum::serve(listener, app).with_graceful_shutdown({
+        let draining = draining.clone();
+        async move {
             shutdown_signal().await;
             tracing::info!("shutting down: finishing in-flight items");
-            shutdown_runner.runner().shutdown().await;
-        })
-        .await?;
+            service.runner().shutdown().await;
+            draining.notify_one();
+        }
+    });
+    // Open connections (a long export download, say) get the grace period to finish
+    // once the runner has stopped; then the process exits without them.
+    tokio::select! {
+        served = serve => served?,
+        () = async {
+            draining.notified().await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("connections still open after the grace period were closed"),
+    }
     tracing::info!("jobdeck stopped");
     Ok(())
 }

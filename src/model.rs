@@ -228,6 +228,8 @@ pub const MAX_PAGE: i64 = 500;
 /// The concurrency bounds of SPEC section 2.
 pub const MIN_CONCURRENCY: u32 = 1;
 pub const MAX_CONCURRENCY: u32 = 64;
+/// The longest job name, in characters (SPEC section 9).
+pub const MAX_NAME_CHARS: usize = 200;
 
 /// A control action a person can take on a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

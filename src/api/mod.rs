@@ -13,11 +13,14 @@ mod ssr {
     use crate::server::service::Service;
     use crate::server::state::AppState;
 
-    /// The service, from the state the router provides to every server function.
+    /// The state the router provides to every server function.
+    pub fn state() -> Result<AppState, ServerFnError> {
+        use_context::<AppState>().ok_or_else(|| ServerFnError::new("the server state is not available"))
+    }
+
+    /// The service, from that state.
     pub fn service() -> Result<Service, ServerFnError> {
-        use_context::<AppState>()
-            .map(|s| s.service)
-            .ok_or_else(|| ServerFnError::new("the server state is not available"))
+        state().map(|s| s.service)
     }
 
     /// The message a person can act on; the HTTP status goes with it.
@@ -69,50 +72,20 @@ pub async fn control_job(kind: JobKind, id: i64, action: JobAction) -> Result<Op
 }
 
 /// Creates a job from an upload form: fields `kind` (research|preprocess), `file`,
-/// `name`, `concurrency`.
-#[server(input = MultipartFormData)]
+/// `name`, `concurrency`. Read by the same bounded reader as the REST upload.
+#[server(endpoint = "upload_job", input = MultipartFormData)]
 pub async fn upload_job(data: MultipartData) -> Result<Job, ServerFnError> {
     use crate::server::error::AppError;
-    use crate::server::import::Upload;
+    use crate::server::upload::read_upload;
 
-    let mut form = data.into_inner().ok_or_else(|| ServerFnError::new("the upload could not be read"))?;
-    let mut kind = JobKind::Research;
-    let mut upload = Upload { filename: String::new(), name: None, concurrency: None, bytes: Default::default() };
-    let mut has_file = false;
-    let read_err = |e: &dyn std::fmt::Display| {
-        let text = e.to_string();
-        if text.contains("size limit") || text.contains("length limit") {
-            ssr::fail(AppError::TooLarge("the upload is larger than the configured limit".into()))
-        } else {
-            ssr::fail(AppError::BadInput(format!("the upload could not be read: {text}")))
-        }
-    };
-    while let Some(field) = form.next_field().await.map_err(|e| read_err(&e))? {
-        match field.name().unwrap_or("") {
-            "kind" => {
-                let text = field.text().await.map_err(|e| read_err(&e))?;
-                kind = text
-                    .trim()
-                    .parse()
-                    .map_err(|_| ssr::fail(AppError::BadInput(format!("unknown job kind `{text}`"))))?;
-            }
-            "file" => {
-                upload.filename = field.file_name().unwrap_or("").to_string();
-                upload.bytes = field.bytes().await.map_err(|e| read_err(&e))?;
-                has_file = !upload.filename.is_empty() || !upload.bytes.is_empty();
-            }
-            "name" => upload.name = Some(field.text().await.map_err(|e| read_err(&e))?),
-            "concurrency" => {
-                let text = field.text().await.map_err(|e| read_err(&e))?;
-                upload.concurrency = crate::server::import::parse_concurrency(&text).map_err(ssr::fail)?;
-            }
-            _ => {}
-        }
-    }
-    if !has_file {
+    let state = ssr::state()?;
+    let form = data.into_inner().ok_or_else(|| ServerFnError::new("the upload could not be read"))?;
+    let form = read_upload(form, state.config.server.max_upload_bytes).await.map_err(ssr::fail)?;
+    if !form.has_file {
         return Err(ssr::fail(AppError::BadInput("choose a CSV file to upload".into())));
     }
-    ssr::service()?.create_job(kind, upload).await.map_err(ssr::fail)
+    let kind = form.kind.unwrap_or(JobKind::Research);
+    state.service.create_job(kind, form.upload).await.map_err(ssr::fail)
 }
 
 /// Starts full research of a completed preprocessing job's clean rows.

@@ -1,7 +1,7 @@
 //! Loading the job a page is about.
 
+use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
-use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::get_job;
@@ -67,7 +67,7 @@ fn LoadJob(kind: JobKind, raw: String, render: fn(LiveJob) -> AnyView) -> impl I
 #[component]
 fn NoSuchJob(kind: JobKind, raw: String) -> impl IntoView {
     view! {
-        <Title text="No such job · jobdeck" />
+        <PageTitle text="No such job · jobdeck" />
         <div class="card not-found">
             <h1>"No such job"</h1>
             <p>

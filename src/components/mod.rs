@@ -7,6 +7,7 @@ pub mod items;
 pub mod job_controls;
 pub mod job_loader;
 pub mod live;
+pub mod page_title;
 pub mod progress;
 pub mod status_banner;
 pub mod upload_form;

@@ -1,7 +1,7 @@
 //! `/processing/:id/accounts`: every account of a full research job with its result.
 
+use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
-use leptos_meta::Title;
 use serde_json::Value;
 
 use crate::components::badge::{ItemBadge, StatusBadge};
@@ -22,7 +22,7 @@ fn accounts(live: LiveJob) -> AnyView {
     let phase = Signal::derive(move || live.job.with(Job::phase));
     let progress = move || live.job.with(|j| format!("{} of {} done", j.done(), j.total));
     view! {
-        <Title text=format!("Accounts · {name} · jobdeck") />
+        <PageTitle text=format!("Accounts · {name} · jobdeck") />
         <nav class="crumbs" aria-label="Breadcrumb">
             <a href="/">"Dashboard"</a>
             <span aria-hidden="true">" / "</span>

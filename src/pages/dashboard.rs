@@ -1,7 +1,7 @@
 //! `/`: every job of both kinds, and the forms that start new ones.
 
+use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
-use leptos_meta::Title;
 
 use crate::api::list_jobs;
 use crate::components::badge::StatusBadge;
@@ -17,7 +17,7 @@ use crate::model::{Job, JobKind};
 pub fn Dashboard() -> impl IntoView {
     let first = Resource::new(|| (), |_| async { list_jobs().await.map_err(|e| error_text(&e)) });
     view! {
-        <Title text="Jobs · jobdeck" />
+        <PageTitle text="Jobs · jobdeck" />
         <div class="dashboard">
             <section class="dashboard-jobs" aria-labelledby="jobs-title">
                 <h1 id="jobs-title">"Jobs"</h1>

@@ -1,7 +1,7 @@
 //! `/preprocess/progress/:id`: one preprocessing job and its cleaned rows.
 
+use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
-use leptos_meta::Title;
 use leptos_router::hooks::use_navigate;
 use serde_json::Value;
 
@@ -26,7 +26,7 @@ fn preprocess_job(live: LiveJob) -> AnyView {
     let (id, name) = live.job.with_untracked(|j| (j.id, j.name.clone()));
     let completed = Memo::new(move |_| live.job.with(|j| j.status == JobStatus::Completed));
     view! {
-        <Title text=format!("{name} · Preprocessing · jobdeck") />
+        <PageTitle text=format!("{name} · Preprocessing · jobdeck") />
         <Crumbs here=format!("Preprocessing #{id}") />
         <StatusBanner live centered=true>
             <JobControls live centered=true />

@@ -1,7 +1,7 @@
 //! `/processing/:id`: one full research job.
 
+use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
-use leptos_meta::Title;
 
 use crate::api::list_items;
 use crate::components::format::{error_text, plural, Crumbs};
@@ -26,7 +26,7 @@ fn research_job(live: LiveJob) -> AnyView {
     let failed_link = format!("{accounts}?status=failed");
     let view_all = accounts.clone();
     view! {
-        <Title text=format!("{name} · Full research · jobdeck") />
+        <PageTitle text=format!("{name} · Full research · jobdeck") />
         <Crumbs here=format!("Full research #{id}") />
         <StatusBanner live>
             <JobControls live>

@@ -22,6 +22,8 @@ pub struct ServerConfig {
     pub db: PathBuf,
     pub max_upload_bytes: usize,
     pub max_rows: usize,
+    /// How long a database statement waits for a lock someone else holds.
+    pub busy_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -56,6 +58,7 @@ impl Default for ServerConfig {
             db: PathBuf::from("data/jobdeck.sqlite3"),
             max_upload_bytes: 50 * 1024 * 1024,
             max_rows: 1_000_000,
+            busy_timeout_ms: 10_000,
         }
     }
 }
@@ -75,6 +78,12 @@ impl Default for RunnerConfig {
             allow_private_targets: false,
             user_agent: "jobdeck/0.1 (account research; self-hosted)".into(),
         }
+    }
+}
+
+impl ServerConfig {
+    pub fn busy_timeout(&self) -> Duration {
+        Duration::from_millis(self.busy_timeout_ms)
     }
 }
 
@@ -137,6 +146,7 @@ impl Config {
         set(&lookup, "JOBDECK_DB", &mut s.db)?;
         set(&lookup, "JOBDECK_MAX_UPLOAD_BYTES", &mut s.max_upload_bytes)?;
         set(&lookup, "JOBDECK_MAX_ROWS", &mut s.max_rows)?;
+        set(&lookup, "JOBDECK_BUSY_TIMEOUT_MS", &mut s.busy_timeout_ms)?;
         let r = &mut self.runner;
         set(&lookup, "JOBDECK_PAUSE_POLL_MS", &mut r.pause_poll_ms)?;
         set(&lookup, "JOBDECK_DEFAULT_CONCURRENCY", &mut r.default_concurrency)?;

@@ -14,11 +14,12 @@ pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/0001_init.sql")),
         M::up(include_str!("../../migrations/0002_items_by_job.sql")),
+        M::up(include_str!("../../migrations/0003_hidden_jobs.sql")),
     ])
 }
 
-fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(Duration::from_secs(10))?;
+fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
+    conn.busy_timeout(busy_timeout)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.set_prepared_statement_cache_capacity(64);
@@ -36,36 +37,76 @@ pub enum OpenError {
     Migrate(String, rusqlite_migration::Error),
     #[error("cannot open the reader pool of {0}: {1}")]
     Pool(String, r2d2::Error),
+    #[error("cannot lock {0}: {1}")]
+    LockFile(String, std::io::Error),
+    /// Another server holds the lock beside this database file.
+    #[error(
+        "another jobdeck server is already using the database {0} (its lock file {1} is held); \
+         stop that server or point this one at another file with JOBDECK_DB"
+    )]
+    InUse(String, String),
 }
 
 /// Handle to the database: every write goes through the one writer connection,
 /// reads through a small pool, so WAL lets status reads run beside the runner's writes.
+/// Holds the exclusive lock on the file's lock file for as long as any clone lives.
 #[derive(Clone)]
 pub struct Db {
     writer: Arc<Mutex<Connection>>,
     readers: r2d2::Pool<SqliteConnectionManager>,
+    _lock: Arc<std::fs::File>,
+}
+
+/// The lock file beside a database file: `jobdeck.sqlite3` → `jobdeck.sqlite3.lock`.
+pub fn lock_path(path: &Path) -> std::path::PathBuf {
+    let mut name = path.file_name().map(std::ffi::OsString::from).unwrap_or_default();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Takes the exclusive lock that makes one server the only user of a database file.
+/// Two servers on one file would each reset the other's in-flight items at start-up.
+/// The operating system drops the lock when the process ends, however it ends.
+fn lock(path: &Path, shown: &str) -> Result<std::fs::File, OpenError> {
+    let lock_path = lock_path(path);
+    let lock_shown = lock_path.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| OpenError::LockFile(lock_shown.clone(), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::InUse(shown.to_string(), lock_shown)),
+        Err(std::fs::TryLockError::Error(e)) => Err(OpenError::LockFile(lock_shown, e)),
+    }
 }
 
 impl Db {
-    /// Opens (creating folder and file as needed), sets WAL and applies migrations.
-    pub fn open(path: &Path) -> Result<Self, OpenError> {
+    /// Opens (creating folder and file as needed), takes the file's lock, sets WAL and
+    /// applies migrations. `busy_timeout` is how long a statement waits for a lock held
+    /// by someone else (a person's `sqlite3` shell, a checkpoint) before it fails.
+    pub fn open(path: &Path, busy_timeout: Duration) -> Result<Self, OpenError> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| OpenError::Folder(dir.display().to_string(), e))?;
         }
+        let lock = lock(path, &shown)?;
         let mut writer = Connection::open(path).map_err(|e| OpenError::Open(shown.clone(), e))?;
         writer
             .pragma_update(None, "journal_mode", "WAL")
-            .and_then(|_| configure(&writer))
+            .and_then(|_| configure(&writer, busy_timeout))
             .map_err(|e| OpenError::Open(shown.clone(), e))?;
         migrations().to_latest(&mut writer).map_err(|e| OpenError::Migrate(shown.clone(), e))?;
-        let manager = SqliteConnectionManager::file(path).with_init(|c: &mut Connection| configure(c));
+        let manager =
+            SqliteConnectionManager::file(path).with_init(move |c: &mut Connection| configure(c, busy_timeout));
         let readers = r2d2::Pool::builder()
             .max_size(8)
             .min_idle(Some(1))
             .build(manager)
             .map_err(|e| OpenError::Pool(shown, e))?;
-        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers })
+        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers, _lock: Arc::new(lock) })
     }
 
     /// Runs `f` on a reader connection off the async threads.
@@ -96,14 +137,6 @@ impl Db {
             .map_err(|e| AppError::Internal(format!("writer task: {e}")))?
     }
 
-    /// The blocking form of [`Db::write`], for code already off the async threads.
-    pub fn write_sync<T, F>(&self, f: F) -> Result<T, AppError>
-    where
-        F: FnOnce(&Transaction<'_>) -> Result<T, AppError>,
-    {
-        Self::write_blocking(&self.writer, f)
-    }
-
     fn write_blocking<T, F>(writer: &Mutex<Connection>, f: F) -> Result<T, AppError>
     where
         F: FnOnce(&Transaction<'_>) -> Result<T, AppError>,
@@ -129,7 +162,7 @@ mod tests {
     #[test]
     fn schema_has_the_four_tables_paused_flags_and_foreign_keys() {
         let mut conn = Connection::open_in_memory().unwrap();
-        configure(&conn).unwrap();
+        configure(&conn, Duration::from_secs(1)).unwrap();
         migrations().to_latest(&mut conn).unwrap();
         let tables: Vec<String> = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
@@ -139,6 +172,16 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(tables, ["accounts", "preprocessing_jobs", "preprocessing_results", "processing_jobs"]);
+        for table in ["processing_jobs", "preprocessing_jobs"] {
+            let hidden: i64 = conn
+                .query_row(
+                    &format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = 'hidden'"),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(hidden, 1, "{table}.hidden");
+        }
         for table in ["processing_jobs", "preprocessing_jobs"] {
             let (ty, notnull, default): (String, bool, String) = conn
                 .query_row(
@@ -162,5 +205,22 @@ mod tests {
         // The foreign key is enforced: an item of a job that does not exist is refused.
         let orphan = conn.execute("INSERT INTO accounts (job_id, line, input) VALUES (999, 2, '[]')", []);
         assert!(orphan.is_err());
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_file_is_refused_while_the_first_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobdeck.sqlite3");
+        let first = Db::open(&path, Duration::from_secs(1)).expect("first open");
+        let second = Db::open(&path, Duration::from_secs(1));
+        let err = second.err().expect("the second open is refused");
+        assert!(matches!(err, OpenError::InUse(..)), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("another jobdeck server") && text.contains("jobdeck.sqlite3.lock"), "{text}");
+        let clone = first.clone();
+        drop(first);
+        assert!(Db::open(&path, Duration::from_secs(1)).is_err(), "a clone still holds the lock");
+        drop(clone);
+        Db::open(&path, Duration::from_secs(1)).expect("free again once every handle is gone");
     }
 }

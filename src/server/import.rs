@@ -1,13 +1,13 @@
-//! Reading an uploaded CSV into a job and its items, in one transaction: a bad file
-//! leaves nothing behind (SPEC section 6).
+//! Reading an uploaded CSV into a job and its items (SPEC section 6). The whole file
+//! is checked before anything is written, so a bad file leaves nothing behind; then
+//! its items are inserted in chunks (see `Service::create_job`).
 
 use bytes::Bytes;
-use rusqlite::Connection;
 
 use super::error::AppError;
 use super::steps::preprocess;
-use super::store::{self, NewItem};
-use crate::model::{JobKind, MAX_CONCURRENCY, MIN_CONCURRENCY};
+use super::store::NewItem;
+use crate::model::{JobKind, MAX_CONCURRENCY, MAX_NAME_CHARS, MIN_CONCURRENCY};
 
 /// An upload as both the REST API and the UI hand it over.
 #[derive(Debug, Clone)]
@@ -142,9 +142,54 @@ fn cell(row: &[String], index: Option<usize>) -> Option<String> {
     index.and_then(|i| row.get(i)).map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_string)
 }
 
-/// Validates the upload and writes the job with all its items on `conn`, which must be
-/// inside a transaction the caller rolls back on error. Returns the new job id.
-pub fn import(conn: &Connection, kind: JobKind, upload: &Upload, limits: Limits) -> Result<i64, AppError> {
+/// How many rows go into one write transaction: small enough that control actions
+/// and the runner's writes get the writer between chunks.
+pub const CHUNK_ROWS: usize = 5000;
+
+/// The longest file name kept; longer ones are cut.
+const MAX_FILENAME_CHARS: usize = 255;
+
+/// A job about to be created: its name and settings, checked.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: JobKind,
+    pub name: String,
+    pub filename: String,
+    pub concurrency: u32,
+    pub columns: Vec<String>,
+}
+
+/// An upload that passed every check: each row is known to import. Nothing has
+/// been written yet; [`Checked::chunks`] yields its items for insertion.
+pub struct Checked {
+    pub job: NewJob,
+    pub rows: usize,
+    data: Bytes,
+    delimiter: u8,
+    map: ColumnMap,
+}
+
+/// Checks a job name given by a person: trimmed, at most [`MAX_NAME_CHARS`].
+pub fn check_name(name: &str) -> Result<String, AppError> {
+    let name = name.trim();
+    let chars = name.chars().count();
+    if chars > MAX_NAME_CHARS {
+        return Err(AppError::BadInput(format!(
+            "the name is {chars} characters long; at most {MAX_NAME_CHARS} are allowed"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+/// Cuts `text` to at most `max` characters.
+pub fn cut_chars(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// Checks everything about an upload that can be wrong — size, settings, encoding,
+/// header, quoting and every row — without touching the database, so a bad file
+/// never takes the writer.
+pub fn check(kind: JobKind, upload: &Upload, limits: Limits) -> Result<Checked, AppError> {
     if upload.bytes.len() > limits.max_bytes {
         return Err(AppError::TooLarge(format!(
             "the file is {} bytes; the limit is {} bytes",
@@ -158,19 +203,21 @@ pub fn import(conn: &Connection, kind: JobKind, upload: &Upload, limits: Limits)
             "concurrency must be between {MIN_CONCURRENCY} and {MAX_CONCURRENCY}, not {concurrency}"
         )));
     }
-    let data = upload.bytes.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&upload.bytes);
+    let given_name = check_name(upload.name.as_deref().unwrap_or(""))?;
+    let bytes = &upload.bytes;
+    let data = if bytes.starts_with(b"\xEF\xBB\xBF") { bytes.slice(3..) } else { bytes.clone() };
     if data.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(AppError::BadInput("the file is empty: a header row and at least one row are needed".into()));
     }
-    if let Err(e) = std::str::from_utf8(data) {
+    if let Err(e) = std::str::from_utf8(&data) {
         let line = 1 + data[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
         return Err(AppError::BadInput(format!("line {line}: the file is not valid UTF-8 text")));
     }
-    let delimiter = detect_delimiter(data);
-    if let Some(line) = unclosed_quote(data, delimiter) {
+    let delimiter = detect_delimiter(&data);
+    if let Some(line) = unclosed_quote(&data, delimiter) {
         return Err(AppError::BadInput(format!("line {line}: a quoted field is never closed")));
     }
-    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).has_headers(true).from_reader(data);
+    let mut reader = reader(&data, delimiter);
     let mut headers: Vec<String> =
         reader.headers().map_err(|e| csv_error(&e))?.iter().map(|h| h.trim().to_string()).collect();
     if headers.iter().all(String::is_empty) {
@@ -181,70 +228,127 @@ pub fn import(conn: &Connection, kind: JobKind, upload: &Upload, limits: Limits)
     if kind == JobKind::Research && map.name.is_none() && map.website.is_none() && map.domain.is_none() {
         return Err(AppError::BadInput(format!(
             "line 1: the header has no company name, website or domain column (found: {})",
-            headers.join(", ")
+            cut_chars(&headers.join(", "), 500)
         )));
     }
-    let display_name =
-        upload.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).unwrap_or_else(|| {
-            let stem = upload.filename.rsplit_once('.').map_or(upload.filename.as_str(), |(s, _)| s);
-            if stem.trim().is_empty() {
-                "Untitled job".to_string()
-            } else {
-                stem.trim().to_string()
-            }
-        });
-    let filename = if upload.filename.trim().is_empty() { "upload.csv".to_string() } else { upload.filename.clone() };
-    let job_id = store::insert_job(conn, kind, &display_name, &filename, concurrency, &headers)?;
-
-    let width = headers.len();
-    let max_rows = limits.max_rows;
-    let mut rows = 0usize;
-    // Physical line of each record's start, counted from byte offsets so that quoted
-    // newlines in earlier rows count too (what an editor shows).
-    let mut counted = (0usize, 1i64);
-    let mut line_at = move |mut byte: usize| {
-        // A record's position can sit on the line break before it (CRLF, blank lines).
-        while matches!(data.get(byte), Some(b'\r' | b'\n')) {
-            byte += 1;
+    let name = if given_name.is_empty() {
+        let stem = upload.filename.rsplit_once('.').map_or(upload.filename.as_str(), |(s, _)| s).trim();
+        if stem.is_empty() {
+            "Untitled job".to_string()
+        } else {
+            cut_chars(stem, MAX_NAME_CHARS)
         }
-        let (from, line) = counted;
-        let newlines = data.get(from..byte).map_or(0, |s| s.iter().filter(|&&b| b == b'\n').count());
-        counted = (byte, line + newlines as i64);
-        counted.1
+    } else {
+        given_name
     };
-    let items = reader.records().filter_map(|record| {
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => return Some(Err(csv_error(&e))),
-        };
-        let line = record.position().map_or(0, |p| line_at(p.byte() as usize));
-        let mut values: Vec<String> = record.iter().map(str::to_string).collect();
-        if values.iter().all(|v| v.trim().is_empty()) {
-            return None;
-        }
-        if values.len() > width {
-            if values[width..].iter().all(|v| v.trim().is_empty()) {
-                values.truncate(width);
-            } else {
-                return Some(Err(AppError::BadInput(format!(
-                    "line {line}: the row has {} fields but the header has {width}",
-                    values.len()
-                ))));
-            }
-        }
-        values.resize(width, String::new());
+    let filename = match upload.filename.trim() {
+        "" => "upload.csv".to_string(),
+        f => cut_chars(f, MAX_FILENAME_CHARS),
+    };
+    let mut checked =
+        Checked { job: NewJob { kind, name, filename, concurrency, columns: headers }, rows: 0, data, delimiter, map };
+    // Every row is read once here, so the insert that follows cannot meet a bad one.
+    let mut rows = 0usize;
+    for row in checked.rows_iter() {
+        let (line, values) = row?;
         rows += 1;
-        if rows > max_rows {
-            return Some(Err(AppError::TooLarge(format!("the file has more than {max_rows} rows, the limit"))));
+        if rows > limits.max_rows {
+            return Err(AppError::TooLarge(format!("the file has more than {} rows, the limit", limits.max_rows)));
         }
-        Some(new_item(kind, &map, line, values))
-    });
-    let count = store::insert_items(conn, kind, job_id, items)?;
-    if count == 0 {
+        if kind == JobKind::Research {
+            research_row(&checked.map, line, &values)?;
+        }
+    }
+    if rows == 0 {
         return Err(AppError::BadInput("the file has a header row but no rows".into()));
     }
-    store::finish_import(conn, kind, job_id, count)?;
-    Ok(job_id)
+    checked.rows = rows;
+    Ok(checked)
+}
+
+fn reader(data: &[u8], delimiter: u8) -> csv::Reader<&[u8]> {
+    csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).has_headers(true).from_reader(data)
+}
+
+impl Checked {
+    /// The data rows with their physical line numbers, blank rows skipped, each as
+    /// wide as the header (empty trailing cells dropped, missing ones added).
+    fn rows_iter(&self) -> impl Iterator<Item = Result<(i64, Vec<String>), AppError>> + '_ {
+        let data: &[u8] = &self.data;
+        let width = self.job.columns.len();
+        let mut reader = reader(data, self.delimiter);
+        // The header was read once already; reading it again positions the reader.
+        let _ = reader.headers();
+        // Physical line of each record's start, counted from byte offsets so that quoted
+        // newlines in earlier rows count too (what an editor shows).
+        let mut counted = (0usize, 1i64);
+        let mut line_at = move |mut byte: usize| {
+            // A record's position can sit on the line break before it (CRLF, blank lines).
+            while matches!(data.get(byte), Some(b'\r' | b'\n')) {
+                byte += 1;
+            }
+            let (from, line) = counted;
+            let newlines = data.get(from..byte).map_or(0, |s| s.iter().filter(|&&b| b == b'\n').count());
+            counted = (byte, line + newlines as i64);
+            counted.1
+        };
+        reader.into_records().filter_map(move |record| {
+            let record = match record {
+                Ok(r) => r,
+                Err(e) => return Some(Err(csv_error(&e))),
+            };
+            let line = record.position().map_or(0, |p| line_at(p.byte() as usize));
+            let mut values: Vec<String> = record.iter().map(str::to_string).collect();
+            if values.iter().all(|v| v.trim().is_empty()) {
+                return None;
+            }
+            if values.len() > width {
+                if values[width..].iter().all(|v| v.trim().is_empty()) {
+                    values.truncate(width);
+                } else {
+                    return Some(Err(AppError::BadInput(format!(
+                        "line {line}: the row has {} fields but the header has {width}",
+                        values.len()
+                    ))));
+                }
+            }
+            values.resize(width, String::new());
+            Some(Ok((line, values)))
+        })
+    }
+
+    /// The items in chunks of [`CHUNK_ROWS`], for inserting one chunk per transaction.
+    pub fn chunks(&self) -> impl Iterator<Item = Result<Vec<NewItem>, AppError>> + '_ {
+        let mut rows = self.rows_iter();
+        std::iter::from_fn(move || {
+            let mut chunk = Vec::with_capacity(CHUNK_ROWS.min(self.rows));
+            for row in rows.by_ref() {
+                let item = row.and_then(|(line, values)| new_item(self.job.kind, &self.map, line, values));
+                match item {
+                    Ok(item) => chunk.push(item),
+                    Err(e) => return Some(Err(e)),
+                }
+                if chunk.len() == CHUNK_ROWS {
+                    break;
+                }
+            }
+            (!chunk.is_empty()).then_some(Ok(chunk))
+        })
+    }
+}
+
+/// A research row needs a name, a website or a domain.
+fn research_row(map: &ColumnMap, line: i64, values: &[String]) -> Result<(), AppError> {
+    if cell(values, map.name).is_none()
+        && cell(values, map.website).is_none()
+        && cell(values, map.domain).is_none()
+        && cell(values, map.email).and_then(|e| preprocess::domain_from(&e)).is_none()
+    {
+        return Err(AppError::BadInput(format!(
+            "line {line}: the row has neither a company name nor a website or domain"
+        )));
+    }
+    Ok(())
 }
 
 fn new_item(kind: JobKind, map: &ColumnMap, line: i64, values: Vec<String>) -> Result<NewItem, AppError> {
@@ -255,11 +359,7 @@ fn new_item(kind: JobKind, map: &ColumnMap, line: i64, values: Vec<String>) -> R
             let website = cell(&values, map.website);
             let domain = cell(&values, map.domain)
                 .or_else(|| cell(&values, map.email).and_then(|e| preprocess::domain_from(&e)));
-            if name.is_none() && website.is_none() && domain.is_none() {
-                return Err(AppError::BadInput(format!(
-                    "line {line}: the row has neither a company name nor a website or domain"
-                )));
-            }
+            research_row(map, line, &values)?;
             Ok(NewItem { line, name, website, domain, input, normalized: None, dedupe_key: None })
         }
         JobKind::Preprocess => {

@@ -4,16 +4,18 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod import;
+pub mod policy;
 pub mod rest;
 pub mod runner;
 pub mod service;
 pub mod state;
 pub mod steps;
 pub mod store;
+pub mod upload;
 
-use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use leptos_axum::{file_and_error_handler_with_context, generate_route_list, LeptosRoutes};
 
 use crate::app::{shell, App};
 use state::AppState;
@@ -22,17 +24,18 @@ use state::AppState;
 /// Public so tests can drive it in-process.
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(App);
-    // Room for the multipart envelope around a file at the upload limit; the import
-    // itself enforces the exact limit with a clear message.
-    let body_limit = state.config.server.max_upload_bytes.saturating_add(1024 * 1024);
+    let max_upload = state.config.server.max_upload_bytes;
     Router::new()
         .merge(rest::routes())
-        .leptos_routes(&state, routes, {
+        .leptos_routes_with_context(&state, routes, policy::page_context, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
         })
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .layer(DefaultBodyLimit::max(body_limit))
+        .fallback(file_and_error_handler_with_context::<AppState, _>(policy::page_context, shell))
+        .layer(from_fn_with_state(policy::ServerFnPaths::collect(), policy::api_errors))
+        .layer(from_fn(policy::safety_headers))
+        // Outermost: a body over its limit is refused before anything reads it.
+        .layer(from_fn_with_state(max_upload, upload::bound_body))
         .with_state(state)
 }
 
@@ -43,7 +46,7 @@ pub fn build_state(
     leptos_options: leptos::config::LeptosOptions,
 ) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
     use std::sync::Arc;
-    let db = db::Db::open(&config.server.db)?;
+    let db = db::Db::open(&config.server.db, config.server.busy_timeout())?;
     let http = steps::net::Http::new(&config.runner)?;
     let llm =
         steps::llm::Llm::new(&config.llm, config.runner.request_timeout().max(std::time::Duration::from_secs(60)));

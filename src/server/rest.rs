@@ -1,17 +1,20 @@
 //! The REST API of SPEC section 4. Handlers only translate HTTP to service calls.
 
 use axum::body::Body;
-use axum::extract::{Multipart, Path, Query, State};
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use super::config::Config;
 use super::error::AppError;
-use super::import::{parse_concurrency, Upload};
 use super::service::Service;
 use super::state::AppState;
+use super::upload::{multipart_of, read_upload};
 use crate::model::{Item, ItemStatus, JobKind};
 
 impl IntoResponse for AppError {
@@ -32,7 +35,7 @@ pub fn routes() -> Router<AppState> {
 
 fn kind_routes(kind: JobKind, root: &str, items: &str) -> Router<AppState> {
     Router::new()
-        .route(root, post(move |s, m| create(kind, s, m)).get(move |s| list(kind, s)))
+        .route(root, post(move |s, c, r| create(kind, s, c, r)).get(move |s| list(kind, s)))
         .route(&format!("{root}/{{id}}"), get(move |s, p| show(kind, s, p)).delete(move |s, p| remove(kind, s, p)))
         .route(&format!("{root}/{{id}}/{items}"), get(move |s, p, q| list_items(kind, s, p, q)))
         .route(&format!("{root}/{{id}}/export"), get(move |s, p, q| export(kind, s, p, q)))
@@ -50,46 +53,17 @@ fn job_id(kind: JobKind, raw: &str) -> Result<i64, AppError> {
         .ok_or_else(|| AppError::NotFound { kind: kind.as_str(), id: raw.to_string() })
 }
 
-/// Reads the multipart upload: `file` (required), `name`, `concurrency`.
-pub async fn read_upload(mut multipart: Multipart) -> Result<Upload, AppError> {
-    let mut file = None;
-    let mut name = None;
-    let mut concurrency = None;
-    let too_large = |e: axum::extract::multipart::MultipartError| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::TooLarge("the upload is larger than the configured limit".into())
-        } else {
-            AppError::BadInput(format!("the upload could not be read: {}", e.body_text()))
-        }
-    };
-    while let Some(field) = multipart.next_field().await.map_err(too_large)? {
-        match field.name().unwrap_or("") {
-            "file" => {
-                let filename = field.file_name().unwrap_or("upload.csv").to_string();
-                let bytes = field.bytes().await.map_err(too_large)?;
-                file = Some((filename, bytes));
-            }
-            "name" => name = Some(field.text().await.map_err(too_large)?),
-            "concurrency" => {
-                concurrency = parse_concurrency(&field.text().await.map_err(too_large)?)?;
-            }
-            _ => {}
-        }
-    }
-    let (filename, bytes) =
-        file.ok_or_else(|| AppError::BadInput("the upload needs a CSV file in the `file` field".into()))?;
-    Ok(Upload { filename, name, concurrency, bytes })
-}
-
 async fn create(
     kind: JobKind,
     State(service): State<Service>,
-    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    State(config): State<Arc<Config>>,
+    request: Request,
 ) -> Result<Response, AppError> {
-    let multipart = multipart
-        .map_err(|e| AppError::BadInput(format!("expected a multipart/form-data upload: {}", e.body_text())))?;
-    let upload = read_upload(multipart).await?;
-    let job = service.create_job(kind, upload).await?;
+    let form = read_upload(multipart_of(request)?, config.server.max_upload_bytes).await?;
+    if !form.has_file {
+        return Err(AppError::BadInput("the upload needs a CSV file in the `file` field".into()));
+    }
+    let job = service.create_job(kind, form.upload).await?;
     Ok((StatusCode::CREATED, Json(job)).into_response())
 }
 

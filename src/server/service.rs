@@ -1,12 +1,14 @@
 //! The one place business rules live: import, pause, resume, cancel, delete, reads.
 //! The REST API and the server functions are thin wrappers over this.
 
+use tokio::sync::mpsc;
+
 use super::db::Db;
 use super::error::AppError;
-use super::import::{self, Limits, Upload};
+use super::import::{self, cut_chars, Limits, NewJob, Upload};
 use super::runner::Runner;
-use super::store;
-use crate::model::{ItemPage, ItemStatus, Job, JobKind, MAX_PAGE};
+use super::store::{self, Hidden, NewItem};
+use crate::model::{ItemPage, ItemStatus, Job, JobKind, JobStatus, Phase, MAX_NAME_CHARS, MAX_PAGE};
 
 /// The service layer; cheap to clone.
 #[derive(Clone)]
@@ -16,13 +18,15 @@ pub struct Service {
     limits: Limits,
 }
 
+/// Items arrive from a parser on a blocking thread, a chunk at a time.
+type Chunks = mpsc::Receiver<Result<Vec<NewItem>, AppError>>;
+
+/// The word for a job that can no longer change.
 fn terminal_word(job: &Job) -> &'static str {
-    if job.cancelled {
-        "cancelled"
-    } else if job.status == crate::model::JobStatus::Completed {
-        "completed"
-    } else {
-        "failed"
+    match job.phase() {
+        Phase::Cancelled => "cancelled",
+        Phase::Completed => "completed",
+        _ => "failed",
     }
 }
 
@@ -31,27 +35,99 @@ impl Service {
         Self { db, runner, limits }
     }
 
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
-
     pub fn runner(&self) -> &Runner {
         &self.runner
     }
 
-    /// Validates the upload and creates the job with all its items in one
-    /// transaction; a bad file leaves nothing behind. The runner starts it at once.
+    /// Checks the whole upload off the async threads and without the writer, then
+    /// creates the job and inserts its items in chunks, each its own short
+    /// transaction, so control actions and other jobs' writes go on meanwhile. The
+    /// job stays invisible until its last chunk is in: a bad file or a failed insert
+    /// leaves nothing anyone can see, and a crash mid-way is cleaned up at start-up.
+    /// The runner starts the job at once.
     pub async fn create_job(&self, kind: JobKind, upload: Upload) -> Result<Job, AppError> {
         let limits = self.limits;
-        let job = self
+        let checked = tokio::task::spawn_blocking(move || import::check(kind, &upload, limits))
+            .await
+            .map_err(|e| AppError::Internal(format!("upload check task: {e}")))??;
+        let job = checked.job.clone();
+        let (tx, rx) = mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            for chunk in checked.chunks() {
+                if tx.blocking_send(chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        self.insert_job(job, rx).await
+    }
+
+    /// Creates a hidden job, inserts its chunks, and reveals it. Runs as its own task,
+    /// so a client that goes away mid-import does not leave a half-inserted job behind.
+    async fn insert_job(&self, job: NewJob, chunks: Chunks) -> Result<Job, AppError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.insert_job_inner(job, chunks).await })
+            .await
+            .map_err(|e| AppError::Internal(format!("import task: {e}")))?
+    }
+
+    async fn insert_job_inner(&self, job: NewJob, mut chunks: Chunks) -> Result<Job, AppError> {
+        let kind = job.kind;
+        let id = self
             .db
-            .write(move |tx| {
-                let id = import::import(tx, kind, &upload, limits)?;
-                store::require_job(tx, kind, id)
-            })
+            .write(move |tx| store::insert_job(tx, kind, &job.name, &job.filename, job.concurrency, &job.columns))
             .await?;
-        self.runner.wake(kind, job.id);
-        Ok(job)
+        let filled = async {
+            let mut count = 0i64;
+            while let Some(chunk) = chunks.recv().await {
+                let chunk = chunk?;
+                count += chunk.len() as i64;
+                self.db.write(move |tx| store::insert_items(tx, kind, id, &chunk)).await?;
+            }
+            if count == 0 {
+                return Err(AppError::BadInput("the file has a header row but no rows".into()));
+            }
+            if kind == JobKind::Preprocess {
+                self.link_duplicates(id).await?;
+            }
+            self.db
+                .write(move |tx| {
+                    store::reveal_job(tx, kind, id, count)?;
+                    store::require_job(tx, kind, id)
+                })
+                .await
+        };
+        match filled.await {
+            Ok(job) => {
+                self.runner.wake(kind, id);
+                Ok(job)
+            }
+            Err(e) => {
+                // Nobody ever saw the job: remove what went in.
+                match self.db.write(move |tx| store::hide_job(tx, kind, id, Hidden::Deleting)).await {
+                    Ok(()) => self.runner.purge(kind, id),
+                    Err(e) => {
+                        tracing::warn!(kind = %kind, job = id, error = %e, "an unfinished import stays until restart")
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Links each preprocessing row to the first row with the same key, a chunk of
+    /// item ids per transaction.
+    async fn link_duplicates(&self, id: i64) -> Result<(), AppError> {
+        let range = self.db.read(move |c| store::item_id_range(c, JobKind::Preprocess, id)).await?;
+        let Some((first, last)) = range else { return Ok(()) };
+        let step = import::CHUNK_ROWS as i64;
+        let mut from = first;
+        while from <= last {
+            let to = (from + step - 1).min(last);
+            self.db.write(move |tx| store::link_duplicates(tx, id, from, to)).await?;
+            from = to + 1;
+        }
+        Ok(())
     }
 
     /// Every job of both kinds, newest first.
@@ -116,13 +192,14 @@ impl Service {
     }
 
     /// Pauses: no new item starts; in-flight ones finish and are saved. Already
-    /// paused: no change. Terminal: `AlreadyTerminal`.
+    /// paused by a person: no change. Paused by a rate limit: the pause becomes the
+    /// person's, and no timer lifts it. Terminal: `AlreadyTerminal`.
     pub async fn pause(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
         self.control(kind, id, move |tx, job| {
-            if job.paused {
+            if job.paused && job.resume_at.is_none() {
                 return Ok(false);
             }
-            store::set_paused(tx, kind, id, true, None, None)?;
+            store::set_paused(tx, kind, id, true)?;
             Ok(true)
         })
         .await
@@ -135,7 +212,7 @@ impl Service {
             if !job.paused {
                 return Ok(false);
             }
-            store::set_paused(tx, kind, id, false, None, None)?;
+            store::set_paused(tx, kind, id, false)?;
             Ok(true)
         })
         .await
@@ -152,7 +229,9 @@ impl Service {
         .await
     }
 
-    /// Deletes a completed or failed job and all its items in one transaction.
+    /// Deletes a completed or failed job: in one transaction it disappears from every
+    /// read; its items are then removed in batches in the background (SPEC section 2),
+    /// and a removal cut short by a crash is finished at the next start.
     pub async fn delete(&self, kind: JobKind, id: i64) -> Result<(), AppError> {
         self.db
             .write(move |tx| {
@@ -160,66 +239,62 @@ impl Service {
                 if !job.is_terminal() {
                     return Err(AppError::StillProcessing);
                 }
-                store::delete_job(tx, kind, id)
-            })
-            .await
-    }
-
-    /// Starts a full research job of a finished preprocessing job's clean rows:
-    /// valid, first of their kind, and reachable.
-    pub async fn research_from_preprocess(&self, pre_id: i64) -> Result<Job, AppError> {
-        let limits = self.limits;
-        let job = self
-            .db
-            .write(move |tx| {
-                let pre = store::require_job(tx, JobKind::Preprocess, pre_id)?;
-                if pre.status != crate::model::JobStatus::Completed {
-                    return Err(AppError::WrongState("the preprocessing job has not completed yet".into()));
-                }
-                let mut csv = csv::Writer::from_writer(Vec::new());
-                let write = |w: &mut csv::Writer<Vec<u8>>, rec: &[&str]| {
-                    w.write_record(rec).map_err(|e| AppError::Internal(e.to_string()))
-                };
-                write(&mut csv, &["company", "website", "domain"])?;
-                let mut after = 0;
-                loop {
-                    let rows = store::clean_rows(tx, pre_id, after, 1000)?;
-                    let Some(last) = rows.last() else { break };
-                    after = last.0;
-                    for (_, result) in &rows {
-                        let v: serde_json::Value = serde_json::from_str(result).unwrap_or_default();
-                        let reachable = v.pointer("/liveness/reachable").and_then(|r| r.as_bool()) == Some(true);
-                        let valid = v.get("valid").and_then(|r| r.as_bool()) == Some(true);
-                        if !(reachable && valid) {
-                            continue;
-                        }
-                        let text = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-                        let website = v
-                            .pointer("/liveness/finalUrl")
-                            .and_then(|x| x.as_str())
-                            .map(str::to_string)
-                            .unwrap_or_else(|| text("website"));
-                        write(&mut csv, &[&text("company"), &website, &text("domain")])?;
-                    }
-                }
-                let bytes = csv.into_inner().map_err(|e| AppError::Internal(e.to_string()))?;
-                let upload = Upload {
-                    filename: format!("{}-clean.csv", pre.filename.trim_end_matches(".csv")),
-                    name: Some(format!("{} (clean rows)", pre.name)),
-                    concurrency: Some(pre.concurrency),
-                    bytes: bytes.into(),
-                };
-                let id = import::import(tx, JobKind::Research, &upload, limits).map_err(|e| match e {
-                    AppError::BadInput(m) if m.contains("no rows") => {
-                        AppError::BadInput("no row is clean, unique and reachable; nothing to research".into())
-                    }
-                    other => other,
-                })?;
-                store::require_job(tx, JobKind::Research, id)
+                store::hide_job(tx, kind, id, Hidden::Deleting)
             })
             .await?;
-        self.runner.wake(JobKind::Research, job.id);
-        Ok(job)
+        self.runner.purge(kind, id);
+        Ok(())
+    }
+
+    /// Starts a full research job of a finished preprocessing job's clean rows (valid,
+    /// first of their kind, reachable), inserted directly in chunks.
+    pub async fn research_from_preprocess(&self, pre_id: i64) -> Result<Job, AppError> {
+        let pre = self.get(JobKind::Preprocess, pre_id).await?;
+        if pre.status != JobStatus::Completed {
+            return Err(AppError::WrongState("the preprocessing job has not completed yet".into()));
+        }
+        let page = import::CHUNK_ROWS as i64;
+        let first = self.db.read(move |c| store::clean_rows(c, pre_id, 0, page)).await?;
+        if first.is_empty() {
+            return Err(AppError::BadInput("no row is clean, unique and reachable; nothing to research".into()));
+        }
+        let suffix = " (clean rows)";
+        let name = format!("{}{suffix}", cut_chars(&pre.name, MAX_NAME_CHARS - suffix.chars().count()));
+        let filename = format!("{}-clean.csv", pre.filename.trim_end_matches(".csv"));
+        let job = NewJob {
+            kind: JobKind::Research,
+            name,
+            filename: cut_chars(&filename, 255),
+            concurrency: pre.concurrency,
+            columns: ["company", "website", "domain"].map(String::from).to_vec(),
+        };
+        let (tx, rx) = mpsc::channel(2);
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            let mut rows = first;
+            let mut line = 1i64;
+            loop {
+                let Some(last) = rows.last().map(|r| r.id) else { break };
+                let chunk = rows
+                    .into_iter()
+                    .map(|row| {
+                        line += 1;
+                        clean_row_item(line, row)
+                    })
+                    .collect();
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+                rows = match db.read(move |c| store::clean_rows(c, pre_id, last, page)).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+            }
+        });
+        self.insert_job(job, rx).await
     }
 
     /// The job's input column names, in file order.
@@ -236,5 +311,19 @@ impl Service {
         limit: i64,
     ) -> Result<(Vec<String>, Vec<crate::model::Item>), AppError> {
         self.db.read(move |c| store::items_after(c, kind, id, after, limit)).await
+    }
+}
+
+/// A clean preprocessing row as a research item with the columns company, website, domain.
+fn clean_row_item(line: i64, row: store::CleanRow) -> NewItem {
+    let values = [&row.company, &row.website, &row.domain].map(|v| v.clone().unwrap_or_default());
+    NewItem {
+        line,
+        input: serde_json::to_string(&values).unwrap_or_else(|_| "[]".into()),
+        name: row.company,
+        website: row.website,
+        domain: row.domain,
+        normalized: None,
+        dedupe_key: None,
     }
 }

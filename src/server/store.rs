@@ -1,5 +1,10 @@
 //! Every SQL statement of jobdeck. Functions take a connection or transaction and
 //! never decide business rules; the service and the runner do.
+//!
+//! The statements are built once per kind of job ([`sql`]) from the table names and
+//! the state spellings of [`crate::model`], so no state is written as a literal here.
+
+use std::sync::LazyLock;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -20,27 +25,172 @@ fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
     s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok()).map(|t| t.with_timezone(&Utc))
 }
 
-/// The two tables behind a kind of job.
-#[derive(Clone, Copy)]
-struct Tables {
-    jobs: &'static str,
-    items: &'static str,
-    /// Extra item columns read with every item (`normalized`, `duplicate_of`).
-    extra: &'static str,
+/// Why a job is hidden from every read (migration 0003).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hidden {
+    /// Its items are still being inserted, in chunks.
+    Importing,
+    /// It was deleted; its items are being removed, in batches.
+    Deleting,
 }
 
-const fn tables(kind: JobKind) -> Tables {
-    match kind {
-        JobKind::Research => Tables { jobs: "processing_jobs", items: "accounts", extra: "NULL, NULL" },
-        JobKind::Preprocess => {
-            Tables { jobs: "preprocessing_jobs", items: "preprocessing_results", extra: "normalized, duplicate_of" }
+impl Hidden {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Importing => "importing",
+            Self::Deleting => "deleting",
         }
     }
 }
 
+const J_PENDING: &str = JobStatus::Pending.as_str();
+const J_PROCESSING: &str = JobStatus::Processing.as_str();
+const J_COMPLETED: &str = JobStatus::Completed.as_str();
+const J_FAILED: &str = JobStatus::Failed.as_str();
+const I_PENDING: &str = ItemStatus::Pending.as_str();
+const I_PROCESSING: &str = ItemStatus::Processing.as_str();
+const I_COMPLETED: &str = ItemStatus::Completed.as_str();
+const DELETING: &str = Hidden::Deleting.as_str();
+
 const JOB_COLUMNS: &str = "id, name, filename, status, paused, concurrency, total, pending_count, \
     processing_count, completed_count, failed_count, created_at, started_at, updated_at, \
     completed_at, cancelled_at, paused_reason, resume_at";
+
+/// The statements of one kind of job, built once.
+pub struct Sql {
+    jobs: &'static str,
+    items: &'static str,
+    get_job: String,
+    list_jobs: String,
+    live_jobs: String,
+    columns: String,
+    item_select: String,
+    claim_item: String,
+    claim_job: String,
+    finish_item: String,
+    finish_job: String,
+    complete_if_done: String,
+    job_status: String,
+    requeue_item: String,
+    requeue_job: String,
+    reset_items: String,
+    reset_job: String,
+    with_processing: String,
+    set_paused: String,
+    rate_limit_pause: String,
+    cancel: String,
+    hide: String,
+    purge_items: String,
+    purge_job: String,
+    flags: String,
+    auto_resume: String,
+}
+
+impl Sql {
+    fn new(kind: JobKind) -> Self {
+        let (jobs, items, extra) = match kind {
+            JobKind::Research => ("processing_jobs", "accounts", "NULL, NULL"),
+            JobKind::Preprocess => ("preprocessing_jobs", "preprocessing_results", "normalized, duplicate_of"),
+        };
+        let live = format!("status IN ('{J_PENDING}', '{J_PROCESSING}')");
+        let visible = "hidden IS NULL";
+        // A live job with nothing left pending or in flight is done.
+        let done = format!("{live} AND pending_count = 0 AND processing_count = 0 AND {visible}");
+        Self {
+            jobs,
+            items,
+            get_job: format!("SELECT {JOB_COLUMNS} FROM {jobs} WHERE id = ?1 AND {visible}"),
+            list_jobs: format!("SELECT {JOB_COLUMNS} FROM {jobs} WHERE {visible} ORDER BY id DESC"),
+            live_jobs: format!("SELECT id FROM {jobs} WHERE {live} AND {visible} ORDER BY id"),
+            columns: format!("SELECT columns FROM {jobs} WHERE id = ?1 AND {visible}"),
+            item_select: format!(
+                "SELECT id, line, status, attempts, error, name, website, domain, input, result, {extra}, \
+                 started_at, finished_at FROM {items}"
+            ),
+            claim_item: format!(
+                "UPDATE {items} SET status = '{I_PROCESSING}', started_at = ?2
+                 WHERE id = (SELECT id FROM {items} WHERE job_id = ?1 AND status = '{I_PENDING}' ORDER BY id LIMIT 1)
+                   AND EXISTS (SELECT 1 FROM {jobs} WHERE id = ?1 AND {live} AND paused = 0 AND {visible})
+                 RETURNING id, line, name, website, domain, input, {extra}"
+            ),
+            claim_job: format!(
+                "UPDATE {jobs} SET pending_count = pending_count - 1, processing_count = processing_count + 1,
+                     status = '{J_PROCESSING}', started_at = COALESCE(started_at, ?2), updated_at = ?2
+                 WHERE id = ?1"
+            ),
+            finish_item: format!(
+                "UPDATE {items} SET status = ?3, result = ?4, error = ?5, attempts = attempts + ?6, finished_at = ?7
+                 WHERE id = ?2 AND job_id = ?1 AND status = '{I_PROCESSING}'"
+            ),
+            finish_job: format!(
+                "UPDATE {jobs} SET processing_count = processing_count - 1,
+                     completed_count = completed_count + ?2, failed_count = failed_count + ?3, updated_at = ?4
+                 WHERE id = ?1"
+            ),
+            complete_if_done: format!(
+                "UPDATE {jobs} SET status = '{J_COMPLETED}', paused = 0, paused_reason = NULL, resume_at = NULL,
+                     completed_at = ?2, updated_at = ?2, started_at = COALESCE(started_at, ?2)
+                 WHERE id = ?1 AND {done}"
+            ),
+            job_status: format!("SELECT status FROM {jobs} WHERE id = ?1 AND {visible}"),
+            requeue_item: format!(
+                "UPDATE {items} SET status = '{I_PENDING}', started_at = NULL
+                 WHERE id = ?2 AND job_id = ?1 AND status = '{I_PROCESSING}'"
+            ),
+            requeue_job: format!(
+                "UPDATE {jobs} SET pending_count = pending_count + 1, processing_count = processing_count - 1,
+                     updated_at = ?2
+                 WHERE id = ?1"
+            ),
+            reset_items: format!(
+                "UPDATE {items} SET status = '{I_PENDING}', started_at = NULL
+                 WHERE job_id = ?1 AND status = '{I_PROCESSING}'"
+            ),
+            reset_job: format!(
+                "UPDATE {jobs} SET pending_count = pending_count + processing_count, processing_count = 0 WHERE id = ?1"
+            ),
+            with_processing: format!("SELECT DISTINCT job_id FROM {items} WHERE status = '{I_PROCESSING}'"),
+            set_paused: format!(
+                "UPDATE {jobs} SET paused = ?2, paused_reason = NULL, resume_at = NULL, updated_at = ?3,
+                     status = CASE WHEN ?2 THEN '{J_PROCESSING}' ELSE status END
+                 WHERE id = ?1 AND {live}"
+            ),
+            // A pause with a resume time is a rate limit's own; a pause without one
+            // belongs to a person (or an error burst) and is never taken over. A
+            // second rate limit keeps the later of the two resume times.
+            rate_limit_pause: format!(
+                "UPDATE {jobs} SET paused = 1, paused_reason = ?2, updated_at = ?4, status = '{J_PROCESSING}',
+                     resume_at = CASE WHEN paused = 1 AND resume_at > ?3 THEN resume_at ELSE ?3 END
+                 WHERE id = ?1 AND {live} AND (paused = 0 OR resume_at IS NOT NULL)"
+            ),
+            cancel: format!(
+                "UPDATE {jobs} SET status = '{J_FAILED}', cancelled_at = ?2, updated_at = ?2, paused = 0,
+                     paused_reason = NULL, resume_at = NULL
+                 WHERE id = ?1 AND {live}"
+            ),
+            hide: format!("UPDATE {jobs} SET hidden = ?2, updated_at = ?3 WHERE id = ?1"),
+            purge_items: format!(
+                "DELETE FROM {items} WHERE id IN (SELECT id FROM {items} WHERE job_id = ?1 ORDER BY id LIMIT ?2)"
+            ),
+            purge_job: format!("DELETE FROM {jobs} WHERE id = ?1 AND hidden = '{DELETING}'"),
+            flags: format!("SELECT status, paused, concurrency, resume_at FROM {jobs} WHERE id = ?1 AND {visible}"),
+            auto_resume: format!(
+                "UPDATE {jobs} SET paused = 0, paused_reason = NULL, resume_at = NULL, updated_at = ?2
+                 WHERE id = ?1 AND paused = 1 AND resume_at IS NOT NULL AND resume_at <= ?2 AND {live}"
+            ),
+        }
+    }
+}
+
+static STATEMENTS: LazyLock<[Sql; 2]> = LazyLock::new(|| [Sql::new(JobKind::Research), Sql::new(JobKind::Preprocess)]);
+
+/// The statements of a kind of job.
+pub fn sql(kind: JobKind) -> &'static Sql {
+    match kind {
+        JobKind::Research => &STATEMENTS[0],
+        JobKind::Preprocess => &STATEMENTS[1],
+    }
+}
 
 fn job_from_row(kind: JobKind, row: &Row<'_>) -> rusqlite::Result<Job> {
     let status: String = row.get(3)?;
@@ -83,7 +233,8 @@ pub struct NewItem {
     pub dedupe_key: Option<String>,
 }
 
-/// Creates a job row (status `pending`, no items yet).
+/// Creates a job row (status `pending`, no items yet), hidden from every read until
+/// [`reveal_job`]: its items go in by chunks in later transactions.
 pub fn insert_job(
     conn: &Connection,
     kind: JobKind,
@@ -92,87 +243,90 @@ pub fn insert_job(
     concurrency: u32,
     columns: &[String],
 ) -> Result<i64, AppError> {
-    let t = tables(kind);
     let now = ts(now());
     let columns = serde_json::to_string(columns).map_err(|e| AppError::Internal(e.to_string()))?;
     conn.prepare_cached(&format!(
-        "INSERT INTO {} (name, filename, concurrency, columns, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-        t.jobs
+        "INSERT INTO {} (name, filename, concurrency, columns, created_at, updated_at, hidden)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+        sql(kind).jobs
     ))?
-    .execute(params![name, filename, concurrency, columns, now])?;
+    .execute(params![name, filename, concurrency, columns, now, Hidden::Importing.as_str()])?;
     Ok(conn.last_insert_rowid())
 }
 
-/// Inserts items on one prepared statement; stops at the first error.
-pub fn insert_items(
-    conn: &Connection,
-    kind: JobKind,
-    job_id: i64,
-    items: impl IntoIterator<Item = Result<NewItem, AppError>>,
-) -> Result<i64, AppError> {
-    let t = tables(kind);
-    let sql = match kind {
-        JobKind::Research => format!(
-            "INSERT INTO {} (job_id, line, name, website, domain, input) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            t.items
-        ),
-        JobKind::Preprocess => format!(
-            "INSERT INTO {} (job_id, line, name, website, domain, input, normalized, dedupe_key) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            t.items
-        ),
-    };
-    let mut stmt = conn.prepare_cached(&sql)?;
-    let mut count = 0i64;
-    for item in items {
-        let it = item?;
-        match kind {
-            JobKind::Research => stmt.execute(params![job_id, it.line, it.name, it.website, it.domain, it.input])?,
-            JobKind::Preprocess => stmt.execute(params![
-                job_id,
-                it.line,
-                it.name,
-                it.website,
-                it.domain,
-                it.input,
-                it.normalized,
-                it.dedupe_key
-            ])?,
-        };
-        count += 1;
-    }
-    Ok(count)
-}
-
-/// Sets the job's totals after its items are in, and (preprocessing) links every
-/// duplicate to the first row with the same key.
-pub fn finish_import(conn: &Connection, kind: JobKind, job_id: i64, count: i64) -> Result<(), AppError> {
-    let t = tables(kind);
-    conn.prepare_cached(&format!("UPDATE {} SET total = ?2, pending_count = ?2 WHERE id = ?1", t.jobs))?
-        .execute(params![job_id, count])?;
-    if kind == JobKind::Preprocess {
-        conn.prepare_cached(
-            "UPDATE preprocessing_results AS r SET duplicate_of = (
-                 SELECT first.line FROM preprocessing_results AS first
-                 WHERE first.job_id = r.job_id AND first.dedupe_key = r.dedupe_key
-                 ORDER BY first.line LIMIT 1)
-             WHERE r.job_id = ?1 AND r.dedupe_key IS NOT NULL",
-        )?
-        .execute(params![job_id])?;
-        conn.prepare_cached(
-            "UPDATE preprocessing_results SET duplicate_of = NULL WHERE job_id = ?1 AND duplicate_of = line",
-        )?
-        .execute(params![job_id])?;
+/// Inserts a chunk of items on one prepared statement.
+pub fn insert_items(conn: &Connection, kind: JobKind, job_id: i64, items: &[NewItem]) -> Result<(), AppError> {
+    let items_table = sql(kind).items;
+    match kind {
+        JobKind::Research => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "INSERT INTO {items_table} (job_id, line, name, website, domain, input) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            ))?;
+            for it in items {
+                stmt.execute(params![job_id, it.line, it.name, it.website, it.domain, it.input])?;
+            }
+        }
+        JobKind::Preprocess => {
+            let mut stmt = conn.prepare_cached(&format!(
+                "INSERT INTO {items_table} (job_id, line, name, website, domain, input, normalized, dedupe_key) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ))?;
+            for it in items {
+                stmt.execute(params![
+                    job_id,
+                    it.line,
+                    it.name,
+                    it.website,
+                    it.domain,
+                    it.input,
+                    it.normalized,
+                    it.dedupe_key
+                ])?;
+            }
+        }
     }
     Ok(())
 }
 
+/// Preprocessing: links the rows with item ids in `from..=to` to the first row of the
+/// job with the same dedupe key. Run after every row is in, chunk by chunk.
+pub fn link_duplicates(conn: &Connection, job_id: i64, from: i64, to: i64) -> Result<(), AppError> {
+    conn.prepare_cached(
+        "UPDATE preprocessing_results AS r SET duplicate_of = (
+             SELECT first.line FROM preprocessing_results AS first
+             WHERE first.job_id = r.job_id AND first.dedupe_key = r.dedupe_key
+             ORDER BY first.line LIMIT 1)
+         WHERE r.job_id = ?1 AND r.id BETWEEN ?2 AND ?3 AND r.dedupe_key IS NOT NULL",
+    )?
+    .execute(params![job_id, from, to])?;
+    conn.prepare_cached(
+        "UPDATE preprocessing_results SET duplicate_of = NULL
+         WHERE job_id = ?1 AND id BETWEEN ?2 AND ?3 AND duplicate_of = line",
+    )?
+    .execute(params![job_id, from, to])?;
+    Ok(())
+}
+
+/// The smallest and largest item id of a job, for walking it in chunks.
+pub fn item_id_range(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Option<(i64, i64)>, AppError> {
+    let range: (Option<i64>, Option<i64>) = conn
+        .prepare_cached(&format!("SELECT MIN(id), MAX(id) FROM {} WHERE job_id = ?1", sql(kind).items))?
+        .query_row(params![job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(range.0.zip(range.1))
+}
+
+/// Makes an imported job visible with its totals, in the transaction that ends the import.
+pub fn reveal_job(conn: &Connection, kind: JobKind, job_id: i64, count: i64) -> Result<(), AppError> {
+    conn.prepare_cached(&format!(
+        "UPDATE {} SET total = ?2, pending_count = ?2, hidden = NULL WHERE id = ?1",
+        sql(kind).jobs
+    ))?
+    .execute(params![job_id, count])?;
+    Ok(())
+}
+
 pub fn get_job(conn: &Connection, kind: JobKind, id: i64) -> Result<Option<Job>, AppError> {
-    let t = tables(kind);
-    Ok(conn
-        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM {} WHERE id = ?1", t.jobs))?
-        .query_row(params![id], |r| job_from_row(kind, r))
-        .optional()?)
+    Ok(conn.prepare_cached(&sql(kind).get_job)?.query_row(params![id], |r| job_from_row(kind, r)).optional()?)
 }
 
 /// The job, or `NotFound`.
@@ -182,8 +336,7 @@ pub fn require_job(conn: &Connection, kind: JobKind, id: i64) -> Result<Job, App
 
 /// Jobs of one kind, newest first.
 pub fn list_jobs(conn: &Connection, kind: JobKind) -> Result<Vec<Job>, AppError> {
-    let t = tables(kind);
-    let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM {} ORDER BY id DESC", t.jobs))?;
+    let mut stmt = conn.prepare_cached(&sql(kind).list_jobs)?;
     let jobs = stmt.query_map([], |r| job_from_row(kind, r))?.collect::<Result<Vec<_>, _>>()?;
     Ok(jobs)
 }
@@ -192,11 +345,7 @@ pub fn list_jobs(conn: &Connection, kind: JobKind) -> Result<Vec<Job>, AppError>
 pub fn live_jobs(conn: &Connection) -> Result<Vec<(JobKind, i64)>, AppError> {
     let mut out = Vec::new();
     for kind in [JobKind::Research, JobKind::Preprocess] {
-        let t = tables(kind);
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id FROM {} WHERE status IN ('pending', 'processing') ORDER BY id",
-            t.jobs
-        ))?;
+        let mut stmt = conn.prepare_cached(&sql(kind).live_jobs)?;
         for id in stmt.query_map([], |r| r.get::<_, i64>(0))? {
             out.push((kind, id?));
         }
@@ -206,21 +355,12 @@ pub fn live_jobs(conn: &Connection) -> Result<Vec<(JobKind, i64)>, AppError> {
 
 /// The job's input column names, in file order.
 pub fn job_columns(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Vec<String>, AppError> {
-    let t = tables(kind);
     let text: String = conn
-        .prepare_cached(&format!("SELECT columns FROM {} WHERE id = ?1", t.jobs))?
+        .prepare_cached(&sql(kind).columns)?
         .query_row(params![job_id], |r| r.get(0))
         .optional()?
         .ok_or_else(|| AppError::NotFound { kind: kind.as_str(), id: job_id.to_string() })?;
     serde_json::from_str(&text).map_err(|e| AppError::Internal(format!("job columns: {e}")))
-}
-
-fn item_select(kind: JobKind) -> String {
-    let t = tables(kind);
-    format!(
-        "SELECT id, line, status, attempts, error, name, website, domain, input, result, {}, started_at, finished_at FROM {}",
-        t.extra, t.items
-    )
 }
 
 fn item_from_row(columns: &[String], row: &Row<'_>) -> rusqlite::Result<Item> {
@@ -268,11 +408,12 @@ pub fn list_items(
         Some(ItemStatus::Completed) => job.completed,
         Some(ItemStatus::Failed) => job.failed,
     };
-    let sql = match status {
-        Some(_) => format!("{} WHERE job_id = ?1 AND status = ?2 ORDER BY id LIMIT ?3 OFFSET ?4", item_select(kind)),
-        None => format!("{} WHERE job_id = ?1 AND ?2 IS NULL ORDER BY id LIMIT ?3 OFFSET ?4", item_select(kind)),
+    let select = &sql(kind).item_select;
+    let query = match status {
+        Some(_) => format!("{select} WHERE job_id = ?1 AND status = ?2 ORDER BY id LIMIT ?3 OFFSET ?4"),
+        None => format!("{select} WHERE job_id = ?1 AND ?2 IS NULL ORDER BY id LIMIT ?3 OFFSET ?4"),
     };
-    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut stmt = conn.prepare_cached(&query)?;
     let items = stmt
         .query_map(params![job_id, status.map(ItemStatus::as_str), limit, offset], |r| item_from_row(&columns, r))?
         .collect::<Result<Vec<_>, _>>()?;
@@ -290,7 +431,7 @@ pub fn items_after(
 ) -> Result<(Vec<String>, Vec<Item>), AppError> {
     let columns = job_columns(conn, kind, job_id)?;
     let mut stmt =
-        conn.prepare_cached(&format!("{} WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3", item_select(kind)))?;
+        conn.prepare_cached(&format!("{} WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3", sql(kind).item_select))?;
     let items = stmt
         .query_map(params![job_id, after, limit], |r| item_from_row(&columns, r))?
         .collect::<Result<Vec<_>, _>>()?;
@@ -320,18 +461,10 @@ pub fn claim_next(
     job_id: i64,
     columns: &[String],
 ) -> Result<Option<Claimed>, AppError> {
-    let t = tables(kind);
+    let s = sql(kind);
     let now = ts(now());
     let claimed = conn
-        .prepare_cached(&format!(
-            "UPDATE {items} SET status = 'processing', started_at = ?2
-             WHERE id = (SELECT id FROM {items} WHERE job_id = ?1 AND status = 'pending' ORDER BY id LIMIT 1)
-               AND EXISTS (SELECT 1 FROM {jobs} WHERE id = ?1 AND status IN ('pending', 'processing') AND paused = 0)
-             RETURNING id, line, name, website, domain, input, {extra}",
-            items = t.items,
-            jobs = t.jobs,
-            extra = t.extra
-        ))?
+        .prepare_cached(&s.claim_item)?
         .query_row(params![job_id, now], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -348,13 +481,7 @@ pub fn claim_next(
     let Some((id, line, name, website, domain, input, normalized, duplicate_of)) = claimed else {
         return Ok(None);
     };
-    conn.prepare_cached(&format!(
-        "UPDATE {} SET pending_count = pending_count - 1, processing_count = processing_count + 1,
-             status = 'processing', started_at = COALESCE(started_at, ?2), updated_at = ?2
-         WHERE id = ?1",
-        t.jobs
-    ))?
-    .execute(params![job_id, now])?;
+    conn.prepare_cached(&s.claim_job)?.execute(params![job_id, now])?;
     let values: Vec<serde_json::Value> = serde_json::from_str(&input).unwrap_or_default();
     Ok(Some(Claimed {
         id,
@@ -376,8 +503,8 @@ pub enum Finish {
 }
 
 /// Writes an item's outcome and the job's counters together, only if the item is still
-/// `processing` (a cancelled job's late result changes nothing). Marks the job
-/// `completed` in the same statement when nothing is left. Returns whether it wrote.
+/// `processing` (a cancelled job's late result changes nothing), and marks the job
+/// `completed` in the same transaction when nothing is left. Returns whether it wrote.
 pub fn finish_item(
     conn: &Connection,
     kind: JobKind,
@@ -386,75 +513,48 @@ pub fn finish_item(
     attempts: u32,
     outcome: &Finish,
 ) -> Result<bool, AppError> {
-    let t = tables(kind);
+    let s = sql(kind);
     let now = ts(now());
     let (status, result, error) = match outcome {
         Finish::Completed(v) => (ItemStatus::Completed, Some(v.to_string()), None),
         Finish::Failed(e) => (ItemStatus::Failed, None, Some(e.as_str())),
     };
-    let changed = conn
-        .prepare_cached(&format!(
-            "UPDATE {} SET status = ?3, result = ?4, error = ?5, attempts = attempts + ?6, finished_at = ?7
-             WHERE id = ?2 AND job_id = ?1 AND status = 'processing'",
-            t.items
-        ))?
-        .execute(params![job_id, item_id, status.as_str(), result, error, attempts, now])?;
+    let changed = conn.prepare_cached(&s.finish_item)?.execute(params![
+        job_id,
+        item_id,
+        status.as_str(),
+        result,
+        error,
+        attempts,
+        now
+    ])?;
     if changed == 0 {
         return Ok(false);
     }
     let ok = i64::from(status == ItemStatus::Completed);
-    conn.prepare_cached(&format!(
-        "UPDATE {} SET processing_count = processing_count - 1,
-             completed_count = completed_count + ?2, failed_count = failed_count + ?3, updated_at = ?4,
-             status = CASE WHEN status = 'processing' AND pending_count = 0 AND processing_count = 1
-                           THEN 'completed' ELSE status END,
-             paused = CASE WHEN status = 'processing' AND pending_count = 0 AND processing_count = 1
-                           THEN 0 ELSE paused END,
-             completed_at = CASE WHEN status = 'processing' AND pending_count = 0 AND processing_count = 1
-                           THEN ?4 ELSE completed_at END
-         WHERE id = ?1",
-        t.jobs
-    ))?
-    .execute(params![job_id, ok, 1 - ok, now])?;
+    conn.prepare_cached(&s.finish_job)?.execute(params![job_id, ok, 1 - ok, now])?;
+    conn.prepare_cached(&s.complete_if_done)?.execute(params![job_id, now])?;
     Ok(true)
 }
 
-/// Marks a running job with nothing pending or processing `completed` (a job whose
-/// last items were reset and drained elsewhere). Returns whether the job is now done.
+/// Marks a live job with nothing pending or processing `completed` (a job whose last
+/// items were reset and drained elsewhere). Returns whether the job is now over
+/// (completed, failed, or gone).
 pub fn complete_if_done(conn: &Connection, kind: JobKind, job_id: i64) -> Result<bool, AppError> {
-    let t = tables(kind);
-    let now = ts(now());
-    conn.prepare_cached(&format!(
-        "UPDATE {} SET status = 'completed', paused = 0, completed_at = ?2, updated_at = ?2,
-             started_at = COALESCE(started_at, ?2)
-         WHERE id = ?1 AND status IN ('pending', 'processing') AND pending_count = 0 AND processing_count = 0",
-        t.jobs
-    ))?
-    .execute(params![job_id, now])?;
-    let status: Option<String> = conn
-        .prepare_cached(&format!("SELECT status FROM {} WHERE id = ?1", t.jobs))?
-        .query_row(params![job_id], |r| r.get(0))
-        .optional()?;
-    Ok(status.is_none_or(|s| s == "completed" || s == "failed"))
+    let s = sql(kind);
+    conn.prepare_cached(&s.complete_if_done)?.execute(params![job_id, ts(now())])?;
+    let status: Option<String> =
+        conn.prepare_cached(&s.job_status)?.query_row(params![job_id], |r| r.get(0)).optional()?;
+    Ok(status.is_none_or(|s| s.parse::<JobStatus>().map_or(true, JobStatus::is_terminal)))
 }
 
-/// Puts an in-flight item back to `pending` (rate limited, shutting down), keeping
-/// its attempt count. Returns whether it moved.
+/// Puts an in-flight item back to `pending` (rate limited, a result that cannot be
+/// written), keeping its attempt count. Returns whether it moved.
 pub fn requeue_item(conn: &Connection, kind: JobKind, job_id: i64, item_id: i64) -> Result<bool, AppError> {
-    let t = tables(kind);
-    let changed = conn
-        .prepare_cached(&format!(
-            "UPDATE {} SET status = 'pending', started_at = NULL WHERE id = ?2 AND job_id = ?1 AND status = 'processing'",
-            t.items
-        ))?
-        .execute(params![job_id, item_id])?;
+    let s = sql(kind);
+    let changed = conn.prepare_cached(&s.requeue_item)?.execute(params![job_id, item_id])?;
     if changed == 1 {
-        conn.prepare_cached(&format!(
-            "UPDATE {} SET pending_count = pending_count + 1, processing_count = processing_count - 1, updated_at = ?2
-             WHERE id = ?1",
-            t.jobs
-        ))?
-        .execute(params![job_id, ts(now())])?;
+        conn.prepare_cached(&s.requeue_job)?.execute(params![job_id, ts(now())])?;
     }
     Ok(changed == 1)
 }
@@ -462,18 +562,9 @@ pub fn requeue_item(conn: &Connection, kind: JobKind, job_id: i64, item_id: i64)
 /// Every `processing` item of the job back to `pending`, counters to match.
 /// Returns how many moved.
 pub fn reset_processing(conn: &Connection, kind: JobKind, job_id: i64) -> Result<usize, AppError> {
-    let t = tables(kind);
-    let moved = conn
-        .prepare_cached(&format!(
-            "UPDATE {} SET status = 'pending', started_at = NULL WHERE job_id = ?1 AND status = 'processing'",
-            t.items
-        ))?
-        .execute(params![job_id])?;
-    conn.prepare_cached(&format!(
-        "UPDATE {} SET pending_count = pending_count + processing_count, processing_count = 0 WHERE id = ?1",
-        t.jobs
-    ))?
-    .execute(params![job_id])?;
+    let s = sql(kind);
+    let moved = conn.prepare_cached(&s.reset_items)?.execute(params![job_id])?;
+    conn.prepare_cached(&s.reset_job)?.execute(params![job_id])?;
     Ok(moved)
 }
 
@@ -481,9 +572,7 @@ pub fn reset_processing(conn: &Connection, kind: JobKind, job_id: i64) -> Result
 pub fn jobs_with_processing(conn: &Connection) -> Result<Vec<(JobKind, i64)>, AppError> {
     let mut out = Vec::new();
     for kind in [JobKind::Research, JobKind::Preprocess] {
-        let t = tables(kind);
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT DISTINCT job_id FROM {} WHERE status = 'processing'", t.items))?;
+        let mut stmt = conn.prepare_cached(&sql(kind).with_processing)?;
         for id in stmt.query_map([], |r| r.get::<_, i64>(0))? {
             out.push((kind, id?));
         }
@@ -491,48 +580,67 @@ pub fn jobs_with_processing(conn: &Connection) -> Result<Vec<(JobKind, i64)>, Ap
     Ok(out)
 }
 
-/// Sets or clears the pause flag with its reason and automatic resume time. A paused
-/// job is `processing` (SPEC section 2), even one paused before its first item started.
-pub fn set_paused(
+/// A person's pause or resume: sets or clears the flag and clears any reason and
+/// automatic resume time, so a pause a person sets is never lifted by a timer. A
+/// paused job is `processing` (SPEC section 2), even one paused before its first item.
+pub fn set_paused(conn: &Connection, kind: JobKind, job_id: i64, paused: bool) -> Result<(), AppError> {
+    conn.prepare_cached(&sql(kind).set_paused)?.execute(params![job_id, paused, ts(now())])?;
+    Ok(())
+}
+
+/// A rate limit's pause, with its reason and the time it lifts. Leaves a job a person
+/// paused exactly as it is. Returns whether the job is now paused by the rate limit.
+pub fn pause_for_rate_limit(
     conn: &Connection,
     kind: JobKind,
     job_id: i64,
-    paused: bool,
-    reason: Option<&str>,
-    resume_at: Option<DateTime<Utc>>,
-) -> Result<(), AppError> {
-    let t = tables(kind);
-    conn.prepare_cached(&format!(
-        "UPDATE {} SET paused = ?2, paused_reason = ?3, resume_at = ?4, updated_at = ?5,
-             status = CASE WHEN ?2 THEN 'processing' ELSE status END
-         WHERE id = ?1 AND status IN ('pending', 'processing')",
-        t.jobs
-    ))?
-    .execute(params![job_id, paused, reason, resume_at.map(ts), ts(now())])?;
-    Ok(())
+    reason: &str,
+    resume_at: DateTime<Utc>,
+) -> Result<bool, AppError> {
+    let changed =
+        conn.prepare_cached(&sql(kind).rate_limit_pause)?.execute(params![job_id, reason, ts(resume_at), ts(now())])?;
+    Ok(changed == 1)
 }
 
-/// Cancel, in the caller's transaction: job `failed` with `cancelled_at`, every
-/// `processing` item back to `pending`.
+/// Cancel, in the caller's transaction: job `failed` with `cancelled_at`, no pause
+/// left on it, every `processing` item back to `pending`.
 pub fn cancel_job(conn: &Connection, kind: JobKind, job_id: i64) -> Result<(), AppError> {
-    let t = tables(kind);
     reset_processing(conn, kind, job_id)?;
-    let now = ts(now());
-    conn.prepare_cached(&format!(
-        "UPDATE {} SET status = 'failed', cancelled_at = ?2, updated_at = ?2, paused = 0, resume_at = NULL
-         WHERE id = ?1 AND status IN ('pending', 'processing')",
-        t.jobs
-    ))?
-    .execute(params![job_id, now])?;
+    conn.prepare_cached(&sql(kind).cancel)?.execute(params![job_id, ts(now())])?;
     Ok(())
 }
 
-/// Removes a job and all its items.
-pub fn delete_job(conn: &Connection, kind: JobKind, job_id: i64) -> Result<(), AppError> {
-    let t = tables(kind);
-    conn.prepare_cached(&format!("DELETE FROM {} WHERE job_id = ?1", t.items))?.execute(params![job_id])?;
-    conn.prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", t.jobs))?.execute(params![job_id])?;
+/// Hides a job from every read at once; its items are removed later by [`purge_batch`].
+pub fn hide_job(conn: &Connection, kind: JobKind, job_id: i64, why: Hidden) -> Result<(), AppError> {
+    conn.prepare_cached(&sql(kind).hide)?.execute(params![job_id, why.as_str(), ts(now())])?;
     Ok(())
+}
+
+/// Every hidden job: deletes to finish and imports a crash cut short.
+pub fn hidden_jobs(conn: &Connection) -> Result<Vec<(JobKind, i64, Hidden)>, AppError> {
+    let mut out = Vec::new();
+    for kind in [JobKind::Research, JobKind::Preprocess] {
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT id, hidden FROM {} WHERE hidden IS NOT NULL", sql(kind).jobs))?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
+            let (id, why) = row?;
+            let why = if why == Hidden::Importing.as_str() { Hidden::Importing } else { Hidden::Deleting };
+            out.push((kind, id, why));
+        }
+    }
+    Ok(out)
+}
+
+/// Removes up to `limit` items of a job being deleted; once none is left, the job row
+/// too. Returns whether the job is gone.
+pub fn purge_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: i64) -> Result<bool, AppError> {
+    let s = sql(kind);
+    let removed = conn.prepare_cached(&s.purge_items)?.execute(params![job_id, limit])?;
+    if (removed as i64) < limit {
+        conn.prepare_cached(&s.purge_job)?.execute(params![job_id])?;
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// What the runner re-reads every poll: the flags a person may have set by hand.
@@ -540,55 +648,191 @@ pub fn delete_job(conn: &Connection, kind: JobKind, job_id: i64) -> Result<(), A
 pub struct Flags {
     pub status: JobStatus,
     pub paused: bool,
-    pub cancelled: bool,
     pub concurrency: u32,
     pub resume_at: Option<DateTime<Utc>>,
 }
 
 pub fn job_flags(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Option<Flags>, AppError> {
-    let t = tables(kind);
     Ok(conn
-        .prepare_cached(&format!(
-            "SELECT status, paused, cancelled_at IS NOT NULL, concurrency, resume_at FROM {} WHERE id = ?1",
-            t.jobs
-        ))?
+        .prepare_cached(&sql(kind).flags)?
         .query_row(params![job_id], |r| {
             let status: String = r.get(0)?;
             Ok(Flags {
                 status: status.parse().unwrap_or(JobStatus::Failed),
                 paused: r.get::<_, i64>(1)? != 0,
-                cancelled: r.get(2)?,
-                concurrency: r.get(3)?,
-                resume_at: parse_ts(r.get(4)?),
+                concurrency: r.get(2)?,
+                resume_at: parse_ts(r.get(3)?),
             })
         })
         .optional()?)
 }
 
-/// Results of preprocessing rows that may be fit for research (completed, first of
-/// their key), as `(item id, result JSON)`, after item id `after`.
-pub fn clean_rows(conn: &Connection, pre_job_id: i64, after: i64, limit: i64) -> Result<Vec<(i64, String)>, AppError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, result FROM preprocessing_results
-         WHERE job_id = ?1 AND id > ?2 AND status = 'completed' AND duplicate_of IS NULL AND result IS NOT NULL
-         ORDER BY id LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![pre_job_id, after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+/// A preprocessing row fit for research: completed, first of its key, valid, and its
+/// website reachable. This is the one place that rule lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanRow {
+    pub id: i64,
+    pub company: Option<String>,
+    /// Where the liveness check ended up, else the cleaned website.
+    pub website: Option<String>,
+    pub domain: Option<String>,
+}
+
+/// Up to `limit` clean rows of a preprocessing job after item id `after`.
+pub fn clean_rows(conn: &Connection, pre_job_id: i64, after: i64, limit: i64) -> Result<Vec<CleanRow>, AppError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, json_extract(result, '$.company'),
+                COALESCE(json_extract(result, '$.liveness.finalUrl'), json_extract(result, '$.website')),
+                json_extract(result, '$.domain')
+         FROM preprocessing_results
+         WHERE job_id = ?1 AND id > ?2 AND status = '{I_COMPLETED}' AND duplicate_of IS NULL
+           AND json_valid(result) AND json_extract(result, '$.valid') = 1
+           AND json_extract(result, '$.liveness.reachable') = 1
+         ORDER BY id LIMIT ?3"
+    ))?;
+    let text = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let rows = stmt.query_map(params![pre_job_id, after, limit], |r| {
+        Ok(CleanRow { id: r.get(0)?, company: text(r.get(1)?), website: text(r.get(2)?), domain: text(r.get(3)?) })
+    })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// Clears a rate-limit pause whose resume time has come; a pause set by a person
 /// (no `resume_at`) is left alone.
 pub fn auto_resume(conn: &Connection, kind: JobKind, job_id: i64) -> Result<bool, AppError> {
-    let t = tables(kind);
-    let now = ts(now());
-    let changed = conn
-        .prepare_cached(&format!(
-            "UPDATE {} SET paused = 0, paused_reason = NULL, resume_at = NULL, updated_at = ?2
-             WHERE id = ?1 AND paused = 1 AND resume_at IS NOT NULL AND resume_at <= ?2
-               AND status IN ('pending', 'processing')",
-            t.jobs
-        ))?
-        .execute(params![job_id, now])?;
+    let changed = conn.prepare_cached(&sql(kind).auto_resume)?.execute(params![job_id, ts(now())])?;
     Ok(changed == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every statement prepares against the migrated schema, so a typo in one that
+    /// only a rare path runs is caught here.
+    #[test]
+    fn every_statement_prepares() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::db::migrations().to_latest(&mut conn).unwrap();
+        for kind in [JobKind::Research, JobKind::Preprocess] {
+            let s = sql(kind);
+            for text in [
+                &s.get_job,
+                &s.list_jobs,
+                &s.live_jobs,
+                &s.columns,
+                &s.item_select,
+                &s.claim_item,
+                &s.claim_job,
+                &s.finish_item,
+                &s.finish_job,
+                &s.complete_if_done,
+                &s.job_status,
+                &s.requeue_item,
+                &s.requeue_job,
+                &s.reset_items,
+                &s.reset_job,
+                &s.with_processing,
+                &s.set_paused,
+                &s.rate_limit_pause,
+                &s.cancel,
+                &s.hide,
+                &s.purge_items,
+                &s.purge_job,
+                &s.flags,
+                &s.auto_resume,
+            ] {
+                conn.prepare(text).unwrap_or_else(|e| panic!("{kind}: {e}\n{text}"));
+            }
+        }
+    }
+
+    fn job_with_items(conn: &Connection, n: usize) -> i64 {
+        let id = insert_job(conn, JobKind::Research, "j", "j.csv", 2, &["company".into()]).unwrap();
+        let items: Vec<NewItem> = (0..n)
+            .map(|i| NewItem {
+                line: i as i64 + 2,
+                name: Some(format!("c{i}")),
+                input: "[]".into(),
+                ..Default::default()
+            })
+            .collect();
+        insert_items(conn, JobKind::Research, id, &items).unwrap();
+        reveal_job(conn, JobKind::Research, id, n as i64).unwrap();
+        id
+    }
+
+    fn fresh() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        super::super::db::migrations().to_latest(&mut conn).unwrap();
+        conn
+    }
+
+    #[test]
+    fn an_importing_job_is_invisible_until_revealed() {
+        let conn = fresh();
+        let id = insert_job(&conn, JobKind::Research, "j", "j.csv", 2, &["company".into()]).unwrap();
+        assert!(get_job(&conn, JobKind::Research, id).unwrap().is_none());
+        assert!(list_jobs(&conn, JobKind::Research).unwrap().is_empty());
+        assert!(live_jobs(&conn).unwrap().is_empty());
+        assert!(job_flags(&conn, JobKind::Research, id).unwrap().is_none());
+        assert!(claim_next(&conn, JobKind::Research, id, &[]).unwrap().is_none());
+        reveal_job(&conn, JobKind::Research, id, 0).unwrap();
+        assert!(get_job(&conn, JobKind::Research, id).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_rate_limit_never_takes_over_a_persons_pause() {
+        let conn = fresh();
+        let id = job_with_items(&conn, 3);
+        let k = JobKind::Research;
+        let later = now() + chrono::Duration::seconds(30);
+        // A person paused: the rate limit leaves the job alone.
+        set_paused(&conn, k, id, true).unwrap();
+        assert!(!pause_for_rate_limit(&conn, k, id, "429", later).unwrap());
+        let job = require_job(&conn, k, id).unwrap();
+        assert!(job.paused && job.resume_at.is_none() && job.paused_reason.is_none());
+        // Unpaused: the rate limit pauses with its reason and time; a second, shorter
+        // one keeps the later time.
+        set_paused(&conn, k, id, false).unwrap();
+        assert!(pause_for_rate_limit(&conn, k, id, "429 first", later).unwrap());
+        assert!(pause_for_rate_limit(&conn, k, id, "429 second", later - chrono::Duration::seconds(20)).unwrap());
+        let job = require_job(&conn, k, id).unwrap();
+        assert_eq!(job.resume_at.map(ts), Some(ts(later)));
+        assert_eq!(job.paused_reason.as_deref(), Some("429 second"));
+        // A person's pause over it makes it theirs: no timer lifts it any more.
+        set_paused(&conn, k, id, true).unwrap();
+        let job = require_job(&conn, k, id).unwrap();
+        assert!(job.paused && job.resume_at.is_none());
+    }
+
+    #[test]
+    fn cancel_clears_the_pause_and_its_reason() {
+        let conn = fresh();
+        let id = job_with_items(&conn, 2);
+        let k = JobKind::Research;
+        assert!(pause_for_rate_limit(&conn, k, id, "LLM rate limit", now() + chrono::Duration::seconds(5)).unwrap());
+        cancel_job(&conn, k, id).unwrap();
+        let job = require_job(&conn, k, id).unwrap();
+        assert!(job.cancelled && !job.paused);
+        assert_eq!((job.paused_reason, job.resume_at), (None, None));
+    }
+
+    #[test]
+    fn a_purge_goes_in_batches_then_removes_the_job() {
+        let conn = fresh();
+        let id = job_with_items(&conn, 25);
+        let k = JobKind::Research;
+        hide_job(&conn, k, id, Hidden::Deleting).unwrap();
+        assert!(get_job(&conn, k, id).unwrap().is_none(), "gone from reads at once");
+        let mut batches = 0;
+        while !purge_batch(&conn, k, id, 10).unwrap() {
+            batches += 1;
+        }
+        assert_eq!(batches, 2);
+        let left: i64 = conn.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0)).unwrap();
+        let jobs: i64 = conn.query_row("SELECT COUNT(*) FROM processing_jobs", [], |r| r.get(0)).unwrap();
+        assert_eq!((left, jobs), (0, 0));
+    }
 }

@@ -142,6 +142,25 @@ pub async fn service(config: Config) -> Service {
     state.service
 }
 
+/// A started service over `config` after an in-process "crash" (a runtime shut down
+/// in the background): its tasks, and with them its hold on the database's lock file,
+/// go away shortly after, as a killed process's would at once.
+pub async fn service_after_crash(config: Config) -> Service {
+    let options = leptos::config::LeptosOptions::builder().output_name("jobdeck").build();
+    let start = Instant::now();
+    let state = loop {
+        match jobdeck::server::build_state(config.clone(), options.clone()) {
+            Ok(state) => break state,
+            Err(e) if start.elapsed() < Duration::from_secs(10) && e.to_string().contains("another jobdeck server") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("state does not build: {e}"),
+        }
+    };
+    state.service.runner().start().await.expect("runner starts");
+    state.service
+}
+
 /// A research CSV whose websites are the given paths on `site`.
 pub fn research_csv(site: &Site, paths: &[String]) -> Vec<u8> {
     let mut csv = String::from("Company,Website\n");

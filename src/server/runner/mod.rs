@@ -17,8 +17,8 @@ use tokio_util::task::TaskTracker;
 use super::config::RunnerConfig;
 use super::db::Db;
 use super::error::AppError;
-use super::steps::{Claimed, Step, StepError};
-use super::store::{self, Finish, Flags};
+use super::steps::{bound_result, Claimed, Step, StepError};
+use super::store::{self, Finish, Flags, Hidden};
 use crate::model::{JobKind, JobStatus};
 
 /// The per-item steps, one per kind of job.
@@ -61,6 +61,13 @@ enum Outcome {
     RateLimited { reason: String, retry_after: Duration },
 }
 
+/// Items removed per transaction when a deleted job's items are purged.
+const PURGE_BATCH: i64 = 2000;
+/// Tries of a result write before the item goes back to `pending` instead.
+const WRITE_TRIES: u32 = 5;
+/// The longest wait between two tries of a write that keeps failing.
+const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(5);
+
 impl Runner {
     /// A runner that has not started anything yet; call [`Runner::start`].
     pub fn new(db: Db, cfg: RunnerConfig, steps: Steps) -> Self {
@@ -78,10 +85,12 @@ impl Runner {
         }
     }
 
-    /// Recovers from a crash (items left `processing` go back to `pending`) and starts
-    /// a task for every job that may still run; paused ones wait for a resume.
+    /// Recovers from a crash (items left `processing` go back to `pending`; deletes
+    /// and imports cut short are finished by removing what is left), starts a task for
+    /// every job that may still run (paused ones wait for a resume), and starts the
+    /// sweep that restarts a task for any live job left without one.
     pub async fn start(&self) -> Result<(), AppError> {
-        let recovered = self
+        let (recovered, hidden) = self
             .inner
             .db
             .write(|tx| {
@@ -89,27 +98,67 @@ impl Runner {
                 for (kind, id) in store::jobs_with_processing(tx)? {
                     moved += store::reset_processing(tx, kind, id)?;
                 }
-                Ok(moved)
+                let hidden = store::hidden_jobs(tx)?;
+                for &(kind, id, why) in &hidden {
+                    if why == Hidden::Importing {
+                        // Nobody saw it: an import the last run did not finish.
+                        store::hide_job(tx, kind, id, Hidden::Deleting)?;
+                    }
+                }
+                Ok((moved, hidden))
             })
             .await?;
         if recovered > 0 {
             tracing::info!(items = recovered, "recovered items left processing by an earlier run");
         }
+        for (kind, id, why) in hidden {
+            tracing::info!(kind = %kind, job = id, "finishing the removal of a {} job", why.as_str());
+            self.purge(kind, id);
+        }
         for (kind, id) in self.inner.db.read(store::live_jobs).await? {
             self.wake(kind, id);
         }
+        let runner = self.clone();
+        self.inner.tracker.spawn(async move { runner.sweep().await });
         Ok(())
+    }
+
+    /// Every `pause_poll_ms`, starts a task for each live job that has none (one whose
+    /// task could not start, say, because a read failed), so no live job is left with
+    /// nobody working on it.
+    async fn sweep(&self) {
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.inner.cfg.pause_poll()) => {}
+            }
+            match self.inner.db.read(store::live_jobs).await {
+                Ok(live) => {
+                    for (kind, id) in live {
+                        self.start_task(kind, id, false);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "the sweep for jobs without a task could not read; will retry"),
+            }
+        }
     }
 
     /// Tells the job's task to re-read its state now, starting a task if the job has
     /// none. Called by the service right after every committed change.
     pub fn wake(&self, kind: JobKind, id: i64) {
+        self.start_task(kind, id, true);
+    }
+
+    fn start_task(&self, kind: JobKind, id: i64, notify_running: bool) {
         if self.inner.shutdown.is_cancelled() {
             return;
         }
         let mut jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(notify) = jobs.get(&(kind, id)) {
-            notify.notify_one();
+            if notify_running {
+                notify.notify_one();
+            }
             return;
         }
         let notify = Arc::new(Notify::new());
@@ -122,9 +171,28 @@ impl Runner {
         });
     }
 
-    /// Whether any task is running for the job (for tests and diagnostics).
-    pub fn is_running(&self, kind: JobKind, id: i64) -> bool {
-        self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&(kind, id))
+    /// Removes a hidden job's items in batches, each its own short transaction, then
+    /// the job row. Stops at shutdown; the next start finishes it.
+    pub fn purge(&self, kind: JobKind, id: i64) {
+        let inner = self.inner.clone();
+        self.inner.tracker.spawn(async move {
+            loop {
+                if inner.shutdown.is_cancelled() {
+                    return;
+                }
+                match inner.db.write(move |tx| store::purge_batch(tx, kind, id, PURGE_BATCH)).await {
+                    Ok(true) => return,
+                    Ok(false) => tokio::task::yield_now().await,
+                    Err(e) => {
+                        tracing::warn!(kind = %kind, job = id, error = %e, "removing a deleted job's items failed; will retry");
+                        tokio::select! {
+                            () = inner.shutdown.cancelled() => return,
+                            () = tokio::time::sleep(MAX_WRITE_BACKOFF) => {}
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Stops starting items, lets in-flight ones finish for the grace period, puts
@@ -133,6 +201,60 @@ impl Runner {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
+    }
+}
+
+/// A write the runner owes the database: an item's result, or putting it back.
+enum Owed {
+    Finish(Finish, u32),
+    Requeue,
+}
+
+/// A write that failed, to be tried again at `due`.
+struct Unsaved {
+    item_id: i64,
+    owed: Owed,
+    tries: u32,
+    due: Instant,
+}
+
+/// The wait before try `tries + 1` of a failed write: doubling from 100 ms, capped.
+fn write_backoff(tries: u32) -> Duration {
+    Duration::from_millis(100).saturating_mul(1 << tries.min(10)).min(MAX_WRITE_BACKOFF)
+}
+
+/// What a job task knows about its job between two turns of its loop.
+struct TaskState {
+    flags: Flags,
+    /// A claim found nothing pending since the state last may have changed.
+    exhausted: bool,
+    /// Set when shutdown began: in-flight items may finish until then.
+    grace_until: Option<Instant>,
+}
+
+impl TaskState {
+    /// Whether new items may start.
+    fn running(&self) -> bool {
+        !self.flags.paused && self.grace_until.is_none()
+    }
+
+    fn window(&self) -> usize {
+        self.flags.concurrency.max(1) as usize
+    }
+
+    /// When a rate-limit pause lifts, as an instant a few ms late, so the stored time
+    /// has surely passed when the store looks.
+    fn resume_deadline(&self) -> Option<Instant> {
+        self.flags.resume_at.filter(|_| self.flags.paused).map(|t| {
+            let wait = (t - chrono::Utc::now()).to_std().unwrap_or_default();
+            Instant::now() + wait + Duration::from_millis(5)
+        })
+    }
+
+    /// New flags from the store; whatever was exhausted may have changed.
+    fn update(&mut self, flags: Flags) {
+        self.flags = flags;
+        self.exhausted = false;
     }
 }
 
@@ -146,137 +268,158 @@ struct JobTask {
     spare: Option<OwnedSemaphorePermit>,
     /// The job's column names, read once: claims build each item's input from them.
     columns: Arc<[String]>,
+    /// Writes that failed and are tried again: no item stays `processing` for good.
+    unsaved: Vec<Unsaved>,
 }
 
 impl JobTask {
     fn new(inner: Arc<Inner>, kind: JobKind, id: i64, wake: Arc<Notify>) -> Self {
         let step = inner.steps.for_kind(kind);
-        Self { inner, kind, id, wake, step, inflight: JoinSet::new(), spare: None, columns: Arc::from([]) }
+        Self {
+            inner,
+            kind,
+            id,
+            wake,
+            step,
+            inflight: JoinSet::new(),
+            spare: None,
+            columns: Arc::from([]),
+            unsaved: Vec::new(),
+        }
     }
 
+    /// The job's flags; `None` once it is gone. A failed read behaves as paused until
+    /// the next successful one.
     async fn flags(&self) -> Option<Flags> {
         let (kind, id) = (self.kind, self.id);
         match self.inner.db.read(move |c| store::job_flags(c, kind, id)).await {
             Ok(flags) => flags,
             Err(e) => {
                 tracing::warn!(kind = %kind, job = id, error = %e, "cannot read job flags; will retry");
-                // Unknown state: behave as paused until the next successful read.
-                Some(Flags {
-                    status: JobStatus::Processing,
-                    paused: true,
-                    cancelled: false,
-                    concurrency: 1,
-                    resume_at: None,
-                })
+                Some(Flags { status: JobStatus::Processing, paused: true, concurrency: 1, resume_at: None })
             }
         }
     }
 
     async fn run(mut self) {
         let (kind, id) = (self.kind, self.id);
-        let mut tick = tokio::time::interval(self.inner.cfg.pause_poll());
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        tick.reset();
-        let shutdown = self.inner.shutdown.clone();
-        let mut grace_until: Option<Instant> = None;
-        let Some(mut flags) = self.flags().await else { return };
+        let Some(flags) = self.flags().await else { return };
         match self.inner.db.read(move |c| store::job_columns(c, kind, id)).await {
             Ok(columns) => self.columns = columns.into(),
             Err(e) => {
-                // Gone (deleted) or unreadable: a later wake starts a fresh task.
+                // Gone (deleted) or unreadable: the sweep starts a fresh task later.
                 tracing::warn!(kind = %kind, job = id, error = %e, "cannot read the job's columns");
                 return;
             }
         }
-        // True once a claim found nothing pending; reset whenever state may have changed.
-        let mut exhausted = false;
+        let mut tick = tokio::time::interval(self.inner.cfg.pause_poll());
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick.reset();
+        let shutdown = self.inner.shutdown.clone();
+        let mut st = TaskState { flags, exhausted: false, grace_until: None };
         loop {
-            if flags.status.is_terminal() {
-                // Cancelled (or finished, or marked failed by hand): abort in-flight work;
-                // whatever it returns late is discarded by the store's guard.
-                self.inflight.abort_all();
-                while self.inflight.join_next().await.is_some() {}
-                // A job marked failed by hand (not through the service) may still have
-                // items `processing`; they go back to `pending` as a cancel puts them.
-                if let Err(e) = self.inner.db.write(move |tx| store::reset_processing(tx, kind, id)).await {
-                    tracing::warn!(kind = %kind, job = id, error = %e, "could not reset items of a finished job");
-                }
+            if st.flags.status.is_terminal() {
+                self.stop_finished().await;
                 return;
             }
-            let running = !flags.paused && grace_until.is_none();
-            if !running {
+            if !st.running() {
                 // A paused job gives its unused slot back to the others.
                 self.spare = None;
             }
-            let window = flags.concurrency.max(1) as usize;
-            while running && !exhausted && self.inflight.len() < window {
-                let Some(permit) = self.spare.take().or_else(|| self.inner.global.clone().try_acquire_owned().ok())
-                else {
-                    break;
-                };
-                let columns = self.columns.clone();
-                match self.inner.db.write(move |tx| store::claim_next(tx, kind, id, &columns)).await {
-                    Ok(Some(item)) => self.spawn_item(item, permit),
-                    Ok(None) => exhausted = true,
-                    Err(e) => {
-                        tracing::warn!(kind = %kind, job = id, error = %e, "claim failed; retrying at next poll");
-                        exhausted = true;
-                    }
-                }
-            }
-            if grace_until.is_some() && self.inflight.is_empty() {
+            self.fill_window(&mut st).await;
+            let idle = self.inflight.is_empty() && self.unsaved.is_empty();
+            if st.grace_until.is_some() && idle {
                 break;
             }
-            if running && exhausted && self.inflight.is_empty() {
+            if st.running() && st.exhausted && idle {
                 match self.inner.db.write(move |tx| store::complete_if_done(tx, kind, id)).await {
                     Ok(true) => return,
                     Ok(false) => {}
                     Err(e) => tracing::warn!(kind = %kind, job = id, error = %e, "completion check failed"),
                 }
             }
-            let want_permit = running && !exhausted && self.inflight.len() < window && self.spare.is_none();
-            let resume_at = flags.resume_at.filter(|_| flags.paused).map(|t| {
-                let wait = (t - chrono::Utc::now()).to_std().unwrap_or_default();
-                // A few ms late so the stored time has surely passed when we look.
-                Instant::now() + wait + Duration::from_millis(5)
-            });
-            tokio::select! {
-                () = self.wake.notified() => {
-                    if let Some(f) = self.flags().await { flags = f } else { return };
-                    exhausted = false;
-                }
+            let want_permit =
+                st.running() && !st.exhausted && self.inflight.len() < st.window() && self.spare.is_none();
+            let resume_at = st.resume_deadline();
+            let retry_at = self.unsaved.iter().map(|u| u.due).min();
+            // `None`: nothing to re-read; `Some(None)`: the job is gone; `Some(Some(_))`:
+            // fresh flags, after which a claim is worth trying again.
+            let fresh: Option<Option<Flags>> = tokio::select! {
+                () = self.wake.notified() => Some(self.flags().await),
                 Some(joined) = self.inflight.join_next(), if !self.inflight.is_empty() => {
                     // An Err is a task aborted on cancel or shutdown; panics are caught
                     // inside the task.
-                    if let Ok((item_id, outcome)) = joined {
-                        if let Some(f) = self.record(item_id, outcome).await { flags = f }
+                    match joined {
+                        Ok((item_id, outcome)) => self.record(item_id, outcome).await,
+                        Err(_) => None,
                     }
                 }
-                _ = tick.tick() => {
-                    if let Some(f) = self.flags().await { flags = f } else { return };
-                    exhausted = false;
-                }
+                _ = tick.tick() => Some(self.flags().await),
                 permit = self.inner.global.clone().acquire_owned(), if want_permit => {
                     self.spare = permit.ok();
+                    None
                 }
                 () = tokio::time::sleep_until(resume_at.unwrap_or_else(Instant::now)), if resume_at.is_some() => {
                     let _ = self.inner.db.write(move |tx| store::auto_resume(tx, kind, id)).await;
-                    if let Some(f) = self.flags().await { flags = f } else { return };
-                    exhausted = false;
+                    Some(self.flags().await)
                 }
-                () = shutdown.cancelled(), if grace_until.is_none() => {
-                    grace_until = Some(Instant::now() + self.inner.cfg.shutdown_grace());
+                () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                    self.retry_unsaved().await;
+                    Some(self.flags().await)
                 }
-                () = tokio::time::sleep_until(grace_until.unwrap_or_else(Instant::now)), if grace_until.is_some() => {
+                () = shutdown.cancelled(), if st.grace_until.is_none() => {
+                    st.grace_until = Some(Instant::now() + self.inner.cfg.shutdown_grace());
+                    None
+                }
+                () = tokio::time::sleep_until(st.grace_until.unwrap_or_else(Instant::now)), if st.grace_until.is_some() => {
                     self.inflight.abort_all();
                     while self.inflight.join_next().await.is_some() {}
                     break;
                 }
+            };
+            match fresh {
+                None => {}
+                Some(Some(flags)) => st.update(flags),
+                // Deleted by hand: nothing is left to work on.
+                Some(None) => return,
             }
         }
         // Shutting down: nothing in flight any more; what did not finish runs again next start.
         if let Err(e) = self.inner.db.write(move |tx| store::reset_processing(tx, kind, id)).await {
             tracing::error!(kind = %kind, job = id, error = %e, "could not reset in-flight items at shutdown");
+        }
+    }
+
+    /// Claims items while the job runs and its window and the global cap have room.
+    async fn fill_window(&mut self, st: &mut TaskState) {
+        let (kind, id) = (self.kind, self.id);
+        while st.running() && !st.exhausted && self.inflight.len() < st.window() {
+            let Some(permit) = self.spare.take().or_else(|| self.inner.global.clone().try_acquire_owned().ok()) else {
+                break;
+            };
+            let columns = self.columns.clone();
+            match self.inner.db.write(move |tx| store::claim_next(tx, kind, id, &columns)).await {
+                Ok(Some(item)) => self.spawn_item(item, permit),
+                Ok(None) => st.exhausted = true,
+                Err(e) => {
+                    tracing::warn!(kind = %kind, job = id, error = %e, "claim failed; retrying at next poll");
+                    st.exhausted = true;
+                }
+            }
+        }
+    }
+
+    /// The job is over (cancelled, or marked finished by hand): in-flight work is
+    /// aborted and whatever it returns late is discarded by the store's guard.
+    async fn stop_finished(&mut self) {
+        let (kind, id) = (self.kind, self.id);
+        self.inflight.abort_all();
+        while self.inflight.join_next().await.is_some() {}
+        self.unsaved.clear();
+        // A job marked failed by hand (not through the service) may still have items
+        // `processing`; they go back to `pending` as a cancel puts them.
+        if let Err(e) = self.inner.db.write(move |tx| store::reset_processing(tx, kind, id)).await {
+            tracing::warn!(kind = %kind, job = id, error = %e, "could not reset items of a finished job");
         }
     }
 
@@ -295,7 +438,7 @@ impl JobTask {
                 let run = std::panic::AssertUnwindSafe(step.run(item.clone())).catch_unwind().await;
                 let run = run.unwrap_or_else(|_| Err(StepError::Permanent("internal error: the step crashed".into())));
                 match run {
-                    Ok(v) => return (item_id, Outcome::Done(Finish::Completed(v), attempt)),
+                    Ok(v) => return (item_id, Outcome::Done(Finish::Completed(bound_result(v)), attempt)),
                     Err(StepError::Permanent(e)) => return (item_id, Outcome::Done(Finish::Failed(e), attempt)),
                     Err(StepError::Transient(e)) if attempt >= max_attempts => {
                         let reason = format!("{e} (gave up after {attempt} attempts)");
@@ -313,15 +456,17 @@ impl JobTask {
     }
 
     /// Stores an item's outcome. A rate limit puts the item back and pauses the job
-    /// until the time the service gave; returns the new flags then.
-    async fn record(&self, item_id: i64, outcome: Outcome) -> Option<Flags> {
+    /// until the time the service gave, unless a person paused it. A write that fails
+    /// is kept and tried again. Returns the job's flags when they may have changed
+    /// (`Some(None)`: the job is gone).
+    async fn record(&mut self, item_id: i64, outcome: Outcome) -> Option<Option<Flags>> {
         let (kind, id) = (self.kind, self.id);
         match outcome {
             Outcome::Done(finish, attempts) => {
-                let res =
-                    self.inner.db.write(move |tx| store::finish_item(tx, kind, id, item_id, attempts, &finish)).await;
-                if let Err(e) = res {
-                    tracing::error!(kind = %kind, job = id, item = item_id, error = %e, "could not store a result");
+                let owed = Owed::Finish(finish, attempts);
+                if let Err(e) = self.write_owed(item_id, &owed).await {
+                    tracing::warn!(kind = %kind, job = id, item = item_id, error = %e, "could not store a result; will retry");
+                    self.unsaved.push(Unsaved { item_id, owed, tries: 1, due: Instant::now() + write_backoff(1) });
                 }
                 None
             }
@@ -333,14 +478,60 @@ impl JobTask {
                     .db
                     .write(move |tx| {
                         store::requeue_item(tx, kind, id, item_id)?;
-                        store::set_paused(tx, kind, id, true, Some(&reason), Some(resume_at))?;
-                        Ok(())
+                        store::pause_for_rate_limit(tx, kind, id, &reason, resume_at)
                     })
                     .await;
                 if let Err(e) = res {
-                    tracing::error!(kind = %kind, job = id, error = %e, "could not pause a rate-limited job");
+                    tracing::warn!(kind = %kind, job = id, error = %e, "could not pause a rate-limited job; will retry the item");
+                    self.unsaved.push(Unsaved {
+                        item_id,
+                        owed: Owed::Requeue,
+                        tries: 1,
+                        due: Instant::now() + write_backoff(1),
+                    });
                 }
-                self.flags().await
+                Some(self.flags().await)
+            }
+        }
+    }
+
+    async fn write_owed(&self, item_id: i64, owed: &Owed) -> Result<(), AppError> {
+        let (kind, id) = (self.kind, self.id);
+        match owed {
+            Owed::Finish(finish, attempts) => {
+                let (finish, attempts) = (finish.clone(), *attempts);
+                self.inner.db.write(move |tx| store::finish_item(tx, kind, id, item_id, attempts, &finish)).await?;
+            }
+            Owed::Requeue => {
+                self.inner.db.write(move |tx| store::requeue_item(tx, kind, id, item_id)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tries the failed writes that are due again. A result that still cannot be
+    /// written after [`WRITE_TRIES`] tries gives way: the item goes back to `pending`
+    /// (tried until it works), so it runs again rather than staying `processing`.
+    async fn retry_unsaved(&mut self) {
+        let now = Instant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsaved).into_iter().partition(|u| u.due <= now);
+        self.unsaved = later;
+        for mut u in due {
+            match self.write_owed(u.item_id, &u.owed).await {
+                Ok(()) => {}
+                Err(e) => {
+                    u.tries += 1;
+                    if matches!(u.owed, Owed::Finish(..)) && u.tries >= WRITE_TRIES {
+                        tracing::error!(
+                            kind = %self.kind, job = self.id, item = u.item_id, error = %e,
+                            "could not store a result after {WRITE_TRIES} tries; the item goes back to pending"
+                        );
+                        u.owed = Owed::Requeue;
+                        u.tries = 0;
+                    }
+                    u.due = Instant::now() + write_backoff(u.tries);
+                    self.unsaved.push(u);
+                }
             }
         }
     }

@@ -14,6 +14,10 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(60);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 /// Error bodies end up in the job's paused reason and the item's error; keep them short.
 const MAX_REASON_CHARS: usize = 200;
+/// The most of an answer read: a chat completion with a small JSON profile is a few KiB.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+/// The most of an error answer read, for its message.
+const MAX_ERROR_BYTES: usize = 16 * 1024;
 
 const SYSTEM_PROMPT: &str = "You profile companies for a sales team. From the company name and \
 the text of its website, answer with one JSON object and nothing else, with exactly these keys: \
@@ -68,18 +72,18 @@ impl Llm {
         if !self.api_key.is_empty() {
             request = request.bearer_auth(&self.api_key);
         }
-        let response = request.send().await.map_err(|e| prefixed(net::classify(e)))?;
+        let response = request.send().await.map_err(|e| prefixed(request_error(e)))?;
         let status = response.status();
 
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             let header =
                 response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
             let retry_after = retry_after(header.as_deref(), SystemTime::now());
-            let detail = error_detail(&response.text().await.unwrap_or_default());
+            let detail = error_detail(&error_body(response).await);
             return Err(StepError::RateLimited { reason: format!("LLM rate limit (HTTP 429): {detail}"), retry_after });
         }
         if !status.is_success() {
-            let detail = error_detail(&response.text().await.unwrap_or_default());
+            let detail = error_detail(&error_body(response).await);
             let reason = format!("LLM endpoint answered HTTP {}: {detail}", status.as_u16());
             return Err(if status.is_server_error() || status == reqwest::StatusCode::REQUEST_TIMEOUT {
                 StepError::Transient(reason)
@@ -88,7 +92,13 @@ impl Llm {
             });
         }
 
-        let bytes = response.bytes().await.map_err(|e| prefixed(net::classify(e)))?;
+        let (bytes, more) = net::read_at_most(response, MAX_ANSWER_BYTES).await.map_err(prefixed)?;
+        if more {
+            return Err(StepError::Permanent(format!(
+                "the LLM answer is larger than {} KiB; it was not read",
+                MAX_ANSWER_BYTES / 1024
+            )));
+        }
         let answer: Value = serde_json::from_slice(&bytes).map_err(|e| {
             StepError::Permanent(format!(
                 "LLM answer is not JSON ({e}): {}",
@@ -101,6 +111,22 @@ impl Llm {
             .ok_or_else(|| StepError::Permanent("LLM answer has no choices[0].message.content".into()))?;
         parse_profile(content)
     }
+}
+
+/// The configured endpoint is the user's own service: when it cannot be reached it is
+/// most likely restarting, so that is worth another try, unlike a website's.
+fn request_error(e: reqwest::Error) -> StepError {
+    if e.is_connect() {
+        StepError::Transient(net::describe(&e))
+    } else {
+        net::classify(e)
+    }
+}
+
+/// The start of an error answer's body, as text.
+async fn error_body(response: reqwest::Response) -> String {
+    let (bytes, _) = net::read_at_most(response, MAX_ERROR_BYTES).await.unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Network errors read better in a job's log when they say which service failed.
@@ -356,6 +382,18 @@ mod tests {
             matches!(result, Err(StepError::Transient(ref r)) if r.starts_with("LLM request failed")),
             "{result:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_refused_without_reading_it_all() {
+        // A well-formed answer whose content alone is four times the cap.
+        let huge = "x".repeat(4 * MAX_ANSWER_BYTES);
+        let fake = Fake { status: 200, body: chat_answer(&format!("{{\"summary\": \"{huge}\"}}")), ..Fake::default() };
+        let base = serve(fake).await;
+        match llm(base, "k").profile(Some("Acme"), "t").await {
+            Err(StepError::Permanent(reason)) => assert!(reason.contains("larger than 256 KiB"), "{reason}"),
+            other => panic!("expected a permanent failure, got {:?}", other.map(|_| "a profile")),
+        }
     }
 
     #[test]

@@ -31,3 +31,98 @@ pub trait Step: Send + Sync + 'static {
     /// Works on `item` and returns the JSON result stored with it.
     fn run(&self, item: Claimed) -> BoxFuture<'static, Result<serde_json::Value, StepError>>;
 }
+
+/// The most a stored result may weigh, serialised (SPEC section 9: everything bounded).
+pub const MAX_RESULT_BYTES: usize = 64 * 1024;
+/// Longest string kept anywhere in a result, in characters.
+const MAX_RESULT_STRING_CHARS: usize = 2000;
+/// Most entries kept in any list or object of a result.
+const MAX_RESULT_ENTRIES: usize = 50;
+
+/// Bounds a step's result before it is stored: strings, lists and objects are cut to
+/// their caps, at any depth, and a result still over [`MAX_RESULT_BYTES`] loses its
+/// largest fields, each replaced by a note saying so.
+pub fn bound_result(mut value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    fn cut(v: &mut Value, depth: usize) {
+        match v {
+            Value::String(s) => {
+                if let Some((at, _)) = s.char_indices().nth(MAX_RESULT_STRING_CHARS) {
+                    s.truncate(at);
+                    s.push('…');
+                }
+            }
+            Value::Array(items) => {
+                items.truncate(MAX_RESULT_ENTRIES);
+                if depth > 8 {
+                    items.clear();
+                }
+                items.iter_mut().for_each(|i| cut(i, depth + 1));
+            }
+            Value::Object(map) => {
+                if depth > 8 {
+                    map.clear();
+                }
+                let mut kept = 0;
+                map.retain(|_, _| {
+                    kept += 1;
+                    kept <= MAX_RESULT_ENTRIES
+                });
+                map.values_mut().for_each(|i| cut(i, depth + 1));
+            }
+            _ => {}
+        }
+    }
+    cut(&mut value, 0);
+    let size = |v: &Value| serde_json::to_vec(v).map_or(usize::MAX, |b| b.len());
+    while size(&value) > MAX_RESULT_BYTES {
+        let Value::Object(map) = &mut value else { return Value::String("the result was too large to keep".into()) };
+        let Some(largest) = map
+            .iter()
+            .filter(|(_, v)| !matches!(v, Value::String(s) if s.starts_with("(left out:")))
+            .max_by_key(|(_, v)| size(v))
+            .map(|(k, _)| k.clone())
+        else {
+            break;
+        };
+        map.insert(largest, Value::String("(left out: too large to keep)".into()));
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn results_are_bounded_at_every_depth() {
+        let long = "é".repeat(10_000);
+        let many: Vec<String> = (0..1000).map(|i| format!("item {i}")).collect();
+        let result = bound_result(json!({
+            "title": long,
+            "emails": many,
+            "profile": {"nested": {"deeper": [long.clone(), long.clone()]}},
+            "statusCode": 200,
+        }));
+        assert_eq!(result["title"].as_str().unwrap().chars().count(), MAX_RESULT_STRING_CHARS + 1);
+        assert_eq!(result["emails"].as_array().unwrap().len(), MAX_RESULT_ENTRIES);
+        assert_eq!(result["statusCode"], 200);
+        assert!(serde_json::to_vec(&result).unwrap().len() <= MAX_RESULT_BYTES);
+    }
+
+    #[test]
+    fn a_result_still_too_large_loses_its_largest_fields_first() {
+        // 50 fields of 50 strings of 2,000 characters: far over the cap after cutting.
+        let field: Vec<String> = (0..50).map(|_| "x".repeat(2000)).collect();
+        let mut map = serde_json::Map::new();
+        map.insert("title".into(), json!("Acme"));
+        for i in 0..40 {
+            map.insert(format!("list{i}"), json!(field));
+        }
+        let result = bound_result(serde_json::Value::Object(map));
+        assert!(serde_json::to_vec(&result).unwrap().len() <= MAX_RESULT_BYTES);
+        assert_eq!(result["title"], "Acme", "small fields are kept");
+        assert_eq!(result["list0"], "(left out: too large to keep)");
+    }
+}

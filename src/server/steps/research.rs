@@ -8,7 +8,9 @@ use reqwest::Url;
 use scraper::{Html, Node};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::sync::LazyLock;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
+use tokio::sync::Semaphore;
 
 use super::llm::Llm;
 use super::net::{self, Http};
@@ -20,6 +22,18 @@ const MAX_TEXT_CHARS: usize = 2000;
 const MAX_LLM_TEXT_CHARS: usize = 6000;
 /// The excerpt stored in the result, so people can see what the site says.
 const MAX_EXCERPT_CHARS: usize = 300;
+/// Each list kept from a site (e-mails, phones, social profiles): a page of thousands
+/// of addresses says no more about a company than its first few.
+const MAX_LIST: usize = 25;
+const MAX_TECHNOLOGIES: usize = 40;
+/// Same-site links kept as candidates for the extra pages.
+const MAX_LINKS: usize = 200;
+/// Longest title, description and link text kept, in characters.
+const MAX_TITLE_CHARS: usize = 300;
+const MAX_DESCRIPTION_CHARS: usize = 1000;
+const MAX_LINK_TEXT_CHARS: usize = 200;
+/// Longer URLs are not profiles or pages anyone links to on purpose.
+const MAX_URL_CHARS: usize = 500;
 
 /// The research step; cheap to clone pieces are moved into each item's future.
 pub struct ResearchStep {
@@ -93,6 +107,50 @@ pub struct Extracted {
     /// Same-site http(s) links with their text, candidates for the extra pages.
     #[serde(skip)]
     pub links: Vec<Link>,
+    /// What the lists already hold, so each addition is checked in constant time.
+    #[serde(skip)]
+    seen: Seen,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Seen {
+    emails: HashSet<String>,
+    phones: HashSet<String>,
+    socials: HashSet<String>,
+    links: HashSet<String>,
+}
+
+/// Adds `value` to a capped list unless `seen` has it.
+fn push_capped(list: &mut Vec<String>, seen: &mut HashSet<String>, key: String, value: String, cap: usize) {
+    if list.len() < cap && seen.insert(key) {
+        list.push(value);
+    }
+}
+
+impl Extracted {
+    fn add_email(&mut self, email: String) {
+        push_capped(&mut self.emails, &mut self.seen.emails, email.clone(), email, MAX_LIST);
+    }
+
+    fn add_phone(&mut self, phone: String) {
+        push_capped(&mut self.phones, &mut self.seen.phones, phone.clone(), phone, MAX_LIST);
+    }
+
+    /// Social links compare loosely, so `https://www.x.com/acme/` and `http://x.com/acme` count once.
+    fn add_social(&mut self, url: String) {
+        if url.chars().count() <= MAX_URL_CHARS {
+            push_capped(&mut self.socials, &mut self.seen.socials, social_key(&url), url, MAX_LIST);
+        }
+    }
+
+    fn add_link(&mut self, url: Url, text: String) {
+        if self.links.len() < MAX_LINKS
+            && url.as_str().chars().count() <= MAX_URL_CHARS
+            && self.seen.links.insert(page_key(&url))
+        {
+            self.links.push(Link { url, text: shorten(&text, MAX_LINK_TEXT_CHARS) });
+        }
+    }
 }
 
 /// A link found on a page.
@@ -196,18 +254,22 @@ pub fn extract(page_url: &Url, html: &str, headers: &HeaderMap) -> Extracted {
         let e = el.value();
         match e.name() {
             "html" if out.language.is_none() => {
-                out.language = e.attr("lang").and_then(|l| non_empty(l.trim().to_string()));
+                out.language = e.attr("lang").and_then(|l| non_empty(shorten(l.trim(), 35)));
             }
             "title" if out.title.is_none() => {
                 // An <svg><title> is a tooltip, not the page's title.
                 let in_svg = el.ancestors().any(|a| a.value().as_element().is_some_and(|p| p.name() == "svg"));
                 if !in_svg {
-                    out.title = non_empty(collapse(&el.text().collect::<String>()));
+                    out.title = non_empty(shorten(&collapse(&el.text().collect::<String>()), MAX_TITLE_CHARS));
                 }
             }
             "meta" => {
                 let key = e.attr("name").or_else(|| e.attr("property")).unwrap_or("").trim().to_ascii_lowercase();
-                let Some(content) = e.attr("content").map(collapse).and_then(non_empty) else { continue };
+                let Some(content) =
+                    e.attr("content").map(|c| shorten(&collapse(c), MAX_DESCRIPTION_CHARS)).and_then(non_empty)
+                else {
+                    continue;
+                };
                 match key.as_str() {
                     "description" if out.description.is_none() => out.description = Some(content),
                     "og:description" if og_description.is_none() => og_description = Some(content),
@@ -218,7 +280,10 @@ pub fn extract(page_url: &Url, html: &str, headers: &HeaderMap) -> Extracted {
             "link" => {
                 let Some(href) = e.attr("href").and_then(|h| page_url.join(h.trim()).ok()) else { continue };
                 let rel = e.attr("rel").unwrap_or("").to_ascii_lowercase();
-                if out.canonical.is_none() && rel.split_ascii_whitespace().any(|r| r == "canonical") {
+                if out.canonical.is_none()
+                    && rel.split_ascii_whitespace().any(|r| r == "canonical")
+                    && href.as_str().chars().count() <= MAX_URL_CHARS
+                {
                     out.canonical = Some(href.to_string());
                 }
                 asset_technologies(&mut out.technologies, href.as_str());
@@ -266,8 +331,11 @@ pub fn extract(page_url: &Url, html: &str, headers: &HeaderMap) -> Extracted {
 
     let text = visible_text(&doc);
     for m in EMAIL_RE.find_iter(&text) {
+        if out.emails.len() >= MAX_LIST {
+            break;
+        }
         if let Some(email) = clean_email(m.as_str()) {
-            push_unique(&mut out.emails, email);
+            out.add_email(email);
         }
     }
     out.text = shorten(&text, MAX_TEXT_CHARS);
@@ -282,7 +350,7 @@ fn link_found(out: &mut Extracted, page_url: &Url, href: &str, text: String) {
         let addresses = addresses.split('?').next().unwrap_or("");
         for address in addresses.split([',', ';']) {
             if let Some(email) = clean_email(address) {
-                push_unique(&mut out.emails, email);
+                out.add_email(email);
             }
         }
         return;
@@ -290,7 +358,7 @@ fn link_found(out: &mut Extracted, page_url: &Url, href: &str, text: String) {
     if lower.starts_with("tel:") || lower.starts_with("callto:") {
         let number = href.split_once(':').map_or("", |(_, n)| n);
         if let Some(phone) = normalize_phone(&percent_decode(number)) {
-            push_unique(&mut out.phones, phone);
+            out.add_phone(phone);
         }
         return;
     }
@@ -300,9 +368,9 @@ fn link_found(out: &mut Extracted, page_url: &Url, href: &str, text: String) {
     }
     url.set_fragment(None);
     if is_social_profile(&url) {
-        push_social(&mut out.socials, url.to_string());
-    } else if same_site(page_url, &url) && !out.links.iter().any(|l| same_page(&l.url, &url)) {
-        out.links.push(Link { url, text });
+        out.add_social(url.to_string());
+    } else if same_site(page_url, &url) {
+        out.add_link(url, text);
     }
 }
 
@@ -327,13 +395,6 @@ fn social_key(url: &str) -> String {
     rest.trim_end_matches('/').to_string()
 }
 
-fn push_social(list: &mut Vec<String>, url: String) {
-    let key = social_key(&url);
-    if !list.iter().any(|s| social_key(s) == key) {
-        list.push(url);
-    }
-}
-
 fn host_without_www(url: &Url) -> String {
     let host = url.host_str().unwrap_or("").to_ascii_lowercase();
     host.strip_prefix("www.").map(str::to_string).unwrap_or(host)
@@ -344,12 +405,20 @@ fn same_site(a: &Url, b: &Url) -> bool {
     host_without_www(a) == host_without_www(b)
 }
 
+/// What identifies a page, ignoring scheme, `www.`, a trailing slash and the fragment.
+fn page_key(url: &Url) -> String {
+    format!(
+        "{}:{}{}?{}",
+        host_without_www(url),
+        url.port_or_known_default().unwrap_or(0),
+        url.path().trim_end_matches('/'),
+        url.query().unwrap_or("")
+    )
+}
+
 /// Same page ignoring scheme, `www.`, a trailing slash and the fragment.
 fn same_page(a: &Url, b: &Url) -> bool {
-    same_site(a, b)
-        && a.port_or_known_default() == b.port_or_known_default()
-        && a.path().trim_end_matches('/') == b.path().trim_end_matches('/')
-        && a.query() == b.query()
+    page_key(a) == page_key(b)
 }
 
 fn clean_email(raw: &str) -> Option<String> {
@@ -402,8 +471,12 @@ fn asset_technologies(list: &mut Vec<String>, haystack: &str) {
 }
 
 /// Adds a technology unless it is already listed, also when already listed with a
-/// version ("WordPress 6.4" makes a later "WordPress" redundant).
+/// version ("WordPress 6.4" makes a later "WordPress" redundant). The list is short
+/// and capped, so the scan stays cheap.
 fn push_technology(list: &mut Vec<String>, name: String) {
+    if list.len() >= MAX_TECHNOLOGIES {
+        return;
+    }
     let lower = name.to_lowercase();
     let known = list.iter().any(|t| {
         let t = t.to_lowercase();
@@ -411,12 +484,6 @@ fn push_technology(list: &mut Vec<String>, name: String) {
     });
     if !known {
         list.push(name);
-    }
-}
-
-fn push_unique(list: &mut Vec<String>, value: String) {
-    if !list.contains(&value) {
-        list.push(value);
     }
 }
 
@@ -558,6 +625,9 @@ fn pick_extra_pages(homes: &[&Url], links: &[Link], max: usize) -> Vec<Url> {
         }
         let Some(kind) = page_kind(link) else { continue };
         let nth = per_kind[kind as usize];
+        if nth >= max {
+            continue;
+        }
         per_kind[kind as usize] += 1;
         picked.push((nth, kind, url.clone()));
     }
@@ -578,13 +648,13 @@ fn merge(into: &mut Extracted, other: Extracted) {
         into.language = other.language;
     }
     for s in other.socials {
-        push_social(&mut into.socials, s);
+        into.add_social(s);
     }
     for e in other.emails {
-        push_unique(&mut into.emails, e);
+        into.add_email(e);
     }
     for p in other.phones {
-        push_unique(&mut into.phones, p);
+        into.add_phone(p);
     }
     for t in other.technologies {
         push_technology(&mut into.technologies, t);
@@ -593,6 +663,25 @@ fn merge(into: &mut Extracted, other: Extracted) {
 
 fn page_entry(url: &Url, status: Option<u16>, error: Option<&StepError>) -> Value {
     json!({"url": url.as_str(), "statusCode": status, "error": error.map(|e| e.to_string())})
+}
+
+/// Parsing a big page is seconds of CPU: pages are parsed on the blocking pool, at
+/// most one per spare core at a time, so status reads, controls and other items'
+/// network work never wait behind a hostile page.
+static PARSERS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Arc::new(Semaphore::new(cores.saturating_sub(1).max(1)))
+});
+
+/// [`extract`], off the async threads.
+async fn extract_page(page: Page) -> Result<Extracted, StepError> {
+    let permit = PARSERS.clone().acquire_owned().await.map_err(|_| StepError::Permanent("shutting down".into()))?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        extract(&page.final_url, &page.html, &page.headers)
+    })
+    .await
+    .map_err(|e| StepError::Permanent(format!("internal error: the page parser failed: {e}")))
 }
 
 async fn research(http: &Http, llm: Option<&Llm>, max_extra_pages: usize, item: &Claimed) -> Result<Value, StepError> {
@@ -605,18 +694,19 @@ async fn research(http: &Http, llm: Option<&Llm>, max_extra_pages: usize, item: 
         .ok_or_else(|| StepError::Permanent(format!("`{given}` is not a usable website URL or domain")))?;
 
     let home = fetch_page(http, &url).await.map_err(|f| f.error)?;
-    let mut found = extract(&home.final_url, &home.html, &home.headers);
-    let mut pages = vec![page_entry(&url, Some(home.status), None)];
+    let (home_url, home_status) = (home.final_url.clone(), home.status);
+    let mut found = extract_page(home).await?;
+    let mut pages = vec![page_entry(&url, Some(home_status), None)];
     let mut texts = vec![std::mem::take(&mut found.text)];
 
-    let extras = pick_extra_pages(&[&url, &home.final_url], &found.links, max_extra_pages);
+    let extras = pick_extra_pages(&[&url, &home_url], &found.links, max_extra_pages);
     // Concurrently, and dropped together if the job is cancelled.
     let fetched = futures::future::join_all(extras.iter().map(|u| fetch_page(http, u))).await;
     for (extra_url, result) in extras.iter().zip(fetched) {
         match result {
             Ok(page) => {
                 pages.push(page_entry(extra_url, Some(page.status), None));
-                let mut more = extract(&page.final_url, &page.html, &page.headers);
+                let mut more = extract_page(page).await?;
                 texts.push(std::mem::take(&mut more.text));
                 merge(&mut found, more);
             }
@@ -645,8 +735,8 @@ async fn research(http: &Http, llm: Option<&Llm>, max_extra_pages: usize, item: 
 
     Ok(json!({
         "url": url.as_str(),
-        "finalUrl": home.final_url.as_str(),
-        "statusCode": home.status,
+        "finalUrl": home_url.as_str(),
+        "statusCode": home_status,
         "title": found.title,
         "description": found.description,
         "canonical": found.canonical,
@@ -957,13 +1047,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unreachable_site_is_transient() {
+    async fn a_refused_connection_fails_at_once() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let step = ResearchStep::new(http(true), None, 2);
         let result = step.run(claimed(Some(&format!("http://{addr}/")), None)).await;
-        assert!(matches!(result, Err(StepError::Transient(_))), "{result:?}");
+        assert!(matches!(result, Err(StepError::Permanent(ref r)) if r.contains("refused")), "{result:?}");
     }
 
     #[tokio::test]
