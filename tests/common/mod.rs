@@ -25,7 +25,8 @@ use tokio::sync::watch;
 /// - `/f/{n}`: answers at once;
 /// - `/g/{n}`: waits until the gate opens ([`Site::open_gate`]);
 /// - `/d/{ms}/{n}`: waits `ms` milliseconds;
-/// - `/e/{n}`: answers 503 (a transient error).
+/// - `/e/{n}`: answers 503 (a transient error);
+/// - `/links/{n}`: a hostile page, 2 MiB of links, addresses, profiles and phones.
 #[derive(Clone)]
 pub struct Site {
     pub addr: SocketAddr,
@@ -45,6 +46,24 @@ fn page(n: &str) -> Response {
          <body><h1>Company {n}</h1><a href=\"mailto:hello{n}@example.com\">mail</a></body></html>"
     ))
     .into_response()
+}
+
+/// About 2 MiB of distinct same-site links, e-mail addresses, social profiles and
+/// phone numbers: what a link farm or a huge sitemap page looks like to the parser.
+pub fn hostile_links_page() -> String {
+    use std::fmt::Write;
+    let mut page = String::from("<html><head><title>Everything</title></head><body>\n");
+    let mut i = 0;
+    while page.len() < 2 * 1024 * 1024 - 200 {
+        let _ = writeln!(
+            page,
+            "<a href=\"/p/{i}\">page {i}</a> <a href=\"mailto:user{i}@example{i}.com\">mail</a> \
+             <a href=\"https://twitter.com/acct{i}\">t</a> <a href=\"tel:+1555{i:07}\">call</a>"
+        );
+        i += 1;
+    }
+    page.push_str("</body></html>");
+    page
 }
 
 impl Site {
@@ -81,6 +100,13 @@ impl Site {
                 get(|State(s): State<SiteState>, Path(n): Path<String>| async move {
                     s.hits.lock().unwrap().push(format!("/e/{n}"));
                     StatusCode::SERVICE_UNAVAILABLE
+                }),
+            )
+            .route(
+                "/links/{n}",
+                get(|State(s): State<SiteState>, Path(n): Path<String>| async move {
+                    s.hits.lock().unwrap().push(format!("/links/{n}"));
+                    Html(hostile_links_page())
                 }),
             )
             .with_state(state);
