@@ -1,5 +1,6 @@
 //! The real server binary under signals: SIGTERM drains in-flight items and leaves
-//! nothing `processing`; SIGKILL mid-job loses nothing after a restart.
+//! nothing `processing`, and exits even with a download still open; SIGKILL mid-job
+//! loses nothing after a restart; a second server on the same file refuses to start.
 #![cfg(all(feature = "ssr", unix))]
 
 mod common;
@@ -18,6 +19,10 @@ struct Server {
 
 impl Server {
     fn start(db: &Path) -> Self {
+        Self::start_with(db, Stdio::null())
+    }
+
+    fn start_with(db: &Path, stderr: Stdio) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(env!("CARGO_BIN_EXE_jobdeck"))
             .env("JOBDECK_CONFIG", Path::new(env!("CARGO_MANIFEST_DIR")).join("Leptos.toml"))
@@ -30,7 +35,7 @@ impl Server {
             .env("JOBDECK_MAX_EXTRA_PAGES", "0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("the jobdeck binary starts");
         Self { child, base: format!("http://127.0.0.1:{port}") }
@@ -63,6 +68,10 @@ impl Server {
     }
 
     async fn create(&self, csv: Vec<u8>, concurrency: u32) -> i64 {
+        self.create_at("/api/process", csv, concurrency).await
+    }
+
+    async fn create_at(&self, root: &str, csv: Vec<u8>, concurrency: u32) -> i64 {
         let boundary = "jobdeck-process-test";
         let mut body = format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"concurrency\"\r\n\r\n{concurrency}\r\n\
@@ -72,7 +81,7 @@ impl Server {
         body.extend(csv);
         body.extend(format!("\r\n--{boundary}--\r\n").bytes());
         let res = reqwest::Client::new()
-            .post(format!("{}/api/process", self.base))
+            .post(format!("{}{root}", self.base))
             .header("content-type", format!("multipart/form-data; boundary={boundary}"))
             .body(body)
             .send()
@@ -159,4 +168,56 @@ async fn sigkill_mid_job_loses_nothing_after_a_restart() {
     assert_eq!((job["completed"].as_i64(), job["total"].as_i64()), (Some(10), Some(10)));
     let hits = site.hits_by_path();
     assert!((0..4).all(|i| hits[&format!("/f/{i}")] == 1), "completed accounts were not redone: {hits:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_database_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let site = Site::start().await;
+    let first = Server::start(&db);
+    first.wait_ready().await;
+    let id = first.create(research_csv(&site, &["/g/1".to_string()]), 1).await;
+    wait_for(Duration::from_secs(30), "the item in flight", || async { site.hit_count() == 1 }).await;
+
+    let mut second = Server::start_with(&db, Stdio::piped());
+    assert!(!second.wait_exit(Duration::from_secs(30)).await, "the second server exits with an error");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(second.child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("another jobdeck server is already using the database"), "{stderr}");
+
+    // The first one's in-flight item was left alone and finishes.
+    let job = first.job(id).await;
+    assert_eq!(job["processing"], 1, "the second server did not take the item over: {job}");
+    site.open_gate();
+    assert_eq!(wait_completed(&first, id).await["completed"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_within_the_grace_period_even_with_a_download_still_open() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let mut server = Server::start(&db);
+    server.wait_ready().await;
+    let mut csv = String::from("company,notes\n");
+    for i in 0..30_000 {
+        csv.push_str(&format!("Company {i},{}\n", "n".repeat(100)));
+    }
+    let id = server.create_at("/api/preprocess/jobs", csv.into_bytes(), 8).await;
+
+    // A client that asks for the export and then reads nothing, with a tiny receive
+    // buffer, so the server's side of the download stalls.
+    let addr: std::net::SocketAddr = server.base.trim_start_matches("http://").parse().unwrap();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    write!(stream, "GET /api/preprocess/jobs/{id}/export?format=json HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // the download is under way
+
+    server.signal("TERM");
+    // Grace 2 s for the runner, then 2 s for open connections.
+    assert!(server.wait_exit(Duration::from_secs(20)).await, "a clean exit despite the stalled download");
+    drop(stream);
 }

@@ -312,3 +312,183 @@ async fn the_dashboard_is_server_rendered() {
     assert!(html.contains("No jobs yet"), "{html}");
     assert!(html.contains("/pkg/jobdeck.js"), "the page loads the hydration script");
 }
+
+#[tokio::test]
+async fn every_api_answer_is_json_even_for_unknown_paths_wrong_methods_and_bad_queries() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = started_app(dir.path()).await;
+    let (status, _) = upload(&app, "/api/process", &[], Some(("a.csv", b"Company\nAcme\n"))).await;
+    assert_eq!(status, StatusCode::CREATED);
+    for (method, uri, expected) in [
+        ("GET", "/api/nothing/here", StatusCode::NOT_FOUND),
+        ("GET", "/api", StatusCode::NOT_FOUND),
+        ("GET", "/api/process/1/pause", StatusCode::METHOD_NOT_ALLOWED),
+        ("PUT", "/api/process", StatusCode::METHOD_NOT_ALLOWED),
+        ("GET", "/api/process/1/accounts?status=failed&status=completed", StatusCode::BAD_REQUEST),
+        ("GET", "/api/process/1/accounts?limit=ten", StatusCode::BAD_REQUEST),
+    ] {
+        let req = Request::builder().method(method).uri(uri).body(Body::empty()).unwrap();
+        let (status, bytes, ctype) = send(&app, req).await;
+        assert_eq!(status, expected, "{method} {uri}");
+        assert!(ctype.starts_with("application/json"), "{method} {uri} answered {ctype}");
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{method} {uri}: {body}");
+    }
+    // Pages outside /api keep their HTML 404.
+    let req = Request::builder().uri("/no/such/page").body(Body::empty()).unwrap();
+    let (status, _, ctype) = send(&app, req).await;
+    assert_eq!((status, ctype.starts_with("text/html")), (StatusCode::NOT_FOUND, true));
+}
+
+/// A body that produces `total` bytes of one multipart upload, 64 KiB at a time, and
+/// counts how many of them were read.
+fn counted_upload(total: usize, kind_field: bool) -> (Body, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pulled = std::sync::Arc::new(AtomicUsize::new(0));
+    let mut head = String::new();
+    if kind_field {
+        head.push_str(&format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\nresearch\r\n"));
+    }
+    head.push_str(&format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.csv\"\r\n\r\nCompany\n"
+    ));
+    let chunk = bytes::Bytes::from("Acme Anvils Incorporated\n".repeat(64 * 1024 / 25));
+    let counter = pulled.clone();
+    let mut sent = 0usize;
+    let mut first = Some(bytes::Bytes::from(head));
+    let stream = futures::stream::poll_fn(move |_| {
+        let next = first.take().unwrap_or_else(|| chunk.clone());
+        if sent >= total {
+            return std::task::Poll::Ready(None);
+        }
+        sent += next.len();
+        counter.fetch_add(next.len(), Ordering::SeqCst);
+        std::task::Poll::Ready(Some(Ok::<_, std::io::Error>(next)))
+    });
+    (Body::from_stream(stream), pulled)
+}
+
+#[tokio::test]
+async fn an_oversized_upload_is_refused_early_on_the_rest_api_and_the_ui_path_alike() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.server.max_upload_bytes = 1024 * 1024;
+    let state = state(config);
+    let service = state.service.clone();
+    let app = jobdeck::server::app(state);
+    for (uri, kind_field) in [("/api/process", false), ("/api/preprocess/jobs", false), ("/api/upload_job", true)] {
+        // Declared too large: refused before a byte of the body is read.
+        let (body, pulled) = counted_upload(300 << 20, kind_field);
+        let req = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+            .header("content-length", (300u64 << 20).to_string())
+            .body(body)
+            .unwrap();
+        let (status, bytes, _) = send(&app, req).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}: {}", String::from_utf8_lossy(&bytes));
+        assert_eq!(pulled.load(Ordering::SeqCst), 0, "{uri} read the body of a declared 300 MiB upload");
+
+        // Streamed with no length: cut off as soon as it passes the limit.
+        let (body, pulled) = counted_upload(300 << 20, kind_field);
+        let req = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+            .body(body)
+            .unwrap();
+        let (status, bytes, _) = send(&app, req).await;
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}: {text}");
+        assert!(text.contains("limit"), "{uri}: {text}");
+        let read = pulled.load(Ordering::SeqCst);
+        assert!(read <= (1 << 20) + 3 * 64 * 1024, "{uri} read {read} bytes of a 300 MiB upload");
+    }
+    assert!(service.list_all().await.unwrap().is_empty(), "no job was created");
+
+    // The UI's path takes a small upload, with its kind.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/upload_job")
+        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .header("accept", "application/json")
+        .body(multipart(&[("kind", "preprocess"), ("name", "From the UI")], Some(("a.csv", b"company\nAcme\n"))))
+        .unwrap();
+    let (status, bytes, _) = send(&app, req).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    let jobs = service.list_all().await.unwrap();
+    assert_eq!((jobs.len(), jobs[0].name.as_str(), jobs[0].kind.as_str()), (1, "From the UI", "preprocess"));
+}
+
+#[tokio::test]
+async fn other_bodies_are_bounded_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = started_app(dir.path()).await;
+    let req = Request::builder()
+        .method("POST")
+        .uri("/api/process/1/pause")
+        .header("content-length", (2u64 << 20).to_string())
+        .body(Body::from(vec![b'x'; 2 << 20]))
+        .unwrap();
+    let (status, bytes, ctype) = send(&app, req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(ctype.starts_with("application/json"), "{}", String::from_utf8_lossy(&bytes));
+}
+
+#[tokio::test]
+async fn a_name_over_200_characters_is_a_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = started_app(dir.path()).await;
+    let long = "x".repeat(201);
+    let (status, err) = upload(&app, "/api/process", &[("name", &long)], Some(("a.csv", b"Company\nAcme\n"))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(err["error"].as_str().unwrap().contains("200"), "{err}");
+}
+
+/// Every `<script` tag of a page and the nonce each carries.
+fn script_nonces(html: &str) -> Vec<Option<String>> {
+    html.match_indices("<script")
+        .map(|(at, _)| {
+            let tag = &html[at..at + html[at..].find('>').unwrap()];
+            tag.split("nonce=\"").nth(1).map(|rest| rest.split('"').next().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn markup_in_a_job_name_stays_text_and_only_the_pages_own_scripts_may_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(test_config(dir.path()));
+    let service = state.service.clone();
+    let app = jobdeck::server::app(state);
+    let evil = "</title><script>alert(\"title\")</script><img src=x onerror=alert(1)>";
+    let mut up = common::upload(b"Company\n<b>Acme</b>\n".to_vec(), 1);
+    up.name = Some(evil.to_string());
+    let job = service.create_job(jobdeck::model::JobKind::Research, up).await.unwrap();
+    for uri in ["/".to_string(), format!("/processing/{}", job.id), format!("/processing/{}/accounts", job.id)] {
+        let res = app.clone().oneshot(Request::builder().uri(&uri).body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{uri}");
+        let csp = res.headers()["content-security-policy"].to_str().unwrap().to_string();
+        let html = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+        assert!(!html.contains("<script>alert"), "{uri}: the name ran as markup");
+        assert!(!html.contains("<img src=x"), "{uri}: the name ran as markup");
+        assert!(!html.contains("<b>Acme"), "{uri}: an account name ran as markup");
+        if uri != "/" {
+            let title = html.split("<title>").nth(1).and_then(|t| t.split("</title>").next()).unwrap();
+            assert!(title.contains("&lt;/title&gt;&lt;script&gt;alert("), "{uri}: the title is {title}");
+        }
+        let nonce = csp.split("'nonce-").nth(1).and_then(|r| r.split('\'').next()).expect("a nonce in the CSP");
+        assert!(csp.contains("script-src 'nonce-") && !csp.contains("'unsafe-inline' 'wasm"), "{csp}");
+        let scripts = script_nonces(&html);
+        assert!(!scripts.is_empty(), "{uri} has its hydration script");
+        for found in scripts {
+            assert_eq!(found.as_deref(), Some(nonce), "{uri}: a script without the response's nonce");
+        }
+    }
+    // Another response, another nonce.
+    let first = app.clone().oneshot(Request::builder().uri("/").body(Body::empty()).unwrap()).await.unwrap();
+    let second = app.clone().oneshot(Request::builder().uri("/").body(Body::empty()).unwrap()).await.unwrap();
+    assert_ne!(first.headers()["content-security-policy"], second.headers()["content-security-policy"]);
+}

@@ -273,8 +273,7 @@ impl Service {
         tokio::spawn(async move {
             let mut rows = first;
             let mut line = 1i64;
-            loop {
-                let Some(last) = rows.last().map(|r| r.id) else { break };
+            while let Some(last) = rows.last().map(|r| r.id) {
                 let chunk = rows
                     .into_iter()
                     .map(|row| {

@@ -32,10 +32,13 @@ pub struct UploadForm {
     pub has_file: bool,
 }
 
+/// Whether a stream error is the body limit of [`bound_body`] tripping. The server
+/// function layer passes stream errors on as text, so the text counts too.
 fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    const LIMIT_TEXT: &str = "length limit exceeded"; // http_body_util's own wording
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
-        if err.is::<http_body_util::LengthLimitError>() {
+        if err.is::<http_body_util::LengthLimitError>() || err.to_string().contains(LIMIT_TEXT) {
             return true;
         }
         source = err.source();
