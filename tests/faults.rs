@@ -273,26 +273,36 @@ async fn a_big_import_in_chunks_links_duplicates_across_chunks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_job_vanishes_at_once_and_its_items_are_removed_in_the_background() {
+async fn a_deleted_job_vanishes_at_once_and_its_items_are_removed_while_other_jobs_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("jobdeck.sqlite3");
+    let site = Site::start().await;
     let service = service(test_config(dir.path())).await;
     let mut csv = String::from("company\n");
-    for i in 0..9000 {
+    for i in 0..60_000 {
         csv.push_str(&format!("Company {i}\n"));
     }
-    let job = service.create_job(P, upload(csv.into_bytes(), 1)).await.unwrap();
-    let _ = service.cancel(P, job.id).await; // or it completed already: terminal either way
-    service.delete(P, job.id).await.unwrap();
-    assert!(matches!(service.get(P, job.id).await, Err(AppError::NotFound { .. })));
-    assert!(service.list_all().await.unwrap().is_empty());
-    assert!(matches!(service.items(P, job.id, None, 0, 10).await, Err(AppError::NotFound { .. })));
-    assert!(matches!(service.delete(P, job.id).await, Err(AppError::NotFound { .. })));
+    let big = service.create_job(P, upload(csv.into_bytes(), 1)).await.unwrap();
+    let _ = service.cancel(P, big.id).await; // or it completed already: terminal either way
+    let other = service.create_job(R, upload(research_csv(&site, &paths("/g/", 2)), 1)).await.unwrap();
+
+    service.delete(P, big.id).await.unwrap();
+    // Gone from every read at once, while its items are still being removed; another
+    // job's control action goes through meanwhile.
+    let paused = service.pause(R, other.id).await.unwrap();
+    assert!(paused.paused);
+    let left = count(&db, "SELECT COUNT(*) FROM preprocessing_results");
+    assert!(left > 0, "the delete answered only after removing every item");
+    assert!(matches!(service.get(P, big.id).await, Err(AppError::NotFound { .. })));
+    assert_eq!(service.list_all().await.unwrap().len(), 1);
+    assert!(matches!(service.items(P, big.id, None, 0, 10).await, Err(AppError::NotFound { .. })));
+    assert!(matches!(service.delete(P, big.id).await, Err(AppError::NotFound { .. })));
     wait_for(LONG, "the items to be removed", || async {
         count(&db, "SELECT COUNT(*) FROM preprocessing_results") == 0
             && count(&db, "SELECT COUNT(*) FROM preprocessing_jobs") == 0
     })
     .await;
+    site.open_gate();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
