@@ -191,8 +191,9 @@ async fn a_result_write_that_fails_is_tried_again_and_the_job_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_that_cannot_be_written_for_long_goes_back_to_pending_and_runs_again() {
-    // Longer than every try of the result write together (about 3.5 s here).
-    let (site, _) = results_arrive_while_the_database_is_locked(Duration::from_secs(6)).await;
+    // Longer than every try of the result write together: five tries of 100 ms each
+    // with 0.2 + 0.4 + 0.8 + 1.6 s between them, about 3.5 s.
+    let (site, _) = results_arrive_while_the_database_is_locked(Duration::from_secs(7)).await;
     assert!(site.hits_by_path().values().all(|&n| n == 2), "each account ran again: {:?}", site.hits_by_path());
 }
 

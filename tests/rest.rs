@@ -388,8 +388,15 @@ async fn an_oversized_upload_is_refused_early_on_the_rest_api_and_the_ui_path_al
             .body(body)
             .unwrap();
         let (status, bytes, _) = send(&app, req).await;
-        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}: {}", String::from_utf8_lossy(&bytes));
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}: {text}");
         assert_eq!(pulled.load(Ordering::SeqCst), 0, "{uri} read the body of a declared 300 MiB upload");
+        if kind_field {
+            // The UI's client reads server function errors as `ServerError|message`.
+            assert!(text.starts_with("ServerError|the upload is larger than the limit"), "{text}");
+        } else {
+            assert!(text.contains("\"error\""), "{text}");
+        }
 
         // Streamed with no length: cut off as soon as it passes the limit.
         let (body, pulled) = counted_upload(300 << 20, kind_field);
@@ -403,6 +410,7 @@ async fn an_oversized_upload_is_refused_early_on_the_rest_api_and_the_ui_path_al
         let text = String::from_utf8_lossy(&bytes);
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{uri}: {text}");
         assert!(text.contains("limit"), "{uri}: {text}");
+        assert!(!kind_field || text.starts_with("ServerError|"), "{uri}: {text}");
         let read = pulled.load(Ordering::SeqCst);
         assert!(read <= (1 << 20) + 3 * 64 * 1024, "{uri} read {read} bytes of a 300 MiB upload");
     }

@@ -40,3 +40,17 @@ test("a concurrency outside 1–64 is refused", async ({ page }) => {
   await expect(page).toHaveURL(/\/$/);
   expect(await form.getByLabel("Concurrency").evaluate((el: HTMLInputElement) => el.validity.valid)).toBe(false);
 });
+
+test("a file over the upload limit is refused at once with the limit, and creates nothing", async ({ page, request }) => {
+  const dashboard = new DashboardPage(page);
+  await dashboard.open();
+  const name = uniqueName("Too big");
+  // 51 MiB: over the default 50 MiB limit.
+  const big = "Company\n" + "Acme Anvils Incorporated\n".repeat(Math.ceil((51 * 1024 * 1024) / 25));
+  await dashboard.upload("preprocess", big, { name });
+  const alert = dashboard.form("preprocess").getByRole("alert");
+  await expect(alert).toContainText("larger than the limit");
+  await expect(page).toHaveURL(/\/$/);
+  const jobs = (await (await request.get("/api/preprocess/jobs")).json()) as { name: string }[];
+  expect(jobs.map((j) => j.name)).not.toContain(name);
+});

@@ -57,11 +57,17 @@ pub struct Db {
     _lock: Arc<std::fs::File>,
 }
 
-/// The lock file beside a database file: `jobdeck.sqlite3` → `jobdeck.sqlite3.lock`.
+/// The lock file beside a database file: `jobdeck.sqlite3` → `jobdeck.sqlite3.lock`,
+/// in the folder the file really lives in, so a second path to the same file (a
+/// symbolic link, another working directory) finds the same lock.
 pub fn lock_path(path: &Path) -> std::path::PathBuf {
-    let mut name = path.file_name().map(std::ffi::OsString::from).unwrap_or_default();
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()).join(path.file_name().unwrap_or_default())
+    });
+    let mut name = real.file_name().map(std::ffi::OsString::from).unwrap_or_default();
     name.push(".lock");
-    path.with_file_name(name)
+    real.with_file_name(name)
 }
 
 /// Takes the exclusive lock that makes one server the only user of a database file.
@@ -208,6 +214,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(unix)]
     fn a_second_open_of_the_same_file_is_refused_while_the_first_lives() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobdeck.sqlite3");
@@ -221,6 +228,11 @@ mod tests {
         drop(first);
         assert!(Db::open(&path, Duration::from_secs(1)).is_err(), "a clone still holds the lock");
         drop(clone);
-        Db::open(&path, Duration::from_secs(1)).expect("free again once every handle is gone");
+        let reopened = Db::open(&path, Duration::from_secs(1)).expect("free again once every handle is gone");
+        // Another path to the same file finds the same lock.
+        let link = dir.path().join("other-name.sqlite3");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(matches!(Db::open(&link, Duration::from_secs(1)), Err(OpenError::InUse(..))));
+        drop(reopened);
     }
 }

@@ -148,6 +148,8 @@ pub const CHUNK_ROWS: usize = 5000;
 
 /// The longest file name kept; longer ones are cut.
 const MAX_FILENAME_CHARS: usize = 255;
+/// The most columns a file may have: exports of real systems stay far below it.
+pub const MAX_COLUMNS: usize = 1000;
 
 /// A job about to be created: its name and settings, checked.
 #[derive(Debug, Clone)]
@@ -218,8 +220,14 @@ pub fn check(kind: JobKind, upload: &Upload, limits: Limits) -> Result<Checked, 
         return Err(AppError::BadInput(format!("line {line}: a quoted field is never closed")));
     }
     let mut reader = reader(&data, delimiter);
-    let mut headers: Vec<String> =
-        reader.headers().map_err(|e| csv_error(&e))?.iter().map(|h| h.trim().to_string()).collect();
+    let header = reader.headers().map_err(|e| csv_error(&e))?;
+    if header.len() > MAX_COLUMNS {
+        return Err(AppError::BadInput(format!(
+            "line 1: the header has {} columns; at most {MAX_COLUMNS} are allowed",
+            header.len()
+        )));
+    }
+    let mut headers: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
     if headers.iter().all(String::is_empty) {
         return Err(AppError::BadInput("line 1: the header row is empty".into()));
     }
@@ -271,8 +279,9 @@ fn reader(data: &[u8], delimiter: u8) -> csv::Reader<&[u8]> {
 }
 
 impl Checked {
-    /// The data rows with their physical line numbers, blank rows skipped, each as
-    /// wide as the header (empty trailing cells dropped, missing ones added).
+    /// The data rows with their physical line numbers, blank rows skipped, never wider
+    /// than the header. Empty trailing cells are left out (readers fill them in), so a
+    /// wide header over short rows costs nothing per row.
     fn rows_iter(&self) -> impl Iterator<Item = Result<(i64, Vec<String>), AppError>> + '_ {
         let data: &[u8] = &self.data;
         let width = self.job.columns.len();
@@ -302,17 +311,14 @@ impl Checked {
             if values.iter().all(|v| v.trim().is_empty()) {
                 return None;
             }
-            if values.len() > width {
-                if values[width..].iter().all(|v| v.trim().is_empty()) {
-                    values.truncate(width);
-                } else {
-                    return Some(Err(AppError::BadInput(format!(
-                        "line {line}: the row has {} fields but the header has {width}",
-                        values.len()
-                    ))));
-                }
+            if values.len() > width && !values[width..].iter().all(|v| v.trim().is_empty()) {
+                return Some(Err(AppError::BadInput(format!(
+                    "line {line}: the row has {} fields but the header has {width}",
+                    values.len()
+                ))));
             }
-            values.resize(width, String::new());
+            let used = values.iter().rposition(|v| !v.is_empty()).map_or(0, |i| i + 1);
+            values.truncate(used.min(width));
             Some(Ok((line, values)))
         })
     }
@@ -415,14 +421,15 @@ fn unclosed_quote(data: &[u8], delimiter: u8) -> Option<i64> {
 
 /// Repeated header names get a number so every column keeps its own key.
 fn dedupe_headers(headers: &mut [String]) {
-    for i in 0..headers.len() {
-        if headers[i].is_empty() {
-            headers[i] = format!("column {}", i + 1);
+    let mut taken = std::collections::HashSet::new();
+    for (i, header) in headers.iter_mut().enumerate() {
+        if header.is_empty() {
+            *header = format!("column {}", i + 1);
         }
+        let base = header.clone();
         let mut n = 2;
-        let base = headers[i].clone();
-        while headers[..i].contains(&headers[i]) {
-            headers[i] = format!("{base} ({n})");
+        while !taken.insert(header.clone()) {
+            *header = format!("{base} ({n})");
             n += 1;
         }
     }
@@ -483,5 +490,35 @@ mod tests {
         let mut v = h(&["name", "name", "", "name"]);
         dedupe_headers(&mut v);
         assert_eq!(v, h(&["name", "name (2)", "column 3", "name (3)"]));
+        // A header of one name repeated to the column limit stays quick to rename.
+        let mut many = vec!["a".to_string(); MAX_COLUMNS];
+        dedupe_headers(&mut many);
+        assert_eq!(many.iter().collect::<std::collections::HashSet<_>>().len(), MAX_COLUMNS);
+        assert_eq!(many[MAX_COLUMNS - 1], format!("a ({MAX_COLUMNS})"));
+    }
+
+    fn limits() -> Limits {
+        Limits { max_bytes: 1 << 20, max_rows: 1000, default_concurrency: 2 }
+    }
+
+    fn upload(bytes: &[u8]) -> Upload {
+        Upload { filename: "a.csv".into(), name: None, concurrency: None, bytes: Bytes::copy_from_slice(bytes) }
+    }
+
+    #[test]
+    fn a_header_over_the_column_limit_is_refused() {
+        let header = (0..=MAX_COLUMNS).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",");
+        let err = check(JobKind::Preprocess, &upload(format!("{header}\nx\n").as_bytes()), limits()).err().unwrap();
+        assert!(err.to_string().contains("1001 columns"), "{err}");
+    }
+
+    #[test]
+    fn short_rows_under_a_wide_header_are_stored_short() {
+        let header = (1..MAX_COLUMNS).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",");
+        let file = format!("company,{header}\nAcme\nBeta,,x\n");
+        let checked = check(JobKind::Research, &upload(file.as_bytes()), limits()).unwrap();
+        let items: Vec<NewItem> = checked.chunks().flat_map(|c| c.unwrap()).collect();
+        assert_eq!(items[0].input, r#"["Acme"]"#);
+        assert_eq!(items[1].input, r#"["Beta","","x"]"#);
     }
 }

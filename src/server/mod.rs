@@ -24,7 +24,9 @@ use state::AppState;
 /// Public so tests can drive it in-process.
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(App);
-    let max_upload = state.config.server.max_upload_bytes;
+    let server_fns = policy::ServerFnPaths::collect();
+    let limits =
+        upload::BodyLimits { max_upload_bytes: state.config.server.max_upload_bytes, server_fns: server_fns.clone() };
     Router::new()
         .merge(rest::routes())
         .leptos_routes_with_context(&state, routes, policy::page_context, {
@@ -32,10 +34,10 @@ pub fn app(state: AppState) -> Router {
             move || shell(options.clone())
         })
         .fallback(file_and_error_handler_with_context::<AppState, _>(policy::page_context, shell))
-        .layer(from_fn_with_state(policy::ServerFnPaths::collect(), policy::api_errors))
+        .layer(from_fn_with_state(server_fns, policy::api_errors))
         .layer(from_fn(policy::safety_headers))
         // Outermost: a body over its limit is refused before anything reads it.
-        .layer(from_fn_with_state(max_upload, upload::bound_body))
+        .layer(from_fn_with_state(limits, upload::bound_body))
         .with_state(state)
 }
 

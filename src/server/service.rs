@@ -254,7 +254,17 @@ impl Service {
             return Err(AppError::WrongState("the preprocessing job has not completed yet".into()));
         }
         let page = import::CHUNK_ROWS as i64;
-        let first = self.db.read(move |c| store::clean_rows(c, pre_id, 0, page)).await?;
+        // Each page is read in one snapshot with the job still there: a delete of the
+        // preprocessing job half-way fails this import instead of cutting it short.
+        let read_page = move |db: Db, after: i64| async move {
+            db.read(move |c| {
+                let snapshot = c.unchecked_transaction()?;
+                store::require_job(&snapshot, JobKind::Preprocess, pre_id)?;
+                store::clean_rows(&snapshot, pre_id, after, page)
+            })
+            .await
+        };
+        let first = read_page(self.db.clone(), 0).await?;
         if first.is_empty() {
             return Err(AppError::BadInput("no row is clean, unique and reachable; nothing to research".into()));
         }
@@ -284,7 +294,7 @@ impl Service {
                 if tx.send(Ok(chunk)).await.is_err() {
                     return;
                 }
-                rows = match db.read(move |c| store::clean_rows(c, pre_id, last, page)).await {
+                rows = match read_page(db.clone(), last).await {
                     Ok(rows) => rows,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;

@@ -318,8 +318,9 @@ pub fn item_id_range(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Op
 /// Makes an imported job visible with its totals, in the transaction that ends the import.
 pub fn reveal_job(conn: &Connection, kind: JobKind, job_id: i64, count: i64) -> Result<(), AppError> {
     conn.prepare_cached(&format!(
-        "UPDATE {} SET total = ?2, pending_count = ?2, hidden = NULL WHERE id = ?1",
-        sql(kind).jobs
+        "UPDATE {} SET total = ?2, pending_count = ?2, hidden = NULL WHERE id = ?1 AND hidden = '{}'",
+        sql(kind).jobs,
+        Hidden::Importing.as_str()
     ))?
     .execute(params![job_id, count])?;
     Ok(())
@@ -363,11 +364,18 @@ pub fn job_columns(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Vec<
     serde_json::from_str(&text).map_err(|e| AppError::Internal(format!("job columns: {e}")))
 }
 
+/// An item's input as column name → value, in file order. Rows are stored without
+/// their empty trailing cells; every column is filled in here.
+fn input_map(columns: &[String], stored: &str) -> serde_json::Map<String, serde_json::Value> {
+    let values: Vec<serde_json::Value> = serde_json::from_str(stored).unwrap_or_default();
+    let empty = std::iter::repeat(serde_json::Value::String(String::new()));
+    columns.iter().cloned().zip(values.into_iter().chain(empty)).collect()
+}
+
 fn item_from_row(columns: &[String], row: &Row<'_>) -> rusqlite::Result<Item> {
     let status: String = row.get(2)?;
     let input_text: String = row.get(8)?;
-    let values: Vec<serde_json::Value> = serde_json::from_str(&input_text).unwrap_or_default();
-    let input = columns.iter().cloned().zip(values).collect();
+    let input = input_map(columns, &input_text);
     let result: Option<String> = row.get(9)?;
     let normalized: Option<String> = row.get(10)?;
     // Preprocessing rows show their cleaning as soon as they are imported; the
@@ -482,14 +490,13 @@ pub fn claim_next(
         return Ok(None);
     };
     conn.prepare_cached(&s.claim_job)?.execute(params![job_id, now])?;
-    let values: Vec<serde_json::Value> = serde_json::from_str(&input).unwrap_or_default();
     Ok(Some(Claimed {
         id,
         line,
         name,
         website,
         domain,
-        input: columns.iter().cloned().zip(values).collect(),
+        input: input_map(columns, &input),
         normalized: normalized.and_then(|s| serde_json::from_str(&s).ok()),
         duplicate_of,
     }))

@@ -5,12 +5,13 @@
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, Method};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::AppError;
 use super::import::{parse_concurrency, Upload};
+use super::policy::ServerFnPaths;
 use crate::model::JobKind;
 
 /// Room for the multipart envelope and the small fields around a file at the limit.
@@ -137,18 +138,46 @@ pub fn body_limit(method: &Method, path: &str, max_upload_bytes: usize) -> usize
     }
 }
 
+/// What [`bound_body`] needs to know.
+#[derive(Clone)]
+pub struct BodyLimits {
+    pub max_upload_bytes: usize,
+    /// Server functions get their errors in the form their client decodes.
+    pub server_fns: ServerFnPaths,
+}
+
+/// A 413 as a server function's client reads it (`ServerError|message`), so the UI
+/// shows the message instead of a decoding error.
+fn server_fn_too_large(path: &str, message: String) -> Response {
+    use leptos::server_fn::error::{FromServerFnError, ServerFnErrorEncoding};
+    use leptos::server_fn::ContentType;
+    let body = leptos::prelude::ServerFnError::new(message).ser();
+    let mut response = (axum::http::StatusCode::PAYLOAD_TOO_LARGE, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ServerFnErrorEncoding::CONTENT_TYPE));
+    if let Ok(path) = HeaderValue::from_str(path) {
+        headers.insert(leptos::server_fn::error::SERVER_FN_ERROR_HEADER, path);
+    }
+    response
+}
+
 /// Middleware: a declared length over the limit is answered 413 before any byte is
 /// read; any other body is cut off at the limit while it streams.
-pub async fn bound_body(State(max_upload_bytes): State<usize>, request: Request, next: Next) -> Response {
-    let limit = body_limit(request.method(), request.uri().path(), max_upload_bytes);
+pub async fn bound_body(State(limits): State<BodyLimits>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_string();
+    let limit = body_limit(request.method(), &path, limits.max_upload_bytes);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        let what = if is_upload(request.method(), request.uri().path()) { "upload" } else { "request body" };
-        return AppError::TooLarge(format!("the {what} is larger than the limit of {limit} bytes")).into_response();
+        let what = if is_upload(request.method(), &path) { "upload" } else { "request body" };
+        let message = format!("the {what} is larger than the limit of {limit} bytes");
+        if limits.server_fns.0.contains(&path) {
+            return server_fn_too_large(&path, message);
+        }
+        return AppError::TooLarge(message).into_response();
     }
     let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
     next.run(request).await

@@ -166,7 +166,16 @@ impl Runner {
         drop(jobs);
         let inner = self.inner.clone();
         self.inner.tracker.spawn(async move {
-            JobTask::new(inner.clone(), kind, id, notify).run().await;
+            let run = std::panic::AssertUnwindSafe(JobTask::new(inner.clone(), kind, id, notify).run());
+            if run.catch_unwind().await.is_err() {
+                // A bug, but no item may stay `processing` behind it: the task's
+                // in-flight work was dropped with it, so its items go back to `pending`
+                // and the sweep starts a fresh task.
+                tracing::error!(kind = %kind, job = id, "the job's task crashed; its items go back to pending");
+                if let Err(e) = inner.db.write(move |tx| store::reset_processing(tx, kind, id)).await {
+                    tracing::error!(kind = %kind, job = id, error = %e, "could not reset the items of a crashed task");
+                }
+            }
             inner.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&(kind, id));
         });
     }
@@ -322,11 +331,18 @@ impl JobTask {
                 self.stop_finished().await;
                 return;
             }
+            if shutdown.is_cancelled() && st.grace_until.is_none() {
+                // Whatever woke this turn, no item starts once shutdown has begun.
+                st.grace_until = Some(Instant::now() + self.inner.cfg.shutdown_grace());
+            }
             if !st.running() {
                 // A paused job gives its unused slot back to the others.
                 self.spare = None;
             }
-            self.fill_window(&mut st).await;
+            if self.unsaved.is_empty() {
+                // While results cannot be stored, starting more items only makes more.
+                self.fill_window(&mut st).await;
+            }
             let idle = self.inflight.is_empty() && self.unsaved.is_empty();
             if st.grace_until.is_some() && idle {
                 break;
@@ -360,7 +376,10 @@ impl JobTask {
                     None
                 }
                 () = tokio::time::sleep_until(resume_at.unwrap_or_else(Instant::now)), if resume_at.is_some() => {
-                    let _ = self.inner.db.write(move |tx| store::auto_resume(tx, kind, id)).await;
+                    if let Err(e) = self.inner.db.write(move |tx| store::auto_resume(tx, kind, id)).await {
+                        tracing::warn!(kind = %kind, job = id, error = %e, "could not lift a rate-limit pause; will retry");
+                        tokio::time::sleep(write_backoff(4)).await;
+                    }
                     Some(self.flags().await)
                 }
                 () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
@@ -509,30 +528,34 @@ impl JobTask {
         Ok(())
     }
 
-    /// Tries the failed writes that are due again. A result that still cannot be
-    /// written after [`WRITE_TRIES`] tries gives way: the item goes back to `pending`
-    /// (tried until it works), so it runs again rather than staying `processing`.
+    /// Tries the failed writes that are due again, in order, until one fails: the
+    /// database is then still locked, so the rest count a failed try without waiting
+    /// for it again. A result that still cannot be written after [`WRITE_TRIES`] tries
+    /// gives way: the item goes back to `pending` (tried until that works), so it runs
+    /// again rather than staying `processing`.
     async fn retry_unsaved(&mut self) {
         let now = Instant::now();
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.unsaved).into_iter().partition(|u| u.due <= now);
         self.unsaved = later;
+        let mut failed: Option<AppError> = None;
         for mut u in due {
-            match self.write_owed(u.item_id, &u.owed).await {
-                Ok(()) => {}
-                Err(e) => {
-                    u.tries += 1;
-                    if matches!(u.owed, Owed::Finish(..)) && u.tries >= WRITE_TRIES {
-                        tracing::error!(
-                            kind = %self.kind, job = self.id, item = u.item_id, error = %e,
-                            "could not store a result after {WRITE_TRIES} tries; the item goes back to pending"
-                        );
-                        u.owed = Owed::Requeue;
-                        u.tries = 0;
-                    }
-                    u.due = Instant::now() + write_backoff(u.tries);
-                    self.unsaved.push(u);
+            if failed.is_none() {
+                match self.write_owed(u.item_id, &u.owed).await {
+                    Ok(()) => continue,
+                    Err(e) => failed = Some(e),
                 }
             }
+            u.tries += 1;
+            if matches!(u.owed, Owed::Finish(..)) && u.tries >= WRITE_TRIES {
+                tracing::error!(
+                    kind = %self.kind, job = self.id, item = u.item_id, error = ?failed,
+                    "could not store a result after {WRITE_TRIES} tries; the item goes back to pending"
+                );
+                u.owed = Owed::Requeue;
+                u.tries = 0;
+            }
+            u.due = Instant::now() + write_backoff(u.tries);
+            self.unsaved.push(u);
         }
     }
 }
