@@ -500,3 +500,22 @@ async fn markup_in_a_job_name_stays_text_and_only_the_pages_own_scripts_may_run(
     let second = app.clone().oneshot(Request::builder().uri("/").body(Body::empty()).unwrap()).await.unwrap();
     assert_ne!(first.headers()["content-security-policy"], second.headers()["content-security-policy"]);
 }
+
+/// The browser's build and the server's must agree on every server function's path
+/// however and wherever each was built: the paths are fixed, with no build hash.
+#[test]
+fn server_functions_have_fixed_paths() {
+    let mut paths: Vec<String> = leptos::server_fn::axum::server_fn_paths().map(|(path, _)| path.to_string()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/api/control_job",
+            "/api/get_job",
+            "/api/list_items",
+            "/api/list_jobs",
+            "/api/research_from_clean",
+            "/api/upload_job"
+        ]
+    );
+}

@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { expect, test } from "@playwright/test";
 import { csv, uniqueName } from "./fixtures/csv";
 import { DashboardPage } from "./fixtures/pages";
@@ -45,12 +48,20 @@ test("a file over the upload limit is refused at once with the limit, and create
   const dashboard = new DashboardPage(page);
   await dashboard.open();
   const name = uniqueName("Too big");
-  // 51 MiB: over the default 50 MiB limit.
-  const big = "Company\n" + "Acme Anvils Incorporated\n".repeat(Math.ceil((51 * 1024 * 1024) / 25));
-  await dashboard.upload("preprocess", big, { name });
-  const alert = dashboard.form("preprocess").getByRole("alert");
-  await expect(alert).toContainText("larger than the limit");
-  await expect(page).toHaveURL(/\/$/);
-  const jobs = (await (await request.get("/api/preprocess/jobs")).json()) as { name: string }[];
-  expect(jobs.map((j) => j.name)).not.toContain(name);
+  // 51 MiB, over the default 50 MiB limit, written to a file as a person would pick it.
+  const dir = mkdtempSync(join(tmpdir(), "jobdeck-e2e-"));
+  const file = join(dir, "too-big.csv");
+  writeFileSync(file, "Company\n" + "Acme Anvils Incorporated\n".repeat(Math.ceil((51 * 1024 * 1024) / 25)));
+  try {
+    const form = dashboard.form("preprocess");
+    await form.getByLabel("CSV file").setInputFiles(file);
+    await form.getByLabel("Name").fill(name);
+    await form.getByRole("button", { name: /^Start/ }).click();
+    await expect(form.getByRole("alert")).toContainText("larger than the limit");
+    await expect(page).toHaveURL(/\/$/);
+    const jobs = (await (await request.get("/api/preprocess/jobs")).json()) as { name: string }[];
+    expect(jobs.map((j) => j.name)).not.toContain(name);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

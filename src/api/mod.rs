@@ -1,4 +1,9 @@
 //! Server functions the UI calls. Thin: each one calls the service and maps errors.
+//!
+//! Each has a fixed endpoint (`/api/<name>`): the default adds a hash of the build's
+//! environment, which differs between the browser's build and the server's when they
+//! are built in different orders or places, and then the UI calls a path the server
+//! does not have.
 
 use leptos::prelude::*;
 use leptos::server_fn::codec::{MultipartData, MultipartFormData};
@@ -33,17 +38,17 @@ mod ssr {
 }
 
 /// Every job of both kinds, newest first.
-#[server]
+#[server(endpoint = "list_jobs")]
 pub async fn list_jobs() -> Result<Vec<Job>, ServerFnError> {
     ssr::service()?.list_all().await.map_err(ssr::fail)
 }
 
-#[server]
+#[server(endpoint = "get_job")]
 pub async fn get_job(kind: JobKind, id: i64) -> Result<Job, ServerFnError> {
     ssr::service()?.get(kind, id).await.map_err(ssr::fail)
 }
 
-#[server]
+#[server(endpoint = "list_items")]
 pub async fn list_items(
     kind: JobKind,
     id: i64,
@@ -56,7 +61,7 @@ pub async fn list_items(
 
 /// Pause, resume, cancel or delete; returns the job after the action (`None` once
 /// deleted).
-#[server]
+#[server(endpoint = "control_job")]
 pub async fn control_job(kind: JobKind, id: i64, action: JobAction) -> Result<Option<Job>, ServerFnError> {
     let service = ssr::service()?;
     let job = match action {
@@ -89,7 +94,7 @@ pub async fn upload_job(data: MultipartData) -> Result<Job, ServerFnError> {
 }
 
 /// Starts full research of a completed preprocessing job's clean rows.
-#[server]
+#[server(endpoint = "research_from_clean")]
 pub async fn research_from_clean(id: i64) -> Result<Job, ServerFnError> {
     ssr::service()?.research_from_preprocess(id).await.map_err(ssr::fail)
 }
