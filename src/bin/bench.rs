@@ -256,7 +256,7 @@ fn bare_loop(dir: &Path, rows: usize) -> f64 {
     store::insert_items(&tx, JobKind::Preprocess, id, &items).unwrap();
     store::reveal_job(&tx, JobKind::Preprocess, id, rows as i64).unwrap();
     tx.commit().unwrap();
-    let result = store::Finish::Completed(json!({"company": "Company", "valid": false}));
+    let result = store::Finish::completed(&json!({"company": "Company", "valid": false}));
     let start = Instant::now();
     loop {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();

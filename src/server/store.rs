@@ -65,7 +65,7 @@ pub struct Sql {
     live_jobs: String,
     columns: String,
     item_select: String,
-    claim_item: String,
+    claim_items: String,
     claim_job: String,
     finish_item: String,
     finish_job: String,
@@ -107,14 +107,14 @@ impl Sql {
                 "SELECT id, line, status, attempts, error, name, website, domain, input, result, {extra}, \
                  started_at, finished_at FROM {items}"
             ),
-            claim_item: format!(
+            claim_items: format!(
                 "UPDATE {items} SET status = '{I_PROCESSING}', started_at = ?2
-                 WHERE id = (SELECT id FROM {items} WHERE job_id = ?1 AND status = '{I_PENDING}' ORDER BY id LIMIT 1)
+                 WHERE id IN (SELECT id FROM {items} WHERE job_id = ?1 AND status = '{I_PENDING}' ORDER BY id LIMIT ?3)
                    AND EXISTS (SELECT 1 FROM {jobs} WHERE id = ?1 AND {live} AND paused = 0 AND {visible})
                  RETURNING id, line, name, website, domain, input, {extra}"
             ),
             claim_job: format!(
-                "UPDATE {jobs} SET pending_count = pending_count - 1, processing_count = processing_count + 1,
+                "UPDATE {jobs} SET pending_count = pending_count - ?3, processing_count = processing_count + ?3,
                      status = '{J_PROCESSING}', started_at = COALESCE(started_at, ?2), updated_at = ?2
                  WHERE id = ?1"
             ),
@@ -123,7 +123,7 @@ impl Sql {
                  WHERE id = ?2 AND job_id = ?1 AND status = '{I_PROCESSING}'"
             ),
             finish_job: format!(
-                "UPDATE {jobs} SET processing_count = processing_count - 1,
+                "UPDATE {jobs} SET processing_count = processing_count - ?2 - ?3,
                      completed_count = completed_count + ?2, failed_count = failed_count + ?3, updated_at = ?4
                  WHERE id = ?1"
             ),
@@ -459,59 +459,106 @@ pub struct Claimed {
     pub duplicate_of: Option<i64>,
 }
 
-/// Moves the next pending item to `processing`, in one statement that also checks the
-/// job is still running and unpaused, so no claim slips past a pause or cancel.
-/// `columns` are the job's column names ([`job_columns`]), which never change, so the
-/// caller reads them once rather than on every claim.
+/// Moves up to `limit` pending items, in file order, to `processing` in one statement
+/// that also checks the job is still running and unpaused, so no claim slips past a
+/// pause or cancel. `columns` are the job's column names ([`job_columns`]), which
+/// never change, so the caller reads them once rather than on every claim.
+pub fn claim_batch(
+    conn: &Connection,
+    kind: JobKind,
+    job_id: i64,
+    columns: &[String],
+    limit: usize,
+) -> Result<Vec<Claimed>, AppError> {
+    let s = sql(kind);
+    let now = ts(now());
+    let mut stmt = conn.prepare_cached(&s.claim_items)?;
+    let mut claimed = stmt
+        .query_map(params![job_id, now, limit as i64], |r| {
+            let input: String = r.get(5)?;
+            let normalized: Option<String> = r.get(6)?;
+            Ok(Claimed {
+                id: r.get(0)?,
+                line: r.get(1)?,
+                name: r.get(2)?,
+                website: r.get(3)?,
+                domain: r.get(4)?,
+                input: input_map(columns, &input),
+                normalized: normalized.and_then(|s| serde_json::from_str(&s).ok()),
+                duplicate_of: r.get(7)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    if !claimed.is_empty() {
+        conn.prepare_cached(&s.claim_job)?.execute(params![job_id, now, claimed.len() as i64])?;
+    }
+    // RETURNING gives no order; items start in file order.
+    claimed.sort_by_key(|c| c.id);
+    Ok(claimed)
+}
+
+/// The next pending item, as [`claim_batch`] of one.
 pub fn claim_next(
     conn: &Connection,
     kind: JobKind,
     job_id: i64,
     columns: &[String],
 ) -> Result<Option<Claimed>, AppError> {
-    let s = sql(kind);
-    let now = ts(now());
-    let claimed = conn
-        .prepare_cached(&s.claim_item)?
-        .query_row(params![job_id, now], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, Option<i64>>(7)?,
-            ))
-        })
-        .optional()?;
-    let Some((id, line, name, website, domain, input, normalized, duplicate_of)) = claimed else {
-        return Ok(None);
-    };
-    conn.prepare_cached(&s.claim_job)?.execute(params![job_id, now])?;
-    Ok(Some(Claimed {
-        id,
-        line,
-        name,
-        website,
-        domain,
-        input: input_map(columns, &input),
-        normalized: normalized.and_then(|s| serde_json::from_str(&s).ok()),
-        duplicate_of,
-    }))
+    Ok(claim_batch(conn, kind, job_id, columns, 1)?.pop())
 }
 
-/// How an item ended.
+/// How an item ended. A result is serialised before it reaches the writer, so the
+/// write transaction only copies bytes.
 #[derive(Debug, Clone)]
 pub enum Finish {
-    Completed(serde_json::Value),
+    /// The result as JSON text.
+    Completed(String),
     Failed(String),
 }
 
-/// Writes an item's outcome and the job's counters together, only if the item is still
-/// `processing` (a cancelled job's late result changes nothing), and marks the job
-/// `completed` in the same transaction when nothing is left. Returns whether it wrote.
+impl Finish {
+    pub fn completed(value: &serde_json::Value) -> Self {
+        Self::Completed(value.to_string())
+    }
+}
+
+/// One item's outcome, to be written.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub item_id: i64,
+    pub attempts: u32,
+    pub outcome: Finish,
+}
+
+/// Writes a batch of outcomes and the job's counters together, each item only if it is
+/// still `processing` (a cancelled job's late result changes nothing), and marks the
+/// job `completed` in the same transaction when nothing is left. Returns how many
+/// items it wrote.
+pub fn finish_batch(conn: &Connection, kind: JobKind, job_id: i64, batch: &[Finished]) -> Result<usize, AppError> {
+    let s = sql(kind);
+    let now = ts(now());
+    let mut stmt = conn.prepare_cached(&s.finish_item)?;
+    let (mut ok, mut failed) = (0i64, 0i64);
+    for f in batch {
+        let (status, result, error) = match &f.outcome {
+            Finish::Completed(v) => (ItemStatus::Completed, Some(v.as_str()), None),
+            Finish::Failed(e) => (ItemStatus::Failed, None, Some(e.as_str())),
+        };
+        let changed = stmt.execute(params![job_id, f.item_id, status.as_str(), result, error, f.attempts, now])? as i64;
+        if status == ItemStatus::Completed {
+            ok += changed;
+        } else {
+            failed += changed;
+        }
+    }
+    if ok + failed > 0 {
+        conn.prepare_cached(&s.finish_job)?.execute(params![job_id, ok, failed, now])?;
+        conn.prepare_cached(&s.complete_if_done)?.execute(params![job_id, now])?;
+    }
+    Ok((ok + failed) as usize)
+}
+
+/// One item's outcome, as [`finish_batch`] of one. Returns whether it wrote.
 pub fn finish_item(
     conn: &Connection,
     kind: JobKind,
@@ -520,28 +567,8 @@ pub fn finish_item(
     attempts: u32,
     outcome: &Finish,
 ) -> Result<bool, AppError> {
-    let s = sql(kind);
-    let now = ts(now());
-    let (status, result, error) = match outcome {
-        Finish::Completed(v) => (ItemStatus::Completed, Some(v.to_string()), None),
-        Finish::Failed(e) => (ItemStatus::Failed, None, Some(e.as_str())),
-    };
-    let changed = conn.prepare_cached(&s.finish_item)?.execute(params![
-        job_id,
-        item_id,
-        status.as_str(),
-        result,
-        error,
-        attempts,
-        now
-    ])?;
-    if changed == 0 {
-        return Ok(false);
-    }
-    let ok = i64::from(status == ItemStatus::Completed);
-    conn.prepare_cached(&s.finish_job)?.execute(params![job_id, ok, 1 - ok, now])?;
-    conn.prepare_cached(&s.complete_if_done)?.execute(params![job_id, now])?;
-    Ok(true)
+    let one = Finished { item_id, attempts, outcome: outcome.clone() };
+    Ok(finish_batch(conn, kind, job_id, std::slice::from_ref(&one))? == 1)
 }
 
 /// Marks a live job with nothing pending or processing `completed` (a job whose last
@@ -729,7 +756,7 @@ mod tests {
                 &s.live_jobs,
                 &s.columns,
                 &s.item_select,
-                &s.claim_item,
+                &s.claim_items,
                 &s.claim_job,
                 &s.finish_item,
                 &s.finish_job,
@@ -824,6 +851,42 @@ mod tests {
         let job = require_job(&conn, k, id).unwrap();
         assert!(job.cancelled && !job.paused);
         assert_eq!((job.paused_reason, job.resume_at), (None, None));
+    }
+
+    #[test]
+    fn batches_claim_in_file_order_respect_a_pause_and_write_only_what_is_still_in_flight() {
+        let conn = fresh();
+        let k = JobKind::Research;
+        let id = job_with_items(&conn, 5);
+        let columns = ["company".to_string()];
+        let claimed = claim_batch(&conn, k, id, &columns, 3).unwrap();
+        assert_eq!(claimed.iter().map(|c| c.line).collect::<Vec<_>>(), [2, 3, 4]);
+        let job = require_job(&conn, k, id).unwrap();
+        assert_eq!((job.pending, job.processing), (2, 3));
+        // Paused: a claim takes nothing.
+        set_paused(&conn, k, id, true).unwrap();
+        assert!(claim_batch(&conn, k, id, &columns, 2).unwrap().is_empty());
+        // One of the three was put back meanwhile (a cancel, a reset): its late result
+        // is not written and the counters count only what was.
+        requeue_item(&conn, k, id, claimed[1].id).unwrap();
+        let batch: Vec<Finished> = claimed
+            .iter()
+            .map(|c| Finished { item_id: c.id, attempts: 1, outcome: Finish::completed(&serde_json::json!({})) })
+            .collect();
+        assert_eq!(finish_batch(&conn, k, id, &batch).unwrap(), 2);
+        let job = require_job(&conn, k, id).unwrap();
+        assert_eq!((job.pending, job.processing, job.completed, job.failed), (3, 0, 2, 0));
+        // The rest, unpaused: the last write completes the job in the same transaction.
+        set_paused(&conn, k, id, false).unwrap();
+        let rest = claim_batch(&conn, k, id, &columns, 10).unwrap();
+        assert_eq!(rest.len(), 3);
+        let batch: Vec<Finished> = rest
+            .iter()
+            .map(|c| Finished { item_id: c.id, attempts: 2, outcome: Finish::Failed("no".into()) })
+            .collect();
+        assert_eq!(finish_batch(&conn, k, id, &batch).unwrap(), 3);
+        let job = require_job(&conn, k, id).unwrap();
+        assert_eq!((job.status, job.completed, job.failed), (JobStatus::Completed, 2, 3));
     }
 
     #[test]

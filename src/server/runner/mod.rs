@@ -18,7 +18,7 @@ use super::config::RunnerConfig;
 use super::db::Db;
 use super::error::AppError;
 use super::steps::{bound_result, Claimed, Step, StepError};
-use super::store::{self, Finish, Flags, Hidden};
+use super::store::{self, Finish, Finished, Flags, Hidden};
 use crate::model::{JobKind, JobStatus};
 
 /// The per-item steps, one per kind of job.
@@ -57,7 +57,7 @@ pub struct Runner {
 
 /// How one item's work ended.
 enum Outcome {
-    Done(Finish, u32),
+    Done(Finished),
     RateLimited { reason: String, retry_after: Duration },
 }
 
@@ -215,7 +215,7 @@ impl Runner {
 
 /// A write the runner owes the database: an item's result, or putting it back.
 enum Owed {
-    Finish(Finish, u32),
+    Finish(Finished),
     Requeue,
 }
 
@@ -277,6 +277,9 @@ struct JobTask {
     spare: Option<OwnedSemaphorePermit>,
     /// The job's column names, read once: claims build each item's input from them.
     columns: Arc<[String]>,
+    /// Outcomes not yet written: the next turn of the loop writes them all in one
+    /// transaction, together with the claims that refill the window.
+    finished: Vec<Finished>,
     /// Writes that failed and are tried again: no item stays `processing` for good.
     unsaved: Vec<Unsaved>,
 }
@@ -293,6 +296,7 @@ impl JobTask {
             inflight: JoinSet::new(),
             spare: None,
             columns: Arc::from([]),
+            finished: Vec::new(),
             unsaved: Vec::new(),
         }
     }
@@ -339,11 +343,9 @@ impl JobTask {
                 // A paused job gives its unused slot back to the others.
                 self.spare = None;
             }
-            if self.unsaved.is_empty() {
-                // While results cannot be stored, starting more items only makes more.
-                self.fill_window(&mut st).await;
-            }
-            let idle = self.inflight.is_empty() && self.unsaved.is_empty();
+            self.collect_ready().await;
+            self.flush_and_fill(&mut st).await;
+            let idle = self.inflight.is_empty() && self.unsaved.is_empty() && self.finished.is_empty();
             if st.grace_until.is_some() && idle {
                 break;
             }
@@ -366,7 +368,7 @@ impl JobTask {
                     // An Err is a task aborted on cancel or shutdown; panics are caught
                     // inside the task.
                     match joined {
-                        Ok((item_id, outcome)) => self.record(item_id, outcome).await,
+                        Ok(outcome) => self.take(outcome).await,
                         Err(_) => None,
                     }
                 }
@@ -391,8 +393,14 @@ impl JobTask {
                     None
                 }
                 () = tokio::time::sleep_until(st.grace_until.unwrap_or_else(Instant::now)), if st.grace_until.is_some() => {
+                    // Out of time: what finished is still saved, the rest is stopped.
                     self.inflight.abort_all();
-                    while self.inflight.join_next().await.is_some() {}
+                    while let Some(joined) = self.inflight.join_next().await {
+                        if let Ok((_, Outcome::Done(done))) = joined {
+                            self.finished.push(done);
+                        }
+                    }
+                    self.flush_and_fill(&mut st).await;
                     break;
                 }
             };
@@ -409,20 +417,74 @@ impl JobTask {
         }
     }
 
-    /// Claims items while the job runs and its window and the global cap have room.
-    async fn fill_window(&mut self, st: &mut TaskState) {
+    /// Takes every outcome that is ready now, without waiting.
+    async fn collect_ready(&mut self) {
+        while let Some(joined) = self.inflight.try_join_next() {
+            if let Ok(outcome) = joined {
+                self.take(outcome).await;
+            }
+        }
+    }
+
+    /// One write transaction for the turn: stores every outcome taken since the last
+    /// one and claims as many new items as the window and the global cap have room for.
+    /// A batch that cannot be written is kept and tried again item by item.
+    async fn flush_and_fill(&mut self, st: &mut TaskState) {
         let (kind, id) = (self.kind, self.id);
-        while st.running() && !st.exhausted && self.inflight.len() < st.window() {
-            let Some(permit) = self.spare.take().or_else(|| self.inner.global.clone().try_acquire_owned().ok()) else {
-                break;
-            };
-            let columns = self.columns.clone();
-            match self.inner.db.write(move |tx| store::claim_next(tx, kind, id, &columns)).await {
-                Ok(Some(item)) => self.spawn_item(item, permit),
-                Ok(None) => st.exhausted = true,
-                Err(e) => {
-                    tracing::warn!(kind = %kind, job = id, error = %e, "claim failed; retrying at next poll");
+        if !self.unsaved.is_empty() {
+            // The database is refusing writes: these wait their turn behind the others,
+            // and no item starts meanwhile.
+            let due = self.unsaved.iter().map(|u| u.due).min().unwrap_or_else(Instant::now);
+            for done in self.finished.drain(..) {
+                self.unsaved.push(Unsaved { item_id: done.item_id, owed: Owed::Finish(done), tries: 0, due });
+            }
+            return;
+        }
+        let room = if st.running() && !st.exhausted { st.window().saturating_sub(self.inflight.len()) } else { 0 };
+        let mut permits = Vec::with_capacity(room);
+        if room > 0 {
+            permits.extend(self.spare.take());
+            while permits.len() < room {
+                match self.inner.global.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+        }
+        let want = permits.len();
+        if self.finished.is_empty() && want == 0 {
+            return;
+        }
+        let batch = Arc::new(std::mem::take(&mut self.finished));
+        let (to_write, columns) = (batch.clone(), self.columns.clone());
+        let written = self
+            .inner
+            .db
+            .write(move |tx| {
+                if !to_write.is_empty() {
+                    store::finish_batch(tx, kind, id, &to_write)?;
+                }
+                if want == 0 {
+                    return Ok(Vec::new());
+                }
+                store::claim_batch(tx, kind, id, &columns, want)
+            })
+            .await;
+        match written {
+            Ok(claimed) => {
+                if claimed.len() < want {
                     st.exhausted = true;
+                }
+                for (item, permit) in claimed.into_iter().zip(permits) {
+                    self.spawn_item(item, permit);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(kind = %kind, job = id, error = %e, "could not store results or claim; will retry");
+                st.exhausted = true;
+                let due = Instant::now() + write_backoff(1);
+                for done in batch.iter().cloned() {
+                    self.unsaved.push(Unsaved { item_id: done.item_id, owed: Owed::Finish(done), tries: 1, due });
                 }
             }
         }
@@ -434,6 +496,7 @@ impl JobTask {
         let (kind, id) = (self.kind, self.id);
         self.inflight.abort_all();
         while self.inflight.join_next().await.is_some() {}
+        self.finished.clear();
         self.unsaved.clear();
         // A job marked failed by hand (not through the service) may still have items
         // `processing`; they go back to `pending` as a cancel puts them.
@@ -443,10 +506,11 @@ impl JobTask {
     }
 
     fn spawn_item(&mut self, item: Claimed, permit: OwnedSemaphorePermit) {
+        let item_id = item.id;
+        let done = move |outcome: Finish, attempts: u32| Outcome::Done(Finished { item_id, attempts, outcome });
         let step = self.step.clone();
         let max_attempts = self.inner.cfg.max_attempts.max(1);
         let base = Duration::from_millis(self.inner.cfg.retry_base_ms);
-        let item_id = item.id;
         self.inflight.spawn(async move {
             let _permit = permit;
             let mut attempt = 0u32;
@@ -457,11 +521,12 @@ impl JobTask {
                 let run = std::panic::AssertUnwindSafe(step.run(item.clone())).catch_unwind().await;
                 let run = run.unwrap_or_else(|_| Err(StepError::Permanent("internal error: the step crashed".into())));
                 match run {
-                    Ok(v) => return (item_id, Outcome::Done(Finish::Completed(bound_result(v)), attempt)),
-                    Err(StepError::Permanent(e)) => return (item_id, Outcome::Done(Finish::Failed(e), attempt)),
+                    // Bounded and serialised here, in parallel, not under the writer.
+                    Ok(v) => return (item_id, done(Finish::completed(&bound_result(v)), attempt)),
+                    Err(StepError::Permanent(e)) => return (item_id, done(Finish::Failed(e), attempt)),
                     Err(StepError::Transient(e)) if attempt >= max_attempts => {
                         let reason = format!("{e} (gave up after {attempt} attempts)");
-                        return (item_id, Outcome::Done(Finish::Failed(reason), attempt));
+                        return (item_id, done(Finish::Failed(reason), attempt));
                     }
                     Err(StepError::Transient(_)) => {
                         tokio::time::sleep(base.saturating_mul(1 << (attempt - 1).min(10))).await;
@@ -474,19 +539,15 @@ impl JobTask {
         });
     }
 
-    /// Stores an item's outcome. A rate limit puts the item back and pauses the job
-    /// until the time the service gave, unless a person paused it. A write that fails
-    /// is kept and tried again. Returns the job's flags when they may have changed
+    /// Takes an item's outcome: a result waits for the turn's write. A rate limit puts
+    /// the item back and pauses the job until the time the service gave, unless a
+    /// person paused it, at once. Returns the job's flags when they may have changed
     /// (`Some(None)`: the job is gone).
-    async fn record(&mut self, item_id: i64, outcome: Outcome) -> Option<Option<Flags>> {
+    async fn take(&mut self, (item_id, outcome): (i64, Outcome)) -> Option<Option<Flags>> {
         let (kind, id) = (self.kind, self.id);
         match outcome {
-            Outcome::Done(finish, attempts) => {
-                let owed = Owed::Finish(finish, attempts);
-                if let Err(e) = self.write_owed(item_id, &owed).await {
-                    tracing::warn!(kind = %kind, job = id, item = item_id, error = %e, "could not store a result; will retry");
-                    self.unsaved.push(Unsaved { item_id, owed, tries: 1, due: Instant::now() + write_backoff(1) });
-                }
+            Outcome::Done(done) => {
+                self.finished.push(done);
                 None
             }
             Outcome::RateLimited { reason, retry_after } => {
@@ -517,9 +578,9 @@ impl JobTask {
     async fn write_owed(&self, item_id: i64, owed: &Owed) -> Result<(), AppError> {
         let (kind, id) = (self.kind, self.id);
         match owed {
-            Owed::Finish(finish, attempts) => {
-                let (finish, attempts) = (finish.clone(), *attempts);
-                self.inner.db.write(move |tx| store::finish_item(tx, kind, id, item_id, attempts, &finish)).await?;
+            Owed::Finish(done) => {
+                let done = done.clone();
+                self.inner.db.write(move |tx| store::finish_batch(tx, kind, id, std::slice::from_ref(&done))).await?;
             }
             Owed::Requeue => {
                 self.inner.db.write(move |tx| store::requeue_item(tx, kind, id, item_id)).await?;
