@@ -22,7 +22,10 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 
 if ! cargo leptos --version 2>/dev/null | grep -q '0\.3\.10'; then
-  step "cargo-leptos 0.3.10" cargo install cargo-leptos --version 0.3.10 --locked
+  # Without fat LTO and with parallel codegen the install takes a fraction of the
+  # time (BENCHMARKS.md has the figures); the tool runs no slower for what it does.
+  step "cargo-leptos 0.3.10" env CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    cargo install cargo-leptos --version 0.3.10 --locked
 fi
 
 # wasm-bindgen-cli must match the wasm-bindgen crate in Cargo.lock exactly.

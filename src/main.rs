@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+// The runner allocates many small values per item (JSON, strings): mimalloc keeps that
+// cheap and memory flat where the system allocator fragments.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use jobdeck::server::{self, config::Config};
 use leptos::config::LeptosOptions;
 
@@ -30,11 +35,16 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .site_addr
         .parse()
         .map_err(|_| format!("site address `{}` is not host:port", config.server.site_addr))?;
+    let output_name = std::env::var("LEPTOS_OUTPUT_NAME").unwrap_or_else(|_| "jobdeck".into());
+    let pkg_dir = std::env::var("LEPTOS_SITE_PKG_DIR").unwrap_or_else(|_| "pkg".into());
+    let hashing = server::assets::hashing(&config.server.site_root, &pkg_dir, &output_name);
     let leptos_options = LeptosOptions::builder()
-        .output_name(std::env::var("LEPTOS_OUTPUT_NAME").unwrap_or_else(|_| "jobdeck".into()))
+        .output_name(output_name)
         .site_root(config.server.site_root.clone())
-        .site_pkg_dir(std::env::var("LEPTOS_SITE_PKG_DIR").unwrap_or_else(|_| "pkg".into()))
+        .site_pkg_dir(pkg_dir)
         .site_addr(addr)
+        .hash_files(hashing.hashed)
+        .hash_file(hashing.hash_file.into())
         .env(match std::env::var("LEPTOS_ENV").as_deref() {
             Ok("PROD") | Ok("prod") => leptos::config::Env::PROD,
             _ => leptos::config::Env::DEV,

@@ -223,6 +223,20 @@ pub struct ItemPage {
     pub limit: i64,
 }
 
+/// A page of the dashboard's job list: both kinds, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobsPage {
+    pub jobs: Vec<Job>,
+    /// Jobs of both kinds, over all pages.
+    pub total: i64,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// Jobs per dashboard page.
+pub const JOBS_PAGE: i64 = 50;
+
 /// The largest page the API hands out.
 pub const MAX_PAGE: i64 = 500;
 /// The concurrency bounds of SPEC section 2.

@@ -139,7 +139,8 @@ async fn delete_is_refused_until_the_job_is_terminal_then_removes_everything() {
     wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
     service.delete(R, job.id).await.unwrap();
     assert!(matches!(service.get(R, job.id).await, Err(AppError::NotFound { .. })));
-    assert!(count_items(&db, R, job.id).is_empty(), "the items went with the job");
+    // The job vanishes at once; its items go in batches behind it (SPEC §2).
+    wait_for(LONG, "the items to go with the job", || async { count_items(&db, R, job.id).is_empty() }).await;
     assert!(matches!(service.delete(R, job.id).await, Err(AppError::NotFound { .. })));
 }
 

@@ -8,7 +8,7 @@
 use leptos::prelude::*;
 use leptos::server_fn::codec::{MultipartData, MultipartFormData};
 
-use crate::model::{ItemPage, ItemStatus, Job, JobAction, JobKind};
+use crate::model::{ItemPage, ItemStatus, Job, JobAction, JobKind, JobsPage};
 
 #[cfg(feature = "ssr")]
 mod ssr {
@@ -37,10 +37,10 @@ mod ssr {
     }
 }
 
-/// Every job of both kinds, newest first.
+/// A page of jobs of both kinds, newest first.
 #[server(endpoint = "list_jobs")]
-pub async fn list_jobs() -> Result<Vec<Job>, ServerFnError> {
-    ssr::service()?.list_all().await.map_err(ssr::fail)
+pub async fn list_jobs(offset: i64, limit: i64) -> Result<JobsPage, ServerFnError> {
+    ssr::service()?.page_all(offset, limit).await.map_err(ssr::fail)
 }
 
 #[server(endpoint = "get_job")]

@@ -11,6 +11,9 @@
 //! timings of this machine: compare ratios, not seconds, across machines.
 
 use std::io::Write;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -218,6 +221,13 @@ async fn engine(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
         )
         .against("bare rusqlite loop, two IMMEDIATE transactions per item", bare),
     );
+    for batch in [5, 8] {
+        let sql = batched_sql_loop(dir, 200_000.min(o.rows), batch);
+        out.push(Figure::new("engine: items/s (as above)", rate, "items/s", "").against(
+            format!("the engine's statements alone, {batch} results and {batch} claims per transaction, one thread"),
+            sql,
+        ));
+    }
     if let Some(py) = python_loop(dir, 100_000.min(o.rows)) {
         out.push(
             Figure::new("engine: items/s (as above)", rate, "items/s", "")
@@ -266,6 +276,55 @@ fn bare_loop(dir: &Path, rows: usize) -> f64 {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
         store::finish_item(&tx, JobKind::Preprocess, id, item.id, 1, &result).unwrap();
         tx.commit().unwrap();
+    }
+    rows as f64 / start.elapsed().as_secs_f64()
+}
+
+/// What the engine's own statements cost with nothing around them: one transaction
+/// per turn that writes `batch` results and claims `batch` items, on one thread.
+fn batched_sql_loop(dir: &Path, rows: usize, batch: usize) -> f64 {
+    use jobdeck::model::JobKind;
+    use jobdeck::server::store;
+    let path = dir.join(format!("batched-{batch}.sqlite3"));
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    server::db::migrations().to_latest(&mut conn).unwrap();
+    let columns = vec!["company".to_string()];
+    let tx = conn.transaction().unwrap();
+    let id = store::insert_job(&tx, JobKind::Preprocess, "batched", "b.csv", 8, &columns).unwrap();
+    let items: Vec<store::NewItem> = (0..rows)
+        .map(|i| store::NewItem {
+            line: i as i64 + 2,
+            input: format!("[\"Company {i}\"]"),
+            normalized: Some(format!("{{\"company\":\"Company {i}\",\"valid\":false,\"reasons\":[\"no domain\"]}}")),
+            ..Default::default()
+        })
+        .collect();
+    store::insert_items(&tx, JobKind::Preprocess, id, &items).unwrap();
+    store::reveal_job(&tx, JobKind::Preprocess, id, rows as i64).unwrap();
+    tx.commit().unwrap();
+    let result =
+        json!({"company": "Company", "valid": false, "reasons": ["no domain"], "liveness": {"checked": false}});
+    let start = Instant::now();
+    let mut inflight: Vec<i64> = Vec::new();
+    loop {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
+        let done: Vec<store::Finished> = inflight
+            .drain(..)
+            .map(|item_id| store::Finished { item_id, attempts: 1, outcome: store::Finish::completed(&result) })
+            .collect();
+        store::finish_batch(&tx, JobKind::Preprocess, id, &done).unwrap();
+        let claimed: Vec<store::Claimed> = store::claim_batch(&tx, JobKind::Preprocess, id, batch)
+            .unwrap()
+            .into_iter()
+            .map(|row| row.into_claimed(&columns))
+            .collect();
+        tx.commit().unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        inflight.extend(claimed.iter().map(|c| c.id));
     }
     rows as f64 / start.elapsed().as_secs_f64()
 }

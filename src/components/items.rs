@@ -195,7 +195,7 @@ pub fn ItemBrowser(
 type PageQuery = (Option<ItemStatus>, i64);
 
 /// A Previous/Next link, or the same words greyed out at either end of the list.
-fn pager_link(href: Option<String>, label: &'static str) -> AnyView {
+pub(crate) fn pager_link(href: Option<String>, label: &'static str) -> AnyView {
     match href {
         Some(href) => {
             view! { <a class="btn btn-small btn-plain" href=href data-noscroll="true">{label}</a> }.into_any()

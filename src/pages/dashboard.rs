@@ -1,21 +1,30 @@
-//! `/`: every job of both kinds, and the forms that start new ones.
+//! `/`: the jobs of both kinds, newest first and a page at a time, and the forms that
+//! start new ones.
 
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
 
 use crate::api::list_jobs;
 use crate::components::badge::StatusBadge;
 use crate::components::format::{error_text, Time};
+use crate::components::items::pager_link;
 use crate::components::live::refresh_while;
 use crate::components::progress::Progress;
 use crate::components::upload_form::UploadForm;
-use crate::model::{Job, JobKind};
+use crate::model::{Job, JobKind, JobsPage, JOBS_PAGE};
 
-/// The dashboard: the job list (newest first, refreshed every 3 s while any job is
-/// live) beside the two upload forms.
+/// The dashboard: a page of the job list (newest first, `?offset=` in the URL,
+/// refreshed every 3 s while a job on it is live) beside the two upload forms.
 #[component]
 pub fn Dashboard() -> impl IntoView {
-    let first = Resource::new(|| (), |_| async { list_jobs().await.map_err(|e| error_text(&e)) });
+    let query = use_query_map();
+    let offset =
+        Memo::new(move |_| query.with(|q| q.get("offset").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0).max(0)));
+    let first = Resource::new(
+        move || offset.get(),
+        |offset| async move { list_jobs(offset, JOBS_PAGE).await.map_err(|e| error_text(&e)) },
+    );
     view! {
         <PageTitle text="Jobs · jobdeck" />
         <div class="dashboard">
@@ -24,7 +33,7 @@ pub fn Dashboard() -> impl IntoView {
                 <Suspense fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
                     {move || Suspend::new(async move {
                         match first.await {
-                            Ok(jobs) => view! { <JobList initial=jobs /> }.into_any(),
+                            Ok(page) => view! { <JobList initial=page /> }.into_any(),
                             Err(e) => view! { <p class="alert" role="alert">{e}</p> }.into_any(),
                         }
                     })}
@@ -41,15 +50,20 @@ pub fn Dashboard() -> impl IntoView {
 /// The job table, kept fresh in place: rows are keyed by job, so a refresh changes
 /// the numbers that changed and adds or drops rows, and nothing else moves.
 #[component]
-fn JobList(initial: Vec<Job>) -> impl IntoView {
-    let jobs = RwSignal::new(initial);
+fn JobList(initial: JobsPage) -> impl IntoView {
+    let (offset, limit) = (initial.offset, initial.limit);
+    let total = RwSignal::new(initial.total);
+    let jobs = RwSignal::new(initial.jobs);
     let error = RwSignal::new(None::<String>);
     let live = Signal::derive(move || jobs.with(|list| list.iter().any(|j| !j.is_terminal())));
     refresh_while(live, move || async move {
-        match list_jobs().await {
-            Ok(list) => {
-                if jobs.try_with_untracked(|old| *old != list) == Some(true) {
-                    jobs.set(list);
+        match list_jobs(offset, limit).await {
+            Ok(page) => {
+                if jobs.try_with_untracked(|old| *old != page.jobs) == Some(true) {
+                    jobs.set(page.jobs);
+                }
+                if total.try_get_untracked() != Some(page.total) {
+                    let _ = total.try_set(page.total);
                 }
                 let _ = error.try_set(None);
             }
@@ -58,10 +72,31 @@ fn JobList(initial: Vec<Job>) -> impl IntoView {
             }
         }
     });
+    let href = |offset: i64| if offset > 0 { format!("/?offset={offset}") } else { "/".to_string() };
+    // Paging only once there is more than one page.
+    let pager = move || {
+        let (shown, total) = (jobs.with(Vec::len) as i64, total.get());
+        (total > limit || offset > 0).then(|| {
+            let prev = (offset > 0).then(|| href((offset - limit).max(0)));
+            let next = (offset + shown < total).then(|| href(offset + limit));
+            let summary = if shown == 0 {
+                format!("This page is past the end of the list of {total} jobs.")
+            } else {
+                format!("Jobs {}–{} of {total}", offset + 1, offset + shown)
+            };
+            view! {
+                <nav class="pager" aria-label="Pages of jobs">
+                    <span class="pager-summary">{summary}</span>
+                    {pager_link(prev, "← Newer")}
+                    {pager_link(next, "Older →")}
+                </nav>
+            }
+        })
+    };
 
     view! {
         <Show
-            when=move || jobs.with(|l| !l.is_empty())
+            when=move || { jobs.with(|l| !l.is_empty()) || offset > 0 }
             fallback=|| {
                 view! {
                     <div class="card empty" data-testid="empty-state">
@@ -90,6 +125,7 @@ fn JobList(initial: Vec<Job>) -> impl IntoView {
                     </tbody>
                 </table>
             </div>
+            {pager}
         </Show>
         {move || error.get().map(|e| view! { <p class="refresh-note">"Could not refresh (" {e} "); retrying."</p> })}
     }

@@ -20,6 +20,10 @@ pub fn migrations() -> Migrations<'static> {
 
 fn configure(conn: &Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
     conn.busy_timeout(busy_timeout)?;
+    // Plans stay as prepared: without this, the bundled SQLite (built with STAT4)
+    // re-prepares a cached statement whenever a bound value could change its plan,
+    // which for the claim statement was every run.
+    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.set_prepared_statement_cache_capacity(64);

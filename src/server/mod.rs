@@ -1,5 +1,6 @@
 //! Everything that runs only on the server.
 
+pub mod assets;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -16,6 +17,8 @@ pub mod upload;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
 use leptos_axum::{file_and_error_handler_with_context, generate_route_list, LeptosRoutes};
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::compression::CompressionLayer;
 
 use crate::app::{shell, App};
 use state::AppState;
@@ -27,8 +30,16 @@ pub fn app(state: AppState) -> Router {
     let server_fns = policy::ServerFnPaths::collect();
     let limits =
         upload::BodyLimits { max_upload_bytes: state.config.server.max_upload_bytes, server_fns: server_fns.clone() };
+    let pkg = assets::pkg_service(&state.leptos_options.site_root, &state.leptos_options.site_pkg_dir);
+    let hashed = state.leptos_options.hash_files;
     Router::new()
         .merge(rest::routes())
+        .nest_service(
+            &format!("/{}", state.leptos_options.site_pkg_dir),
+            tower::ServiceBuilder::new()
+                .layer(from_fn(move |req, next| assets::cache_policy(hashed, req, next)))
+                .service(pkg),
+        )
         .leptos_routes_with_context(&state, routes, policy::page_context, {
             let options = state.leptos_options.clone();
             move || shell(options.clone())
@@ -36,6 +47,12 @@ pub fn app(state: AppState) -> Router {
         .fallback(file_and_error_handler_with_context::<AppState, _>(policy::page_context, shell))
         .layer(from_fn_with_state(server_fns, policy::api_errors))
         .layer(from_fn(policy::safety_headers))
+        // Pages, JSON lists and exports go out compressed when the browser takes it;
+        // small answers (a status read) and files already compressed go as they are.
+        .layer(
+            CompressionLayer::new()
+                .compress_when(SizeAbove::new(1024).and(NotForContentType::GRPC).and(NotForContentType::IMAGES)),
+        )
         // Outermost: a body over its limit is refused before anything reads it.
         .layer(from_fn_with_state(limits, upload::bound_body))
         .with_state(state)

@@ -8,7 +8,7 @@ use super::error::AppError;
 use super::import::{self, cut_chars, Limits, NewJob, Upload};
 use super::runner::Runner;
 use super::store::{self, Hidden, NewItem};
-use crate::model::{ItemPage, ItemStatus, Job, JobKind, JobStatus, Phase, MAX_NAME_CHARS, MAX_PAGE};
+use crate::model::{ItemPage, ItemStatus, Job, JobKind, JobStatus, JobsPage, Phase, MAX_NAME_CHARS, MAX_PAGE};
 
 /// The service layer; cheap to clone.
 #[derive(Clone)]
@@ -131,13 +131,20 @@ impl Service {
     }
 
     /// Every job of both kinds, newest first.
-    pub async fn list_all(&self) -> Result<Vec<Job>, AppError> {
+    /// A page of jobs of both kinds, newest first: reads only the newest
+    /// `offset + limit` of each kind, however many jobs there are.
+    pub async fn page_all(&self, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
+        let offset = offset.max(0);
+        let limit = limit.clamp(1, MAX_PAGE);
         self.db
-            .read(|c| {
-                let mut jobs = store::list_jobs(c, JobKind::Research)?;
-                jobs.extend(store::list_jobs(c, JobKind::Preprocess)?);
+            .read(move |c| {
+                let newest = offset.saturating_add(limit);
+                let mut jobs = store::recent_jobs(c, JobKind::Research, newest)?;
+                jobs.extend(store::recent_jobs(c, JobKind::Preprocess, newest)?);
                 jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-                Ok(jobs)
+                let jobs = jobs.into_iter().skip(offset as usize).take(limit as usize).collect();
+                let total = store::count_jobs(c, JobKind::Research)? + store::count_jobs(c, JobKind::Preprocess)?;
+                Ok(JobsPage { jobs, total, offset, limit })
             })
             .await
     }

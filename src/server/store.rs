@@ -62,6 +62,8 @@ pub struct Sql {
     items: &'static str,
     get_job: String,
     list_jobs: String,
+    recent_jobs: String,
+    count_jobs: String,
     live_jobs: String,
     columns: String,
     item_select: String,
@@ -101,6 +103,8 @@ impl Sql {
             items,
             get_job: format!("SELECT {JOB_COLUMNS} FROM {jobs} WHERE id = ?1 AND {visible}"),
             list_jobs: format!("SELECT {JOB_COLUMNS} FROM {jobs} WHERE {visible} ORDER BY id DESC"),
+            recent_jobs: format!("SELECT {JOB_COLUMNS} FROM {jobs} WHERE {visible} ORDER BY id DESC LIMIT ?1"),
+            count_jobs: format!("SELECT COUNT(*) FROM {jobs} WHERE {visible}"),
             live_jobs: format!("SELECT id FROM {jobs} WHERE {live} AND {visible} ORDER BY id"),
             columns: format!("SELECT columns FROM {jobs} WHERE id = ?1 AND {visible}"),
             item_select: format!(
@@ -342,6 +346,18 @@ pub fn list_jobs(conn: &Connection, kind: JobKind) -> Result<Vec<Job>, AppError>
     Ok(jobs)
 }
 
+/// The newest `limit` jobs of one kind, newest first.
+pub fn recent_jobs(conn: &Connection, kind: JobKind, limit: i64) -> Result<Vec<Job>, AppError> {
+    let mut stmt = conn.prepare_cached(&sql(kind).recent_jobs)?;
+    let jobs = stmt.query_map([limit], |r| job_from_row(kind, r))?.collect::<Result<Vec<_>, _>>()?;
+    Ok(jobs)
+}
+
+/// How many jobs of one kind there are.
+pub fn count_jobs(conn: &Connection, kind: JobKind) -> Result<i64, AppError> {
+    Ok(conn.prepare_cached(&sql(kind).count_jobs)?.query_row([], |r| r.get(0))?)
+}
+
 /// Ids of every job that may still run, of both kinds.
 pub fn live_jobs(conn: &Connection) -> Result<Vec<(JobKind, i64)>, AppError> {
     let mut out = Vec::new();
@@ -459,32 +475,53 @@ pub struct Claimed {
     pub duplicate_of: Option<i64>,
 }
 
+/// A claimed item as stored. Parsing it into a [`Claimed`] is left to the caller, so
+/// it happens off the writer.
+#[derive(Debug, Clone)]
+pub struct ClaimedRow {
+    pub id: i64,
+    line: i64,
+    name: Option<String>,
+    website: Option<String>,
+    domain: Option<String>,
+    input: String,
+    normalized: Option<String>,
+    duplicate_of: Option<i64>,
+}
+
+impl ClaimedRow {
+    /// The item with its input keyed by the job's column names.
+    pub fn into_claimed(self, columns: &[String]) -> Claimed {
+        Claimed {
+            id: self.id,
+            line: self.line,
+            name: self.name,
+            website: self.website,
+            domain: self.domain,
+            input: input_map(columns, &self.input),
+            normalized: self.normalized.and_then(|s| serde_json::from_str(&s).ok()),
+            duplicate_of: self.duplicate_of,
+        }
+    }
+}
+
 /// Moves up to `limit` pending items, in file order, to `processing` in one statement
 /// that also checks the job is still running and unpaused, so no claim slips past a
-/// pause or cancel. `columns` are the job's column names ([`job_columns`]), which
-/// never change, so the caller reads them once rather than on every claim.
-pub fn claim_batch(
-    conn: &Connection,
-    kind: JobKind,
-    job_id: i64,
-    columns: &[String],
-    limit: usize,
-) -> Result<Vec<Claimed>, AppError> {
+/// pause or cancel.
+pub fn claim_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: usize) -> Result<Vec<ClaimedRow>, AppError> {
     let s = sql(kind);
     let now = ts(now());
     let mut stmt = conn.prepare_cached(&s.claim_items)?;
     let mut claimed = stmt
         .query_map(params![job_id, now, limit as i64], |r| {
-            let input: String = r.get(5)?;
-            let normalized: Option<String> = r.get(6)?;
-            Ok(Claimed {
+            Ok(ClaimedRow {
                 id: r.get(0)?,
                 line: r.get(1)?,
                 name: r.get(2)?,
                 website: r.get(3)?,
                 domain: r.get(4)?,
-                input: input_map(columns, &input),
-                normalized: normalized.and_then(|s| serde_json::from_str(&s).ok()),
+                input: r.get(5)?,
+                normalized: r.get(6)?,
                 duplicate_of: r.get(7)?,
             })
         })?
@@ -497,14 +534,15 @@ pub fn claim_batch(
     Ok(claimed)
 }
 
-/// The next pending item, as [`claim_batch`] of one.
+/// The next pending item, as [`claim_batch`] of one. `columns` are the job's column
+/// names ([`job_columns`]).
 pub fn claim_next(
     conn: &Connection,
     kind: JobKind,
     job_id: i64,
     columns: &[String],
 ) -> Result<Option<Claimed>, AppError> {
-    Ok(claim_batch(conn, kind, job_id, columns, 1)?.pop())
+    Ok(claim_batch(conn, kind, job_id, 1)?.pop().map(|row| row.into_claimed(columns)))
 }
 
 /// How an item ended. A result is serialised before it reaches the writer, so the
@@ -753,6 +791,8 @@ mod tests {
             for text in [
                 &s.get_job,
                 &s.list_jobs,
+                &s.recent_jobs,
+                &s.count_jobs,
                 &s.live_jobs,
                 &s.columns,
                 &s.item_select,
@@ -859,13 +899,14 @@ mod tests {
         let k = JobKind::Research;
         let id = job_with_items(&conn, 5);
         let columns = ["company".to_string()];
-        let claimed = claim_batch(&conn, k, id, &columns, 3).unwrap();
+        let claimed: Vec<Claimed> =
+            claim_batch(&conn, k, id, 3).unwrap().into_iter().map(|r| r.into_claimed(&columns)).collect();
         assert_eq!(claimed.iter().map(|c| c.line).collect::<Vec<_>>(), [2, 3, 4]);
         let job = require_job(&conn, k, id).unwrap();
         assert_eq!((job.pending, job.processing), (2, 3));
         // Paused: a claim takes nothing.
         set_paused(&conn, k, id, true).unwrap();
-        assert!(claim_batch(&conn, k, id, &columns, 2).unwrap().is_empty());
+        assert!(claim_batch(&conn, k, id, 2).unwrap().is_empty());
         // One of the three was put back meanwhile (a cancel, a reset): its late result
         // is not written and the counters count only what was.
         requeue_item(&conn, k, id, claimed[1].id).unwrap();
@@ -878,7 +919,7 @@ mod tests {
         assert_eq!((job.pending, job.processing, job.completed, job.failed), (3, 0, 2, 0));
         // The rest, unpaused: the last write completes the job in the same transaction.
         set_paused(&conn, k, id, false).unwrap();
-        let rest = claim_batch(&conn, k, id, &columns, 10).unwrap();
+        let rest = claim_batch(&conn, k, id, 10).unwrap();
         assert_eq!(rest.len(), 3);
         let batch: Vec<Finished> = rest
             .iter()

@@ -17,8 +17,8 @@ use tokio_util::task::TaskTracker;
 use super::config::RunnerConfig;
 use super::db::Db;
 use super::error::AppError;
-use super::steps::{bound_result, Claimed, Step, StepError};
-use super::store::{self, Finish, Finished, Flags, Hidden};
+use super::steps::{bound_result, Step, StepError};
+use super::store::{self, ClaimedRow, Finish, Finished, Flags, Hidden};
 use crate::model::{JobKind, JobStatus};
 
 /// The per-item steps, one per kind of job.
@@ -367,10 +367,21 @@ impl JobTask {
                 Some(joined) = self.inflight.join_next(), if !self.inflight.is_empty() => {
                     // An Err is a task aborted on cancel or shutdown; panics are caught
                     // inside the task.
-                    match joined {
+                    let fresh = match joined {
                         Ok(outcome) => self.take(outcome).await,
                         Err(_) => None,
+                    };
+                    // Let the other items that are about to finish do so, so the turn's
+                    // one write carries them all (a batch instead of a write each).
+                    for _ in 0..4 {
+                        tokio::task::yield_now().await;
+                        let before = self.finished.len();
+                        self.collect_ready().await;
+                        if self.finished.len() == before || self.inflight.is_empty() {
+                            break;
+                        }
                     }
+                    fresh
                 }
                 _ = tick.tick() => Some(self.flags().await),
                 permit = self.inner.global.clone().acquire_owned(), if want_permit => {
@@ -456,7 +467,7 @@ impl JobTask {
             return;
         }
         let batch = Arc::new(std::mem::take(&mut self.finished));
-        let (to_write, columns) = (batch.clone(), self.columns.clone());
+        let to_write = batch.clone();
         let written = self
             .inner
             .db
@@ -467,7 +478,7 @@ impl JobTask {
                 if want == 0 {
                     return Ok(Vec::new());
                 }
-                store::claim_batch(tx, kind, id, &columns, want)
+                store::claim_batch(tx, kind, id, want)
             })
             .await;
         match written {
@@ -505,14 +516,16 @@ impl JobTask {
         }
     }
 
-    fn spawn_item(&mut self, item: Claimed, permit: OwnedSemaphorePermit) {
-        let item_id = item.id;
+    fn spawn_item(&mut self, row: ClaimedRow, permit: OwnedSemaphorePermit) {
+        let item_id = row.id;
+        let columns = self.columns.clone();
         let done = move |outcome: Finish, attempts: u32| Outcome::Done(Finished { item_id, attempts, outcome });
         let step = self.step.clone();
         let max_attempts = self.inner.cfg.max_attempts.max(1);
         let base = Duration::from_millis(self.inner.cfg.retry_base_ms);
         self.inflight.spawn(async move {
             let _permit = permit;
+            let item = row.into_claimed(&columns);
             let mut attempt = 0u32;
             loop {
                 attempt += 1;
