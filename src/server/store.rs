@@ -224,7 +224,7 @@ fn job_from_row(kind: JobKind, row: &Row<'_>) -> rusqlite::Result<Job> {
 }
 
 /// A new item as import produces it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NewItem {
     pub line: i64,
     pub name: Option<String>,
@@ -260,36 +260,52 @@ pub fn insert_job(
 
 /// Inserts a chunk of items on one prepared statement.
 pub fn insert_items(conn: &Connection, kind: JobKind, job_id: i64, items: &[NewItem]) -> Result<(), AppError> {
-    let items_table = sql(kind).items;
-    match kind {
-        JobKind::Research => {
-            let mut stmt = conn.prepare_cached(&format!(
-                "INSERT INTO {items_table} (job_id, line, name, website, domain, input) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-            ))?;
-            for it in items {
-                stmt.execute(params![job_id, it.line, it.name, it.website, it.domain, it.input])?;
+    let (columns, width) = match kind {
+        JobKind::Research => ("job_id, line, name, website, domain, input", 6),
+        JobKind::Preprocess => ("job_id, line, name, website, domain, input, normalized, dedupe_key", 8),
+    };
+    let bind = |stmt: &mut rusqlite::CachedStatement<'_>, rows: &[NewItem]| -> rusqlite::Result<()> {
+        let mut i = 1;
+        for it in rows {
+            stmt.raw_bind_parameter(i, job_id)?;
+            stmt.raw_bind_parameter(i + 1, it.line)?;
+            stmt.raw_bind_parameter(i + 2, &it.name)?;
+            stmt.raw_bind_parameter(i + 3, &it.website)?;
+            stmt.raw_bind_parameter(i + 4, &it.domain)?;
+            stmt.raw_bind_parameter(i + 5, &it.input)?;
+            if width == 8 {
+                stmt.raw_bind_parameter(i + 6, &it.normalized)?;
+                stmt.raw_bind_parameter(i + 7, &it.dedupe_key)?;
             }
+            i += width;
         }
-        JobKind::Preprocess => {
-            let mut stmt = conn.prepare_cached(&format!(
-                "INSERT INTO {items_table} (job_id, line, name, website, domain, input, normalized, dedupe_key) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-            ))?;
-            for it in items {
-                stmt.execute(params![
-                    job_id,
-                    it.line,
-                    it.name,
-                    it.website,
-                    it.domain,
-                    it.input,
-                    it.normalized,
-                    it.dedupe_key
-                ])?;
-            }
+        stmt.raw_execute()?;
+        Ok(())
+    };
+    // Many rows per statement: a statement's start and reset cost as much as a row.
+    let mut groups = items.chunks_exact(INSERT_ROWS);
+    if groups.len() > 0 {
+        let mut stmt = conn.prepare_cached(&insert_sql(sql(kind).items, columns, width, INSERT_ROWS))?;
+        for group in groups.by_ref() {
+            bind(&mut stmt, group)?;
+        }
+    }
+    let rest = groups.remainder();
+    if !rest.is_empty() {
+        let mut stmt = conn.prepare_cached(&insert_sql(sql(kind).items, columns, width, 1))?;
+        for row in rest.chunks(1) {
+            bind(&mut stmt, row)?;
         }
     }
     Ok(())
+}
+
+/// Rows per insert statement of [`insert_items`].
+const INSERT_ROWS: usize = 64;
+
+fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; width].join(", "));
+    format!("INSERT INTO {table} ({columns}) VALUES {}", vec![row; rows].join(", "))
 }
 
 /// Preprocessing: links the rows with item ids in `from..=to` to the first row of the
@@ -841,6 +857,53 @@ mod tests {
         conn.pragma_update(None, "foreign_keys", "ON").unwrap();
         super::super::db::migrations().to_latest(&mut conn).unwrap();
         conn
+    }
+
+    /// Rows go in many per statement with the rest one by one: every row arrives
+    /// whole, in file order, whatever the count.
+    #[test]
+    fn items_go_in_whole_and_in_order_in_groups_and_one_by_one() {
+        let conn = fresh();
+        for kind in [JobKind::Research, JobKind::Preprocess] {
+            for n in [1, INSERT_ROWS - 1, INSERT_ROWS, 2 * INSERT_ROWS + 3] {
+                let id = insert_job(&conn, kind, "j", "j.csv", 2, &["company".into()]).unwrap();
+                let items: Vec<NewItem> = (0..n)
+                    .map(|i| NewItem {
+                        line: i as i64 + 2,
+                        name: Some(format!("c{i}")),
+                        website: (i % 2 == 0).then(|| format!("https://c{i}.example/")),
+                        domain: (i % 3 == 0).then(|| format!("c{i}.example")),
+                        input: format!("[\"c{i}\"]"),
+                        normalized: (kind == JobKind::Preprocess).then(|| format!("{{\"n\":{i}}}")),
+                        dedupe_key: (kind == JobKind::Preprocess).then(|| format!("k{}", i % 5)),
+                    })
+                    .collect();
+                insert_items(&conn, kind, id, &items).unwrap();
+                let extra = if kind == JobKind::Preprocess { "normalized, dedupe_key" } else { "NULL, NULL" };
+                let mut stmt = conn
+                    .prepare(&format!(
+                        "SELECT line, name, website, domain, input, {extra} FROM {} WHERE job_id = ?1 ORDER BY id",
+                        sql(kind).items
+                    ))
+                    .unwrap();
+                let stored: Vec<NewItem> = stmt
+                    .query_map([id], |r| {
+                        Ok(NewItem {
+                            line: r.get(0)?,
+                            name: r.get(1)?,
+                            website: r.get(2)?,
+                            domain: r.get(3)?,
+                            input: r.get(4)?,
+                            normalized: r.get(5)?,
+                            dedupe_key: r.get(6)?,
+                        })
+                    })
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert_eq!(stored, items, "{kind} with {n} rows");
+            }
+        }
     }
 
     #[test]
