@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jobdeck/target}"
-# -P writes brotli and gzip copies of the front-end files, which the server sends as they are.
-cargo leptos build --release --precompress
+# The release build without cargo-leptos, whose own install takes longer than the build.
+scripts/build.sh
 export LEPTOS_SITE_ROOT="${LEPTOS_SITE_ROOT:-target/site}"
 export LEPTOS_SITE_ADDR="${LEPTOS_SITE_ADDR:-127.0.0.1:3000}"
 export LEPTOS_ENV="${LEPTOS_ENV:-PROD}"

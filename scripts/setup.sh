@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what jobdeck's build needs and this machine lacks; quiet about what is there.
-#   scripts/setup.sh          build tools (wasm32 target, cargo-leptos, wasm-bindgen, wasm-opt)
-#   scripts/setup.sh --test   also Debian chromium and the end-to-end npm packages
+#   scripts/setup.sh          release build tools (wasm32 target, wasm-bindgen, wasm-opt)
+#   scripts/setup.sh --dev    also cargo-leptos, for `cargo leptos watch`
+#   scripts/setup.sh --test   also cargo-leptos, Debian chromium and the end-to-end npm packages
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,9 +22,10 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   step "the wasm32 target" rustup target add wasm32-unknown-unknown
 fi
 
-if ! cargo leptos --version 2>/dev/null | grep -q '0\.3\.10'; then
-  # Without fat LTO and with parallel codegen the install takes a fraction of the
-  # time (BENCHMARKS.md has the figures); the tool runs no slower for what it does.
+MODE="${1:-}"
+if [[ "$MODE" == "--dev" || "$MODE" == "--test" ]] && ! cargo leptos --version 2>/dev/null | grep -q '0\.3\.10'; then
+  # Without fat LTO and with parallel codegen the install skips its one long
+  # single-threaded link; the tool does the same work.
   step "cargo-leptos 0.3.10" env CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
     cargo install cargo-leptos --version 0.3.10 --locked
 fi
@@ -39,7 +41,7 @@ if ! command -v wasm-opt >/dev/null; then
   step "wasm-opt (npm binaryen)" npm install -g binaryen
 fi
 
-if [[ "${1:-}" == "--test" ]]; then
+if [[ "$MODE" == "--test" ]]; then
   if [[ ! -x /usr/bin/chromium ]]; then
     step "apt package lists" apt-get update
     step "Debian chromium" env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium

@@ -12,6 +12,23 @@ use leptos::config::LeptosOptions;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `jobdeck precompress DIR`: a build step of scripts/build.sh, which makes a release
+    // without cargo-leptos.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [command, dir] = args.as_slice() {
+        if command == "precompress" {
+            return match server::assets::precompress(std::path::Path::new(dir)) {
+                Ok(n) => {
+                    println!("precompressed {n} files under {dir}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("jobdeck precompress {dir}: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -37,21 +54,24 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .map_err(|_| format!("site address `{}` is not host:port", config.server.site_addr))?;
     let output_name = std::env::var("LEPTOS_OUTPUT_NAME").unwrap_or_else(|_| "jobdeck".into());
     let pkg_dir = std::env::var("LEPTOS_SITE_PKG_DIR").unwrap_or_else(|_| "pkg".into());
-    let hashing = server::assets::hashing(&config.server.site_root, &pkg_dir, &output_name);
+    // Where a list of the front end's hashed names goes when none is beside the binary.
+    let hash_list = config.server.db.with_extension("front-hashes.txt");
     let leptos_options = LeptosOptions::builder()
-        .output_name(output_name)
+        .output_name(output_name.clone())
         .site_root(config.server.site_root.clone())
-        .site_pkg_dir(pkg_dir)
+        .site_pkg_dir(pkg_dir.clone())
         .site_addr(addr)
-        .hash_files(hashing.hashed)
-        .hash_file(hashing.hash_file.into())
         .env(match std::env::var("LEPTOS_ENV").as_deref() {
             Ok("PROD") | Ok("prod") => leptos::config::Env::PROD,
             _ => leptos::config::Env::DEV,
         })
         .reload_port(std::env::var("LEPTOS_RELOAD_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3001))
         .build();
-    let state = server::build_state(config, leptos_options)?;
+    let mut state = server::build_state(config, leptos_options)?;
+    // Only now, holding the database's lock, may this server write beside it.
+    let hashing = server::assets::hashing(&state.config.server.site_root, &pkg_dir, &output_name, &hash_list);
+    state.leptos_options.hash_files = hashing.hashed;
+    state.leptos_options.hash_file = hashing.hash_file.into();
     let service = state.service.clone();
     service.runner().start().await?;
     let grace = state.config.runner.shutdown_grace();

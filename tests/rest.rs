@@ -300,7 +300,7 @@ async fn a_preprocessing_job_through_rest_and_on_to_research() {
     assert_eq!(done["status"].as_str().map(|s| s.parse::<JobStatus>().unwrap()), Some(JobStatus::Completed));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_is_server_rendered() {
     let dir = tempfile::tempdir().unwrap();
     let app = jobdeck::server::app(state(test_config(dir.path())));
@@ -453,52 +453,6 @@ async fn a_name_over_200_characters_is_a_400() {
     let (status, err) = upload(&app, "/api/process", &[("name", &long)], Some(("a.csv", b"Company\nAcme\n"))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(err["error"].as_str().unwrap().contains("200"), "{err}");
-}
-
-/// Every `<script` tag of a page and the nonce each carries.
-fn script_nonces(html: &str) -> Vec<Option<String>> {
-    html.match_indices("<script")
-        .map(|(at, _)| {
-            let tag = &html[at..at + html[at..].find('>').unwrap()];
-            tag.split("nonce=\"").nth(1).map(|rest| rest.split('"').next().unwrap().to_string())
-        })
-        .collect()
-}
-
-#[tokio::test]
-async fn markup_in_a_job_name_stays_text_and_only_the_pages_own_scripts_may_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = state(test_config(dir.path()));
-    let service = state.service.clone();
-    let app = jobdeck::server::app(state);
-    let evil = "</title><script>alert(\"title\")</script><img src=x onerror=alert(1)>";
-    let mut up = common::upload(b"Company\n<b>Acme</b>\n".to_vec(), 1);
-    up.name = Some(evil.to_string());
-    let job = service.create_job(jobdeck::model::JobKind::Research, up).await.unwrap();
-    for uri in ["/".to_string(), format!("/processing/{}", job.id), format!("/processing/{}/accounts", job.id)] {
-        let res = app.clone().oneshot(Request::builder().uri(&uri).body(Body::empty()).unwrap()).await.unwrap();
-        assert_eq!(res.status(), StatusCode::OK, "{uri}");
-        let csp = res.headers()["content-security-policy"].to_str().unwrap().to_string();
-        let html = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
-        assert!(!html.contains("<script>alert"), "{uri}: the name ran as markup");
-        assert!(!html.contains("<img src=x"), "{uri}: the name ran as markup");
-        assert!(!html.contains("<b>Acme"), "{uri}: an account name ran as markup");
-        if uri != "/" {
-            let title = html.split("<title>").nth(1).and_then(|t| t.split("</title>").next()).unwrap();
-            assert!(title.contains("&lt;/title&gt;&lt;script&gt;alert("), "{uri}: the title is {title}");
-        }
-        let nonce = csp.split("'nonce-").nth(1).and_then(|r| r.split('\'').next()).expect("a nonce in the CSP");
-        assert!(csp.contains("script-src 'nonce-") && !csp.contains("'unsafe-inline' 'wasm"), "{csp}");
-        let scripts = script_nonces(&html);
-        assert!(!scripts.is_empty(), "{uri} has its hydration script");
-        for found in scripts {
-            assert_eq!(found.as_deref(), Some(nonce), "{uri}: a script without the response's nonce");
-        }
-    }
-    // Another response, another nonce.
-    let first = app.clone().oneshot(Request::builder().uri("/").body(Body::empty()).unwrap()).await.unwrap();
-    let second = app.clone().oneshot(Request::builder().uri("/").body(Body::empty()).unwrap()).await.unwrap();
-    assert_ne!(first.headers()["content-security-policy"], second.headers()["content-security-policy"]);
 }
 
 /// The browser's build and the server's must agree on every server function's path

@@ -40,15 +40,16 @@ pub struct Hashing {
 }
 
 /// Finds out whether the build named its front-end files by content hash.
-/// cargo-leptos says so through `LEPTOS_HASH_FILES` when it runs the server, and leaves
-/// the hash list (`hash.txt`) beside the server binary, which is how a server started
-/// by hand knows. A binary moved away from its list still serves a working page: the
-/// hashes are read off the names in the site's `pkg` folder and written to a list in
-/// the temporary folder.
-pub fn hashing(site_root: &str, pkg_dir: &str, output_name: &str) -> Hashing {
+/// The build leaves the hash list (`hash.txt`) beside the server binary, where leptos
+/// reads it on every page. A binary moved away from its list still serves a working
+/// page: the hashes are read off the names in the site's `pkg` folder and the list is
+/// written as `list_path` (beside the database, in a folder this server holds alone).
+/// `LEPTOS_HASH_FILES=false` turns hashed names off.
+pub fn hashing(site_root: &str, pkg_dir: &str, output_name: &str, list_path: &std::path::Path) -> Hashing {
     let name = std::env::var("LEPTOS_HASH_FILE_NAME").unwrap_or_else(|_| "hash.txt".into());
-    if let Ok(v) = std::env::var("LEPTOS_HASH_FILES") {
-        return Hashing { hashed: v == "true", hash_file: name };
+    let unhashed = Hashing { hashed: false, hash_file: name.clone() };
+    if std::env::var("LEPTOS_HASH_FILES").is_ok_and(|v| v == "false") {
+        return unhashed;
     }
     let beside_binary = std::env::current_exe().ok().and_then(|exe| exe.parent().map(|dir| dir.join(&name)));
     if beside_binary.is_some_and(|p| p.is_file()) {
@@ -56,12 +57,13 @@ pub fn hashing(site_root: &str, pkg_dir: &str, output_name: &str) -> Hashing {
     }
     let pkg = std::path::Path::new(site_root).join(pkg_dir);
     if let Some(list) = hashes_from_names(&pkg, output_name) {
-        let path = std::env::temp_dir().join(format!("jobdeck-hash-{}.txt", std::process::id()));
-        if std::fs::write(&path, list).is_ok() {
-            return Hashing { hashed: true, hash_file: path.to_string_lossy().into_owned() };
+        let absolute = std::path::absolute(list_path).unwrap_or_else(|_| list_path.to_path_buf());
+        match std::fs::write(&absolute, list) {
+            Ok(()) => return Hashing { hashed: true, hash_file: absolute.to_string_lossy().into_owned() },
+            Err(e) => tracing::warn!("cannot write the front end's hash list to {}: {e}", absolute.display()),
         }
     }
-    Hashing { hashed: false, hash_file: name }
+    unhashed
 }
 
 /// The hash list (`js: …`, `wasm: …`, `css: …`) of a `pkg` folder whose files are
@@ -90,6 +92,35 @@ fn hashes_from_names(pkg: &std::path::Path, output_name: &str) -> Option<String>
     Some(format!("js: {}\nwasm: {}\ncss: {}\n", one("js")?, one("wasm")?, one("css")?))
 }
 
+/// Writes a brotli (`.br`) and a gzip (`.gz`) copy beside every JavaScript, WebAssembly,
+/// CSS and SVG file under `dir`, at the strongest settings: they are made once per
+/// build and sent many times. Returns how many files it compressed.
+pub fn precompress(dir: &std::path::Path) -> std::io::Result<usize> {
+    use std::io::Write;
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            count += precompress(&path)?;
+            continue;
+        }
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !matches!(ext, "js" | "wasm" | "css" | "svg") {
+            continue;
+        }
+        let bytes = std::fs::read(&path)?;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&bytes)?;
+        std::fs::write(format!("{}.gz", path.display()), gz.finish()?)?;
+        let mut br = Vec::new();
+        let params = brotli::enc::BrotliEncoderParams { quality: 11, ..Default::default() };
+        brotli::BrotliCompress(&mut bytes.as_slice(), &mut br, &params)?;
+        std::fs::write(format!("{}.br", path.display()), br)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +138,29 @@ mod tests {
         // An unhashed build: nothing to read.
         std::fs::write(dir.path().join("app.js"), "x").unwrap();
         assert_eq!(hashes_from_names(dir.path(), "app"), None);
+    }
+
+    #[test]
+    fn precompressed_copies_decode_to_the_file() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("pkg");
+        std::fs::create_dir(&sub).unwrap();
+        let text = "function hydrate() { return 42; }\n".repeat(200);
+        std::fs::write(sub.join("app.js"), &text).unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a front-end file").unwrap();
+        assert_eq!(precompress(dir.path()).unwrap(), 1);
+        let mut from_gz = String::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(sub.join("app.js.gz")).unwrap())
+            .read_to_string(&mut from_gz)
+            .unwrap();
+        assert_eq!(from_gz, text);
+        let mut from_br = String::new();
+        brotli::Decompressor::new(std::fs::File::open(sub.join("app.js.br")).unwrap(), 4096)
+            .read_to_string(&mut from_br)
+            .unwrap();
+        assert_eq!(from_br, text);
+        assert!(std::fs::metadata(sub.join("app.js.br")).unwrap().len() < text.len() as u64 / 10);
+        assert!(!dir.path().join("notes.txt.gz").exists());
     }
 }

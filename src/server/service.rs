@@ -130,7 +130,6 @@ impl Service {
         Ok(())
     }
 
-    /// Every job of both kinds, newest first.
     /// A page of jobs of both kinds, newest first: reads only the newest
     /// `offset + limit` of each kind, however many jobs there are.
     pub async fn page_all(&self, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
@@ -138,6 +137,8 @@ impl Service {
         let limit = limit.clamp(1, MAX_PAGE);
         self.db
             .read(move |c| {
+                // One snapshot, so the count agrees with the page.
+                let c = &c.unchecked_transaction()?;
                 let newest = offset.saturating_add(limit);
                 let mut jobs = store::recent_jobs(c, JobKind::Research, newest)?;
                 jobs.extend(store::recent_jobs(c, JobKind::Preprocess, newest)?);

@@ -343,7 +343,11 @@ impl JobTask {
                 // A paused job gives its unused slot back to the others.
                 self.spare = None;
             }
-            self.collect_ready().await;
+            match self.collect_ready().await {
+                None => {}
+                Some(Some(flags)) => st.update(flags),
+                Some(None) => return,
+            }
             self.flush_and_fill(&mut st).await;
             let idle = self.inflight.is_empty() && self.unsaved.is_empty() && self.finished.is_empty();
             if st.grace_until.is_some() && idle {
@@ -367,7 +371,7 @@ impl JobTask {
                 Some(joined) = self.inflight.join_next(), if !self.inflight.is_empty() => {
                     // An Err is a task aborted on cancel or shutdown; panics are caught
                     // inside the task.
-                    let fresh = match joined {
+                    let mut fresh = match joined {
                         Ok(outcome) => self.take(outcome).await,
                         Err(_) => None,
                     };
@@ -376,7 +380,9 @@ impl JobTask {
                     for _ in 0..4 {
                         tokio::task::yield_now().await;
                         let before = self.finished.len();
-                        self.collect_ready().await;
+                        if let Some(later) = self.collect_ready().await {
+                            fresh = Some(later);
+                        }
                         if self.finished.len() == before || self.inflight.is_empty() {
                             break;
                         }
@@ -428,13 +434,18 @@ impl JobTask {
         }
     }
 
-    /// Takes every outcome that is ready now, without waiting.
-    async fn collect_ready(&mut self) {
+    /// Takes every outcome that is ready now, without waiting. Returns the flags the
+    /// last outcome that changed them left (a rate limit pauses the job), as `take` does.
+    async fn collect_ready(&mut self) -> Option<Option<Flags>> {
+        let mut fresh = None;
         while let Some(joined) = self.inflight.try_join_next() {
             if let Ok(outcome) = joined {
-                self.take(outcome).await;
+                if let Some(flags) = self.take(outcome).await {
+                    fresh = Some(flags);
+                }
             }
         }
+        fresh
     }
 
     /// One write transaction for the turn: stores every outcome taken since the last
