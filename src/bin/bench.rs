@@ -11,15 +11,16 @@
 //! timings of this machine: compare ratios, not seconds, across machines.
 
 use std::io::Write;
-
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use jobdeck::server::{self, config::Config};
 use serde_json::{json, Value};
+
+// As the server binary: the engine's figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// One line of the table.
 struct Figure {
@@ -247,25 +248,43 @@ async fn engine(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
     ));
 }
 
-/// The floor of the old per-item design: one claim transaction and one finish
-/// transaction per item, through jobdeck's own statements, nothing else.
-fn bare_loop(dir: &Path, rows: usize) -> f64 {
+/// A database of `path` as the server configures it (WAL, synchronous NORMAL), with
+/// one visible name-only preprocessing job of `rows` pending items whose normalised
+/// form is `normalized(i)`. Returns the connection, the job's id and its columns.
+fn seeded_db(
+    path: &Path,
+    rows: usize,
+    normalized: impl Fn(usize) -> Option<String>,
+) -> (rusqlite::Connection, i64, Vec<String>) {
     use jobdeck::model::JobKind;
     use jobdeck::server::store;
-    let path = dir.join("bare.sqlite3");
-    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    let mut conn = rusqlite::Connection::open(path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
     server::db::migrations().to_latest(&mut conn).unwrap();
     let columns = vec!["company".to_string()];
     let tx = conn.transaction().unwrap();
-    let id = store::insert_job(&tx, JobKind::Preprocess, "bare", "bare.csv", 8, &columns).unwrap();
+    let id = store::insert_job(&tx, JobKind::Preprocess, "seeded", "seeded.csv", 8, &columns).unwrap();
     let items: Vec<store::NewItem> = (0..rows)
-        .map(|i| store::NewItem { line: i as i64 + 2, input: format!("[\"Company {i}\"]"), ..Default::default() })
+        .map(|i| store::NewItem {
+            line: i as i64 + 2,
+            input: format!("[\"Company {i}\"]"),
+            normalized: normalized(i),
+            ..Default::default()
+        })
         .collect();
     store::insert_items(&tx, JobKind::Preprocess, id, &items).unwrap();
     store::reveal_job(&tx, JobKind::Preprocess, id, rows as i64).unwrap();
     tx.commit().unwrap();
+    (conn, id, columns)
+}
+
+/// The floor of the old per-item design: one claim transaction and one finish
+/// transaction per item, through jobdeck's own statements, nothing else.
+fn bare_loop(dir: &Path, rows: usize) -> f64 {
+    use jobdeck::model::JobKind;
+    use jobdeck::server::store;
+    let (mut conn, id, columns) = seeded_db(&dir.join("bare.sqlite3"), rows, |_| None);
     let result = store::Finish::completed(&json!({"company": "Company", "valid": false}));
     let start = Instant::now();
     loop {
@@ -285,25 +304,9 @@ fn bare_loop(dir: &Path, rows: usize) -> f64 {
 fn batched_sql_loop(dir: &Path, rows: usize, batch: usize) -> f64 {
     use jobdeck::model::JobKind;
     use jobdeck::server::store;
-    let path = dir.join(format!("batched-{batch}.sqlite3"));
-    let mut conn = rusqlite::Connection::open(&path).unwrap();
-    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
-    server::db::migrations().to_latest(&mut conn).unwrap();
-    let columns = vec!["company".to_string()];
-    let tx = conn.transaction().unwrap();
-    let id = store::insert_job(&tx, JobKind::Preprocess, "batched", "b.csv", 8, &columns).unwrap();
-    let items: Vec<store::NewItem> = (0..rows)
-        .map(|i| store::NewItem {
-            line: i as i64 + 2,
-            input: format!("[\"Company {i}\"]"),
-            normalized: Some(format!("{{\"company\":\"Company {i}\",\"valid\":false,\"reasons\":[\"no domain\"]}}")),
-            ..Default::default()
-        })
-        .collect();
-    store::insert_items(&tx, JobKind::Preprocess, id, &items).unwrap();
-    store::reveal_job(&tx, JobKind::Preprocess, id, rows as i64).unwrap();
-    tx.commit().unwrap();
+    let (mut conn, id, columns) = seeded_db(&dir.join(format!("batched-{batch}.sqlite3")), rows, |i| {
+        Some(format!("{{\"company\":\"Company {i}\",\"valid\":false,\"reasons\":[\"no domain\"]}}"))
+    });
     let result =
         json!({"company": "Company", "valid": false, "reasons": ["no domain"], "liveness": {"checked": false}});
     let start = Instant::now();
@@ -456,13 +459,8 @@ fn frontend(out: &mut Vec<Figure>) {
         raw += bytes.len();
         let copy = std::fs::metadata(format!("{}.br", path.display())).map(|m| m.len() as usize).ok();
         served = served.zip(copy).map(|(a, b)| a + b);
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        enc.write_all(&bytes).unwrap();
-        gz += enc.finish().unwrap().len();
-        let mut brotli_out = Vec::new();
-        let params = brotli::enc::BrotliEncoderParams { quality: 11, ..Default::default() };
-        brotli::BrotliCompress(&mut bytes.as_slice(), &mut brotli_out, &params).unwrap();
-        br += brotli_out.len();
+        gz += server::assets::gzip_best(&bytes).unwrap().len();
+        br += server::assets::brotli_best(&bytes).unwrap().len();
     }
     out.push(Figure::new("front end: wasm + js, raw", raw as f64 / 1024.0, "KiB", ""));
     out.push(

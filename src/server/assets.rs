@@ -96,7 +96,6 @@ fn hashes_from_names(pkg: &std::path::Path, output_name: &str) -> Option<String>
 /// CSS and SVG file under `dir`, at the strongest settings: they are made once per
 /// build and sent many times. Returns how many files it compressed.
 pub fn precompress(dir: &std::path::Path) -> std::io::Result<usize> {
-    use std::io::Write;
     let mut count = 0;
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -109,16 +108,27 @@ pub fn precompress(dir: &std::path::Path) -> std::io::Result<usize> {
             continue;
         }
         let bytes = std::fs::read(&path)?;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        gz.write_all(&bytes)?;
-        std::fs::write(format!("{}.gz", path.display()), gz.finish()?)?;
-        let mut br = Vec::new();
-        let params = brotli::enc::BrotliEncoderParams { quality: 11, ..Default::default() };
-        brotli::BrotliCompress(&mut bytes.as_slice(), &mut br, &params)?;
-        std::fs::write(format!("{}.br", path.display()), br)?;
+        std::fs::write(format!("{}.gz", path.display()), gzip_best(&bytes)?)?;
+        std::fs::write(format!("{}.br", path.display()), brotli_best(&bytes)?)?;
         count += 1;
     }
     Ok(count)
+}
+
+/// `bytes` gzipped at the strongest level.
+pub fn gzip_best(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(bytes)?;
+    gz.finish()
+}
+
+/// `bytes` in brotli at the strongest quality (11).
+pub fn brotli_best(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut br = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams { quality: 11, ..Default::default() };
+    brotli::BrotliCompress(&mut &bytes[..], &mut br, &params)?;
+    Ok(br)
 }
 
 #[cfg(test)]
