@@ -4,6 +4,7 @@
 //! `pause_poll_ms` honours flags written by anyone else.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -282,6 +283,9 @@ struct JobTask {
     finished: Vec<Finished>,
     /// Writes that failed and are tried again: no item stays `processing` for good.
     unsaved: Vec<Unsaved>,
+    /// Outcomes of items whose step finished at its first poll, without a task of its
+    /// own; taken at the next turn like those of spawned items.
+    ready: Vec<(i64, Outcome)>,
 }
 
 impl JobTask {
@@ -298,6 +302,7 @@ impl JobTask {
             columns: Arc::from([]),
             finished: Vec::new(),
             unsaved: Vec::new(),
+            ready: Vec::new(),
         }
     }
 
@@ -349,7 +354,10 @@ impl JobTask {
                 Some(None) => return,
             }
             self.flush_and_fill(&mut st).await;
-            let idle = self.inflight.is_empty() && self.unsaved.is_empty() && self.finished.is_empty();
+            let idle = self.inflight.is_empty()
+                && self.unsaved.is_empty()
+                && self.finished.is_empty()
+                && self.ready.is_empty();
             if st.grace_until.is_some() && idle {
                 break;
             }
@@ -390,6 +398,8 @@ impl JobTask {
                     fresh
                 }
                 _ = tick.tick() => Some(self.flags().await),
+                // Items finished at their first poll: the next turn writes them.
+                () = std::future::ready(()), if !self.ready.is_empty() => None,
                 permit = self.inner.global.clone().acquire_owned(), if want_permit => {
                     self.spare = permit.ok();
                     None
@@ -417,6 +427,11 @@ impl JobTask {
                             self.finished.push(done);
                         }
                     }
+                    for (_, outcome) in self.ready.drain(..) {
+                        if let Outcome::Done(done) = outcome {
+                            self.finished.push(done);
+                        }
+                    }
                     self.flush_and_fill(&mut st).await;
                     break;
                 }
@@ -438,6 +453,11 @@ impl JobTask {
     /// last outcome that changed them left (a rate limit pauses the job), as `take` does.
     async fn collect_ready(&mut self) -> Option<Option<Flags>> {
         let mut fresh = None;
+        for outcome in std::mem::take(&mut self.ready) {
+            if let Some(flags) = self.take(outcome).await {
+                fresh = Some(flags);
+            }
+        }
         while let Some(joined) = self.inflight.try_join_next() {
             if let Ok(outcome) = joined {
                 if let Some(flags) = self.take(outcome).await {
@@ -520,6 +540,7 @@ impl JobTask {
         while self.inflight.join_next().await.is_some() {}
         self.finished.clear();
         self.unsaved.clear();
+        self.ready.clear();
         // A job marked failed by hand (not through the service) may still have items
         // `processing`; they go back to `pending` as a cancel puts them.
         if let Err(e) = self.inner.db.write(move |tx| store::reset_processing(tx, kind, id)).await {
@@ -534,7 +555,7 @@ impl JobTask {
         let step = self.step.clone();
         let max_attempts = self.inner.cfg.max_attempts.max(1);
         let base = Duration::from_millis(self.inner.cfg.retry_base_ms);
-        self.inflight.spawn(async move {
+        let mut work = Box::pin(async move {
             let _permit = permit;
             let item = row.into_claimed(&columns);
             let mut attempt = 0u32;
@@ -561,6 +582,17 @@ impl JobTask {
                 }
             }
         });
+        // A step that needs no waiting (cleaning a name, a cache hit) is done at its
+        // first poll: it then costs no task, and the turn's write carries every such
+        // result at once. Anything that has to wait goes on as a task of its own; a
+        // future may be polled by a different waker later, so nothing is lost.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match work.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(outcome) => self.ready.push(outcome),
+            std::task::Poll::Pending => {
+                self.inflight.spawn(work);
+            }
+        }
     }
 
     /// Takes an item's outcome: a result waits for the turn's write. A rate limit puts
