@@ -3,6 +3,7 @@
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags};
 
+use crate::components::erase::erase;
 use crate::components::page_title::PageTitle;
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
@@ -72,12 +73,13 @@ pub fn App() -> impl IntoView {
                         </div>
                     }
                 }>
+                    // Each page erased without its async hydration (see components/erase.rs).
                     // Async: the server answers once the data is in, so the HTML is complete
                     // for readers without JavaScript and "no such job" can be a real 404.
-                    <Route path=path!("/") view=Dashboard ssr=SsrMode::Async />
-                    <Route path=path!("/processing/:id") view=ResearchPage ssr=SsrMode::Async />
-                    <Route path=path!("/processing/:id/accounts") view=AccountsPage ssr=SsrMode::Async />
-                    <Route path=path!("/preprocess/progress/:id") view=PreprocessPage ssr=SsrMode::Async />
+                    <Route path=path!("/") view=|| erase(Dashboard()) ssr=SsrMode::Async />
+                    <Route path=path!("/processing/:id") view=|| erase(ResearchPage()) ssr=SsrMode::Async />
+                    <Route path=path!("/processing/:id/accounts") view=|| erase(AccountsPage()) ssr=SsrMode::Async />
+                    <Route path=path!("/preprocess/progress/:id") view=|| erase(PreprocessPage()) ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use leptos::prelude::*;
 
+use crate::components::erase::Erase;
+
 /// A time as people read it. Always UTC: the server renders the page before the
 /// browser knows its time zone, and both must print the same text.
 pub fn time_text(at: &DateTime<Utc>) -> String {
@@ -45,9 +47,9 @@ pub fn Time(#[prop(into)] at: Signal<Option<DateTime<Utc>>>, #[prop(optional)] s
     move || match at.get() {
         Some(t) => {
             let text = if short { short_time_text(&t) } else { time_text(&t) };
-            view! { <time datetime=t.to_rfc3339() title=time_text(&t)>{text}</time> }.into_any()
+            view! { <time datetime=t.to_rfc3339() title=time_text(&t)>{text}</time> }.erased()
         }
-        None => view! { <span class="muted">"—"</span> }.into_any(),
+        None => view! { <span class="muted">"—"</span> }.erased(),
     }
 }
 
@@ -71,8 +73,8 @@ pub fn external_link(url: &str) -> AnyView {
                 {shown}
             </a>
         }
-        .into_any(),
-        None => view! { <span class="external">{shown}</span> }.into_any(),
+        .erased(),
+        None => view! { <span class="external">{shown}</span> }.erased(),
     }
 }
 

@@ -1,6 +1,8 @@
 //! One job's items: status filter, paging, export links and the table.
 
 use leptos::prelude::*;
+
+use crate::components::erase::Erase;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::list_items;
@@ -100,7 +102,7 @@ pub fn ItemBrowser(
         Suspend::new(async move {
             let first = match page.await {
                 Ok(first) => first,
-                Err(e) => return view! { <p class="alert" role="alert">{e}</p> }.into_any(),
+                Err(e) => return view! { <p class="alert" role="alert">{e}</p> }.erased(),
             };
             let shown_for = (status.get_untracked(), offset.get_untracked());
             // What this page shows: the newest copy for its own filter and offset.
@@ -170,7 +172,7 @@ pub fn ItemBrowser(
                 </div>
                 <nav class="pager" aria-label="Pages">{pager}</nav>
             }
-            .into_any()
+            .erased()
         })
     };
 
@@ -197,10 +199,8 @@ type PageQuery = (Option<ItemStatus>, i64);
 /// A Previous/Next link, or the same words greyed out at either end of the list.
 pub(crate) fn pager_link(href: Option<String>, label: &'static str) -> AnyView {
     match href {
-        Some(href) => {
-            view! { <a class="btn btn-small btn-plain" href=href data-noscroll="true">{label}</a> }.into_any()
-        }
-        None => view! { <span class="btn btn-small btn-plain" aria-disabled="true">{label}</span> }.into_any(),
+        Some(href) => view! { <a class="btn btn-small btn-plain" href=href data-noscroll="true">{label}</a> }.erased(),
+        None => view! { <span class="btn btn-small btn-plain" aria-disabled="true">{label}</span> }.erased(),
     }
 }
 

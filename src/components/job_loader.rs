@@ -2,6 +2,8 @@
 
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
+
+use crate::components::erase::Erase;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::get_job;
@@ -45,7 +47,7 @@ fn LoadJob(kind: JobKind, raw: String, render: fn(LiveJob) -> AnyView) -> impl I
                 Suspend::new(async move {
                     match first.await {
                         Ok(job) => render(LiveJob::new(job)),
-                        Err(msg) if is_not_found(&msg) => view! { <NoSuchJob kind raw=wanted /> }.into_any(),
+                        Err(msg) if is_not_found(&msg) => view! { <NoSuchJob kind raw=wanted /> }.erased(),
                         Err(msg) => {
                             view! {
                                 <div class="card">
@@ -54,7 +56,7 @@ fn LoadJob(kind: JobKind, raw: String, render: fn(LiveJob) -> AnyView) -> impl I
                                     <p><a href="/">"Back to the dashboard"</a></p>
                                 </div>
                             }
-                                .into_any()
+                                .erased()
                         }
                     }
                 })

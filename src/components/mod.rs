@@ -2,6 +2,7 @@
 
 pub mod badge;
 pub mod confirm_dialog;
+pub mod erase;
 pub mod format;
 pub mod items;
 pub mod job_controls;

@@ -2,6 +2,8 @@
 
 use leptos::prelude::*;
 
+use crate::components::erase::Erase;
+
 use crate::components::badge::StatusBadge;
 use crate::components::format::{plural, time_text, Time};
 use crate::components::live::LiveJob;
@@ -46,7 +48,7 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
                 {children()}
             </div>
         }
-        .into_any()
+        .erased()
     } else {
         view! {
             <div class="banner-head">
@@ -62,7 +64,7 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
                 {children()}
             </div>
         }
-        .into_any()
+        .erased()
     };
 
     view! {

@@ -2,6 +2,8 @@
 
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
+
+use crate::components::erase::Erase;
 use serde_json::Value;
 
 use crate::components::badge::{ItemBadge, StatusBadge};
@@ -50,7 +52,7 @@ fn accounts(live: LiveJob) -> AnyView {
             />
         </section>
     }
-    .into_any()
+    .erased()
 }
 
 fn account_row(item: Item) -> AnyView {
@@ -62,8 +64,8 @@ fn account_row(item: Item) -> AnyView {
             <td class="num">{item.line}</td>
             <td class="account-cell">
                 {match name {
-                    Some(n) => view! { <strong>{n}</strong> }.into_any(),
-                    None => view! { <span class="muted">"(no name)"</span> }.into_any(),
+                    Some(n) => view! { <strong>{n}</strong> }.erased(),
+                    None => view! { <span class="muted">"(no name)"</span> }.erased(),
                 }}
                 {website.map(|w| view! { <div class="small">{external_link(&w)}</div> })}
             </td>
@@ -74,7 +76,7 @@ fn account_row(item: Item) -> AnyView {
             <td class="result-cell">{research_summary(&item)}</td>
         </tr>
     }
-    .into_any()
+    .erased()
 }
 
 /// A readable summary of one account's research result (and its failure, if any).
@@ -86,7 +88,7 @@ fn research_summary(item: &Item) -> AnyView {
             {error}
             {waiting}
         }
-        .into_any();
+        .erased();
     };
     let title = text(result, "title");
     let description = text(result, "description");
@@ -155,7 +157,7 @@ fn research_summary(item: &Item) -> AnyView {
         </dl>
         {(!fetched.is_empty()).then(|| view! { <p class="small muted">{fetched.join(" · ")}</p> })}
     }
-    .into_any()
+    .erased()
 }
 
 /// The language model's profile of the company, when one was made.
@@ -179,5 +181,5 @@ fn profile_facts(profile: &Value) -> AnyView {
             })
         })
         .collect_view()
-        .into_any()
+        .erased()
 }

@@ -3,6 +3,8 @@
 
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
+
+use crate::components::erase::Erase;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::list_jobs;
@@ -33,8 +35,8 @@ pub fn Dashboard() -> impl IntoView {
                 <Suspense fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
                     {move || Suspend::new(async move {
                         match first.await {
-                            Ok(page) => view! { <JobList initial=page /> }.into_any(),
-                            Err(e) => view! { <p class="alert" role="alert">{e}</p> }.into_any(),
+                            Ok(page) => view! { <JobList initial=page /> }.erased(),
+                            Err(e) => view! { <p class="alert" role="alert">{e}</p> }.erased(),
                         }
                     })}
                 </Suspense>

@@ -2,6 +2,8 @@
 
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
+
+use crate::components::erase::Erase;
 use leptos_router::hooks::use_navigate;
 use serde_json::Value;
 
@@ -45,7 +47,7 @@ fn preprocess_job(live: LiveJob) -> AnyView {
             />
         </section>
     }
-    .into_any()
+    .erased()
 }
 
 /// Sends the clean, unique, reachable rows on as a new full research job.
@@ -130,22 +132,22 @@ fn result_row(item: Item) -> AnyView {
             <td class="num">{item.line}</td>
             <td>
                 {match company {
-                    Some(c) => view! { <strong>{c}</strong> }.into_any(),
-                    None => view! { <span class="muted">"(no name)"</span> }.into_any(),
+                    Some(c) => view! { <strong>{c}</strong> }.erased(),
+                    None => view! { <span class="muted">"(no name)"</span> }.erased(),
                 }}
                 {suffix.map(|s| view! { " " <span class="chip" title="Legal form, split off the name">{s}</span> })}
             </td>
-            <td data-label="Domain">{domain.map(|d| external_link(&d)).unwrap_or_else(|| view! { <span class="muted">"—"</span> }.into_any())}</td>
+            <td data-label="Domain">{domain.map(|d| external_link(&d)).unwrap_or_else(|| view! { <span class="muted">"—"</span> }.erased())}</td>
             <td class="email-cell" data-label="E-mail">{email.unwrap_or_default()}</td>
             <td class="checks" data-label="Checks">
                 {if checks.is_empty() && !processed {
-                    view! { <span class="muted">"Not checked yet"</span> }.into_any()
+                    view! { <span class="muted">"Not checked yet"</span> }.erased()
                 } else {
                     checks
                         .into_iter()
                         .map(|(tone, icon, label)| flag(tone, icon, label))
                         .collect_view()
-                        .into_any()
+                        .erased()
                 }}
             </td>
             <td class="liveness" data-label="Website">{liveness_cell(liveness.as_ref(), item.status)}</td>
@@ -155,7 +157,7 @@ fn result_row(item: Item) -> AnyView {
             </td>
         </tr>
     }
-    .into_any()
+    .erased()
 }
 
 /// Whether the website answered: ✔ with the status code, ✖ with the code or the error,
@@ -167,7 +169,7 @@ fn liveness_cell(liveness: Option<&Value>, status: ItemStatus) -> AnyView {
             ItemStatus::Processing => "Checking…",
             ItemStatus::Completed | ItemStatus::Failed => "—",
         };
-        return view! { <span class="muted">{text}</span> }.into_any();
+        return view! { <span class="muted">{text}</span> }.erased();
     };
     let checked = l.get("checked").and_then(Value::as_bool).unwrap_or(false);
     let code = l.get("statusCode").and_then(Value::as_i64);
@@ -175,7 +177,7 @@ fn liveness_cell(liveness: Option<&Value>, status: ItemStatus) -> AnyView {
     let final_url = text(l, "finalUrl");
     if !checked {
         return view! { <span class="muted">"Not checked: " {error.unwrap_or_else(|| "skipped".into())}</span> }
-            .into_any();
+            .erased();
     }
     let reachable = l.get("reachable").and_then(Value::as_bool).unwrap_or(false);
     let detail = match (code, error) {
@@ -189,5 +191,5 @@ fn liveness_cell(liveness: Option<&Value>, status: ItemStatus) -> AnyView {
         <div class="small muted wrap">{detail}</div>
         {final_url.map(|u| view! { <div class="small">{external_link(&u)}</div> })}
     }
-    .into_any()
+    .erased()
 }

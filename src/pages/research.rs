@@ -3,6 +3,8 @@
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
+use crate::components::erase::Erase;
+
 use crate::api::list_items;
 use crate::components::format::{error_text, plural, Crumbs};
 use crate::components::job_controls::JobControls;
@@ -56,7 +58,7 @@ fn research_job(live: LiveJob) -> AnyView {
             </p>
         </section>
     }
-    .into_any()
+    .erased()
 }
 
 fn account_breakdown(j: &Job) -> String {
