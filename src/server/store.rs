@@ -247,7 +247,20 @@ pub fn insert_job(
     concurrency: u32,
     columns: &[String],
 ) -> Result<i64, AppError> {
-    let now = ts(now());
+    // Creation times are distinct and rising over both kinds (a millisecond later than
+    // the newest job when the clock has not moved on), so the dashboard's merge of the
+    // two kinds, newest first, has one answer.
+    let latest: Option<String> = conn
+        .prepare_cached(
+            "SELECT MAX(t) FROM (SELECT * FROM (SELECT created_at AS t FROM processing_jobs ORDER BY id DESC LIMIT 1)
+             UNION ALL SELECT * FROM (SELECT created_at AS t FROM preprocessing_jobs ORDER BY id DESC LIMIT 1))",
+        )?
+        .query_row([], |r| r.get(0))?;
+    let mut created = now();
+    if let Some(latest) = parse_ts(latest) {
+        created = created.max(latest + chrono::Duration::milliseconds(1));
+    }
+    let now = ts(created);
     let columns = serde_json::to_string(columns).map_err(|e| AppError::Internal(e.to_string()))?;
     conn.prepare_cached(&format!(
         "INSERT INTO {} (name, filename, concurrency, columns, created_at, updated_at, hidden)
@@ -795,6 +808,24 @@ pub fn auto_resume(conn: &Connection, kind: JobKind, job_id: i64) -> Result<bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Jobs created in the same millisecond, of either kind, still get rising creation
+    /// times: the dashboard orders both kinds together by them.
+    #[test]
+    fn creation_times_rise_over_both_kinds() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::super::db::migrations().to_latest(&mut conn).unwrap();
+        let mut times = Vec::new();
+        for i in 0..50 {
+            let kind = if i % 2 == 0 { JobKind::Research } else { JobKind::Preprocess };
+            let id = insert_job(&conn, kind, "job", "a.csv", 1, &["company".to_string()]).unwrap();
+            let t: String = conn
+                .query_row(&format!("SELECT created_at FROM {} WHERE id = ?1", sql(kind).jobs), [id], |r| r.get(0))
+                .unwrap();
+            times.push(parse_ts(Some(t)).unwrap());
+        }
+        assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    }
 
     /// Every statement prepares against the migrated schema, so a typo in one that
     /// only a rare path runs is caught here.
