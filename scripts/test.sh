@@ -12,6 +12,15 @@ echo "== clippy (ssr)"
 cargo clippy --features ssr --all-targets -- -D warnings
 echo "== clippy (hydrate, wasm32)"
 cargo clippy --features hydrate --lib --target wasm32-unknown-unknown -- -D warnings
+# The PostgreSQL tests (tests/postgres.rs) run when a server answers and pass with a
+# "skipped" line each when none does; say which before they run.
+PG_URL="${JOBDECK_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+read -r PG_HOST PG_PORT <<<"$(sed -E 's#^postgres(ql)?://([^@/]*@)?([^/:?]+)(:([0-9]+))?.*#\3 \5#' <<<"$PG_URL")"
+if timeout 3 bash -c "exec 3<>/dev/tcp/$PG_HOST/${PG_PORT:-5432}" 2>/dev/null; then
+  echo "== PostgreSQL tests: running against $PG_URL"
+else
+  echo "== PostgreSQL tests: skipped, no server at $PG_URL (set JOBDECK_TEST_DATABASE_URL to run them)"
+fi
 echo "== cargo test --features ssr"
 cargo test --features ssr
 

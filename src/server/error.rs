@@ -23,6 +23,9 @@ pub enum AppError {
     WrongState(String),
     #[error("database error")]
     Db(#[from] rusqlite::Error),
+    /// From the PostgreSQL store (SPEC section 10).
+    #[error("database error")]
+    Pg(#[from] tokio_postgres::Error),
     #[error("internal error")]
     Internal(String),
 }
@@ -34,7 +37,7 @@ impl AppError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::AlreadyTerminal(_) | Self::StillProcessing | Self::WrongState(_) => StatusCode::CONFLICT,
-            Self::Db(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Db(_) | Self::Pg(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -42,6 +45,10 @@ impl AppError {
     pub fn public_message(&self) -> String {
         match self {
             Self::Db(e) => {
+                tracing::error!(error = %e, "database error");
+                "internal error: the database could not complete the request".into()
+            }
+            Self::Pg(e) => {
                 tracing::error!(error = %e, "database error");
                 "internal error: the database could not complete the request".into()
             }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod import;
+pub mod pg;
 pub mod policy;
 pub mod rest;
 pub mod runner;

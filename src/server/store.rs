@@ -509,13 +509,13 @@ pub struct Claimed {
 #[derive(Debug, Clone)]
 pub struct ClaimedRow {
     pub id: i64,
-    line: i64,
-    name: Option<String>,
-    website: Option<String>,
-    domain: Option<String>,
-    input: String,
-    normalized: Option<String>,
-    duplicate_of: Option<i64>,
+    pub(crate) line: i64,
+    pub(crate) name: Option<String>,
+    pub(crate) website: Option<String>,
+    pub(crate) domain: Option<String>,
+    pub(crate) input: String,
+    pub(crate) normalized: Option<String>,
+    pub(crate) duplicate_of: Option<i64>,
 }
 
 impl ClaimedRow {
