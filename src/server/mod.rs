@@ -1,6 +1,7 @@
 //! Everything that runs only on the server.
 
 pub mod assets;
+pub mod backend;
 pub mod config;
 pub mod db;
 pub mod error;

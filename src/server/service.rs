@@ -3,17 +3,17 @@
 
 use tokio::sync::mpsc;
 
-use super::db::Db;
+use super::backend::{Backend, Change};
 use super::error::AppError;
 use super::import::{self, cut_chars, Limits, NewJob, Upload};
 use super::runner::Runner;
 use super::store::{self, Hidden, NewItem};
-use crate::model::{ItemPage, ItemStatus, Job, JobKind, JobStatus, JobsPage, Phase, MAX_NAME_CHARS, MAX_PAGE};
+use crate::model::{ItemPage, ItemStatus, Job, JobKind, JobStatus, JobsPage, MAX_NAME_CHARS, MAX_PAGE};
 
 /// The service layer; cheap to clone.
 #[derive(Clone)]
 pub struct Service {
-    db: Db,
+    db: Backend,
     runner: Runner,
     limits: Limits,
 }
@@ -21,18 +21,9 @@ pub struct Service {
 /// Items arrive from a parser on a blocking thread, a chunk at a time.
 type Chunks = mpsc::Receiver<Result<Vec<NewItem>, AppError>>;
 
-/// The word for a job that can no longer change.
-fn terminal_word(job: &Job) -> &'static str {
-    match job.phase() {
-        Phase::Cancelled => "cancelled",
-        Phase::Completed => "completed",
-        _ => "failed",
-    }
-}
-
 impl Service {
-    pub fn new(db: Db, runner: Runner, limits: Limits) -> Self {
-        Self { db, runner, limits }
+    pub fn new(db: impl Into<Backend>, runner: Runner, limits: Limits) -> Self {
+        Self { db: db.into(), runner, limits }
     }
 
     pub fn runner(&self) -> &Runner {
@@ -73,29 +64,21 @@ impl Service {
 
     async fn insert_job_inner(&self, job: NewJob, mut chunks: Chunks) -> Result<Job, AppError> {
         let kind = job.kind;
-        let id = self
-            .db
-            .write(move |tx| store::insert_job(tx, kind, &job.name, &job.filename, job.concurrency, &job.columns))
-            .await?;
+        let id = self.db.insert_job(job).await?;
         let filled = async {
             let mut count = 0i64;
             while let Some(chunk) = chunks.recv().await {
                 let chunk = chunk?;
                 count += chunk.len() as i64;
-                self.db.write(move |tx| store::insert_items(tx, kind, id, &chunk)).await?;
+                self.db.insert_items(kind, id, chunk).await?;
             }
             if count == 0 {
                 return Err(AppError::BadInput("the file has a header row but no rows".into()));
             }
             if kind == JobKind::Preprocess {
-                self.link_duplicates(id).await?;
+                self.db.link_duplicates(id).await?;
             }
-            self.db
-                .write(move |tx| {
-                    store::reveal_job(tx, kind, id, count)?;
-                    store::require_job(tx, kind, id)
-                })
-                .await
+            self.db.reveal(kind, id, count).await
         };
         match filled.await {
             Ok(job) => {
@@ -104,7 +87,7 @@ impl Service {
             }
             Err(e) => {
                 // Nobody ever saw the job: remove what went in.
-                match self.db.write(move |tx| store::hide_job(tx, kind, id, Hidden::Deleting)).await {
+                match self.db.hide(kind, id, Hidden::Deleting).await {
                     Ok(()) => self.runner.purge(kind, id),
                     Err(e) => {
                         tracing::warn!(kind = %kind, job = id, error = %e, "an unfinished import stays until restart")
@@ -115,48 +98,19 @@ impl Service {
         }
     }
 
-    /// Links each preprocessing row to the first row with the same key, a chunk of
-    /// item ids per transaction.
-    async fn link_duplicates(&self, id: i64) -> Result<(), AppError> {
-        let range = self.db.read(move |c| store::item_id_range(c, JobKind::Preprocess, id)).await?;
-        let Some((first, last)) = range else { return Ok(()) };
-        let step = import::CHUNK_ROWS as i64;
-        let mut from = first;
-        while from <= last {
-            let to = (from + step - 1).min(last);
-            self.db.write(move |tx| store::link_duplicates(tx, id, from, to)).await?;
-            from = to + 1;
-        }
-        Ok(())
-    }
-
     /// A page of jobs of both kinds, newest first: reads only the newest
     /// `offset + limit` of each kind, however many jobs there are.
     pub async fn page_all(&self, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
-        let offset = offset.max(0);
-        let limit = limit.clamp(1, MAX_PAGE);
-        self.db
-            .read(move |c| {
-                // One snapshot, so the count agrees with the page.
-                let c = &c.unchecked_transaction()?;
-                let newest = offset.saturating_add(limit);
-                let mut jobs = store::recent_jobs(c, JobKind::Research, newest)?;
-                jobs.extend(store::recent_jobs(c, JobKind::Preprocess, newest)?);
-                jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-                let jobs = jobs.into_iter().skip(offset as usize).take(limit as usize).collect();
-                let total = store::count_jobs(c, JobKind::Research)? + store::count_jobs(c, JobKind::Preprocess)?;
-                Ok(JobsPage { jobs, total, offset, limit })
-            })
-            .await
+        self.db.page_all(offset.max(0), limit.clamp(1, MAX_PAGE)).await
     }
 
     /// Jobs of one kind, newest first.
     pub async fn list(&self, kind: JobKind) -> Result<Vec<Job>, AppError> {
-        self.db.read(move |c| store::list_jobs(c, kind)).await
+        self.db.jobs(kind).await
     }
 
     pub async fn get(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
-        self.db.read(move |c| store::require_job(c, kind, id)).await
+        self.db.job(kind, id).await
     }
 
     /// A page of items; `limit` is capped at [`MAX_PAGE`].
@@ -172,29 +126,14 @@ impl Service {
             return Err(AppError::BadInput("offset must be 0 or more and limit 1 or more".into()));
         }
         let limit = limit.min(MAX_PAGE);
-        self.db.read(move |c| store::list_items(c, kind, id, status, offset, limit)).await
+        self.db.items(kind, id, status, offset, limit).await
     }
 
-    /// Runs one control action on a live job in one `IMMEDIATE` transaction, then
-    /// wakes the job's runner task. `change` returns `false` when the action is a
-    /// no-op (already paused, not paused); a terminal job is `AlreadyTerminal`.
-    async fn control<F>(&self, kind: JobKind, id: i64, change: F) -> Result<Job, AppError>
-    where
-        F: FnOnce(&rusqlite::Transaction<'_>, &Job) -> Result<bool, AppError> + Send + 'static,
-    {
-        let job = self
-            .db
-            .write(move |tx| {
-                let job = store::require_job(tx, kind, id)?;
-                if job.is_terminal() {
-                    return Err(AppError::AlreadyTerminal(terminal_word(&job)));
-                }
-                if !change(tx, &job)? {
-                    return Ok(job);
-                }
-                store::require_job(tx, kind, id)
-            })
-            .await?;
+    /// Runs one control action on a live job in one transaction, then wakes the job's
+    /// runner task. `rule` says what to change, given the job as it is inside the
+    /// transaction (`None`: already so, a no-op); a terminal job is `AlreadyTerminal`.
+    async fn control(&self, kind: JobKind, id: i64, rule: super::backend::Rule) -> Result<Job, AppError> {
+        let job = self.db.control(kind, id, rule).await?;
         self.runner.wake(kind, id);
         Ok(job)
     }
@@ -203,53 +142,27 @@ impl Service {
     /// paused by a person: no change. Paused by a rate limit: the pause becomes the
     /// person's, and no timer lifts it. Terminal: `AlreadyTerminal`.
     pub async fn pause(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
-        self.control(kind, id, move |tx, job| {
-            if job.paused && job.resume_at.is_none() {
-                return Ok(false);
-            }
-            store::set_paused(tx, kind, id, true)?;
-            Ok(true)
-        })
-        .await
+        self.control(kind, id, |job| Ok((!job.paused || job.resume_at.is_some()).then_some(Change::Pause))).await
     }
 
     /// Resumes a paused job; the next pending item starts at once. Not paused: no
     /// change. Terminal: `AlreadyTerminal`.
     pub async fn resume(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
-        self.control(kind, id, move |tx, job| {
-            if !job.paused {
-                return Ok(false);
-            }
-            store::set_paused(tx, kind, id, false)?;
-            Ok(true)
-        })
-        .await
+        self.control(kind, id, |job| Ok(job.paused.then_some(Change::Resume))).await
     }
 
     /// Cancels for good: in one transaction the job becomes `failed` with
     /// `cancelled_at` and its in-flight items go back to `pending`; then the runner
     /// aborts the in-flight work, whose late results find nothing to overwrite.
     pub async fn cancel(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
-        self.control(kind, id, move |tx, _| {
-            store::cancel_job(tx, kind, id)?;
-            Ok(true)
-        })
-        .await
+        self.control(kind, id, |_| Ok(Some(Change::Cancel))).await
     }
 
     /// Deletes a completed or failed job: in one transaction it disappears from every
     /// read; its items are then removed in batches in the background (SPEC section 2),
     /// and a removal cut short by a crash is finished at the next start.
     pub async fn delete(&self, kind: JobKind, id: i64) -> Result<(), AppError> {
-        self.db
-            .write(move |tx| {
-                let job = store::require_job(tx, kind, id)?;
-                if !job.is_terminal() {
-                    return Err(AppError::StillProcessing);
-                }
-                store::hide_job(tx, kind, id, Hidden::Deleting)
-            })
-            .await?;
+        self.db.delete(kind, id, |job| if job.is_terminal() { Ok(()) } else { Err(AppError::StillProcessing) }).await?;
         self.runner.purge(kind, id);
         Ok(())
     }
@@ -264,14 +177,7 @@ impl Service {
         let page = import::CHUNK_ROWS as i64;
         // Each page is read in one snapshot with the job still there: a delete of the
         // preprocessing job half-way fails this import instead of cutting it short.
-        let read_page = move |db: Db, after: i64| async move {
-            db.read(move |c| {
-                let snapshot = c.unchecked_transaction()?;
-                store::require_job(&snapshot, JobKind::Preprocess, pre_id)?;
-                store::clean_rows(&snapshot, pre_id, after, page)
-            })
-            .await
-        };
+        let read_page = move |db: Backend, after: i64| async move { db.clean_rows(pre_id, after, page).await };
         let first = read_page(self.db.clone(), 0).await?;
         if first.is_empty() {
             return Err(AppError::BadInput("no row is clean, unique and reachable; nothing to research".into()));
@@ -316,7 +222,7 @@ impl Service {
 
     /// The job's input column names, in file order.
     pub async fn columns(&self, kind: JobKind, id: i64) -> Result<Vec<String>, AppError> {
-        self.db.read(move |c| store::job_columns(c, kind, id)).await
+        self.db.columns(kind, id).await
     }
 
     /// Streams pages of a job's items after item id `after`, for exports.
@@ -327,7 +233,7 @@ impl Service {
         after: i64,
         limit: i64,
     ) -> Result<(Vec<String>, Vec<crate::model::Item>), AppError> {
-        self.db.read(move |c| store::items_after(c, kind, id, after, limit)).await
+        self.db.items_after(kind, id, after, limit).await
     }
 }
 

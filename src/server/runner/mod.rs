@@ -15,11 +15,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::backend::Backend;
 use super::config::RunnerConfig;
-use super::db::Db;
 use super::error::AppError;
 use super::steps::{bound_result, Step, StepError};
-use super::store::{self, ClaimedRow, Finish, Finished, Flags, Hidden};
+use super::store::{ClaimedRow, Finish, Finished, Flags};
 use crate::model::{JobKind, JobStatus};
 
 /// The per-item steps, one per kind of job.
@@ -41,7 +41,7 @@ impl Steps {
 type Key = (JobKind, i64);
 
 struct Inner {
-    db: Db,
+    db: Backend,
     cfg: RunnerConfig,
     steps: Steps,
     global: Arc<Semaphore>,
@@ -71,11 +71,11 @@ const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Runner {
     /// A runner that has not started anything yet; call [`Runner::start`].
-    pub fn new(db: Db, cfg: RunnerConfig, steps: Steps) -> Self {
+    pub fn new(db: impl Into<Backend>, cfg: RunnerConfig, steps: Steps) -> Self {
         let global = Arc::new(Semaphore::new(cfg.global_concurrency.max(1)));
         Self {
             inner: Arc::new(Inner {
-                db,
+                db: db.into(),
                 cfg,
                 steps,
                 global,
@@ -91,24 +91,7 @@ impl Runner {
     /// every job that may still run (paused ones wait for a resume), and starts the
     /// sweep that restarts a task for any live job left without one.
     pub async fn start(&self) -> Result<(), AppError> {
-        let (recovered, hidden) = self
-            .inner
-            .db
-            .write(|tx| {
-                let mut moved = 0;
-                for (kind, id) in store::jobs_with_processing(tx)? {
-                    moved += store::reset_processing(tx, kind, id)?;
-                }
-                let hidden = store::hidden_jobs(tx)?;
-                for &(kind, id, why) in &hidden {
-                    if why == Hidden::Importing {
-                        // Nobody saw it: an import the last run did not finish.
-                        store::hide_job(tx, kind, id, Hidden::Deleting)?;
-                    }
-                }
-                Ok((moved, hidden))
-            })
-            .await?;
+        let (recovered, hidden) = self.inner.db.recover().await?;
         if recovered > 0 {
             tracing::info!(items = recovered, "recovered items left processing by an earlier run");
         }
@@ -116,7 +99,7 @@ impl Runner {
             tracing::info!(kind = %kind, job = id, "finishing the removal of a {} job", why.as_str());
             self.purge(kind, id);
         }
-        for (kind, id) in self.inner.db.read(store::live_jobs).await? {
+        for (kind, id) in self.inner.db.live_jobs().await? {
             self.wake(kind, id);
         }
         let runner = self.clone();
@@ -134,7 +117,7 @@ impl Runner {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.inner.cfg.pause_poll()) => {}
             }
-            match self.inner.db.read(store::live_jobs).await {
+            match self.inner.db.live_jobs().await {
                 Ok(live) => {
                     for (kind, id) in live {
                         self.start_task(kind, id, false);
@@ -173,7 +156,7 @@ impl Runner {
                 // in-flight work was dropped with it, so its items go back to `pending`
                 // and the sweep starts a fresh task.
                 tracing::error!(kind = %kind, job = id, "the job's task crashed; its items go back to pending");
-                if let Err(e) = inner.db.write(move |tx| store::reset_processing(tx, kind, id)).await {
+                if let Err(e) = inner.db.release_held(kind, id).await {
                     tracing::error!(kind = %kind, job = id, error = %e, "could not reset the items of a crashed task");
                 }
             }
@@ -190,7 +173,7 @@ impl Runner {
                 if inner.shutdown.is_cancelled() {
                     return;
                 }
-                match inner.db.write(move |tx| store::purge_batch(tx, kind, id, PURGE_BATCH)).await {
+                match inner.db.purge_batch(kind, id, PURGE_BATCH).await {
                     Ok(true) => return,
                     Ok(false) => tokio::task::yield_now().await,
                     Err(e) => {
@@ -310,7 +293,7 @@ impl JobTask {
     /// the next successful one.
     async fn flags(&self) -> Option<Flags> {
         let (kind, id) = (self.kind, self.id);
-        match self.inner.db.read(move |c| store::job_flags(c, kind, id)).await {
+        match self.inner.db.flags(kind, id).await {
             Ok(flags) => flags,
             Err(e) => {
                 tracing::warn!(kind = %kind, job = id, error = %e, "cannot read job flags; will retry");
@@ -322,7 +305,7 @@ impl JobTask {
     async fn run(mut self) {
         let (kind, id) = (self.kind, self.id);
         let Some(flags) = self.flags().await else { return };
-        match self.inner.db.read(move |c| store::job_columns(c, kind, id)).await {
+        match self.inner.db.columns(kind, id).await {
             Ok(columns) => self.columns = columns.into(),
             Err(e) => {
                 // Gone (deleted) or unreadable: the sweep starts a fresh task later.
@@ -362,7 +345,7 @@ impl JobTask {
                 break;
             }
             if st.running() && st.exhausted && idle {
-                match self.inner.db.write(move |tx| store::complete_if_done(tx, kind, id)).await {
+                match self.inner.db.complete_if_done(kind, id).await {
                     Ok(true) => return,
                     Ok(false) => {}
                     Err(e) => tracing::warn!(kind = %kind, job = id, error = %e, "completion check failed"),
@@ -405,7 +388,7 @@ impl JobTask {
                     None
                 }
                 () = tokio::time::sleep_until(resume_at.unwrap_or_else(Instant::now)), if resume_at.is_some() => {
-                    if let Err(e) = self.inner.db.write(move |tx| store::auto_resume(tx, kind, id)).await {
+                    if let Err(e) = self.inner.db.auto_resume(kind, id).await {
                         tracing::warn!(kind = %kind, job = id, error = %e, "could not lift a rate-limit pause; will retry");
                         tokio::time::sleep(write_backoff(4)).await;
                     }
@@ -444,7 +427,7 @@ impl JobTask {
             }
         }
         // Shutting down: nothing in flight any more; what did not finish runs again next start.
-        if let Err(e) = self.inner.db.write(move |tx| store::reset_processing(tx, kind, id)).await {
+        if let Err(e) = self.inner.db.release_held(kind, id).await {
             tracing::error!(kind = %kind, job = id, error = %e, "could not reset in-flight items at shutdown");
         }
     }
@@ -498,20 +481,7 @@ impl JobTask {
             return;
         }
         let batch = Arc::new(std::mem::take(&mut self.finished));
-        let to_write = batch.clone();
-        let written = self
-            .inner
-            .db
-            .write(move |tx| {
-                if !to_write.is_empty() {
-                    store::finish_batch(tx, kind, id, &to_write)?;
-                }
-                if want == 0 {
-                    return Ok(Vec::new());
-                }
-                store::claim_batch(tx, kind, id, want)
-            })
-            .await;
+        let written = self.inner.db.finish_and_claim(kind, id, batch.clone(), want).await;
         match written {
             Ok(claimed) => {
                 if claimed.len() < want {
@@ -543,7 +513,7 @@ impl JobTask {
         self.ready.clear();
         // A job marked failed by hand (not through the service) may still have items
         // `processing`; they go back to `pending` as a cancel puts them.
-        if let Err(e) = self.inner.db.write(move |tx| store::reset_processing(tx, kind, id)).await {
+        if let Err(e) = self.inner.db.release_held(kind, id).await {
             tracing::warn!(kind = %kind, job = id, error = %e, "could not reset items of a finished job");
         }
     }
@@ -609,14 +579,7 @@ impl JobTask {
             Outcome::RateLimited { reason, retry_after } => {
                 let resume_at = chrono::Utc::now()
                     + chrono::Duration::from_std(retry_after).unwrap_or_else(|_| chrono::Duration::seconds(60));
-                let res = self
-                    .inner
-                    .db
-                    .write(move |tx| {
-                        store::requeue_item(tx, kind, id, item_id)?;
-                        store::pause_for_rate_limit(tx, kind, id, &reason, resume_at)
-                    })
-                    .await;
+                let res = self.inner.db.rate_limited(kind, id, item_id, reason, resume_at).await;
                 if let Err(e) = res {
                     tracing::warn!(kind = %kind, job = id, error = %e, "could not pause a rate-limited job; will retry the item");
                     self.unsaved.push(Unsaved {
@@ -635,11 +598,10 @@ impl JobTask {
         let (kind, id) = (self.kind, self.id);
         match owed {
             Owed::Finish(done) => {
-                let done = done.clone();
-                self.inner.db.write(move |tx| store::finish_batch(tx, kind, id, std::slice::from_ref(&done))).await?;
+                self.inner.db.finish_and_claim(kind, id, Arc::new(vec![done.clone()]), 0).await?;
             }
             Owed::Requeue => {
-                self.inner.db.write(move |tx| store::requeue_item(tx, kind, id, item_id)).await?;
+                self.inner.db.requeue(kind, id, item_id).await?;
             }
         }
         Ok(())

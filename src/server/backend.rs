@@ -1,0 +1,365 @@
+//! The store boundary: every read and write the service and the runner make, each one
+//! transaction, named for what it means rather than how it is done. The rules (what a
+//! pause does to a paused job, when a job may be deleted) stay in the service; this
+//! layer only applies them atomically. SQLite (`store.rs` over `db.rs`) is the one
+//! implementation today; PostgreSQL (`pg/`) is being built behind the same methods for
+//! scale-out (SPEC section 10).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::db::Db;
+use super::error::AppError;
+use super::import::{NewJob, CHUNK_ROWS};
+use super::store::{self, ClaimedRow, CleanRow, Finished, Flags, Hidden, NewItem};
+use crate::model::{Item, ItemPage, ItemStatus, Job, JobKind, JobsPage};
+
+/// A change a control action makes to a live job, decided by the service's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+/// What the store does to a job a control action names, given the job as it is inside
+/// the action's transaction: `Ok(None)` leaves it as it is, an error refuses.
+pub type Rule = fn(&Job) -> Result<Option<Change>, AppError>;
+
+/// Where jobdeck keeps its jobs; cheap to clone.
+#[derive(Clone)]
+pub enum Backend {
+    /// The embedded default: one SQLite file, one writer.
+    Sqlite(Db),
+}
+
+impl From<Db> for Backend {
+    fn from(db: Db) -> Self {
+        Self::Sqlite(db)
+    }
+}
+
+impl Backend {
+    // ---- reads ----
+
+    pub async fn job(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
+        match self {
+            Self::Sqlite(db) => db.read(move |c| store::require_job(c, kind, id)).await,
+        }
+    }
+
+    /// Jobs of one kind, newest first.
+    pub async fn jobs(&self, kind: JobKind) -> Result<Vec<Job>, AppError> {
+        match self {
+            Self::Sqlite(db) => db.read(move |c| store::list_jobs(c, kind)).await,
+        }
+    }
+
+    /// A page of jobs of both kinds, newest first, with the count of all, in one
+    /// snapshot: reads only the newest `offset + limit` of each kind.
+    pub async fn page_all(&self, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
+        match self {
+            Self::Sqlite(db) => {
+                db.read(move |c| {
+                    let c = &c.unchecked_transaction()?;
+                    let newest = offset.saturating_add(limit);
+                    let mut jobs = store::recent_jobs(c, JobKind::Research, newest)?;
+                    jobs.extend(store::recent_jobs(c, JobKind::Preprocess, newest)?);
+                    jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+                    let jobs = jobs.into_iter().skip(offset as usize).take(limit as usize).collect();
+                    let total = store::count_jobs(c, JobKind::Research)? + store::count_jobs(c, JobKind::Preprocess)?;
+                    Ok(JobsPage { jobs, total, offset, limit })
+                })
+                .await
+            }
+        }
+    }
+
+    pub async fn items(
+        &self,
+        kind: JobKind,
+        id: i64,
+        status: Option<ItemStatus>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<ItemPage, AppError> {
+        match self {
+            Self::Sqlite(db) => db.read(move |c| store::list_items(c, kind, id, status, offset, limit)).await,
+        }
+    }
+
+    /// The job's input column names, in file order.
+    pub async fn columns(&self, kind: JobKind, id: i64) -> Result<Vec<String>, AppError> {
+        match self {
+            Self::Sqlite(db) => db.read(move |c| store::job_columns(c, kind, id)).await,
+        }
+    }
+
+    /// The column names and up to `limit` items after item id `after`, for exports.
+    pub async fn items_after(
+        &self,
+        kind: JobKind,
+        id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<(Vec<String>, Vec<Item>), AppError> {
+        match self {
+            Self::Sqlite(db) => db.read(move |c| store::items_after(c, kind, id, after, limit)).await,
+        }
+    }
+
+    /// Up to `limit` clean rows of a preprocessing job after item id `after`, read in
+    /// one snapshot with the job still there (a job deleted meanwhile is `NotFound`).
+    pub async fn clean_rows(&self, pre_id: i64, after: i64, limit: i64) -> Result<Vec<CleanRow>, AppError> {
+        match self {
+            Self::Sqlite(db) => {
+                db.read(move |c| {
+                    let snapshot = c.unchecked_transaction()?;
+                    store::require_job(&snapshot, JobKind::Preprocess, pre_id)?;
+                    store::clean_rows(&snapshot, pre_id, after, limit)
+                })
+                .await
+            }
+        }
+    }
+
+    // ---- imports and deletes ----
+
+    /// Creates a job, hidden from every read until [`Backend::reveal`].
+    pub async fn insert_job(&self, job: NewJob) -> Result<i64, AppError> {
+        match self {
+            Self::Sqlite(db) => {
+                db.write(move |tx| {
+                    store::insert_job(tx, job.kind, &job.name, &job.filename, job.concurrency, &job.columns)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Inserts one chunk of a hidden job's items.
+    pub async fn insert_items(&self, kind: JobKind, id: i64, chunk: Vec<NewItem>) -> Result<(), AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(move |tx| store::insert_items(tx, kind, id, &chunk)).await,
+        }
+    }
+
+    /// Links each preprocessing row to the first row with the same key, a chunk of
+    /// items per transaction.
+    pub async fn link_duplicates(&self, id: i64) -> Result<(), AppError> {
+        match self {
+            Self::Sqlite(db) => {
+                let range = db.read(move |c| store::item_id_range(c, JobKind::Preprocess, id)).await?;
+                let Some((first, last)) = range else { return Ok(()) };
+                let step = CHUNK_ROWS as i64;
+                let mut from = first;
+                while from <= last {
+                    let to = (from + step - 1).min(last);
+                    db.write(move |tx| store::link_duplicates(tx, id, from, to)).await?;
+                    from = to + 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Shows a fully imported job with its `count` items; returns it.
+    pub async fn reveal(&self, kind: JobKind, id: i64, count: i64) -> Result<Job, AppError> {
+        match self {
+            Self::Sqlite(db) => {
+                db.write(move |tx| {
+                    store::reveal_job(tx, kind, id, count)?;
+                    store::require_job(tx, kind, id)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Hides a job from every read, for the reason given; its items are then removed
+    /// with [`Backend::purge_batch`].
+    pub async fn hide(&self, kind: JobKind, id: i64, why: Hidden) -> Result<(), AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(move |tx| store::hide_job(tx, kind, id, why)).await,
+        }
+    }
+
+    /// Removes up to `limit` of a hidden job's items; `true` once the job itself is gone.
+    pub async fn purge_batch(&self, kind: JobKind, id: i64, limit: i64) -> Result<bool, AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(move |tx| store::purge_batch(tx, kind, id, limit)).await,
+        }
+    }
+
+    // ---- control ----
+
+    /// One control action in one transaction: the job is read, refused if terminal,
+    /// handed to `rule`, changed as the rule says, and returned as it is afterwards.
+    pub async fn control(&self, kind: JobKind, id: i64, rule: Rule) -> Result<Job, AppError> {
+        match self {
+            Self::Sqlite(db) => {
+                db.write(move |tx| {
+                    let job = store::require_job(tx, kind, id)?;
+                    if job.is_terminal() {
+                        return Err(AppError::AlreadyTerminal(terminal_word(&job)));
+                    }
+                    match rule(&job)? {
+                        None => return Ok(job),
+                        Some(Change::Pause) => store::set_paused(tx, kind, id, true)?,
+                        Some(Change::Resume) => store::set_paused(tx, kind, id, false)?,
+                        Some(Change::Cancel) => store::cancel_job(tx, kind, id)?,
+                    }
+                    store::require_job(tx, kind, id)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Deletes a job `allowed` lets go (checked inside the transaction): it disappears
+    /// from every read at once; its items are removed afterwards with
+    /// [`Backend::purge_batch`].
+    pub async fn delete(
+        &self,
+        kind: JobKind,
+        id: i64,
+        allowed: fn(&Job) -> Result<(), AppError>,
+    ) -> Result<(), AppError> {
+        match self {
+            Self::Sqlite(db) => {
+                db.write(move |tx| {
+                    allowed(&store::require_job(tx, kind, id)?)?;
+                    store::hide_job(tx, kind, id, Hidden::Deleting)
+                })
+                .await
+            }
+        }
+    }
+
+    // ---- the runner ----
+
+    /// At start-up, after a crash or a stop: items this server left in flight go back
+    /// to pending, an import cut short becomes a delete, and the hidden jobs whose
+    /// removal is to be finished are returned with how many items moved.
+    pub async fn recover(&self) -> Result<(usize, Vec<(JobKind, i64, Hidden)>), AppError> {
+        match self {
+            Self::Sqlite(db) => {
+                db.write(|tx| {
+                    let mut moved = 0;
+                    for (kind, id) in store::jobs_with_processing(tx)? {
+                        moved += store::reset_processing(tx, kind, id)?;
+                    }
+                    let hidden = store::hidden_jobs(tx)?;
+                    for &(kind, id, why) in &hidden {
+                        if why == Hidden::Importing {
+                            // Nobody saw it: an import the last run did not finish.
+                            store::hide_job(tx, kind, id, Hidden::Deleting)?;
+                        }
+                    }
+                    Ok((moved, hidden))
+                })
+                .await
+            }
+        }
+    }
+
+    /// Every job that may still run (paused ones included).
+    pub async fn live_jobs(&self) -> Result<Vec<(JobKind, i64)>, AppError> {
+        match self {
+            Self::Sqlite(db) => db.read(store::live_jobs).await,
+        }
+    }
+
+    /// The job's state as the runner needs it; `None` once it is gone.
+    pub async fn flags(&self, kind: JobKind, id: i64) -> Result<Option<Flags>, AppError> {
+        match self {
+            Self::Sqlite(db) => db.read(move |c| store::job_flags(c, kind, id)).await,
+        }
+    }
+
+    /// The runner's one write per turn: stores `finished` (each only if its item is
+    /// still in flight) and claims up to `want` pending items in file order, unless the
+    /// job is paused, over or gone.
+    pub async fn finish_and_claim(
+        &self,
+        kind: JobKind,
+        id: i64,
+        finished: Arc<Vec<Finished>>,
+        want: usize,
+    ) -> Result<Vec<ClaimedRow>, AppError> {
+        match self {
+            Self::Sqlite(db) => {
+                db.write(move |tx| {
+                    if !finished.is_empty() {
+                        store::finish_batch(tx, kind, id, &finished)?;
+                    }
+                    if want == 0 {
+                        return Ok(Vec::new());
+                    }
+                    store::claim_batch(tx, kind, id, want)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Puts the items this server holds of a job back to `pending` (a cancel, a stop,
+    /// a crashed task). Returns how many moved.
+    pub async fn release_held(&self, kind: JobKind, id: i64) -> Result<usize, AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(move |tx| store::reset_processing(tx, kind, id)).await,
+        }
+    }
+
+    /// Puts one in-flight item back to `pending`, keeping its attempts.
+    pub async fn requeue(&self, kind: JobKind, id: i64, item_id: i64) -> Result<bool, AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(move |tx| store::requeue_item(tx, kind, id, item_id)).await,
+        }
+    }
+
+    /// A rate limit met by one item: the item goes back to `pending` and the job pauses
+    /// until `resume_at` with `reason`, unless a person paused it.
+    pub async fn rate_limited(
+        &self,
+        kind: JobKind,
+        id: i64,
+        item_id: i64,
+        reason: String,
+        resume_at: DateTime<Utc>,
+    ) -> Result<bool, AppError> {
+        match self {
+            Self::Sqlite(db) => {
+                db.write(move |tx| {
+                    store::requeue_item(tx, kind, id, item_id)?;
+                    store::pause_for_rate_limit(tx, kind, id, &reason, resume_at)
+                })
+                .await
+            }
+        }
+    }
+
+    /// Lifts a rate limit's pause whose time has come.
+    pub async fn auto_resume(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(move |tx| store::auto_resume(tx, kind, id)).await,
+        }
+    }
+
+    /// Marks a live job with nothing left `completed`; `true` if it is now over or gone.
+    pub async fn complete_if_done(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(move |tx| store::complete_if_done(tx, kind, id)).await,
+        }
+    }
+}
+
+/// The word for a job that can no longer change.
+fn terminal_word(job: &Job) -> &'static str {
+    match job.phase() {
+        crate::model::Phase::Cancelled => "cancelled",
+        crate::model::Phase::Completed => "completed",
+        _ => "failed",
+    }
+}
