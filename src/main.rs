@@ -29,13 +29,27 @@ async fn main() -> ExitCode {
             };
         }
     }
+    let mode = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] | ["serve"] => Mode::Serve { runner: true },
+        ["serve", "--no-runner"] => Mode::Serve { runner: false },
+        ["worker"] => Mode::Worker,
+        _ => {
+            eprintln!(
+                "usage: jobdeck [serve [--no-runner] | worker | precompress DIR]\n  \
+                 serve        the UI, the REST API and a runner (the default)\n  \
+                 --no-runner  the UI and the REST API only (PostgreSQL)\n  \
+                 worker       a runner only, with a health endpoint at LEPTOS_SITE_ADDR (PostgreSQL)"
+            );
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,jobdeck=info,hyper=warn,reqwest=warn".into()),
         )
         .init();
-    match run().await {
+    match run(mode).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("jobdeck cannot start: {e}");
@@ -45,8 +59,20 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// What this process is (SPEC section 10).
+#[derive(Clone, Copy)]
+enum Mode {
+    Serve { runner: bool },
+    Worker,
+}
+
+async fn run(mode: Mode) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let config = Config::load()?;
+    if config.server.postgres_url().is_none() && !matches!(mode, Mode::Serve { runner: true }) {
+        return Err("`jobdeck worker` and `jobdeck serve --no-runner` need JOBDECK_DATABASE_URL=postgres://…; \
+                    on the SQLite file one `jobdeck serve` runs everything"
+            .into());
+    }
     let addr: std::net::SocketAddr = config
         .server
         .site_addr
@@ -67,13 +93,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         })
         .reload_port(std::env::var("LEPTOS_RELOAD_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(3001))
         .build();
-    let mut state = server::build_state(config, leptos_options)?;
+    let mut state = server::open_state(config, leptos_options).await?;
+    if matches!(mode, Mode::Worker) {
+        return run_worker(state, addr).await;
+    }
     // Only now, holding the database's lock, may this server write beside it.
     let hashing = server::assets::hashing(&state.config.server.site_root, &pkg_dir, &output_name, &hash_list);
     state.leptos_options.hash_files = hashing.hashed;
     state.leptos_options.hash_file = hashing.hash_file.into();
     let service = state.service.clone();
-    service.runner().start().await?;
+    if matches!(mode, Mode::Serve { runner: false }) {
+        service.runner().start_without_jobs();
+    } else {
+        service.runner().start().await?;
+    }
     let grace = state.config.runner.shutdown_grace();
     let app = server::app(state);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -98,6 +131,28 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         } => tracing::warn!("connections still open after the grace period were closed"),
     }
     tracing::info!("jobdeck stopped");
+    Ok(())
+}
+
+/// `jobdeck worker`: the runner, and `GET /health` at `addr` for whoever supervises it.
+async fn run_worker(
+    state: server::state::AppState,
+    addr: std::net::SocketAddr,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let runner = state.service.runner().clone();
+    runner.start().await?;
+    let health = axum::Router::new()
+        .route("/health", axum::routing::get(|| async { axum::Json(serde_json::json!({"ok": true})) }));
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!("jobdeck worker is running; health at http://{addr}/health");
+    axum::serve(listener, health)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight items");
+            runner.shutdown().await;
+        })
+        .await?;
+    tracing::info!("jobdeck worker stopped");
     Ok(())
 }
 

@@ -3,89 +3,18 @@
 //! `JOBDECK_TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`)
 //! every test says it was skipped and passes.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jobdeck::model::JobKind;
-use jobdeck::server::pg::{self, Outcome};
-use jobdeck::server::store::{Finish, NewItem};
+use jobdeck::server::pg;
+use jobdeck::server::store::{ClaimedRow, Finish, Finished, NewItem};
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+mod common;
 
-fn url() -> String {
-    std::env::var("JOBDECK_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
-}
-
-/// A schema of one test's own on the test server, dropped when the test ends (also
-/// when it fails).
-struct Schema {
-    name: String,
-    pool: deadpool_postgres::Pool,
-}
-
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-impl Schema {
-    /// `None` (after saying so) when no server answers.
-    async fn new(migrated: bool) -> Option<Self> {
-        let url = url();
-        let config = pg::config(&url, None).expect("the test database URL reads");
-        let connected = tokio::time::timeout(Duration::from_secs(5), config.connect(tokio_postgres::NoTls)).await;
-        let (client, conn) = match connected {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => {
-                eprintln!("skipped: no PostgreSQL at {url} ({e}); set JOBDECK_TEST_DATABASE_URL to run this test");
-                return None;
-            }
-            Err(_) => {
-                eprintln!("skipped: no PostgreSQL answered at {url} within 5 s");
-                return None;
-            }
-        };
-        tokio::spawn(conn);
-        let name = format!(
-            "jobdeck_test_{}_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed),
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
-        );
-        client.batch_execute(&format!("CREATE SCHEMA {name}")).await.unwrap();
-        let pool = pg::pool(pg::config(&url, Some(&name)).unwrap(), 16).unwrap();
-        let schema = Self { name, pool };
-        if migrated {
-            let mut client = schema.connect().await;
-            pg::migrate(&mut client).await.unwrap();
-        }
-        Some(schema)
-    }
-
-    /// A connection of its own (not pooled), in this schema.
-    async fn connect(&self) -> tokio_postgres::Client {
-        let (client, conn) =
-            pg::config(&url(), Some(&self.name)).unwrap().connect(tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
-        client
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // A runtime of its own: the test's may be shutting down.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                if let Ok((client, conn)) = pg::config(&url(), None).unwrap().connect(tokio_postgres::NoTls).await {
-                    tokio::spawn(conn);
-                    let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await;
-                }
-            })
-        })
-        .join();
-    }
-}
+use common::pg::{url, Schema};
 
 fn items(n: usize) -> Vec<NewItem> {
     (0..n)
@@ -114,7 +43,7 @@ async fn job(s: &Schema, n: usize, concurrency: u32) -> i64 {
     id
 }
 
-async fn claim(s: &Schema, job: i64, worker: i64, want: usize) -> Vec<pg::Lease> {
+async fn claim(s: &Schema, job: i64, worker: i64, want: usize) -> Vec<ClaimedRow> {
     let mut c = s.pool.get().await.unwrap();
     let tx = c.transaction().await.unwrap();
     let got = pg::claim_batch(&tx, JobKind::Preprocess, job, worker, want).await.unwrap();
@@ -122,14 +51,14 @@ async fn claim(s: &Schema, job: i64, worker: i64, want: usize) -> Vec<pg::Lease>
     got
 }
 
-async fn finish(s: &Schema, job: i64, worker: i64, leases: &[pg::Lease]) -> usize {
-    let outcomes: Vec<Outcome> = leases
+async fn finish(s: &Schema, job: i64, worker: i64, leases: &[ClaimedRow]) -> usize {
+    let outcomes: Vec<Finished> = leases
         .iter()
-        .map(|l| Outcome {
-            item_id: l.row.id,
+        .map(|l| Finished {
+            item_id: l.id,
             lease: l.lease,
             attempts: 1,
-            finish: Finish::completed(&serde_json::json!({"ok": true})),
+            outcome: Finish::completed(&serde_json::json!({"ok": true})),
         })
         .collect();
     let mut c = s.pool.get().await.unwrap();
@@ -163,10 +92,10 @@ async fn migrations_apply_once_when_processes_start_together() {
     for t in tasks {
         applied += t.await.unwrap();
     }
-    assert_eq!(applied, 1, "one starter migrates, the others find nothing to do");
+    assert_eq!(applied, pg::MIGRATIONS.len(), "one starter migrates, the others find nothing to do");
     let c = s.pool.get().await.unwrap();
     let versions: i64 = c.query_one("SELECT count(*) FROM jobdeck_migrations", &[]).await.unwrap().get(0);
-    assert_eq!(versions, 1);
+    assert_eq!(versions, pg::MIGRATIONS.len() as i64);
     let mut again = s.connect().await;
     assert_eq!(pg::migrate(&mut again).await.unwrap(), 0);
 }
@@ -201,7 +130,7 @@ async fn a_jobs_concurrency_holds_over_all_workers() {
                 let now = in_flight.fetch_add(got.len() as i64, Ordering::SeqCst) + got.len() as i64;
                 most.fetch_max(now, Ordering::SeqCst);
                 // The work itself: a moment, so that claims overlap.
-                tokio::time::sleep(Duration::from_millis(1 + (got[0].row.id % 3) as u64)).await;
+                tokio::time::sleep(Duration::from_millis(1 + (got[0].id % 3) as u64)).await;
                 in_flight.fetch_sub(got.len() as i64, Ordering::SeqCst);
                 done += finish(&s, id, worker, &got).await;
             }
@@ -327,7 +256,7 @@ async fn a_dead_workers_items_are_rescued_and_its_late_results_discarded() {
     assert_eq!(counts(&s, id).await, pg::Counts { pending: 10, processing: 0, completed: 0, failed: 0 });
 
     let retaken = claim(&s, id, b, 3).await;
-    let ids = |l: &[pg::Lease]| l.iter().map(|l| l.row.id).collect::<Vec<_>>();
+    let ids = |l: &[ClaimedRow]| l.iter().map(|l| l.id).collect::<Vec<_>>();
     assert_eq!(ids(&retaken), ids(&held), "the same items, in file order");
     assert_eq!(finish(&s, id, a, &held).await, 0, "the dead worker's late results are discarded");
     assert_eq!(finish(&s, id, b, &retaken).await, 3);

@@ -315,7 +315,12 @@ fn batched_sql_loop(dir: &Path, rows: usize, batch: usize) -> f64 {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
         let done: Vec<store::Finished> = inflight
             .drain(..)
-            .map(|item_id| store::Finished { item_id, attempts: 1, outcome: store::Finish::completed(&result) })
+            .map(|item_id| store::Finished {
+                item_id,
+                lease: 0,
+                attempts: 1,
+                outcome: store::Finish::completed(&result),
+            })
             .collect();
         store::finish_batch(&tx, JobKind::Preprocess, id, &done).unwrap();
         let claimed: Vec<store::Claimed> = store::claim_batch(&tx, JobKind::Preprocess, id, batch)

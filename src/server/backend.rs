@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use super::db::Db;
 use super::error::AppError;
 use super::import::{NewJob, CHUNK_ROWS};
+use super::pg::backend::PgBackend;
 use super::store::{self, ClaimedRow, CleanRow, Finished, Flags, Hidden, NewItem};
 use crate::model::{Item, ItemPage, ItemStatus, Job, JobKind, JobsPage};
 
@@ -32,6 +33,8 @@ pub type Rule = fn(&Job) -> Result<Option<Change>, AppError>;
 pub enum Backend {
     /// The embedded default: one SQLite file, one writer.
     Sqlite(Db),
+    /// Scale-out: any number of processes on one PostgreSQL database.
+    Postgres(std::sync::Arc<PgBackend>),
 }
 
 impl From<Db> for Backend {
@@ -46,6 +49,7 @@ impl Backend {
     pub async fn job(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
         match self {
             Self::Sqlite(db) => db.read(move |c| store::require_job(c, kind, id)).await,
+            Self::Postgres(p) => p.job(kind, id).await,
         }
     }
 
@@ -53,6 +57,7 @@ impl Backend {
     pub async fn jobs(&self, kind: JobKind) -> Result<Vec<Job>, AppError> {
         match self {
             Self::Sqlite(db) => db.read(move |c| store::list_jobs(c, kind)).await,
+            Self::Postgres(p) => p.jobs(kind).await,
         }
     }
 
@@ -73,6 +78,7 @@ impl Backend {
                 })
                 .await
             }
+            Self::Postgres(p) => p.page_all(offset, limit).await,
         }
     }
 
@@ -86,6 +92,7 @@ impl Backend {
     ) -> Result<ItemPage, AppError> {
         match self {
             Self::Sqlite(db) => db.read(move |c| store::list_items(c, kind, id, status, offset, limit)).await,
+            Self::Postgres(p) => p.items(kind, id, status, offset, limit).await,
         }
     }
 
@@ -93,6 +100,7 @@ impl Backend {
     pub async fn columns(&self, kind: JobKind, id: i64) -> Result<Vec<String>, AppError> {
         match self {
             Self::Sqlite(db) => db.read(move |c| store::job_columns(c, kind, id)).await,
+            Self::Postgres(p) => p.columns(kind, id).await,
         }
     }
 
@@ -106,6 +114,7 @@ impl Backend {
     ) -> Result<(Vec<String>, Vec<Item>), AppError> {
         match self {
             Self::Sqlite(db) => db.read(move |c| store::items_after(c, kind, id, after, limit)).await,
+            Self::Postgres(p) => p.items_after(kind, id, after, limit).await,
         }
     }
 
@@ -121,6 +130,7 @@ impl Backend {
                 })
                 .await
             }
+            Self::Postgres(p) => p.clean_rows(pre_id, after, limit).await,
         }
     }
 
@@ -135,6 +145,7 @@ impl Backend {
                 })
                 .await
             }
+            Self::Postgres(p) => p.insert_job(job).await,
         }
     }
 
@@ -142,6 +153,7 @@ impl Backend {
     pub async fn insert_items(&self, kind: JobKind, id: i64, chunk: Vec<NewItem>) -> Result<(), AppError> {
         match self {
             Self::Sqlite(db) => db.write(move |tx| store::insert_items(tx, kind, id, &chunk)).await,
+            Self::Postgres(p) => p.insert_items(kind, id, chunk).await,
         }
     }
 
@@ -161,6 +173,7 @@ impl Backend {
                 }
                 Ok(())
             }
+            Self::Postgres(p) => p.link_duplicates(id).await,
         }
     }
 
@@ -174,6 +187,7 @@ impl Backend {
                 })
                 .await
             }
+            Self::Postgres(p) => p.reveal(kind, id, count).await,
         }
     }
 
@@ -182,6 +196,7 @@ impl Backend {
     pub async fn hide(&self, kind: JobKind, id: i64, why: Hidden) -> Result<(), AppError> {
         match self {
             Self::Sqlite(db) => db.write(move |tx| store::hide_job(tx, kind, id, why)).await,
+            Self::Postgres(p) => p.hide(kind, id, why).await,
         }
     }
 
@@ -189,6 +204,7 @@ impl Backend {
     pub async fn purge_batch(&self, kind: JobKind, id: i64, limit: i64) -> Result<bool, AppError> {
         match self {
             Self::Sqlite(db) => db.write(move |tx| store::purge_batch(tx, kind, id, limit)).await,
+            Self::Postgres(p) => p.purge_batch(kind, id, limit).await,
         }
     }
 
@@ -214,6 +230,7 @@ impl Backend {
                 })
                 .await
             }
+            Self::Postgres(p) => p.control(kind, id, rule).await,
         }
     }
 
@@ -234,6 +251,7 @@ impl Backend {
                 })
                 .await
             }
+            Self::Postgres(p) => p.delete(kind, id, allowed).await,
         }
     }
 
@@ -261,6 +279,7 @@ impl Backend {
                 })
                 .await
             }
+            Self::Postgres(p) => p.recover().await,
         }
     }
 
@@ -268,6 +287,7 @@ impl Backend {
     pub async fn live_jobs(&self) -> Result<Vec<(JobKind, i64)>, AppError> {
         match self {
             Self::Sqlite(db) => db.read(store::live_jobs).await,
+            Self::Postgres(p) => p.live_jobs().await,
         }
     }
 
@@ -275,6 +295,7 @@ impl Backend {
     pub async fn flags(&self, kind: JobKind, id: i64) -> Result<Option<Flags>, AppError> {
         match self {
             Self::Sqlite(db) => db.read(move |c| store::job_flags(c, kind, id)).await,
+            Self::Postgres(p) => p.flags(kind, id).await,
         }
     }
 
@@ -301,6 +322,7 @@ impl Backend {
                 })
                 .await
             }
+            Self::Postgres(p) => p.finish_and_claim(kind, id, &finished, want).await,
         }
     }
 
@@ -309,6 +331,7 @@ impl Backend {
     pub async fn release_held(&self, kind: JobKind, id: i64) -> Result<usize, AppError> {
         match self {
             Self::Sqlite(db) => db.write(move |tx| store::reset_processing(tx, kind, id)).await,
+            Self::Postgres(p) => p.release_held(kind, id).await,
         }
     }
 
@@ -316,6 +339,7 @@ impl Backend {
     pub async fn requeue(&self, kind: JobKind, id: i64, item_id: i64) -> Result<bool, AppError> {
         match self {
             Self::Sqlite(db) => db.write(move |tx| store::requeue_item(tx, kind, id, item_id)).await,
+            Self::Postgres(p) => p.requeue(kind, id, item_id).await,
         }
     }
 
@@ -337,6 +361,7 @@ impl Backend {
                 })
                 .await
             }
+            Self::Postgres(p) => p.rate_limited(kind, id, item_id, reason, resume_at).await,
         }
     }
 
@@ -344,6 +369,7 @@ impl Backend {
     pub async fn auto_resume(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {
         match self {
             Self::Sqlite(db) => db.write(move |tx| store::auto_resume(tx, kind, id)).await,
+            Self::Postgres(p) => p.auto_resume(kind, id).await,
         }
     }
 
@@ -351,12 +377,13 @@ impl Backend {
     pub async fn complete_if_done(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {
         match self {
             Self::Sqlite(db) => db.write(move |tx| store::complete_if_done(tx, kind, id)).await,
+            Self::Postgres(p) => p.complete_if_done(kind, id).await,
         }
     }
 }
 
 /// The word for a job that can no longer change.
-fn terminal_word(job: &Job) -> &'static str {
+pub(crate) fn terminal_word(job: &Job) -> &'static str {
     match job.phase() {
         crate::model::Phase::Cancelled => "cancelled",
         crate::model::Phase::Completed => "completed",

@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub max_rows: usize,
     /// How long a database statement waits for a lock someone else holds.
     pub busy_timeout_ms: u64,
+    /// `postgres://…` runs on PostgreSQL (SPEC section 10); empty, on the SQLite `db`.
+    pub database_url: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -40,6 +42,8 @@ pub struct RunnerConfig {
     pub max_extra_pages: usize,
     pub allow_private_targets: bool,
     pub user_agent: String,
+    /// PostgreSQL: a worker silent for this long is dead and its items are rescued.
+    pub worker_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -59,6 +63,7 @@ impl Default for ServerConfig {
             max_upload_bytes: 50 * 1024 * 1024,
             max_rows: 1_000_000,
             busy_timeout_ms: 10_000,
+            database_url: String::new(),
         }
     }
 }
@@ -77,6 +82,7 @@ impl Default for RunnerConfig {
             max_extra_pages: 2,
             allow_private_targets: false,
             user_agent: "jobdeck/0.1 (account research; self-hosted)".into(),
+            worker_timeout_ms: 30_000,
         }
     }
 }
@@ -84,6 +90,11 @@ impl Default for RunnerConfig {
 impl ServerConfig {
     pub fn busy_timeout(&self) -> Duration {
         Duration::from_millis(self.busy_timeout_ms)
+    }
+
+    /// The PostgreSQL URL when one is set.
+    pub fn postgres_url(&self) -> Option<&str> {
+        Some(self.database_url.trim()).filter(|u| !u.is_empty())
     }
 }
 
@@ -96,6 +107,9 @@ impl RunnerConfig {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+    pub fn worker_timeout(&self) -> Duration {
+        Duration::from_millis(self.worker_timeout_ms.max(100))
     }
 }
 
@@ -147,6 +161,7 @@ impl Config {
         set(&lookup, "JOBDECK_MAX_UPLOAD_BYTES", &mut s.max_upload_bytes)?;
         set(&lookup, "JOBDECK_MAX_ROWS", &mut s.max_rows)?;
         set(&lookup, "JOBDECK_BUSY_TIMEOUT_MS", &mut s.busy_timeout_ms)?;
+        set(&lookup, "JOBDECK_DATABASE_URL", &mut s.database_url)?;
         let r = &mut self.runner;
         set(&lookup, "JOBDECK_PAUSE_POLL_MS", &mut r.pause_poll_ms)?;
         set(&lookup, "JOBDECK_DEFAULT_CONCURRENCY", &mut r.default_concurrency)?;
@@ -158,6 +173,7 @@ impl Config {
         set(&lookup, "JOBDECK_MAX_BODY_BYTES", &mut r.max_body_bytes)?;
         set(&lookup, "JOBDECK_MAX_EXTRA_PAGES", &mut r.max_extra_pages)?;
         set(&lookup, "JOBDECK_USER_AGENT", &mut r.user_agent)?;
+        set(&lookup, "JOBDECK_WORKER_TIMEOUT_MS", &mut r.worker_timeout_ms)?;
         if let Some(value) = lookup("JOBDECK_ALLOW_PRIVATE_TARGETS") {
             r.allow_private_targets =
                 parse_bool(&value).ok_or(ConfigError::Env { name: "JOBDECK_ALLOW_PRIVATE_TARGETS", value })?;

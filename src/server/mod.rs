@@ -60,14 +60,43 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Opens the database, builds the steps and the runner, and returns the state the
+/// Opens the SQLite database, builds the steps and the runner, and returns the state the
 /// router needs. The runner is not started; call `service.runner().start()`.
 pub fn build_state(
     config: config::Config,
     leptos_options: leptos::config::LeptosOptions,
 ) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
-    use std::sync::Arc;
     let db = db::Db::open(&config.server.db, config.server.busy_timeout())?;
+    build_state_with(db.into(), config, leptos_options)
+}
+
+/// Opens the store the configuration names (PostgreSQL when `database_url` is set,
+/// else the SQLite file) and builds the state on it, as [`build_state`].
+pub async fn open_state(
+    config: config::Config,
+    leptos_options: leptos::config::LeptosOptions,
+) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
+    match config.server.postgres_url() {
+        Some(url) => {
+            // The runner's global cap plus room for status reads and control actions.
+            let size = config.runner.global_concurrency.clamp(4, 64) + 8;
+            let pg = pg::backend::PgBackend::open(url, None, size)
+                .await
+                .map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?;
+            tracing::info!(worker = pg.worker_id, name = %pg.name, "on PostgreSQL");
+            build_state_with(backend::Backend::Postgres(std::sync::Arc::new(pg)), config, leptos_options)
+        }
+        None => build_state(config, leptos_options),
+    }
+}
+
+/// Builds the steps, the runner and the service over `backend`.
+pub fn build_state_with(
+    backend: backend::Backend,
+    config: config::Config,
+    leptos_options: leptos::config::LeptosOptions,
+) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
+    use std::sync::Arc;
     let http = steps::net::Http::new(&config.runner)?;
     let llm =
         steps::llm::Llm::new(&config.llm, config.runner.request_timeout().max(std::time::Duration::from_secs(60)));
@@ -75,12 +104,12 @@ pub fn build_state(
         research: Arc::new(steps::research::ResearchStep::new(http.clone(), llm, config.runner.max_extra_pages)),
         preprocess: Arc::new(steps::preprocess::PreprocessStep::new(http)),
     };
-    let runner = runner::Runner::new(db.clone(), config.runner.clone(), steps);
+    let runner = runner::Runner::new(backend.clone(), config.runner.clone(), steps);
     let limits = import::Limits {
         max_bytes: config.server.max_upload_bytes,
         max_rows: config.server.max_rows,
         default_concurrency: config.runner.default_concurrency,
     };
-    let service = service::Service::new(db, runner, limits);
+    let service = service::Service::new(backend, runner, limits);
     Ok(AppState { leptos_options, service, config: Arc::new(config) })
 }

@@ -411,7 +411,7 @@ pub fn job_columns(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Vec<
 
 /// An item's input as column name → value, in file order. Rows are stored without
 /// their empty trailing cells; every column is filled in here.
-fn input_map(columns: &[String], stored: &str) -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn input_map(columns: &[String], stored: &str) -> serde_json::Map<String, serde_json::Value> {
     let values: Vec<serde_json::Value> = serde_json::from_str(stored).unwrap_or_default();
     let empty = std::iter::repeat(serde_json::Value::String(String::new()));
     columns.iter().cloned().zip(values.into_iter().chain(empty)).collect()
@@ -516,6 +516,9 @@ pub struct ClaimedRow {
     pub(crate) input: String,
     pub(crate) normalized: Option<String>,
     pub(crate) duplicate_of: Option<i64>,
+    /// What the item's result must name to be written: on PostgreSQL the number a claim
+    /// hands out, so a worker that lost the item writes nothing; 0 on SQLite.
+    pub lease: i64,
 }
 
 impl ClaimedRow {
@@ -552,6 +555,7 @@ pub fn claim_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: usize) 
                 input: r.get(5)?,
                 normalized: r.get(6)?,
                 duplicate_of: r.get(7)?,
+                lease: 0,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -593,6 +597,8 @@ impl Finish {
 #[derive(Debug, Clone)]
 pub struct Finished {
     pub item_id: i64,
+    /// The lease the item was claimed under ([`ClaimedRow::lease`]).
+    pub lease: i64,
     pub attempts: u32,
     pub outcome: Finish,
 }
@@ -634,7 +640,7 @@ pub fn finish_item(
     attempts: u32,
     outcome: &Finish,
 ) -> Result<bool, AppError> {
-    let one = Finished { item_id, attempts, outcome: outcome.clone() };
+    let one = Finished { item_id, lease: 0, attempts, outcome: outcome.clone() };
     Ok(finish_batch(conn, kind, job_id, std::slice::from_ref(&one))? == 1)
 }
 
@@ -1006,7 +1012,12 @@ mod tests {
         requeue_item(&conn, k, id, claimed[1].id).unwrap();
         let batch: Vec<Finished> = claimed
             .iter()
-            .map(|c| Finished { item_id: c.id, attempts: 1, outcome: Finish::completed(&serde_json::json!({})) })
+            .map(|c| Finished {
+                item_id: c.id,
+                lease: 0,
+                attempts: 1,
+                outcome: Finish::completed(&serde_json::json!({})),
+            })
             .collect();
         assert_eq!(finish_batch(&conn, k, id, &batch).unwrap(), 2);
         let job = require_job(&conn, k, id).unwrap();
@@ -1017,7 +1028,7 @@ mod tests {
         assert_eq!(rest.len(), 3);
         let batch: Vec<Finished> = rest
             .iter()
-            .map(|c| Finished { item_id: c.id, attempts: 2, outcome: Finish::Failed("no".into()) })
+            .map(|c| Finished { item_id: c.id, lease: 0, attempts: 2, outcome: Finish::Failed("no".into()) })
             .collect();
         assert_eq!(finish_batch(&conn, k, id, &batch).unwrap(), 3);
         let job = require_job(&conn, k, id).unwrap();

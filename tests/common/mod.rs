@@ -20,6 +20,8 @@ use jobdeck::server::service::Service;
 use jobdeck::server::state::AppState;
 use tokio::sync::watch;
 
+pub mod pg;
+
 /// A website server for the accounts under test.
 ///
 /// - `/f/{n}`: answers at once;

@@ -13,12 +13,17 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, NoTls, Transaction};
 
+pub mod backend;
+
 use super::error::AppError;
-use super::store::{ClaimedRow, Finish, NewItem};
+use super::store::{ClaimedRow, Finish, Finished, NewItem};
 use crate::model::JobKind;
 
 /// The embedded migrations, in order; the `n`th is version `n + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../../../migrations/postgres/0001_init.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../../../migrations/postgres/0001_init.sql"),
+    include_str!("../../../migrations/postgres/0002_importer.sql"),
+];
 
 /// The channel pause, resume and cancel are announced on, in the same transaction as
 /// the change; the payload is `kind:id` (`processing:7`).
@@ -270,13 +275,6 @@ pub async fn notify_control(c: &impl GenericClient, kind: JobKind, job_id: i64) 
     Ok(())
 }
 
-/// An item a worker holds: its row, and the lease its result must name.
-#[derive(Debug)]
-pub struct Lease {
-    pub row: ClaimedRow,
-    pub lease: i64,
-}
-
 /// Claims up to `want` pending items of a job for `worker_id`, in file order, never
 /// taking the job over its `concurrency` counted over all workers.
 ///
@@ -292,7 +290,7 @@ pub async fn claim_batch(
     job_id: i64,
     worker_id: i64,
     want: usize,
-) -> Result<Vec<Lease>, AppError> {
+) -> Result<Vec<ClaimedRow>, AppError> {
     let t = tables(kind);
     let job = tx
         .query_opt(
@@ -330,19 +328,17 @@ pub async fn claim_batch(
             &[&job_id, &worker_id, &room],
         )
         .await?;
-    let mut leases: Vec<Lease> = rows
+    let mut leases: Vec<ClaimedRow> = rows
         .iter()
-        .map(|r| Lease {
-            row: ClaimedRow {
-                id: r.get(0),
-                line: r.get(1),
-                name: r.get(2),
-                website: r.get(3),
-                domain: r.get(4),
-                input: r.get(5),
-                normalized: r.get(6),
-                duplicate_of: r.get(7),
-            },
+        .map(|r| ClaimedRow {
+            id: r.get(0),
+            line: r.get(1),
+            name: r.get(2),
+            website: r.get(3),
+            domain: r.get(4),
+            input: r.get(5),
+            normalized: r.get(6),
+            duplicate_of: r.get(7),
             lease: r.get(8),
         })
         .collect();
@@ -359,18 +355,8 @@ pub async fn claim_batch(
         )
         .await?;
     }
-    leases.sort_by_key(|l| l.row.id);
+    leases.sort_by_key(|l| l.id);
     Ok(leases)
-}
-
-/// One outcome a worker reports: the item, the lease it was claimed under, and how it
-/// ended.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub item_id: i64,
-    pub lease: i64,
-    pub attempts: u32,
-    pub finish: Finish,
 }
 
 /// Writes a worker's outcomes in one statement, each only if that worker still holds
@@ -381,7 +367,7 @@ pub async fn finish_batch(
     kind: JobKind,
     job_id: i64,
     worker_id: i64,
-    outcomes: &[Outcome],
+    outcomes: &[Finished],
 ) -> Result<usize, AppError> {
     if outcomes.is_empty() {
         return Ok(0);
@@ -392,21 +378,21 @@ pub async fn finish_batch(
     let attempts: Vec<i32> = outcomes.iter().map(|o| o.attempts as i32).collect();
     let statuses: Vec<&str> = outcomes
         .iter()
-        .map(|o| match o.finish {
+        .map(|o| match o.outcome {
             Finish::Completed(_) => "completed",
             Finish::Failed(_) => "failed",
         })
         .collect();
     let results: Vec<Option<&str>> = outcomes
         .iter()
-        .map(|o| match &o.finish {
+        .map(|o| match &o.outcome {
             Finish::Completed(v) => Some(v.as_str()),
             Finish::Failed(_) => None,
         })
         .collect();
     let errors: Vec<Option<&str>> = outcomes
         .iter()
-        .map(|o| match &o.finish {
+        .map(|o| match &o.outcome {
             Finish::Completed(_) => None,
             Finish::Failed(e) => Some(e.as_str()),
         })
@@ -438,11 +424,12 @@ pub async fn finish_batch(
 /// last one sees everything. Returns whether the job is now over (or gone).
 pub async fn complete_if_done(tx: &Transaction<'_>, kind: JobKind, job_id: i64) -> Result<bool, AppError> {
     let t = tables(kind);
-    let job =
-        tx.query_opt(&format!("SELECT status FROM {} WHERE id = $1 FOR NO KEY UPDATE", t.jobs), &[&job_id]).await?;
+    let job = tx
+        .query_opt(&format!("SELECT status, hidden FROM {} WHERE id = $1 FOR NO KEY UPDATE", t.jobs), &[&job_id])
+        .await?;
     let Some(job) = job else { return Ok(true) };
-    let status: &str = job.get(0);
-    if status == "completed" || status == "failed" {
+    let (status, hidden): (&str, Option<&str>) = (job.get(0), job.get(1));
+    if status == "completed" || status == "failed" || hidden.is_some() {
         return Ok(true);
     }
     let c = counts(tx, kind, job_id).await?;
@@ -497,38 +484,38 @@ pub struct Rescued {
     pub items: Vec<(JobKind, i64, i64)>,
 }
 
-/// Run by the leader: every worker silent for longer than `timeout` is dead. Its items
-/// go back to `pending` (not counted as attempts; their lease stays, so a late result
-/// of the dead worker no longer matches once the item is claimed again, and matches no
-/// holder before that), the counters follow, and the worker is removed. Returns what
-/// moved; the caller wakes the jobs' workers.
+/// Run by the leader: every worker silent for longer than `timeout` is dead and
+/// removed. Then every item in flight whose holder is no longer a worker (dead, or gone
+/// without putting its items back) goes back to `pending`, not counted as an attempt;
+/// a late result of its old holder no longer matches (the item names no holder until
+/// it is claimed again, under a new lease). The counters follow, and every worker hears
+/// of the jobs concerned. Returns what moved.
 pub async fn rescue_dead(tx: &Transaction<'_>, rescuer: i64, timeout: Duration) -> Result<Rescued, AppError> {
     let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
     let dead: Vec<i64> = tx
         .query(
-            "SELECT id FROM workers WHERE heartbeat_at < now() - $1::bigint * interval '1 millisecond'
-             ORDER BY id FOR UPDATE SKIP LOCKED",
+            "DELETE FROM workers WHERE heartbeat_at < now() - $1::bigint * interval '1 millisecond' RETURNING id",
             &[&timeout_ms],
         )
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let mut rescued = Rescued { workers: dead.clone(), items: Vec::new() };
-    if dead.is_empty() {
-        return Ok(rescued);
-    }
+    let mut rescued = Rescued { workers: dead, items: Vec::new() };
+    rescued.workers.sort_unstable();
     for kind in [JobKind::Research, JobKind::Preprocess] {
         let rows = tx
             .query(
                 &format!(
                     "WITH back AS (
-                         UPDATE {} SET status = 'pending', worker_id = NULL, started_at = NULL
-                         WHERE worker_id = ANY($1) AND status = 'processing' RETURNING job_id)
+                         UPDATE {items} AS i SET status = 'pending', worker_id = NULL, started_at = NULL
+                         WHERE i.status = 'processing' AND i.worker_id IS NOT NULL
+                           AND NOT EXISTS (SELECT 1 FROM workers AS w WHERE w.id = i.worker_id)
+                         RETURNING i.job_id)
                      SELECT job_id, count(*) FROM back GROUP BY job_id ORDER BY job_id",
-                    tables(kind).items
+                    items = tables(kind).items
                 ),
-                &[&dead],
+                &[],
             )
             .await?;
         for r in rows {
@@ -538,7 +525,6 @@ pub async fn rescue_dead(tx: &Transaction<'_>, rescuer: i64, timeout: Duration) 
             rescued.items.push((kind, job_id, n));
         }
     }
-    tx.execute("DELETE FROM workers WHERE id = ANY($1)", &[&dead]).await?;
     Ok(rescued)
 }
 

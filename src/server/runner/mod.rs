@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use super::backend::Backend;
 use super::config::RunnerConfig;
 use super::error::AppError;
+use super::pg::backend::PgBackend;
 use super::steps::{bound_result, Step, StepError};
 use super::store::{ClaimedRow, Finish, Finished, Flags};
 use crate::model::{JobKind, JobStatus};
@@ -91,6 +92,7 @@ impl Runner {
     /// every job that may still run (paused ones wait for a resume), and starts the
     /// sweep that restarts a task for any live job left without one.
     pub async fn start(&self) -> Result<(), AppError> {
+        self.start_node();
         let (recovered, hidden) = self.inner.db.recover().await?;
         if recovered > 0 {
             tracing::info!(items = recovered, "recovered items left processing by an earlier run");
@@ -105,6 +107,112 @@ impl Runner {
         let runner = self.clone();
         self.inner.tracker.spawn(async move { runner.sweep().await });
         Ok(())
+    }
+
+    /// A process that serves without running jobs (`jobdeck serve --no-runner`): on
+    /// PostgreSQL it still heartbeats, so its imports are known to be alive.
+    pub fn start_without_jobs(&self) {
+        if let Backend::Postgres(pg) = &self.inner.db {
+            let pg = pg.clone();
+            let runner = self.clone();
+            self.inner.tracker.spawn(async move { runner.heartbeat(pg).await });
+        }
+    }
+
+    /// On PostgreSQL, what makes this process one of many: its heartbeat, its bid for
+    /// the leader's lease (the leader rescues dead workers' items), and a listener that
+    /// wakes a job's task the moment another process pauses, resumes or cancels it.
+    fn start_node(&self) {
+        let Backend::Postgres(pg) = &self.inner.db else { return };
+        for part in 0..3 {
+            let (pg, runner) = (pg.clone(), self.clone());
+            self.inner.tracker.spawn(async move {
+                match part {
+                    0 => runner.heartbeat(pg).await,
+                    1 => runner.lead(pg).await,
+                    _ => runner.listen(pg).await,
+                }
+            });
+        }
+    }
+
+    /// Beats four times per worker timeout. A worker found declared dead (silent too
+    /// long: its items went to others) joins again under the same id; what it still
+    /// finishes of the items it lost is discarded by the store's fence.
+    async fn heartbeat(&self, pg: Arc<PgBackend>) {
+        let every = self.inner.cfg.worker_timeout() / 4;
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            match pg.heartbeat().await {
+                Ok(true) => {}
+                Ok(false) => tracing::error!(worker = pg.worker_id, "this worker was declared dead; joining again"),
+                Err(e) => tracing::warn!(worker = pg.worker_id, error = %e, "heartbeat failed; will retry"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// Bids for the leader's lease every quarter of the worker timeout; while it holds
+    /// it, puts the items of workers silent past the timeout back to `pending`.
+    async fn lead(&self, pg: Arc<PgBackend>) {
+        let timeout = self.inner.cfg.worker_timeout();
+        let shutdown = self.inner.shutdown.clone();
+        loop {
+            match pg.rescue_if_leader(timeout).await {
+                Ok(Some(rescued)) if !rescued.workers.is_empty() => {
+                    tracing::warn!(workers = ?rescued.workers, items = ?rescued.items, "rescued the items of dead workers");
+                    for (kind, id, _) in rescued.items {
+                        self.wake(kind, id);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "the leader's round failed; will retry"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(timeout / 4) => {}
+            }
+        }
+    }
+
+    /// Listens for control changes on a connection of its own and wakes the job's task.
+    /// Notifications sent while the connection is down are lost, so after every
+    /// (re)connect every live job is woken to re-read its state.
+    async fn listen(&self, pg: Arc<PgBackend>) {
+        let shutdown = self.inner.shutdown.clone();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            match pg.listen(tx).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    if let Ok(live) = self.inner.db.live_jobs().await {
+                        for (kind, id) in live {
+                            self.wake(kind, id);
+                        }
+                    }
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            heard = rx.recv() => match heard {
+                                Some((kind, id)) => self.wake(kind, id),
+                                None => break,
+                            },
+                        }
+                    }
+                    tracing::warn!("the control listener's connection closed; reconnecting");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot listen for control changes; will retry"),
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
     }
 
     /// Every `pause_poll_ms`, starts a task for each live job that has none (one whose
@@ -194,6 +302,12 @@ impl Runner {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
+        // Everything this process held is back to pending: it signs off.
+        if let Backend::Postgres(pg) = &self.inner.db {
+            if let Err(e) = pg.leave().await {
+                tracing::warn!(worker = pg.worker_id, error = %e, "could not sign this worker off");
+            }
+        }
     }
 }
 
@@ -519,9 +633,9 @@ impl JobTask {
     }
 
     fn spawn_item(&mut self, row: ClaimedRow, permit: OwnedSemaphorePermit) {
-        let item_id = row.id;
+        let (item_id, lease) = (row.id, row.lease);
         let columns = self.columns.clone();
-        let done = move |outcome: Finish, attempts: u32| Outcome::Done(Finished { item_id, attempts, outcome });
+        let done = move |outcome: Finish, attempts: u32| Outcome::Done(Finished { item_id, lease, attempts, outcome });
         let step = self.step.clone();
         let max_attempts = self.inner.cfg.max_attempts.max(1);
         let base = Duration::from_millis(self.inner.cfg.retry_base_ms);

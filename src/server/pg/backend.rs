@@ -1,0 +1,723 @@
+//! The store boundary's methods on PostgreSQL ([`crate::server::backend::Backend`]),
+//! for one process of many: it knows its own worker id, holds items under leases, and
+//! leaves other processes' items alone.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tokio_postgres::{GenericClient, Row};
+
+use super::{add_counts, kind_word, notify_control, shard_of, tables};
+use crate::model::{Item, ItemPage, ItemStatus, Job, JobKind, JobStatus, JobsPage};
+use crate::server::backend::{Change, Rule};
+use crate::server::error::AppError;
+use crate::server::import::NewJob;
+use crate::server::store::{input_map, ClaimedRow, CleanRow, Finished, Flags, Hidden, NewItem};
+
+/// A process's handle on the PostgreSQL store; cheap to clone.
+#[derive(Clone)]
+pub struct PgBackend {
+    pub pool: Pool,
+    /// This process's row in `workers`: it marks the items it holds and picks its
+    /// counter shard.
+    pub worker_id: i64,
+    /// This process's name in `workers` (host and process id).
+    pub name: String,
+    /// For connections outside the pool (LISTEN).
+    pub config: tokio_postgres::Config,
+}
+
+/// A job row with its counters summed over their shards (`{t}` the job table, `{c}`
+/// the counter table).
+fn job_select(kind: JobKind) -> String {
+    let t = tables(kind);
+    format!(
+        "SELECT j.id, j.name, j.filename, j.status, j.paused, j.concurrency, j.total,
+                COALESCE(c.pending, 0)::bigint, COALESCE(c.processing, 0)::bigint,
+                COALESCE(c.completed, 0)::bigint, COALESCE(c.failed, 0)::bigint,
+                j.created_at, j.started_at, j.updated_at, j.completed_at, j.cancelled_at,
+                j.paused_reason, j.resume_at
+         FROM {jobs} AS j
+         LEFT JOIN LATERAL (
+             SELECT SUM(pending) AS pending, SUM(processing) AS processing,
+                    SUM(completed) AS completed, SUM(failed) AS failed
+             FROM {counts} WHERE job_id = j.id) AS c ON true",
+        jobs = t.jobs,
+        counts = t.counts
+    )
+}
+
+fn job_from_row(kind: JobKind, r: &Row) -> Job {
+    let status: &str = r.get(3);
+    let cancelled_at: Option<DateTime<Utc>> = r.get(15);
+    Job {
+        id: r.get(0),
+        kind,
+        name: r.get(1),
+        filename: r.get(2),
+        status: status.parse().unwrap_or(JobStatus::Failed),
+        paused: r.get(4),
+        cancelled: cancelled_at.is_some(),
+        concurrency: r.get::<_, i32>(5).max(0) as u32,
+        total: r.get(6),
+        pending: r.get(7),
+        processing: r.get(8),
+        completed: r.get(9),
+        failed: r.get(10),
+        created_at: r.get(11),
+        started_at: r.get(12),
+        updated_at: r.get(13),
+        completed_at: r.get(14),
+        cancelled_at,
+        paused_reason: r.get(16),
+        resume_at: r.get(17),
+    }
+}
+
+fn not_found(kind: JobKind, id: i64) -> AppError {
+    AppError::NotFound { kind: kind.as_str(), id: id.to_string() }
+}
+
+async fn read_job(c: &impl GenericClient, kind: JobKind, id: i64) -> Result<Job, AppError> {
+    let row = c
+        .query_opt(&format!("{} WHERE j.id = $1 AND j.hidden IS NULL", job_select(kind)), &[&id])
+        .await?
+        .ok_or_else(|| not_found(kind, id))?;
+    Ok(job_from_row(kind, &row))
+}
+
+/// Locks a visible job's row for the rest of the transaction (control actions and
+/// claims take turns on it), then reads it.
+async fn lock_job(c: &impl GenericClient, kind: JobKind, id: i64) -> Result<Job, AppError> {
+    let locked = c
+        .query_opt(
+            &format!("SELECT id FROM {} WHERE id = $1 AND hidden IS NULL FOR NO KEY UPDATE", tables(kind).jobs),
+            &[&id],
+        )
+        .await?;
+    if locked.is_none() {
+        return Err(not_found(kind, id));
+    }
+    read_job(c, kind, id).await
+}
+
+async fn columns_of(c: &impl GenericClient, kind: JobKind, id: i64) -> Result<Vec<String>, AppError> {
+    let row = c
+        .query_opt(&format!("SELECT columns FROM {} WHERE id = $1 AND hidden IS NULL", tables(kind).jobs), &[&id])
+        .await?
+        .ok_or_else(|| not_found(kind, id))?;
+    serde_json::from_str(row.get(0)).map_err(|e| AppError::Internal(format!("job columns: {e}")))
+}
+
+fn item_select(kind: JobKind) -> String {
+    let extra = match kind {
+        JobKind::Research => "NULL::text, NULL::bigint",
+        JobKind::Preprocess => "normalized, duplicate_of",
+    };
+    format!(
+        "SELECT id, line, status, attempts, error, name, website, domain, input, result, {extra},
+                started_at, finished_at FROM {}",
+        tables(kind).items
+    )
+}
+
+fn item_from_row(columns: &[String], r: &Row) -> Item {
+    let status: &str = r.get(2);
+    let result: Option<String> = r.get(9);
+    let normalized: Option<String> = r.get(10);
+    Item {
+        id: r.get(0),
+        line: r.get(1),
+        status: status.parse().unwrap_or(ItemStatus::Failed),
+        attempts: i64::from(r.get::<_, i32>(3)),
+        error: r.get(4),
+        name: r.get(5),
+        website: r.get(6),
+        domain: r.get(7),
+        input: input_map(columns, r.get(8)),
+        result: result.or(normalized).and_then(|s| serde_json::from_str(&s).ok()),
+        duplicate_of: r.get(11),
+        started_at: r.get(12),
+        finished_at: r.get(13),
+    }
+}
+
+/// Puts `item_ids` (or, with `None`, every item of the job) that are in flight — held
+/// by `holder`, or by anyone when `holder` is `None` — back to `pending`, counters to
+/// match. Returns how many moved.
+async fn put_back(
+    c: &impl GenericClient,
+    kind: JobKind,
+    job_id: i64,
+    holder: Option<i64>,
+    item_id: Option<i64>,
+    shard: i32,
+) -> Result<i64, AppError> {
+    let moved: i64 = c
+        .query_one(
+            &format!(
+                "WITH back AS (
+                     UPDATE {} SET status = 'pending', worker_id = NULL, started_at = NULL
+                     WHERE job_id = $1 AND status = 'processing'
+                       AND ($2::bigint IS NULL OR worker_id = $2) AND ($3::bigint IS NULL OR id = $3)
+                     RETURNING 1)
+                 SELECT count(*) FROM back",
+                tables(kind).items
+            ),
+            &[&job_id, &holder, &item_id],
+        )
+        .await?
+        .get(0);
+    add_counts(c, kind, job_id, shard, [moved, -moved, 0, 0]).await?;
+    Ok(moved)
+}
+
+impl PgBackend {
+    /// Connects, applies the migrations this build has (under the advisory lock, so
+    /// processes starting together do it once), and registers this process as a worker.
+    /// `schema`, when given, is the connection's `search_path`.
+    pub async fn open(url: &str, schema: Option<&str>, pool_size: usize) -> Result<Self, AppError> {
+        let config = super::config(url, schema)?;
+        let (mut client, conn) = config
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| AppError::Internal(format!("cannot connect to PostgreSQL: {e}")))?;
+        let conn = tokio::spawn(conn);
+        let applied = super::migrate(&mut client).await?;
+        if applied > 0 {
+            tracing::info!(migrations = applied, "migrated the PostgreSQL schema");
+        }
+        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        let name = format!("{}:{}", if host.is_empty() { "jobdeck" } else { &host }, std::process::id());
+        let worker_id = super::register_worker(&client, &name).await?;
+        drop(client);
+        let _ = conn.await;
+        let pool = super::pool(config.clone(), pool_size)?;
+        Ok(Self { pool, worker_id, name, config })
+    }
+
+    /// Beats; if this worker was declared dead meanwhile, joins again under the same id
+    /// and says so (`false`).
+    pub async fn heartbeat(&self) -> Result<bool, AppError> {
+        let c = self.client().await?;
+        if super::heartbeat(&**c, self.worker_id).await? {
+            return Ok(true);
+        }
+        c.execute(
+            "INSERT INTO workers (id, name) OVERRIDING SYSTEM VALUE VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            &[&self.worker_id, &self.name],
+        )
+        .await?;
+        Ok(false)
+    }
+
+    /// Signs this worker off at a graceful stop (its items were put back already).
+    pub async fn leave(&self) -> Result<(), AppError> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM workers WHERE id = $1", &[&self.worker_id]).await?;
+        c.execute("DELETE FROM leases WHERE holder = $1", &[&self.worker_id]).await?;
+        Ok(())
+    }
+
+    /// Takes or keeps the leader's lease for one worker timeout; while it holds it,
+    /// rescues dead workers. `None` when another process leads.
+    pub async fn rescue_if_leader(&self, timeout: std::time::Duration) -> Result<Option<super::Rescued>, AppError> {
+        let mut c = self.client().await?;
+        if !super::acquire_lease(&**c, "leader", self.worker_id, timeout).await? {
+            return Ok(None);
+        }
+        let tx = c.transaction().await?;
+        let rescued = super::rescue_dead(&tx, self.worker_id, timeout).await?;
+        tx.commit().await?;
+        Ok(Some(rescued))
+    }
+
+    /// Opens a connection of its own, LISTENs on the control channel and sends every
+    /// job it hears of to `heard`. When the connection ends, `heard` is dropped; when
+    /// the receiver is gone, the connection is closed.
+    pub async fn listen(&self, heard: tokio::sync::mpsc::UnboundedSender<(JobKind, i64)>) -> Result<(), AppError> {
+        use futures::StreamExt;
+        let (client, mut conn) = self.config.connect(tokio_postgres::NoTls).await?;
+        let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel::<String>();
+        // Drives the connection; ends with it.
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    if notes_tx.send(n.payload().to_string()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        client.batch_execute(&format!("LISTEN {}", super::CONTROL_CHANNEL)).await?;
+        // Holds the session open while anyone listens.
+        tokio::spawn(async move {
+            let _session = client;
+            while let Some(payload) = notes.recv().await {
+                if let Some(job) = parse_control(&payload) {
+                    if heard.send(job).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn shard(&self) -> i32 {
+        shard_of(self.worker_id)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, AppError> {
+        self.pool.get().await.map_err(|e| AppError::Internal(format!("PostgreSQL pool: {e}")))
+    }
+
+    pub async fn job(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
+        read_job(&**self.client().await?, kind, id).await
+    }
+
+    pub async fn jobs(&self, kind: JobKind) -> Result<Vec<Job>, AppError> {
+        let c = self.client().await?;
+        let rows = c.query(&format!("{} WHERE j.hidden IS NULL ORDER BY j.id DESC", job_select(kind)), &[]).await?;
+        Ok(rows.iter().map(|r| job_from_row(kind, r)).collect())
+    }
+
+    pub async fn page_all(&self, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
+        let mut c = self.client().await?;
+        // One snapshot, so the count agrees with the page.
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let newest = offset.saturating_add(limit);
+        let mut jobs = Vec::new();
+        let mut total = 0i64;
+        for kind in [JobKind::Research, JobKind::Preprocess] {
+            let rows = tx
+                .query(&format!("{} WHERE j.hidden IS NULL ORDER BY j.id DESC LIMIT $1", job_select(kind)), &[&newest])
+                .await?;
+            jobs.extend(rows.iter().map(|r| job_from_row(kind, r)));
+            let count: i64 = tx
+                .query_one(&format!("SELECT count(*) FROM {} WHERE hidden IS NULL", tables(kind).jobs), &[])
+                .await?
+                .get(0);
+            total += count;
+        }
+        tx.commit().await?;
+        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        let jobs = jobs.into_iter().skip(offset as usize).take(limit as usize).collect();
+        Ok(JobsPage { jobs, total, offset, limit })
+    }
+
+    pub async fn items(
+        &self,
+        kind: JobKind,
+        id: i64,
+        status: Option<ItemStatus>,
+        offset: i64,
+        limit: i64,
+    ) -> Result<ItemPage, AppError> {
+        let mut c = self.client().await?;
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let job = read_job(&*tx, kind, id).await?;
+        let columns = columns_of(&*tx, kind, id).await?;
+        let total = match status {
+            None => job.total,
+            Some(ItemStatus::Pending) => job.pending,
+            Some(ItemStatus::Processing) => job.processing,
+            Some(ItemStatus::Completed) => job.completed,
+            Some(ItemStatus::Failed) => job.failed,
+        };
+        let rows = tx
+            .query(
+                &format!(
+                    "{} WHERE job_id = $1 AND ($2::text IS NULL OR status = $2) ORDER BY id LIMIT $3 OFFSET $4",
+                    item_select(kind)
+                ),
+                &[&id, &status.map(ItemStatus::as_str), &limit, &offset],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(ItemPage { items: rows.iter().map(|r| item_from_row(&columns, r)).collect(), total, offset, limit })
+    }
+
+    pub async fn columns(&self, kind: JobKind, id: i64) -> Result<Vec<String>, AppError> {
+        columns_of(&**self.client().await?, kind, id).await
+    }
+
+    pub async fn items_after(
+        &self,
+        kind: JobKind,
+        id: i64,
+        after: i64,
+        limit: i64,
+    ) -> Result<(Vec<String>, Vec<Item>), AppError> {
+        let c = self.client().await?;
+        let columns = columns_of(&**c, kind, id).await?;
+        let rows = c
+            .query(
+                &format!("{} WHERE job_id = $1 AND id > $2 ORDER BY id LIMIT $3", item_select(kind)),
+                &[&id, &after, &limit],
+            )
+            .await?;
+        let items = rows.iter().map(|r| item_from_row(&columns, r)).collect();
+        Ok((columns, items))
+    }
+
+    pub async fn clean_rows(&self, pre_id: i64, after: i64, limit: i64) -> Result<Vec<CleanRow>, AppError> {
+        let mut c = self.client().await?;
+        let tx = c
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        read_job(&*tx, JobKind::Preprocess, pre_id).await?;
+        let rows = tx
+            .query(
+                "SELECT id, r ->> 'company', COALESCE(r #>> '{liveness,finalUrl}', r ->> 'website'), r ->> 'domain'
+                 FROM (SELECT id, result::jsonb AS r FROM preprocessing_results
+                       WHERE job_id = $1 AND id > $2 AND status = 'completed' AND duplicate_of IS NULL) AS done
+                 WHERE (r -> 'valid') = 'true'::jsonb AND (r #> '{liveness,reachable}') = 'true'::jsonb
+                 ORDER BY id LIMIT $3",
+                &[&pre_id, &after, &limit],
+            )
+            .await?;
+        tx.commit().await?;
+        let text = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        Ok(rows
+            .iter()
+            .map(|r| CleanRow {
+                id: r.get(0),
+                company: text(r.get(1)),
+                website: text(r.get(2)),
+                domain: text(r.get(3)),
+            })
+            .collect())
+    }
+
+    pub async fn insert_job(&self, job: NewJob) -> Result<i64, AppError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // Creation times rise over both kinds (the dashboard merges them by it): job
+        // creations take turns, each at least a microsecond after the newest.
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':jobdeck jobs'))", &[]).await?;
+        let columns = serde_json::to_string(&job.columns).map_err(|e| AppError::Internal(e.to_string()))?;
+        let concurrency = i32::try_from(job.concurrency).unwrap_or(i32::MAX);
+        let id: i64 = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO {} (name, filename, concurrency, columns, hidden, importer, created_at, updated_at)
+                     SELECT $1, $2, $3, $4, 'importing', $5, t, t FROM (SELECT GREATEST(clock_timestamp(),
+                         (SELECT MAX(created_at) FROM processing_jobs) + interval '1 microsecond',
+                         (SELECT MAX(created_at) FROM preprocessing_jobs) + interval '1 microsecond') AS t) AS now
+                     RETURNING id",
+                    tables(job.kind).jobs
+                ),
+                &[&job.name, &job.filename, &concurrency, &columns, &self.worker_id],
+            )
+            .await?
+            .get(0);
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn insert_items(&self, kind: JobKind, id: i64, chunk: Vec<NewItem>) -> Result<(), AppError> {
+        super::insert_items(&**self.client().await?, kind, id, &chunk).await
+    }
+
+    pub async fn link_duplicates(&self, id: i64) -> Result<(), AppError> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE preprocessing_results AS r SET duplicate_of = first.line
+                 FROM (SELECT dedupe_key, MIN(line) AS line FROM preprocessing_results
+                       WHERE job_id = $1 AND dedupe_key IS NOT NULL GROUP BY dedupe_key) AS first
+                 WHERE r.job_id = $1 AND r.dedupe_key = first.dedupe_key AND r.line <> first.line",
+                &[&id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn reveal(&self, kind: JobKind, id: i64, count: i64) -> Result<Job, AppError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            &format!(
+                "UPDATE {} SET hidden = NULL, importer = NULL, total = $2, updated_at = now()
+                 WHERE id = $1 AND hidden = 'importing'",
+                tables(kind).jobs
+            ),
+            &[&id, &count],
+        )
+        .await?;
+        add_counts(&*tx, kind, id, 0, [count, 0, 0, 0]).await?;
+        let job = read_job(&*tx, kind, id).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    pub async fn hide(&self, kind: JobKind, id: i64, why: Hidden) -> Result<(), AppError> {
+        self.client()
+            .await?
+            .execute(
+                &format!("UPDATE {} SET hidden = $2, updated_at = now() WHERE id = $1", tables(kind).jobs),
+                &[&id, &why.as_str()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn purge_batch(&self, kind: JobKind, id: i64, limit: i64) -> Result<bool, AppError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let t = tables(kind);
+        let removed = tx
+            .execute(
+                &format!(
+                    "DELETE FROM {items} WHERE id IN (SELECT id FROM {items} WHERE job_id = $1 ORDER BY id LIMIT $2)",
+                    items = t.items
+                ),
+                &[&id, &limit],
+            )
+            .await?;
+        let gone = (removed as i64) < limit;
+        if gone {
+            tx.execute(&format!("DELETE FROM {} WHERE id = $1 AND hidden = 'deleting'", t.jobs), &[&id]).await?;
+        }
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    pub async fn control(&self, kind: JobKind, id: i64, rule: Rule) -> Result<Job, AppError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let job = lock_job(&*tx, kind, id).await?;
+        if job.is_terminal() {
+            return Err(AppError::AlreadyTerminal(super::super::backend::terminal_word(&job)));
+        }
+        let t = tables(kind);
+        match rule(&job)? {
+            None => return Ok(job),
+            Some(change @ (Change::Pause | Change::Resume)) => {
+                let paused = change == Change::Pause;
+                tx.execute(
+                    &format!(
+                        "UPDATE {} SET paused = $2, paused_reason = NULL, resume_at = NULL, updated_at = now(),
+                             status = CASE WHEN $2 THEN 'processing' ELSE status END
+                         WHERE id = $1",
+                        t.jobs
+                    ),
+                    &[&id, &paused],
+                )
+                .await?;
+            }
+            Some(Change::Cancel) => {
+                // Every worker's items in flight go back; their late results find
+                // nothing they hold.
+                put_back(&*tx, kind, id, None, None, self.shard()).await?;
+                tx.execute(
+                    &format!(
+                        "UPDATE {} SET status = 'failed', cancelled_at = now(), updated_at = now(), paused = false,
+                             paused_reason = NULL, resume_at = NULL WHERE id = $1",
+                        t.jobs
+                    ),
+                    &[&id],
+                )
+                .await?;
+            }
+        }
+        notify_control(&*tx, kind, id).await?;
+        let job = read_job(&*tx, kind, id).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    pub async fn delete(
+        &self,
+        kind: JobKind,
+        id: i64,
+        allowed: fn(&Job) -> Result<(), AppError>,
+    ) -> Result<(), AppError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        allowed(&lock_job(&*tx, kind, id).await?)?;
+        tx.execute(
+            &format!("UPDATE {} SET hidden = 'deleting', updated_at = now() WHERE id = $1", tables(kind).jobs),
+            &[&id],
+        )
+        .await?;
+        notify_control(&*tx, kind, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// At start-up on PostgreSQL nothing in flight is reset (other workers' items are
+    /// live; the leader rescues a dead worker's). Imports whose importer is gone become
+    /// deletes; every delete is returned to be finished.
+    pub async fn recover(&self) -> Result<(usize, Vec<(JobKind, i64, Hidden)>), AppError> {
+        let c = self.client().await?;
+        let mut hidden = Vec::new();
+        for kind in [JobKind::Research, JobKind::Preprocess] {
+            let t = tables(kind);
+            c.execute(
+                &format!(
+                    "UPDATE {} SET hidden = 'deleting' WHERE hidden = 'importing'
+                       AND (importer IS NULL OR importer NOT IN (SELECT id FROM workers))",
+                    t.jobs
+                ),
+                &[],
+            )
+            .await?;
+            for r in c.query(&format!("SELECT id FROM {} WHERE hidden = 'deleting' ORDER BY id", t.jobs), &[]).await? {
+                hidden.push((kind, r.get(0), Hidden::Deleting));
+            }
+        }
+        Ok((0, hidden))
+    }
+
+    pub async fn live_jobs(&self) -> Result<Vec<(JobKind, i64)>, AppError> {
+        let c = self.client().await?;
+        let mut out = Vec::new();
+        for kind in [JobKind::Research, JobKind::Preprocess] {
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT id FROM {} WHERE status IN ('pending', 'processing') AND hidden IS NULL ORDER BY id",
+                        tables(kind).jobs
+                    ),
+                    &[],
+                )
+                .await?;
+            out.extend(rows.iter().map(|r| (kind, r.get(0))));
+        }
+        Ok(out)
+    }
+
+    pub async fn flags(&self, kind: JobKind, id: i64) -> Result<Option<Flags>, AppError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT status, paused, concurrency, resume_at FROM {} WHERE id = $1 AND hidden IS NULL",
+                    tables(kind).jobs
+                ),
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|r| Flags {
+            status: r.get::<_, &str>(0).parse().unwrap_or(JobStatus::Failed),
+            paused: r.get(1),
+            concurrency: r.get::<_, i32>(2).max(0) as u32,
+            resume_at: r.get(3),
+        }))
+    }
+
+    pub async fn finish_and_claim(
+        &self,
+        kind: JobKind,
+        id: i64,
+        finished: &[Finished],
+        want: usize,
+    ) -> Result<Vec<ClaimedRow>, AppError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        super::finish_batch(&tx, kind, id, self.worker_id, finished).await?;
+        let claimed =
+            if want > 0 { super::claim_batch(&tx, kind, id, self.worker_id, want).await? } else { Vec::new() };
+        tx.commit().await?;
+        if !finished.is_empty() && claimed.len() < want {
+            // Possibly the last results: a job finished by several workers at once is
+            // completed by whichever checks last (see `complete_if_done`).
+            self.complete_if_done(kind, id).await?;
+        }
+        Ok(claimed)
+    }
+
+    pub async fn release_held(&self, kind: JobKind, id: i64) -> Result<usize, AppError> {
+        let c = self.client().await?;
+        Ok(put_back(&**c, kind, id, Some(self.worker_id), None, self.shard()).await? as usize)
+    }
+
+    pub async fn requeue(&self, kind: JobKind, id: i64, item_id: i64) -> Result<bool, AppError> {
+        let c = self.client().await?;
+        Ok(put_back(&**c, kind, id, Some(self.worker_id), Some(item_id), self.shard()).await? == 1)
+    }
+
+    pub async fn rate_limited(
+        &self,
+        kind: JobKind,
+        id: i64,
+        item_id: i64,
+        reason: String,
+        resume_at: DateTime<Utc>,
+    ) -> Result<bool, AppError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        put_back(&*tx, kind, id, Some(self.worker_id), Some(item_id), self.shard()).await?;
+        // A pause with a resume time is a rate limit's own; a person's is never taken
+        // over; a second rate limit keeps the later time.
+        let changed = tx
+            .execute(
+                &format!(
+                    "UPDATE {} SET paused = true, paused_reason = $2, updated_at = now(), status = 'processing',
+                         resume_at = CASE WHEN paused AND resume_at > $3 THEN resume_at ELSE $3 END
+                     WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL
+                       AND (NOT paused OR resume_at IS NOT NULL)",
+                    tables(kind).jobs
+                ),
+                &[&id, &reason, &resume_at],
+            )
+            .await?;
+        if changed == 1 {
+            notify_control(&*tx, kind, id).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    pub async fn auto_resume(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let changed = tx
+            .execute(
+                &format!(
+                    "UPDATE {} SET paused = false, paused_reason = NULL, resume_at = NULL, updated_at = now()
+                     WHERE id = $1 AND paused AND resume_at IS NOT NULL AND resume_at <= now()
+                       AND status IN ('pending', 'processing') AND hidden IS NULL",
+                    tables(kind).jobs
+                ),
+                &[&id],
+            )
+            .await?;
+        if changed == 1 {
+            notify_control(&*tx, kind, id).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    pub async fn complete_if_done(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let done = super::complete_if_done(&tx, kind, id).await?;
+        tx.commit().await?;
+        Ok(done)
+    }
+}
+
+/// `kind:id` as [`super::CONTROL_CHANNEL`] carries it, read back.
+pub fn parse_control(payload: &str) -> Option<(JobKind, i64)> {
+    let (kind, id) = payload.split_once(':')?;
+    let kind = [JobKind::Research, JobKind::Preprocess].into_iter().find(|k| kind_word(*k) == kind)?;
+    Some((kind, id.parse().ok()?))
+}

@@ -1,0 +1,222 @@
+//! One suite of control semantics (SPEC section 2), counters and recovery, run against
+//! both stores: each test once on a real SQLite file and once on a real PostgreSQL
+//! server (in a schema of its own; skipped with a line when no server answers).
+#![cfg(feature = "ssr")]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::pg::{url, Schema};
+use common::*;
+use jobdeck::model::{Job, JobKind, JobStatus};
+use jobdeck::server::backend::Backend;
+use jobdeck::server::config::Config;
+use jobdeck::server::error::AppError;
+use jobdeck::server::pg::backend::PgBackend;
+use jobdeck::server::service::Service;
+
+const R: JobKind = JobKind::Research;
+const P: JobKind = JobKind::Preprocess;
+const LONG: Duration = Duration::from_secs(30);
+
+fn paths(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Lets a few poll cycles pass, for asserting that something does NOT happen.
+async fn several_polls() {
+    tokio::time::sleep(Duration::from_millis(450)).await;
+}
+
+/// The store one run of a test is on, and what it needs to read items directly.
+enum Store {
+    Sqlite(tempfile::TempDir),
+    Postgres(Schema),
+}
+
+impl Store {
+    async fn sqlite() -> Option<Self> {
+        Some(Self::Sqlite(tempfile::tempdir().unwrap()))
+    }
+
+    async fn postgres() -> Option<Self> {
+        Schema::new(false).await.map(Self::Postgres)
+    }
+
+    fn config(&self) -> Config {
+        let dir = match self {
+            Self::Sqlite(dir) => dir.path().to_path_buf(),
+            Self::Postgres(_) => std::env::temp_dir(),
+        };
+        let mut config = test_config(&dir);
+        config.runner.worker_timeout_ms = 600;
+        config
+    }
+
+    /// A started service (a process: UI, API and runner) on this store.
+    async fn service(&self, config: Config) -> Service {
+        let options = leptos::config::LeptosOptions::builder().output_name("jobdeck").build();
+        let state = match self {
+            Self::Sqlite(_) => jobdeck::server::build_state(config, options).expect("state builds"),
+            Self::Postgres(schema) => {
+                let pg = PgBackend::open(&url(), Some(&schema.name), 16).await.expect("PostgreSQL opens");
+                jobdeck::server::build_state_with(Backend::Postgres(std::sync::Arc::new(pg)), config, options)
+                    .expect("state builds")
+            }
+        };
+        state.service.runner().start().await.expect("runner starts");
+        state.service
+    }
+
+    /// Per-status item counts read straight from the items, to check the counters.
+    async fn count_items(&self, kind: JobKind, id: i64) -> HashMap<String, i64> {
+        let table = match kind {
+            JobKind::Research => "accounts",
+            JobKind::Preprocess => "preprocessing_results",
+        };
+        match self {
+            Self::Sqlite(dir) => count_items(&dir.path().join("jobdeck.sqlite3"), kind, id),
+            Self::Postgres(schema) => {
+                let c = schema.pool.get().await.unwrap();
+                let sql = format!("SELECT status, count(*) FROM {table} WHERE job_id = $1 GROUP BY status");
+                c.query(&sql, &[&id])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+                    .collect()
+            }
+        }
+    }
+
+    async fn assert_counters_match(&self, job: &Job) {
+        let counts = self.count_items(job.kind, job.id).await;
+        let get = |s: &str| counts.get(s).copied().unwrap_or(0);
+        assert_eq!(
+            (job.pending, job.processing, job.completed, job.failed),
+            (get("pending"), get("processing"), get("completed"), get("failed")),
+            "counters of job {} disagree with its items",
+            job.id
+        );
+    }
+}
+
+/// Each test, once per store.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let store = super::Store::sqlite().await.unwrap();
+                super::$name(store).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(store) = super::Store::postgres().await else { return };
+                super::$name(store).await;
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    pause_stops_new_starts_and_in_flight_items_finish,
+    resume_continues_and_every_item_runs_once,
+    cancel_discards_late_results_and_is_final,
+    delete_waits_for_a_terminal_job_then_removes_it,
+    a_preprocessing_job_completes_with_exact_counters,
+);
+
+async fn pause_stops_new_starts_and_in_flight_items_finish(store: Store) {
+    let site = Site::start().await;
+    let service = store.service(store.config()).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 20)), 3)).await.unwrap();
+    wait_for(LONG, "three requests in flight", || async { site.hit_count() == 3 }).await;
+    let paused = service.pause(R, job.id).await.unwrap();
+    assert!(paused.paused);
+    assert_eq!(paused.status, JobStatus::Processing);
+    site.open_gate();
+    let job = wait_job(&service, R, job.id, LONG, |j| j.processing == 0).await;
+    assert_eq!(job.completed, 3, "the three in-flight items finished and were saved");
+    several_polls().await;
+    assert_eq!(site.hit_count(), 3, "no new item started while paused");
+    let job = service.get(R, job.id).await.unwrap();
+    assert_eq!((job.status, job.paused, job.pending, job.completed), (JobStatus::Processing, true, 17, 3));
+    store.assert_counters_match(&job).await;
+}
+
+async fn resume_continues_and_every_item_runs_once(store: Store) {
+    let site = Site::start().await;
+    // A poll far slower than the wait below: the restart must come from the resume.
+    let mut config = store.config();
+    config.runner.pause_poll_ms = 10_000;
+    let service = store.service(config).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 12)), 2)).await.unwrap();
+    wait_for(LONG, "two requests in flight", || async { site.hit_count() == 2 }).await;
+    service.pause(R, job.id).await.unwrap();
+    site.open_gate();
+    wait_job(&service, R, job.id, LONG, |j| j.processing == 0).await;
+    assert!(!service.resume(R, job.id).await.unwrap().paused);
+    wait_for(Duration::from_secs(3), "a new start right after resume", || async { site.hit_count() > 2 }).await;
+    let job = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!((job.completed, job.failed, job.pending, job.processing), (12, 0, 0, 0));
+    let by_path = site.hits_by_path();
+    assert_eq!(by_path.len(), 12);
+    assert!(by_path.values().all(|&n| n == 1), "every account ran exactly once: {by_path:?}");
+    store.assert_counters_match(&job).await;
+}
+
+async fn cancel_discards_late_results_and_is_final(store: Store) {
+    let site = Site::start().await;
+    let service = store.service(store.config()).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 10)), 3)).await.unwrap();
+    wait_for(LONG, "three requests in flight", || async { site.hit_count() == 3 }).await;
+    let cancelled = service.cancel(R, job.id).await.unwrap();
+    assert_eq!(cancelled.status, JobStatus::Failed);
+    assert!(cancelled.cancelled);
+    assert_eq!((cancelled.processing, cancelled.pending, cancelled.completed), (0, 10, 0));
+    site.open_gate();
+    several_polls().await;
+    let job = service.get(R, job.id).await.unwrap();
+    assert_eq!((job.processing, job.pending, job.completed, job.failed), (0, 10, 0, 0));
+    assert_eq!(site.hit_count(), 3, "no request started after the cancel");
+    store.assert_counters_match(&job).await;
+    assert!(matches!(service.resume(R, job.id).await, Err(AppError::AlreadyTerminal("cancelled"))));
+    assert!(matches!(service.cancel(R, job.id).await, Err(AppError::AlreadyTerminal(_))));
+}
+
+async fn delete_waits_for_a_terminal_job_then_removes_it(store: Store) {
+    let site = Site::start().await;
+    let service = store.service(store.config()).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 4)), 1)).await.unwrap();
+    assert!(matches!(service.delete(R, job.id).await, Err(AppError::StillProcessing)));
+    service.pause(R, job.id).await.unwrap();
+    assert_eq!(service.delete(R, job.id).await.unwrap_err().status_code(), 409);
+    service.resume(R, job.id).await.unwrap();
+    site.open_gate();
+    wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    service.delete(R, job.id).await.unwrap();
+    assert!(matches!(service.get(R, job.id).await, Err(AppError::NotFound { .. })));
+    let page = service.page_all(0, 50).await.unwrap();
+    assert!(page.jobs.iter().all(|j| j.id != job.id || j.kind != R), "gone from the dashboard at once");
+    wait_for(LONG, "the items to go with the job", || async { store.count_items(R, job.id).await.is_empty() }).await;
+}
+
+async fn a_preprocessing_job_completes_with_exact_counters(store: Store) {
+    let service = store.service(store.config()).await;
+    let mut csv = String::from("Company\n");
+    for i in 0..300 {
+        // Every tenth name repeats an earlier one: a duplicate.
+        csv.push_str(&format!("Company {}\n", if i % 10 == 9 { i - 1 } else { i }));
+    }
+    let job = service.create_job(P, upload(csv.into_bytes(), 8)).await.unwrap();
+    assert_eq!(job.total, 300);
+    let job = wait_job(&service, P, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!((job.completed + job.failed, job.pending, job.processing), (300, 0, 0));
+    store.assert_counters_match(&job).await;
+    let items = service.items(P, job.id, None, 0, 300).await.unwrap();
+    let duplicates = items.items.iter().filter(|i| i.duplicate_of.is_some()).count();
+    assert_eq!(duplicates, 30, "each repeated name points at its first row");
+}
