@@ -72,17 +72,10 @@ impl Server {
     }
 
     async fn create_at(&self, root: &str, csv: Vec<u8>, concurrency: u32) -> i64 {
-        let boundary = "jobdeck-process-test";
-        let mut body = format!(
-            "--{boundary}\r\nContent-Disposition: form-data; name=\"concurrency\"\r\n\r\n{concurrency}\r\n\
-             --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\n"
-        )
-        .into_bytes();
-        body.extend(csv);
-        body.extend(format!("\r\n--{boundary}--\r\n").bytes());
+        let (content_type, body) = multipart_csv(csv, concurrency);
         let res = reqwest::Client::new()
             .post(format!("{}{root}", self.base))
-            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .header("content-type", content_type)
             .body(body)
             .send()
             .await
@@ -220,4 +213,26 @@ async fn sigterm_exits_within_the_grace_period_even_with_a_download_still_open()
     // Grace 2 s for the runner, then 2 s for open connections.
     assert!(server.wait_exit(Duration::from_secs(20)).await, "a clean exit despite the stalled download");
     drop(stream);
+}
+
+/// On the SQLite file one process runs everything: the scale-out commands say what they
+/// need instead of starting (SPEC section 10).
+#[test]
+fn worker_and_no_runner_ask_for_postgresql_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["worker"][..], &["serve", "--no-runner"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_jobdeck"))
+            .args(args)
+            .env("JOBDECK_CONFIG", Path::new(env!("CARGO_MANIFEST_DIR")).join("Leptos.toml"))
+            .env("JOBDECK_DB", dir.path().join("jobdeck.sqlite3"))
+            .env("JOBDECK_DATABASE_URL", "")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} refuses to start on SQLite");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("need JOBDECK_DATABASE_URL=postgres://"), "{args:?}: {stderr}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_jobdeck")).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("usage: jobdeck"));
 }

@@ -198,6 +198,19 @@ pub fn research_csv(site: &Site, paths: &[String]) -> Vec<u8> {
     csv.into_bytes()
 }
 
+/// A CSV upload as a browser or `curl -F` sends it: the content type and the body.
+pub fn multipart_csv(csv: Vec<u8>, concurrency: u32) -> (String, Vec<u8>) {
+    let boundary = "jobdeck-test-upload";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"concurrency\"\r\n\r\n{concurrency}\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(csv);
+    body.extend(format!("\r\n--{boundary}--\r\n").bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
 pub fn upload(bytes: Vec<u8>, concurrency: u32) -> Upload {
     Upload { filename: "accounts.csv".into(), name: None, concurrency: Some(concurrency), bytes: bytes.into() }
 }

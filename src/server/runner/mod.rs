@@ -49,6 +49,8 @@ struct Inner {
     jobs: Mutex<HashMap<Key, Arc<Notify>>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// Off in a process that serves without running jobs (`serve --no-runner`).
+    runs_jobs: std::sync::atomic::AtomicBool,
 }
 
 /// Handle to the runner; cheap to clone.
@@ -83,6 +85,7 @@ impl Runner {
                 jobs: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
+                runs_jobs: std::sync::atomic::AtomicBool::new(true),
             }),
         }
     }
@@ -109,9 +112,11 @@ impl Runner {
         Ok(())
     }
 
-    /// A process that serves without running jobs (`jobdeck serve --no-runner`): on
-    /// PostgreSQL it still heartbeats, so its imports are known to be alive.
+    /// A process that serves without running jobs (`jobdeck serve --no-runner`): no
+    /// job task ever starts here (the workers run them); on PostgreSQL it still
+    /// heartbeats, so its imports are known to be alive.
     pub fn start_without_jobs(&self) {
+        self.inner.runs_jobs.store(false, std::sync::atomic::Ordering::SeqCst);
         if let Backend::Postgres(pg) = &self.inner.db {
             let pg = pg.clone();
             let runner = self.clone();
@@ -243,7 +248,7 @@ impl Runner {
     }
 
     fn start_task(&self, kind: JobKind, id: i64, notify_running: bool) {
-        if self.inner.shutdown.is_cancelled() {
+        if self.inner.shutdown.is_cancelled() || !self.inner.runs_jobs.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
         let mut jobs = self.inner.jobs.lock().unwrap_or_else(|p| p.into_inner());

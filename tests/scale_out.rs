@@ -1,0 +1,238 @@
+//! Scale-out with the real binary (SPEC section 10): one `jobdeck serve --no-runner` and
+//! three `jobdeck worker` processes on one PostgreSQL database (a schema of the test's
+//! own), researching a local slow site. Skipped, with a line, without a server.
+#![cfg(all(feature = "ssr", unix))]
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::routing::get;
+use common::pg::{url, Schema};
+
+/// Every worker's cap over all jobs; the job's concurrency is three times it.
+const CAP: usize = 4;
+const PAGE_MS: u64 = 40;
+
+/// A site whose every page takes [`PAGE_MS`]; it records when each request started and
+/// how many were in flight at most.
+#[derive(Clone, Default)]
+struct Slow {
+    inner: Arc<Mutex<SlowState>>,
+}
+
+#[derive(Default)]
+struct SlowState {
+    starts: Vec<(String, Instant)>,
+    in_flight: usize,
+    most: usize,
+}
+
+impl Slow {
+    async fn start() -> (Self, String) {
+        let slow = Slow::default();
+        let app = axum::Router::new()
+            .route(
+                "/p/{n}",
+                get(|State(s): State<Slow>, UrlPath(n): UrlPath<String>| async move {
+                    {
+                        let mut st = s.inner.lock().unwrap();
+                        st.starts.push((n, Instant::now()));
+                        st.in_flight += 1;
+                        st.most = st.most.max(st.in_flight);
+                    }
+                    tokio::time::sleep(Duration::from_millis(PAGE_MS)).await;
+                    s.inner.lock().unwrap().in_flight -= 1;
+                    axum::response::Html("<html><head><title>A company</title></head><body>Hello</body></html>")
+                }),
+            )
+            .with_state(slow.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (slow, base)
+    }
+
+    fn starts(&self) -> Vec<(String, Instant)> {
+        self.inner.lock().unwrap().starts.clone()
+    }
+
+    fn most(&self) -> usize {
+        self.inner.lock().unwrap().most
+    }
+}
+
+struct Process {
+    child: Child,
+    port: u16,
+}
+
+impl Process {
+    fn start(schema: &str, args: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let database = format!("{}?options=-c%20search_path%3D{schema}", url());
+        let child = Command::new(env!("CARGO_BIN_EXE_jobdeck"))
+            .args(args)
+            .env("JOBDECK_CONFIG", Path::new(env!("CARGO_MANIFEST_DIR")).join("Leptos.toml"))
+            .env("JOBDECK_DATABASE_URL", database)
+            .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
+            .env("LEPTOS_SITE_ROOT", std::env::temp_dir())
+            .env("JOBDECK_DB", std::env::temp_dir().join(format!("jobdeck-scale-out-{port}.sqlite3")))
+            .env("JOBDECK_ALLOW_PRIVATE_TARGETS", "1")
+            .env("JOBDECK_GLOBAL_CONCURRENCY", CAP.to_string())
+            .env("JOBDECK_PAUSE_POLL_MS", "500")
+            .env("JOBDECK_WORKER_TIMEOUT_MS", "1000")
+            .env("JOBDECK_MAX_EXTRA_PAGES", "0")
+            .env("JOBDECK_MAX_ATTEMPTS", "1")
+            .env("JOBDECK_LLM_BASE_URL", "")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the jobdeck binary starts");
+        Self { child, port }
+    }
+
+    async fn wait_ready(&self, path: &str) {
+        let start = Instant::now();
+        let client = reqwest::Client::new();
+        while client.get(format!("http://127.0.0.1:{}{path}", self.port)).send().await.is_err() {
+            assert!(start.elapsed() < Duration::from_secs(30), "a process did not come up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+struct Api {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn create(&self, site: &str, prefix: &str, n: usize, concurrency: usize) -> i64 {
+        let mut csv = String::from("Company,Website\n");
+        for i in 0..n {
+            csv.push_str(&format!("Company {i},{site}/p/{prefix}-{i}\n"));
+        }
+        let (content_type, body) = common::multipart_csv(csv.into_bytes(), concurrency as u32);
+        let res = self
+            .client
+            .post(format!("{}/api/process", self.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 201);
+        res.json::<serde_json::Value>().await.unwrap()["id"].as_i64().unwrap()
+    }
+
+    async fn job(&self, id: i64) -> serde_json::Value {
+        self.client.get(format!("{}/api/process/{id}", self.base)).send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn post(&self, id: i64, action: &str) {
+        let res = self.client.post(format!("{}/api/process/{id}/{action}", self.base)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{action}");
+    }
+
+    async fn wait(&self, id: i64, what: &str, cond: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let job = self.job(id).await;
+            if cond(&job) {
+                return job;
+            }
+            assert!(start.elapsed() < Duration::from_secs(120), "timed out waiting for {what}: {job}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn per_path(starts: &[(String, Instant)], prefix: &str) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for (p, _) in starts.iter().filter(|(p, _)| p.starts_with(prefix)) {
+        *out.entry(p.clone()).or_insert(0) += 1;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_share_a_job_within_its_concurrency_pause_at_once_and_survive_a_kill() {
+    let Some(schema) = Schema::new(false).await else { return };
+    let (site, base) = Slow::start().await;
+    let server = Process::start(&schema.name, &["serve", "--no-runner"]);
+    server.wait_ready("/api/health").await;
+    let api = Api { base: format!("http://127.0.0.1:{}", server.port), client: reqwest::Client::new() };
+    let mut workers = vec![Process::start(&schema.name, &["worker"])];
+    workers[0].wait_ready("/health").await;
+
+    // One worker: its cap bounds the job.
+    let n = 120;
+    let started = Instant::now();
+    let one = api.create(&base, "one", n, 3 * CAP).await;
+    api.wait(one, "the one-worker job", |j| j["status"] == "completed").await;
+    let one_rate = n as f64 / started.elapsed().as_secs_f64();
+
+    // Three workers on a job three times one worker's cap.
+    for _ in 0..2 {
+        workers.push(Process::start(&schema.name, &["worker"]));
+    }
+    for w in &workers {
+        w.wait_ready("/health").await;
+    }
+    let n3 = 3 * n;
+    let started = Instant::now();
+    let three = api.create(&base, "three", n3, 3 * CAP).await;
+    api.wait(three, "the three-worker job", |j| j["status"] == "completed").await;
+    let three_rate = n3 as f64 / started.elapsed().as_secs_f64();
+    eprintln!("items/s: one worker {one_rate:.0}, three workers {three_rate:.0} ({:.2}x)", three_rate / one_rate);
+    assert!(site.most() <= 3 * CAP, "never more than the job's concurrency in flight, saw {}", site.most());
+    assert!(three_rate > 2.0 * one_rate, "three workers share the job: {one_rate:.0}/s alone, {three_rate:.0}/s");
+
+    // A pause through the API stops every worker: nothing starts after it returned
+    // (a claim committed just before may still reach the site a moment later).
+    let big = api.create(&base, "pause", 4 * n, 3 * CAP).await;
+    api.wait(big, "a running job", |j| j["completed"].as_i64().unwrap_or(0) > 30).await;
+    api.post(big, "pause").await;
+    let paused_at = Instant::now();
+    api.wait(big, "in-flight items to finish", |j| j["processing"] == 0).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let last_start = site.starts().iter().filter(|(p, _)| p.starts_with("pause-")).map(|(_, t)| *t).max().unwrap();
+    let after = last_start.saturating_duration_since(paused_at);
+    eprintln!("last start after the pause returned: {} ms", after.as_millis());
+    assert!(after <= Duration::from_millis(100), "a worker started an item {} ms after the pause", after.as_millis());
+    let paused = api.job(big).await;
+    assert_eq!(paused["paused"], true);
+
+    // Kill one worker mid-job: its items come back once it is declared dead, and the
+    // job completes with nothing lost and at most its in-flight items redone.
+    api.post(big, "resume").await;
+    api.wait(big, "the job running again", |j| j["processing"].as_i64().unwrap_or(0) >= (2 * CAP) as i64).await;
+    workers[0].kill9();
+    let killed_at = Instant::now();
+    let done = api.wait(big, "the job to complete after a kill", |j| j["status"] == "completed").await;
+    eprintln!("completed {} ms after the kill (worker timeout 1,000 ms)", killed_at.elapsed().as_millis());
+    assert_eq!(done["completed"].as_i64().unwrap() + done["failed"].as_i64().unwrap(), (4 * n) as i64);
+    let hits = per_path(&site.starts(), "pause-");
+    assert_eq!(hits.len(), 4 * n, "every item reached the site");
+    let redone = hits.values().filter(|&&k| k > 1).count();
+    eprintln!("items redone after the kill: {redone}");
+    assert!(redone <= CAP, "only the killed worker's in-flight items ran twice, {redone} did");
+}
