@@ -282,3 +282,43 @@ async fn the_leader_lease_has_one_holder_until_it_expires() {
     assert!(pg::acquire_lease(&**c, "leader", 2, ttl).await.unwrap(), "another takes an expired lease");
     assert!(!pg::acquire_lease(&**c, "leader", 1, ttl).await.unwrap());
 }
+
+/// An import cut short by its importer's death never shows: the leader turns it into a
+/// delete, while an import whose importer is alive is left to finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_whose_importer_is_gone_becomes_a_delete() {
+    use jobdeck::server::import::NewJob;
+    use jobdeck::server::pg::backend::PgBackend;
+    let Some(s) = Schema::new(false).await else { return };
+    let importer = PgBackend::open(&url(), Some(&s.name), 4).await.unwrap();
+    let leader = PgBackend::open(&url(), Some(&s.name), 4).await.unwrap();
+    let new_job = || NewJob {
+        kind: JobKind::Research,
+        name: "import".into(),
+        filename: "a.csv".into(),
+        concurrency: 2,
+        columns: vec!["company".into()],
+    };
+    let cut_short = importer.insert_job(new_job()).await.unwrap();
+    importer.insert_items(JobKind::Research, cut_short, items(10)).await.unwrap();
+    let going_on = leader.insert_job(new_job()).await.unwrap();
+
+    let timeout = Duration::from_secs(30);
+    let rescued = leader.rescue_if_leader(timeout).await.unwrap().expect("the only process leads");
+    assert!(rescued.abandoned.is_empty(), "both importers are alive");
+    // The importer dies and is removed.
+    importer.leave().await.unwrap();
+    let rescued = leader.rescue_if_leader(timeout).await.unwrap().unwrap();
+    assert_eq!(rescued.abandoned, vec![(JobKind::Research, cut_short)]);
+    while !leader.purge_batch(JobKind::Research, cut_short, 4).await.unwrap() {}
+    let c = s.pool.get().await.unwrap();
+    let left: i64 = c
+        .query_one("SELECT (SELECT count(*) FROM accounts WHERE job_id = $1) + (SELECT count(*) FROM processing_jobs WHERE id = $1)", &[&cut_short])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the cut-short import is gone, items and all");
+    let hidden: Option<String> =
+        c.query_one("SELECT hidden FROM processing_jobs WHERE id = $1", &[&going_on]).await.unwrap().get(0);
+    assert_eq!(hidden.as_deref(), Some("importing"), "a live importer's job is left alone");
+}

@@ -226,7 +226,21 @@ impl PgBackend {
             return Ok(None);
         }
         let tx = c.transaction().await?;
-        let rescued = super::rescue_dead(&tx, self.worker_id, timeout).await?;
+        let mut rescued = super::rescue_dead(&tx, self.worker_id, timeout).await?;
+        // An import whose importer is gone never finishes: it becomes a delete.
+        for kind in [JobKind::Research, JobKind::Preprocess] {
+            let rows = tx
+                .query(
+                    &format!(
+                        "UPDATE {} AS j SET hidden = 'deleting' WHERE hidden = 'importing'
+                           AND NOT EXISTS (SELECT 1 FROM workers AS w WHERE w.id = j.importer) RETURNING id",
+                        tables(kind).jobs
+                    ),
+                    &[],
+                )
+                .await?;
+            rescued.abandoned.extend(rows.iter().map(|r| (kind, r.get::<_, i64>(0))));
+        }
         tx.commit().await?;
         Ok(Some(rescued))
     }

@@ -482,6 +482,8 @@ pub async fn acquire_lease(c: &impl GenericClient, name: &str, holder: i64, ttl:
 pub struct Rescued {
     pub workers: Vec<i64>,
     pub items: Vec<(JobKind, i64, i64)>,
+    /// Imports whose importer is gone, now hidden as deletes for the caller to purge.
+    pub abandoned: Vec<(JobKind, i64)>,
 }
 
 /// Run by the leader: every worker silent for longer than `timeout` is dead and
@@ -501,7 +503,7 @@ pub async fn rescue_dead(tx: &Transaction<'_>, rescuer: i64, timeout: Duration) 
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let mut rescued = Rescued { workers: dead, items: Vec::new() };
+    let mut rescued = Rescued { workers: dead, items: Vec::new(), abandoned: Vec::new() };
     rescued.workers.sort_unstable();
     for kind in [JobKind::Research, JobKind::Preprocess] {
         let rows = tx

@@ -167,10 +167,16 @@ impl Runner {
         let shutdown = self.inner.shutdown.clone();
         loop {
             match pg.rescue_if_leader(timeout).await {
-                Ok(Some(rescued)) if !rescued.workers.is_empty() => {
-                    tracing::warn!(workers = ?rescued.workers, items = ?rescued.items, "rescued the items of dead workers");
+                Ok(Some(rescued)) => {
+                    if !rescued.workers.is_empty() {
+                        tracing::warn!(workers = ?rescued.workers, items = ?rescued.items, "rescued the items of dead workers");
+                    }
                     for (kind, id, _) in rescued.items {
                         self.wake(kind, id);
+                    }
+                    for (kind, id) in rescued.abandoned {
+                        tracing::warn!(kind = %kind, job = id, "removing an import whose importer is gone");
+                        self.purge(kind, id);
                     }
                 }
                 Ok(_) => {}
