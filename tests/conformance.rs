@@ -127,6 +127,7 @@ on_both_stores!(
     cancel_discards_late_results_and_is_final,
     delete_waits_for_a_terminal_job_then_removes_it,
     a_preprocessing_job_completes_with_exact_counters,
+    an_llm_rate_limit_pauses_the_job_and_it_resumes_by_itself,
 );
 
 async fn pause_stops_new_starts_and_in_flight_items_finish(store: Store) {
@@ -219,4 +220,57 @@ async fn a_preprocessing_job_completes_with_exact_counters(store: Store) {
     let items = service.items(P, job.id, None, 0, 300).await.unwrap();
     let duplicates = items.items.iter().filter(|i| i.duplicate_of.is_some()).count();
     assert_eq!(duplicates, 30, "each repeated name points at its first row");
+}
+
+async fn an_llm_rate_limit_pauses_the_job_and_it_resumes_by_itself(store: Store) {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let llm = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || {
+            let counter = counter.clone();
+            async move {
+                // The first call is refused with a one-second Retry-After.
+                if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let mut h = HeaderMap::new();
+                    h.insert("retry-after", "1".parse().unwrap());
+                    return (StatusCode::TOO_MANY_REQUESTS, h, "slow down").into_response();
+                }
+                let content = r#"{"summary":"Makes things","industry":"Manufacturing","sizeRange":"11-50","country":"US","fitNotes":"good"}"#;
+                axum::Json(serde_json::json!({"choices":[{"message":{"role":"assistant","content":content}}]})).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let llm_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, llm).await.unwrap() });
+
+    let site = Site::start().await;
+    let mut config = store.config();
+    config.llm.base_url = format!("http://{llm_addr}/v1");
+    config.llm.model = "test-model".into();
+    let service = store.service(config).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/f/", 3)), 1)).await.unwrap();
+
+    let paused = wait_job(&service, R, job.id, LONG, |j| j.paused).await;
+    let reason = paused.paused_reason.clone().unwrap();
+    assert!(reason.contains("429"), "{reason}");
+    let resume_at = paused.resume_at.expect("a resume time from Retry-After");
+    let wait = resume_at - paused.updated_at;
+    assert!(wait >= chrono::Duration::milliseconds(900) && wait <= chrono::Duration::milliseconds(1500), "{wait:?}");
+    assert_eq!(paused.pending, 3, "the rate-limited account went back to pending");
+
+    let done = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!(done.completed, 3);
+    assert!(!done.paused && done.paused_reason.is_none() && done.resume_at.is_none());
+    let resumed_after = done.completed_at.unwrap() - resume_at;
+    assert!(resumed_after >= chrono::Duration::zero(), "it did not resume before the time it was given");
+    let items = service.items(R, job.id, None, 0, 10).await.unwrap().items;
+    assert!(items.iter().all(|i| i.result.as_ref().unwrap()["profile"]["industry"] == "Manufacturing"));
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
