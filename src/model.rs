@@ -161,6 +161,17 @@ impl Phase {
 }
 
 impl Job {
+    /// How many of the job's items have `status` (`None`: all of them), from its counters.
+    pub fn count_of(&self, status: Option<ItemStatus>) -> i64 {
+        match status {
+            None => self.total,
+            Some(ItemStatus::Pending) => self.pending,
+            Some(ItemStatus::Processing) => self.processing,
+            Some(ItemStatus::Completed) => self.completed,
+            Some(ItemStatus::Failed) => self.failed,
+        }
+    }
+
     pub fn phase(&self) -> Phase {
         match self.status {
             JobStatus::Completed => Phase::Completed,
@@ -232,6 +243,16 @@ pub struct JobsPage {
     pub total: i64,
     pub offset: i64,
     pub limit: i64,
+}
+
+impl JobsPage {
+    /// The page at `offset` of `jobs` (the newest of each kind) merged newest first.
+    /// Creation times are distinct over both kinds, so the order is one.
+    pub fn newest_first(mut jobs: Vec<Job>, total: i64, offset: i64, limit: i64) -> Self {
+        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        let jobs = jobs.into_iter().skip(offset.max(0) as usize).take(limit.max(0) as usize).collect();
+        Self { jobs, total, offset, limit }
+    }
 }
 
 /// Jobs per dashboard page.

@@ -91,15 +91,87 @@ impl Store {
         }
     }
 
+    /// Points the accounts of a job at another site (the port is all that differs).
+    async fn move_site(&self, from: &str, to: &str) {
+        match self {
+            Self::Sqlite(dir) => {
+                let conn = rusqlite::Connection::open(dir.path().join("jobdeck.sqlite3")).unwrap();
+                conn.execute("UPDATE accounts SET website = replace(website, ?1, ?2)", [from, to]).unwrap();
+            }
+            Self::Postgres(schema) => {
+                let c = schema.pool.get().await.unwrap();
+                c.execute("UPDATE accounts SET website = replace(website, $1, $2)", &[&from, &to]).await.unwrap();
+            }
+        }
+    }
+
+    /// A service on this store after another one died: on SQLite once the dead one's
+    /// hold on the file is gone, on PostgreSQL beside it (its leader rescues the dead
+    /// worker's items once it has been silent for the worker timeout).
+    async fn service_after_crash(&self, config: Config) -> Service {
+        match self {
+            Self::Sqlite(_) => service_after_crash(config).await,
+            Self::Postgres(_) => self.service(config).await,
+        }
+    }
+
     async fn assert_counters_match(&self, job: &Job) {
-        let counts = self.count_items(job.kind, job.id).await;
-        let get = |s: &str| counts.get(s).copied().unwrap_or(0);
-        assert_eq!(
-            (job.pending, job.processing, job.completed, job.failed),
-            (get("pending"), get("processing"), get("completed"), get("failed")),
-            "counters of job {} disagree with its items",
-            job.id
-        );
+        assert_counts_match(job, &self.count_items(job.kind, job.id).await);
+    }
+}
+
+/// A process dies (its runtime is dropped: no shutdown path runs) with three items in
+/// flight; the next one (SQLite: a restart; PostgreSQL: another worker) completes the
+/// job with nothing lost, and only those three run again.
+fn a_process_that_dies_mid_job_loses_nothing(store: Store, rt: tokio::runtime::Runtime) {
+    let config = store.config();
+    let (site, job_id, done_before) = rt.block_on(async {
+        let site = Site::start().await;
+        let service = store.service(config.clone()).await;
+        let mut paths: Vec<String> = (0..5).map(|i| format!("/f/{i}")).collect();
+        paths.extend((0..10).map(|i| format!("/g/{i}")));
+        let job = service.create_job(R, upload(research_csv(&site, &paths), 3)).await.unwrap();
+        let job = wait_job(&service, R, job.id, LONG, |j| j.completed == 5 && j.processing == 3).await;
+        (site, job.id, job.completed)
+    });
+    let hits_before = site.hits_by_path();
+    rt.shutdown_background(); // the crash: no shutdown path runs, the site dies too
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        assert_eq!(store.count_items(R, job_id).await.get("processing"), Some(&3), "the crash left items in flight");
+        let site2 = Site::start().await;
+        site2.open_gate();
+        store.move_site(&site.addr.to_string(), &site2.addr.to_string()).await;
+        let service = store.service_after_crash(config).await;
+        let job = wait_job(&service, R, job_id, LONG, |j| j.status == JobStatus::Completed).await;
+        assert_eq!((job.completed, job.failed, job.total), (15, 0, 15));
+        store.assert_counters_match(&job).await;
+        let again = site2.hits_by_path();
+        for (path, n) in &hits_before {
+            if path.starts_with("/f/") {
+                assert_eq!(*n, 1);
+                assert!(!again.contains_key(path), "{path} was completed before the crash and ran again");
+            }
+        }
+        assert_eq!(done_before, 5);
+        assert_eq!(again.len(), 10, "the ten unfinished accounts ran after the crash, the three in flight again");
+    });
+    drop(store);
+}
+
+mod a_process_that_dies_mid_job_loses_nothing {
+    #[test]
+    fn sqlite() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let store = rt.block_on(super::Store::sqlite()).unwrap();
+        super::a_process_that_dies_mid_job_loses_nothing(store, rt);
+    }
+    #[test]
+    fn postgres() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let Some(store) = rt.block_on(super::Store::postgres()) else { return };
+        super::a_process_that_dies_mid_job_loses_nothing(store, rt);
     }
 }
 
@@ -163,6 +235,7 @@ async fn resume_continues_and_every_item_runs_once(store: Store) {
     wait_for(Duration::from_secs(3), "a new start right after resume", || async { site.hit_count() > 2 }).await;
     let job = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
     assert_eq!((job.completed, job.failed, job.pending, job.processing), (12, 0, 0, 0));
+    assert!(job.completed_at.is_some());
     let by_path = site.hits_by_path();
     assert_eq!(by_path.len(), 12);
     assert!(by_path.values().all(|&n| n == 1), "every account ran exactly once: {by_path:?}");
@@ -176,7 +249,7 @@ async fn cancel_discards_late_results_and_is_final(store: Store) {
     wait_for(LONG, "three requests in flight", || async { site.hit_count() == 3 }).await;
     let cancelled = service.cancel(R, job.id).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Failed);
-    assert!(cancelled.cancelled);
+    assert!(cancelled.cancelled && cancelled.cancelled_at.is_some());
     assert_eq!((cancelled.processing, cancelled.pending, cancelled.completed), (0, 10, 0));
     site.open_gate();
     several_polls().await;
@@ -184,8 +257,11 @@ async fn cancel_discards_late_results_and_is_final(store: Store) {
     assert_eq!((job.processing, job.pending, job.completed, job.failed), (0, 10, 0, 0));
     assert_eq!(site.hit_count(), 3, "no request started after the cancel");
     store.assert_counters_match(&job).await;
+    assert!(!store.count_items(R, job.id).await.contains_key("processing"));
     assert!(matches!(service.resume(R, job.id).await, Err(AppError::AlreadyTerminal("cancelled"))));
+    assert!(matches!(service.pause(R, job.id).await, Err(AppError::AlreadyTerminal(_))));
     assert!(matches!(service.cancel(R, job.id).await, Err(AppError::AlreadyTerminal(_))));
+    assert_eq!(service.resume(R, job.id).await.unwrap_err().status_code(), 409);
 }
 
 async fn delete_waits_for_a_terminal_job_then_removes_it(store: Store) {
@@ -193,8 +269,12 @@ async fn delete_waits_for_a_terminal_job_then_removes_it(store: Store) {
     let service = store.service(store.config()).await;
     let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 4)), 1)).await.unwrap();
     assert!(matches!(service.delete(R, job.id).await, Err(AppError::StillProcessing)));
+    wait_for(LONG, "a request in flight", || async { site.hit_count() == 1 }).await;
+    assert!(matches!(service.delete(R, job.id).await, Err(AppError::StillProcessing)));
     service.pause(R, job.id).await.unwrap();
-    assert_eq!(service.delete(R, job.id).await.unwrap_err().status_code(), 409);
+    let err = service.delete(R, job.id).await.unwrap_err();
+    assert_eq!(err.status_code(), 409);
+    assert!(err.to_string().contains("pause or cancel first"));
     service.resume(R, job.id).await.unwrap();
     site.open_gate();
     wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
@@ -202,7 +282,9 @@ async fn delete_waits_for_a_terminal_job_then_removes_it(store: Store) {
     assert!(matches!(service.get(R, job.id).await, Err(AppError::NotFound { .. })));
     let page = service.page_all(0, 50).await.unwrap();
     assert!(page.jobs.iter().all(|j| j.id != job.id || j.kind != R), "gone from the dashboard at once");
+    // The job vanishes at once; its items go in batches behind it (SPEC section 2).
     wait_for(LONG, "the items to go with the job", || async { store.count_items(R, job.id).await.is_empty() }).await;
+    assert!(matches!(service.delete(R, job.id).await, Err(AppError::NotFound { .. })));
 }
 
 async fn a_preprocessing_job_completes_with_exact_counters(store: Store) {

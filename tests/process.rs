@@ -72,16 +72,7 @@ impl Server {
     }
 
     async fn create_at(&self, root: &str, csv: Vec<u8>, concurrency: u32) -> i64 {
-        let (content_type, body) = multipart_csv(csv, concurrency);
-        let res = reqwest::Client::new()
-            .post(format!("{}{root}", self.base))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        res.json::<serde_json::Value>().await.unwrap()["id"].as_i64().unwrap()
+        create_over_http(&reqwest::Client::new(), &format!("{}{root}", self.base), csv, concurrency).await
     }
 
     async fn job(&self, id: i64) -> serde_json::Value {

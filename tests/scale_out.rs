@@ -130,17 +130,8 @@ impl Api {
         for i in 0..n {
             csv.push_str(&format!("Company {i},{site}/p/{prefix}-{i}\n"));
         }
-        let (content_type, body) = common::multipart_csv(csv.into_bytes(), concurrency as u32);
-        let res = self
-            .client
-            .post(format!("{}/api/process", self.base))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        res.json::<serde_json::Value>().await.unwrap()["id"].as_i64().unwrap()
+        let url = format!("{}/api/process", self.base);
+        common::create_over_http(&self.client, &url, csv.into_bytes(), concurrency as u32).await
     }
 
     async fn job(&self, id: i64) -> serde_json::Value {

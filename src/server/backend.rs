@@ -71,10 +71,8 @@ impl Backend {
                     let newest = offset.saturating_add(limit);
                     let mut jobs = store::recent_jobs(c, JobKind::Research, newest)?;
                     jobs.extend(store::recent_jobs(c, JobKind::Preprocess, newest)?);
-                    jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-                    let jobs = jobs.into_iter().skip(offset as usize).take(limit as usize).collect();
                     let total = store::count_jobs(c, JobKind::Research)? + store::count_jobs(c, JobKind::Preprocess)?;
-                    Ok(JobsPage { jobs, total, offset, limit })
+                    Ok(JobsPage::newest_first(jobs, total, offset, limit))
                 })
                 .await
             }

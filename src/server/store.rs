@@ -454,13 +454,7 @@ pub fn list_items(
 ) -> Result<ItemPage, AppError> {
     let job = require_job(conn, kind, job_id)?;
     let columns = job_columns(conn, kind, job_id)?;
-    let total = match status {
-        None => job.total,
-        Some(ItemStatus::Pending) => job.pending,
-        Some(ItemStatus::Processing) => job.processing,
-        Some(ItemStatus::Completed) => job.completed,
-        Some(ItemStatus::Failed) => job.failed,
-    };
+    let total = job.count_of(status);
     let select = &sql(kind).item_select;
     let query = match status {
         Some(_) => format!("{select} WHERE job_id = ?1 AND status = ?2 ORDER BY id LIMIT ?3 OFFSET ?4"),

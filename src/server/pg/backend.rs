@@ -171,6 +171,31 @@ async fn put_back(
     Ok(moved)
 }
 
+/// A read-only transaction that sees one snapshot throughout.
+async fn snapshot(c: &mut deadpool_postgres::Object) -> Result<deadpool_postgres::Transaction<'_>, AppError> {
+    Ok(c.build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
+/// `UPDATE <the job table> <set_where>` in the caller's transaction; when it changed
+/// the job, every worker hears of it when the transaction commits.
+async fn change_job(
+    tx: &tokio_postgres::Transaction<'_>,
+    kind: JobKind,
+    id: i64,
+    set_where: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<bool, AppError> {
+    let changed = tx.execute(&format!("UPDATE {} {set_where}", tables(kind).jobs), params).await? == 1;
+    if changed {
+        notify_control(tx, kind, id).await?;
+    }
+    Ok(changed)
+}
+
 impl PgBackend {
     /// Connects, applies the migrations this build has (under the advisory lock, so
     /// processes starting together do it once), and registers this process as a worker.
@@ -299,12 +324,7 @@ impl PgBackend {
     pub async fn page_all(&self, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
         let mut c = self.client().await?;
         // One snapshot, so the count agrees with the page.
-        let tx = c
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = snapshot(&mut c).await?;
         let newest = offset.saturating_add(limit);
         let mut jobs = Vec::new();
         let mut total = 0i64;
@@ -320,9 +340,7 @@ impl PgBackend {
             total += count;
         }
         tx.commit().await?;
-        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        let jobs = jobs.into_iter().skip(offset as usize).take(limit as usize).collect();
-        Ok(JobsPage { jobs, total, offset, limit })
+        Ok(JobsPage::newest_first(jobs, total, offset, limit))
     }
 
     pub async fn items(
@@ -334,21 +352,10 @@ impl PgBackend {
         limit: i64,
     ) -> Result<ItemPage, AppError> {
         let mut c = self.client().await?;
-        let tx = c
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = snapshot(&mut c).await?;
         let job = read_job(&*tx, kind, id).await?;
         let columns = columns_of(&*tx, kind, id).await?;
-        let total = match status {
-            None => job.total,
-            Some(ItemStatus::Pending) => job.pending,
-            Some(ItemStatus::Processing) => job.processing,
-            Some(ItemStatus::Completed) => job.completed,
-            Some(ItemStatus::Failed) => job.failed,
-        };
+        let total = job.count_of(status);
         let rows = tx
             .query(
                 &format!(
@@ -387,12 +394,7 @@ impl PgBackend {
 
     pub async fn clean_rows(&self, pre_id: i64, after: i64, limit: i64) -> Result<Vec<CleanRow>, AppError> {
         let mut c = self.client().await?;
-        let tx = c
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = snapshot(&mut c).await?;
         read_job(&*tx, JobKind::Preprocess, pre_id).await?;
         let rows = tx
             .query(
@@ -680,44 +682,24 @@ impl PgBackend {
         put_back(&*tx, kind, id, Some(self.worker_id), Some(item_id), self.shard()).await?;
         // A pause with a resume time is a rate limit's own; a person's is never taken
         // over; a second rate limit keeps the later time.
-        let changed = tx
-            .execute(
-                &format!(
-                    "UPDATE {} SET paused = true, paused_reason = $2, updated_at = now(), status = 'processing',
-                         resume_at = CASE WHEN paused AND resume_at > $3 THEN resume_at ELSE $3 END
-                     WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL
-                       AND (NOT paused OR resume_at IS NOT NULL)",
-                    tables(kind).jobs
-                ),
-                &[&id, &reason, &resume_at],
-            )
-            .await?;
-        if changed == 1 {
-            notify_control(&*tx, kind, id).await?;
-        }
+        let sql = "SET paused = true, paused_reason = $2, updated_at = now(), status = 'processing',
+                       resume_at = CASE WHEN paused AND resume_at > $3 THEN resume_at ELSE $3 END
+                   WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL
+                     AND (NOT paused OR resume_at IS NOT NULL)";
+        let changed = change_job(&tx, kind, id, sql, &[&id, &reason, &resume_at]).await?;
         tx.commit().await?;
-        Ok(changed == 1)
+        Ok(changed)
     }
 
     pub async fn auto_resume(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let changed = tx
-            .execute(
-                &format!(
-                    "UPDATE {} SET paused = false, paused_reason = NULL, resume_at = NULL, updated_at = now()
-                     WHERE id = $1 AND paused AND resume_at IS NOT NULL AND resume_at <= now()
-                       AND status IN ('pending', 'processing') AND hidden IS NULL",
-                    tables(kind).jobs
-                ),
-                &[&id],
-            )
-            .await?;
-        if changed == 1 {
-            notify_control(&*tx, kind, id).await?;
-        }
+        let sql = "SET paused = false, paused_reason = NULL, resume_at = NULL, updated_at = now()
+                   WHERE id = $1 AND paused AND resume_at IS NOT NULL AND resume_at <= now()
+                     AND status IN ('pending', 'processing') AND hidden IS NULL";
+        let changed = change_job(&tx, kind, id, sql, &[&id]).await?;
         tx.commit().await?;
-        Ok(changed == 1)
+        Ok(changed)
     }
 
     pub async fn complete_if_done(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {
