@@ -356,3 +356,58 @@ async fn an_llm_rate_limit_pauses_the_job_and_it_resumes_by_itself(store: Store)
     assert!(items.iter().all(|i| i.result.as_ref().unwrap()["profile"]["industry"] == "Manufacturing"));
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
+
+/// PostgreSQL: a worker whose LISTEN connection dies reconnects and hears the next
+/// change at once: a resume made by another process starts items long before the poll
+/// (a minute here) would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_hears_control_changes_again_after_its_listener_reconnects() {
+    let Some(store) = Store::postgres().await else { return };
+    let Store::Postgres(schema) = &store else { unreachable!() };
+    let site = Site::start().await;
+    let mut config = store.config();
+    config.runner.pause_poll_ms = 60_000;
+    let worker = store.service(config.clone()).await;
+    // Another process that serves the API and runs nothing.
+    let options = leptos::config::LeptosOptions::builder().output_name("jobdeck").build();
+    let pg = PgBackend::open(&url(), Some(&schema.name), 4).await.unwrap();
+    let api =
+        jobdeck::server::build_state_with(Backend::Postgres(std::sync::Arc::new(pg)), config, options).unwrap().service;
+    api.runner().start_without_jobs();
+
+    let job = api.create_job(R, upload(research_csv(&site, &paths("/g/", 10)), 2)).await.unwrap();
+    wait_for(LONG, "two requests in flight", || async { site.hit_count() == 2 }).await;
+    api.pause(R, job.id).await.unwrap();
+    site.open_gate();
+    wait_job(&api, R, job.id, LONG, |j| j.processing == 0).await;
+
+    // This test's processes, by the name their connections give (the schema's).
+    let app = format!("jobdeck {}", schema.name);
+    let listeners = |c: deadpool_postgres::Object| {
+        let app = app.clone();
+        async move {
+            c.query(
+                "SELECT pid FROM pg_stat_activity WHERE query = 'LISTEN jobdeck_control' AND application_name = $1",
+                &[&app],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i32>(0))
+            .collect::<Vec<_>>()
+        }
+    };
+    let before = listeners(schema.pool.get().await.unwrap()).await;
+    assert_eq!(before.len(), 1, "the worker listens on a connection of its own");
+    schema.pool.get().await.unwrap().execute("SELECT pg_terminate_backend($1)", &[&before[0]]).await.unwrap();
+    wait_for(LONG, "the listener to reconnect", || async {
+        let now = listeners(schema.pool.get().await.unwrap()).await;
+        now.len() == 1 && now[0] != before[0]
+    })
+    .await;
+
+    api.resume(R, job.id).await.unwrap();
+    wait_for(Duration::from_secs(5), "a start right after the resume", || async { site.hit_count() > 2 }).await;
+    let done = wait_job(&worker, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!(done.completed, 10);
+}

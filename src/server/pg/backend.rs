@@ -476,6 +476,8 @@ impl PgBackend {
         )
         .await?;
         add_counts(&*tx, kind, id, 0, [count, 0, 0, 0]).await?;
+        // Every worker hears of the new job at once, not at its next sweep.
+        notify_control(&*tx, kind, id).await?;
         let job = read_job(&*tx, kind, id).await?;
         tx.commit().await?;
         Ok(job)

@@ -42,8 +42,10 @@ pub fn config(url: &str, schema: Option<&str>) -> Result<tokio_postgres::Config,
             return Err(AppError::BadInput(format!("`{schema}` is not a plain schema name")));
         }
         config.options(format!("-c search_path={schema}"));
+        config.application_name(format!("jobdeck {schema}"));
+    } else {
+        config.application_name("jobdeck");
     }
-    config.application_name("jobdeck");
     Ok(config)
 }
 
