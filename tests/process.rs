@@ -209,7 +209,7 @@ async fn sigterm_exits_within_the_grace_period_even_with_a_download_still_open()
 /// On the SQLite file one process runs everything: the scale-out commands say what they
 /// need instead of starting (SPEC section 10).
 #[test]
-fn worker_and_no_runner_ask_for_postgresql_on_sqlite() {
+fn the_scale_out_commands_say_what_they_need() {
     let dir = tempfile::tempdir().unwrap();
     for args in [&["worker"][..], &["serve", "--no-runner"][..]] {
         let out = Command::new(env!("CARGO_BIN_EXE_jobdeck"))
@@ -223,6 +223,16 @@ fn worker_and_no_runner_ask_for_postgresql_on_sqlite() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("need JOBDECK_DATABASE_URL=postgres://"), "{args:?}: {stderr}");
     }
+    // A PostgreSQL that does not answer is said so, plainly.
+    let out = Command::new(env!("CARGO_BIN_EXE_jobdeck"))
+        .arg("worker")
+        .env("JOBDECK_CONFIG", Path::new(env!("CARGO_MANIFEST_DIR")).join("Leptos.toml"))
+        .env("JOBDECK_DATABASE_URL", "postgres://jobdeck@127.0.0.1:1/jobdeck")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot open the PostgreSQL database: cannot connect to PostgreSQL"), "{stderr}");
     let out = Command::new(env!("CARGO_BIN_EXE_jobdeck")).arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: jobdeck"));

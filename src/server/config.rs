@@ -215,16 +215,22 @@ mod tests {
         let mut config = Config::from_toml(text).expect("Leptos.toml parses");
         assert_eq!(config.runner.pause_poll_ms, 3000);
         assert!(!config.runner.allow_private_targets);
+        assert_eq!(config.server.postgres_url(), None, "SQLite unless a database URL is given");
+        assert_eq!(config.runner.worker_timeout_ms, 30_000);
         let env = |name: &str| match name {
             "JOBDECK_PAUSE_POLL_MS" => Some("250".to_string()),
             "JOBDECK_ALLOW_PRIVATE_TARGETS" => Some("1".to_string()),
             "JOBDECK_DB" => Some("/tmp/x.sqlite3".to_string()),
+            "JOBDECK_DATABASE_URL" => Some(" postgres://db/jobdeck ".to_string()),
+            "JOBDECK_WORKER_TIMEOUT_MS" => Some("5000".to_string()),
             _ => None,
         };
         config.apply_env(env).unwrap();
         assert_eq!(config.runner.pause_poll_ms, 250);
         assert!(config.runner.allow_private_targets);
         assert_eq!(config.server.db, PathBuf::from("/tmp/x.sqlite3"));
+        assert_eq!(config.server.postgres_url(), Some("postgres://db/jobdeck"));
+        assert_eq!(config.runner.worker_timeout(), Duration::from_secs(5));
     }
 
     #[test]

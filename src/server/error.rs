@@ -41,6 +41,17 @@ impl AppError {
         }
     }
 
+    /// Everything known about the error, for the operator (start-up, logs); never sent
+    /// to a client.
+    pub fn detail(&self) -> String {
+        match self {
+            Self::Db(e) => format!("database error: {e}"),
+            Self::Pg(e) => format!("database error: {e}"),
+            Self::Internal(e) => e.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// The text a client may see: internals stay in the server log.
     pub fn public_message(&self) -> String {
         match self {

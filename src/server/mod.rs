@@ -82,7 +82,7 @@ pub async fn open_state(
             let size = config.runner.global_concurrency.clamp(4, 64) + 8;
             let pg = pg::backend::PgBackend::open(url, None, size)
                 .await
-                .map_err(|e| format!("cannot open the PostgreSQL database: {e}"))?;
+                .map_err(|e| format!("cannot open the PostgreSQL database: {}", e.detail()))?;
             tracing::info!(worker = pg.worker_id, name = %pg.name, "on PostgreSQL");
             build_state_with(backend::Backend::Postgres(std::sync::Arc::new(pg)), config, leptos_options)
         }
