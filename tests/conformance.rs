@@ -21,15 +21,6 @@ const R: JobKind = JobKind::Research;
 const P: JobKind = JobKind::Preprocess;
 const LONG: Duration = Duration::from_secs(30);
 
-fn paths(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}{i}")).collect()
-}
-
-/// Lets a few poll cycles pass, for asserting that something does NOT happen.
-async fn several_polls() {
-    tokio::time::sleep(Duration::from_millis(450)).await;
-}
-
 /// The store one run of a test is on, and what it needs to read items directly.
 enum Store {
     Sqlite(tempfile::TempDir),

@@ -13,16 +13,6 @@ use jobdeck::server::error::AppError;
 const R: JobKind = JobKind::Research;
 const LONG: Duration = Duration::from_secs(30);
 
-fn paths(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}{i}")).collect()
-}
-
-/// Lets a few poll cycles of the runner pass, for asserting that something does
-/// NOT happen (there is no event to wait for).
-async fn several_polls() {
-    tokio::time::sleep(Duration::from_millis(450)).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn double_pause_and_double_resume_are_no_ops() {
     let dir = tempfile::tempdir().unwrap();

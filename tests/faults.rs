@@ -19,10 +19,6 @@ const R: JobKind = JobKind::Research;
 const P: JobKind = JobKind::Preprocess;
 const LONG: Duration = Duration::from_secs(60);
 
-fn paths(prefix: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("{prefix}{i}")).collect()
-}
-
 /// A connection of our own to the database file, as a person's `sqlite3` shell.
 fn by_hand(db: &std::path::Path) -> Connection {
     let conn = Connection::open(db).unwrap();

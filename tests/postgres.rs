@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jobdeck::model::JobKind;
+use jobdeck::server::import::NewJob;
 use jobdeck::server::pg;
 use jobdeck::server::store::{ClaimedRow, Finish, Finished, NewItem};
 
@@ -34,7 +35,14 @@ fn items(n: usize) -> Vec<NewItem> {
 async fn job(s: &Schema, n: usize, concurrency: u32) -> i64 {
     let mut c = s.pool.get().await.unwrap();
     let tx = c.transaction().await.unwrap();
-    let id = pg::insert_job(&*tx, JobKind::Preprocess, "job", "a.csv", concurrency, &["company".into()]).await.unwrap();
+    let new_job = NewJob {
+        kind: JobKind::Preprocess,
+        name: "job".into(),
+        filename: "a.csv".into(),
+        concurrency,
+        columns: vec!["company".into()],
+    };
+    let id = pg::insert_job(&tx, &new_job, None).await.unwrap();
     for chunk in items(n).chunks(1000) {
         pg::insert_items(&*tx, JobKind::Preprocess, id, chunk).await.unwrap();
     }
@@ -287,7 +295,6 @@ async fn the_leader_lease_has_one_holder_until_it_expires() {
 /// delete, while an import whose importer is alive is left to finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_whose_importer_is_gone_becomes_a_delete() {
-    use jobdeck::server::import::NewJob;
     use jobdeck::server::pg::backend::PgBackend;
     let Some(s) = Schema::new(false).await else { return };
     let importer = PgBackend::open(&url(), Some(&s.name), 4).await.unwrap();

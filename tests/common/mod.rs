@@ -189,6 +189,17 @@ pub async fn service_after_crash(config: Config) -> Service {
     state.service
 }
 
+/// `n` paths on a [`Site`]: `prefix` followed by 0, 1, ….
+pub fn paths(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+/// Lets a few poll cycles of the runner (100 ms in [`test_config`]) pass, for asserting
+/// that something does NOT happen (there is no event to wait for).
+pub async fn several_polls() {
+    tokio::time::sleep(Duration::from_millis(450)).await;
+}
+
 /// A research CSV whose websites are the given paths on `site`.
 pub fn research_csv(site: &Site, paths: &[String]) -> Vec<u8> {
     let mut csv = String::from("Company,Website\n");

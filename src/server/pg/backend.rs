@@ -422,25 +422,7 @@ impl PgBackend {
     pub async fn insert_job(&self, job: NewJob) -> Result<i64, AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        // Creation times rise over both kinds (the dashboard merges them by it): job
-        // creations take turns, each at least a microsecond after the newest.
-        tx.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':jobdeck jobs'))", &[]).await?;
-        let columns = serde_json::to_string(&job.columns).map_err(|e| AppError::Internal(e.to_string()))?;
-        let concurrency = i32::try_from(job.concurrency).unwrap_or(i32::MAX);
-        let id: i64 = tx
-            .query_one(
-                &format!(
-                    "INSERT INTO {} (name, filename, concurrency, columns, hidden, importer, created_at, updated_at)
-                     SELECT $1, $2, $3, $4, 'importing', $5, t, t FROM (SELECT GREATEST(clock_timestamp(),
-                         (SELECT MAX(created_at) FROM processing_jobs) + interval '1 microsecond',
-                         (SELECT MAX(created_at) FROM preprocessing_jobs) + interval '1 microsecond') AS t) AS now
-                     RETURNING id",
-                    tables(job.kind).jobs
-                ),
-                &[&job.name, &job.filename, &concurrency, &columns, &self.worker_id],
-            )
-            .await?
-            .get(0);
+        let id = super::insert_job(&tx, &job, Some(self.worker_id)).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -466,18 +448,7 @@ impl PgBackend {
     pub async fn reveal(&self, kind: JobKind, id: i64, count: i64) -> Result<Job, AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        tx.execute(
-            &format!(
-                "UPDATE {} SET hidden = NULL, importer = NULL, total = $2, updated_at = now()
-                 WHERE id = $1 AND hidden = 'importing'",
-                tables(kind).jobs
-            ),
-            &[&id, &count],
-        )
-        .await?;
-        add_counts(&*tx, kind, id, 0, [count, 0, 0, 0]).await?;
-        // Every worker hears of the new job at once, not at its next sweep.
-        notify_control(&*tx, kind, id).await?;
+        super::reveal_job(&*tx, kind, id, count).await?;
         let job = read_job(&*tx, kind, id).await?;
         tx.commit().await?;
         Ok(job)
@@ -522,38 +493,20 @@ impl PgBackend {
         if job.is_terminal() {
             return Err(AppError::AlreadyTerminal(super::super::backend::terminal_word(&job)));
         }
-        let t = tables(kind);
         match rule(&job)? {
             None => return Ok(job),
             Some(change @ (Change::Pause | Change::Resume)) => {
-                let paused = change == Change::Pause;
-                tx.execute(
-                    &format!(
-                        "UPDATE {} SET paused = $2, paused_reason = NULL, resume_at = NULL, updated_at = now(),
-                             status = CASE WHEN $2 THEN 'processing' ELSE status END
-                         WHERE id = $1",
-                        t.jobs
-                    ),
-                    &[&id, &paused],
-                )
-                .await?;
+                super::set_paused(&tx, kind, id, change == Change::Pause).await?;
             }
             Some(Change::Cancel) => {
                 // Every worker's items in flight go back; their late results find
                 // nothing they hold.
                 put_back(&*tx, kind, id, None, None, self.shard()).await?;
-                tx.execute(
-                    &format!(
-                        "UPDATE {} SET status = 'failed', cancelled_at = now(), updated_at = now(), paused = false,
-                             paused_reason = NULL, resume_at = NULL WHERE id = $1",
-                        t.jobs
-                    ),
-                    &[&id],
-                )
-                .await?;
+                let sql = "SET status = 'failed', cancelled_at = now(), updated_at = now(), paused = false,
+                               paused_reason = NULL, resume_at = NULL WHERE id = $1";
+                change_job(&tx, kind, id, sql, &[&id]).await?;
             }
         }
-        notify_control(&*tx, kind, id).await?;
         let job = read_job(&*tx, kind, id).await?;
         tx.commit().await?;
         Ok(job)
@@ -654,9 +607,13 @@ impl PgBackend {
             if want > 0 { super::claim_batch(&tx, kind, id, self.worker_id, want).await? } else { Vec::new() };
         tx.commit().await?;
         if !finished.is_empty() && claimed.len() < want {
-            // Possibly the last results: a job finished by several workers at once is
-            // completed by whichever checks last (see `complete_if_done`).
-            self.complete_if_done(kind, id).await?;
+            // Possibly the last results. Read after this commit, the sums show nothing
+            // left to whichever of several workers finishing at once commits last; only
+            // then is the job row locked to complete it (see `complete_if_done`).
+            let left = super::counts(&**c, kind, id).await?;
+            if left.pending == 0 && left.processing == 0 {
+                self.complete_if_done(kind, id).await?;
+            }
         }
         Ok(claimed)
     }

@@ -16,6 +16,7 @@ use tokio_postgres::{GenericClient, NoTls, Transaction};
 pub mod backend;
 
 use super::error::AppError;
+use super::import::NewJob;
 use super::store::{ClaimedRow, Finish, Finished, NewItem};
 use crate::model::JobKind;
 
@@ -181,25 +182,25 @@ pub async fn counts(c: &impl GenericClient, kind: JobKind, job_id: i64) -> Resul
     Ok(Counts { pending: row.get(0), processing: row.get(1), completed: row.get(2), failed: row.get(3) })
 }
 
-/// Creates a job, hidden until [`reveal_job`], as the SQLite store does.
-pub async fn insert_job(
-    c: &impl GenericClient,
-    kind: JobKind,
-    name: &str,
-    filename: &str,
-    concurrency: u32,
-    columns: &[String],
-) -> Result<i64, AppError> {
-    let columns = serde_json::to_string(columns).map_err(|e| AppError::Internal(e.to_string()))?;
-    let concurrency = i32::try_from(concurrency).unwrap_or(i32::MAX);
-    let row = c
+/// Creates a job, hidden until [`reveal_job`], as the SQLite store does; `importer` is
+/// the worker importing it (an import whose importer is gone is removed by the leader).
+/// Creation times rise over both kinds (the dashboard merges them by it): creations
+/// take turns on an advisory lock, each at least a microsecond after the newest.
+pub async fn insert_job(tx: &Transaction<'_>, job: &NewJob, importer: Option<i64>) -> Result<i64, AppError> {
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':jobdeck jobs'))", &[]).await?;
+    let columns = serde_json::to_string(&job.columns).map_err(|e| AppError::Internal(e.to_string()))?;
+    let concurrency = i32::try_from(job.concurrency).unwrap_or(i32::MAX);
+    let row = tx
         .query_one(
             &format!(
-                "INSERT INTO {} (name, filename, concurrency, columns, hidden)
-                 VALUES ($1, $2, $3, $4, 'importing') RETURNING id",
-                tables(kind).jobs
+                "INSERT INTO {} (name, filename, concurrency, columns, hidden, importer, created_at, updated_at)
+                 SELECT $1, $2, $3, $4, 'importing', $5, t, t FROM (SELECT GREATEST(clock_timestamp(),
+                     (SELECT MAX(created_at) FROM processing_jobs) + interval '1 microsecond',
+                     (SELECT MAX(created_at) FROM preprocessing_jobs) + interval '1 microsecond') AS t) AS now
+                 RETURNING id",
+                tables(job.kind).jobs
             ),
-            &[&name, &filename, &concurrency, &columns],
+            &[&job.name, &job.filename, &concurrency, &columns, &importer],
         )
         .await?;
     Ok(row.get(0))
@@ -240,25 +241,33 @@ pub async fn insert_items(
     Ok(())
 }
 
-/// Shows a fully imported job, with its counters.
+/// Shows a fully imported job with its `total` items, counted pending, and tells every
+/// worker, which starts on it at once rather than at its next sweep.
 pub async fn reveal_job(c: &impl GenericClient, kind: JobKind, job_id: i64, total: i64) -> Result<(), AppError> {
     c.execute(
-        &format!("UPDATE {} SET hidden = NULL, total = $2, updated_at = now() WHERE id = $1", tables(kind).jobs),
+        &format!(
+            "UPDATE {} SET hidden = NULL, importer = NULL, total = $2, updated_at = now()
+             WHERE id = $1 AND hidden = 'importing'",
+            tables(kind).jobs
+        ),
         &[&job_id, &total],
     )
     .await?;
-    add_counts(c, kind, job_id, 0, [total, 0, 0, 0]).await
+    add_counts(c, kind, job_id, 0, [total, 0, 0, 0]).await?;
+    notify_control(c, kind, job_id).await
 }
 
-/// Pauses or resumes a live job and tells every worker, in one transaction: the
-/// notification is delivered when the change commits, never before. Returns whether
-/// the job changed.
+/// A person's pause or resume of a live, visible job: sets or clears the flag and any
+/// rate limit's reason and resume time (a pause is then the person's, never lifted by a
+/// timer); a paused job is `processing`. Every worker hears of it when the transaction
+/// commits, never before. Returns whether the job changed.
 pub async fn set_paused(tx: &Transaction<'_>, kind: JobKind, job_id: i64, paused: bool) -> Result<bool, AppError> {
     let changed = tx
         .execute(
             &format!(
-                "UPDATE {} SET paused = $2, paused_reason = NULL, resume_at = NULL, updated_at = now()
-                 WHERE id = $1 AND status IN ('pending', 'processing') AND paused <> $2",
+                "UPDATE {} SET paused = $2, paused_reason = NULL, resume_at = NULL, updated_at = now(),
+                     status = CASE WHEN $2 THEN 'processing' ELSE status END
+                 WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL",
                 tables(kind).jobs
             ),
             &[&job_id, &paused],
