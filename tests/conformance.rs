@@ -82,18 +82,37 @@ impl Store {
         }
     }
 
-    /// Points the accounts of a job at another site (the port is all that differs).
-    async fn move_site(&self, from: &str, to: &str) {
+    /// Runs `sql` as a person's own connection would (a `sqlite3` shell, `psql`), with
+    /// `?` for each of `args`.
+    async fn by_hand(&self, sql: &str, args: &[&str]) {
         match self {
             Self::Sqlite(dir) => {
                 let conn = rusqlite::Connection::open(dir.path().join("jobdeck.sqlite3")).unwrap();
-                conn.execute("UPDATE accounts SET website = replace(website, ?1, ?2)", [from, to]).unwrap();
+                conn.busy_timeout(Duration::from_secs(5)).unwrap();
+                conn.execute(sql, rusqlite::params_from_iter(args)).unwrap();
             }
             Self::Postgres(schema) => {
-                let c = schema.pool.get().await.unwrap();
-                c.execute("UPDATE accounts SET website = replace(website, $1, $2)", &[&from, &to]).await.unwrap();
+                let mut n = 0;
+                let sql: String = sql
+                    .chars()
+                    .map(|c| match c {
+                        '?' => {
+                            n += 1;
+                            format!("${n}::text")
+                        }
+                        c => c.to_string(),
+                    })
+                    .collect();
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    args.iter().map(|a| a as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
+                schema.pool.get().await.unwrap().execute(&sql, &params).await.unwrap();
             }
         }
+    }
+
+    /// Points the accounts of a job at another site (the port is all that differs).
+    async fn move_site(&self, from: &str, to: &str) {
+        self.by_hand("UPDATE accounts SET website = replace(website, ?, ?)", &[from, to]).await;
     }
 
     /// A service on this store after another one died: on SQLite once the dead one's
@@ -191,7 +210,35 @@ on_both_stores!(
     delete_waits_for_a_terminal_job_then_removes_it,
     a_preprocessing_job_completes_with_exact_counters,
     an_llm_rate_limit_pauses_the_job_and_it_resumes_by_itself,
+    a_pause_flag_set_by_hand_is_honoured_within_the_poll,
 );
+
+/// SPEC section 2: `paused` is an INTEGER flag, and one set by hand in the database is
+/// honoured within the poll.
+async fn a_pause_flag_set_by_hand_is_honoured_within_the_poll(store: Store) {
+    let site = Site::start().await;
+    let service = store.service(store.config()).await;
+    let paths: Vec<String> = (0..200).map(|i| format!("/d/40/{i}")).collect();
+    let job = service.create_job(R, upload(research_csv(&site, &paths), 2)).await.unwrap();
+    wait_for(LONG, "some progress", || async { site.hit_count() >= 4 }).await;
+    let id = job.id.to_string();
+
+    store.by_hand("UPDATE processing_jobs SET paused = 1 WHERE id = CAST(? AS INTEGER)", &[&id]).await;
+    // The runner notices at its next poll; then the two in-flight items finish and the
+    // window stays empty.
+    let flagged = std::time::Instant::now();
+    wait_job(&service, R, job.id, LONG, |j| j.processing == 0).await;
+    assert!(flagged.elapsed() < Duration::from_secs(3), "noticed within a few polls, not by chance");
+    let seen = site.hit_count();
+    several_polls().await;
+    assert_eq!(site.hit_count(), seen, "no start after the flag was seen");
+    let job_now = service.get(R, job.id).await.unwrap();
+    assert!(job_now.paused && job_now.pending > 0);
+
+    store.by_hand("UPDATE processing_jobs SET paused = 0 WHERE id = CAST(? AS INTEGER)", &[&id]).await;
+    wait_for(LONG, "work to restart after the flag is cleared", || async { site.hit_count() > seen }).await;
+    service.cancel(R, job.id).await.unwrap();
+}
 
 async fn pause_stops_new_starts_and_in_flight_items_finish(store: Store) {
     let site = Site::start().await;

@@ -34,35 +34,6 @@ async fn double_pause_and_double_resume_are_no_ops() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pause_flag_set_by_hand_in_sqlite_is_honoured_within_the_poll() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("jobdeck.sqlite3");
-    let site = Site::start().await;
-    let service = service(test_config(dir.path())).await;
-    let paths: Vec<String> = (0..200).map(|i| format!("/d/40/{i}")).collect();
-    let job = service.create_job(R, upload(research_csv(&site, &paths), 2)).await.unwrap();
-    wait_for(LONG, "some progress", || async { site.hit_count() >= 4 }).await;
-
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    conn.busy_timeout(Duration::from_secs(5)).unwrap();
-    conn.execute("UPDATE processing_jobs SET paused = 1 WHERE id = ?1", [job.id]).unwrap();
-    // The runner notices at its next poll; then the two in-flight items finish and the
-    // window stays empty.
-    let flagged = std::time::Instant::now();
-    wait_job(&service, R, job.id, LONG, |j| j.processing == 0).await;
-    assert!(flagged.elapsed() < Duration::from_secs(3), "noticed within a few polls, not by chance");
-    let seen = site.hit_count();
-    several_polls().await;
-    assert_eq!(site.hit_count(), seen, "no start after the flag was seen");
-    let job_now = service.get(R, job.id).await.unwrap();
-    assert!(job_now.paused && job_now.pending > 0);
-
-    conn.execute("UPDATE processing_jobs SET paused = 0 WHERE id = ?1", [job.id]).unwrap();
-    wait_for(LONG, "work to restart after the flag is cleared", || async { site.hit_count() > seen }).await;
-    service.cancel(R, job.id).await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_pause_resume_cancel_leave_a_consistent_job() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("jobdeck.sqlite3");

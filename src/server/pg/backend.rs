@@ -55,7 +55,7 @@ fn job_from_row(kind: JobKind, r: &Row) -> Job {
         name: r.get(1),
         filename: r.get(2),
         status: status.parse().unwrap_or(JobStatus::Failed),
-        paused: r.get(4),
+        paused: r.get::<_, i32>(4) != 0,
         cancelled: cancelled_at.is_some(),
         concurrency: r.get::<_, i32>(5).max(0) as u32,
         total: r.get(6),
@@ -502,7 +502,7 @@ impl PgBackend {
                 // Every worker's items in flight go back; their late results find
                 // nothing they hold.
                 put_back(&*tx, kind, id, None, None, self.shard()).await?;
-                let sql = "SET status = 'failed', cancelled_at = now(), updated_at = now(), paused = false,
+                let sql = "SET status = 'failed', cancelled_at = now(), updated_at = now(), paused = 0,
                                paused_reason = NULL, resume_at = NULL WHERE id = $1";
                 change_job(&tx, kind, id, sql, &[&id]).await?;
             }
@@ -587,7 +587,7 @@ impl PgBackend {
             .await?;
         Ok(row.map(|r| Flags {
             status: r.get::<_, &str>(0).parse().unwrap_or(JobStatus::Failed),
-            paused: r.get(1),
+            paused: r.get::<_, i32>(1) != 0,
             concurrency: r.get::<_, i32>(2).max(0) as u32,
             resume_at: r.get(3),
         }))
@@ -641,10 +641,10 @@ impl PgBackend {
         put_back(&*tx, kind, id, Some(self.worker_id), Some(item_id), self.shard()).await?;
         // A pause with a resume time is a rate limit's own; a person's is never taken
         // over; a second rate limit keeps the later time.
-        let sql = "SET paused = true, paused_reason = $2, updated_at = now(), status = 'processing',
-                       resume_at = CASE WHEN paused AND resume_at > $3 THEN resume_at ELSE $3 END
+        let sql = "SET paused = 1, paused_reason = $2, updated_at = now(), status = 'processing',
+                       resume_at = CASE WHEN paused = 1 AND resume_at > $3 THEN resume_at ELSE $3 END
                    WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL
-                     AND (NOT paused OR resume_at IS NOT NULL)";
+                     AND (paused = 0 OR resume_at IS NOT NULL)";
         let changed = change_job(&tx, kind, id, sql, &[&id, &reason, &resume_at]).await?;
         tx.commit().await?;
         Ok(changed)
@@ -653,8 +653,8 @@ impl PgBackend {
     pub async fn auto_resume(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let sql = "SET paused = false, paused_reason = NULL, resume_at = NULL, updated_at = now()
-                   WHERE id = $1 AND paused AND resume_at IS NOT NULL AND resume_at <= now()
+        let sql = "SET paused = 0, paused_reason = NULL, resume_at = NULL, updated_at = now()
+                   WHERE id = $1 AND paused = 1 AND resume_at IS NOT NULL AND resume_at <= now()
                      AND status IN ('pending', 'processing') AND hidden IS NULL";
         let changed = change_job(&tx, kind, id, sql, &[&id]).await?;
         tx.commit().await?;

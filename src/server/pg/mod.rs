@@ -24,6 +24,7 @@ use crate::model::JobKind;
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_init.sql"),
     include_str!("../../../migrations/postgres/0002_importer.sql"),
+    include_str!("../../../migrations/postgres/0003_paused_flag.sql"),
 ];
 
 /// The channel pause, resume and cancel are announced on, in the same transaction as
@@ -266,11 +267,11 @@ pub async fn set_paused(tx: &Transaction<'_>, kind: JobKind, job_id: i64, paused
         .execute(
             &format!(
                 "UPDATE {} SET paused = $2, paused_reason = NULL, resume_at = NULL, updated_at = now(),
-                     status = CASE WHEN $2 THEN 'processing' ELSE status END
+                     status = CASE WHEN $2 = 1 THEN 'processing' ELSE status END
                  WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL",
                 tables(kind).jobs
             ),
-            &[&job_id, &paused],
+            &[&job_id, &i32::from(paused)],
         )
         .await?;
     if changed > 0 {
@@ -307,7 +308,7 @@ pub async fn claim_batch(
         .query_opt(
             &format!(
                 "SELECT concurrency FROM {} WHERE id = $1 AND status IN ('pending', 'processing')
-                   AND NOT paused AND hidden IS NULL FOR NO KEY UPDATE",
+                   AND paused = 0 AND hidden IS NULL FOR NO KEY UPDATE",
                 t.jobs
             ),
             &[&job_id],
@@ -449,7 +450,7 @@ pub async fn complete_if_done(tx: &Transaction<'_>, kind: JobKind, job_id: i64) 
     }
     tx.execute(
         &format!(
-            "UPDATE {} SET status = 'completed', paused = false, paused_reason = NULL, resume_at = NULL,
+            "UPDATE {} SET status = 'completed', paused = 0, paused_reason = NULL, resume_at = NULL,
                  completed_at = now(), updated_at = now() WHERE id = $1",
             t.jobs
         ),
