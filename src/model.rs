@@ -15,8 +15,7 @@ macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $(#[serde(rename = $text)] $variant),+ }
 
         impl $name {
             /// The spelling used in SQL, JSON and URLs.
@@ -113,20 +112,29 @@ pub struct Job {
     pub cancelled_at: Option<DateTime<Utc>>,
     pub paused_reason: Option<String>,
     pub resume_at: Option<DateTime<Utc>>,
+    /// Set while the job is archived (SPEC section 8): left out of lists unless asked.
+    pub archived_at: Option<DateTime<Utc>>,
+    pub scheduled_pause_at: Option<DateTime<Utc>>,
+    pub scheduled_resume_at: Option<DateTime<Utc>>,
 }
 
-/// What a person reads on a badge or banner: the stored status and flags combined.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    Pending,
-    Processing,
-    Paused,
-    Completed,
-    Failed,
-    Cancelled,
-}
+string_enum!(
+    /// What a person reads on a badge or banner: the stored status and flags combined.
+    /// Also the `status` of the dashboard's and the bulk action's filter.
+    Phase {
+        Pending => "pending",
+        Processing => "processing",
+        Paused => "paused",
+        Completed => "completed",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
 
 impl Phase {
+    pub const ALL: [Phase; 6] =
+        [Self::Pending, Self::Processing, Self::Paused, Self::Completed, Self::Failed, Self::Cancelled];
+
     pub const fn label(self) -> &'static str {
         match self {
             Self::Pending => "Pending",
@@ -266,15 +274,18 @@ pub const MAX_CONCURRENCY: u32 = 64;
 /// The longest job name, in characters (SPEC section 9).
 pub const MAX_NAME_CHARS: usize = 200;
 
-/// A control action a person can take on a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobAction {
-    Pause,
-    Resume,
-    Cancel,
-    Delete,
-}
+string_enum!(
+    /// A control action a person can take on a job, one at a time or in bulk.
+    JobAction {
+        Pause => "pause",
+        Resume => "resume",
+        Cancel => "cancel",
+        Delete => "delete",
+        Archive => "archive",
+        Unarchive => "unarchive",
+        Retry => "retry",
+    }
+);
 
 impl JobAction {
     pub const fn label(self) -> &'static str {
@@ -283,6 +294,160 @@ impl JobAction {
             Self::Resume => "Resume",
             Self::Cancel => "Cancel",
             Self::Delete => "Delete Job",
+            Self::Archive => "Archive",
+            Self::Unarchive => "Restore",
+            Self::Retry => "Retry failed items",
         }
     }
+}
+
+/// Which jobs a list shows by their archive state (`?archived=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Archived {
+    /// Only jobs that are not archived (the default).
+    #[default]
+    Hide,
+    /// Only archived jobs (`true`).
+    Only,
+    /// Both (`all`).
+    All,
+}
+
+impl FromStr for Archived {
+    type Err = UnknownValue;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "" | "false" | "hide" => Ok(Self::Hide),
+            "true" | "only" => Ok(Self::Only),
+            "all" => Ok(Self::All),
+            other => Err(UnknownValue(other.to_string())),
+        }
+    }
+}
+
+impl Archived {
+    /// The spelling in a URL, `None` for the default.
+    pub const fn query_value(self) -> Option<&'static str> {
+        match self {
+            Self::Hide => None,
+            Self::Only => Some("true"),
+            Self::All => Some("all"),
+        }
+    }
+}
+
+/// Which jobs a list or a bulk action takes: every field narrows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobFilter {
+    #[serde(default)]
+    pub kind: Option<JobKind>,
+    #[serde(default)]
+    pub status: Option<Phase>,
+    #[serde(default)]
+    pub archived: Archived,
+    /// Part of the job's name, any case.
+    #[serde(default)]
+    pub search: Option<String>,
+}
+
+impl JobFilter {
+    /// The kinds of job it takes.
+    pub fn kinds(&self) -> Vec<JobKind> {
+        match self.kind {
+            Some(kind) => vec![kind],
+            None => vec![JobKind::Research, JobKind::Preprocess],
+        }
+    }
+
+    /// Whether it takes `job` (the same test the stores make in SQL).
+    pub fn takes(&self, job: &Job) -> bool {
+        self.kind.is_none_or(|k| k == job.kind)
+            && self.status.is_none_or(|p| p == job.phase())
+            && match self.archived {
+                Archived::Hide => job.archived_at.is_none(),
+                Archived::Only => job.archived_at.is_some(),
+                Archived::All => true,
+            }
+            && self.search.as_deref().is_none_or(|s| job.name.to_lowercase().contains(&s.to_lowercase()))
+    }
+}
+
+/// The longest name search a filter takes, in characters.
+pub const MAX_SEARCH_CHARS: usize = 200;
+
+string_enum!(
+    /// Who or what did something to a job (SPEC section 8, activity log).
+    Source {
+        Ui => "ui",
+        Api => "api",
+        Schedule => "schedule",
+        RateLimit => "rate-limit",
+        ErrorBurst => "error-burst",
+        System => "system",
+    }
+);
+
+string_enum!(
+    /// What happened to a job, as its activity log names it.
+    EventAction {
+        Created => "created",
+        Paused => "paused",
+        Resumed => "resumed",
+        Cancelled => "cancelled",
+        Completed => "completed",
+        Deleted => "deleted",
+        Archived => "archived",
+        Unarchived => "unarchived",
+        Retried => "retried",
+        Changed => "changed",
+        Scheduled => "scheduled",
+        AutoPaused => "auto-paused",
+        AutoResumed => "auto-resumed",
+        Notified => "notified",
+        NotifyFailed => "notify-failed",
+    }
+);
+
+/// One entry of a job's activity log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobEvent {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub action: EventAction,
+    pub source: Source,
+    pub detail: Option<String>,
+}
+
+/// Events per page of the activity log.
+pub const EVENTS_PAGE: i64 = 50;
+
+/// What a bulk action did to one job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkResult {
+    pub kind: JobKind,
+    pub id: i64,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
+/// The answer to a bulk action: one result per job, in the order taken.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkOutcome {
+    pub results: Vec<BulkResult>,
+}
+
+/// Which job a bulk action names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRef {
+    pub kind: JobKind,
+    pub id: i64,
 }

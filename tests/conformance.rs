@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use common::pg::{url, Schema};
 use common::*;
-use jobdeck::model::{Job, JobKind, JobStatus};
+use jobdeck::model::{Archived, EventAction, Job, JobAction, JobFilter, JobKind, JobRef, JobStatus, Phase, Source};
 use jobdeck::server::backend::Backend;
 use jobdeck::server::config::Config;
 use jobdeck::server::error::AppError;
 use jobdeck::server::pg::backend::PgBackend;
-use jobdeck::server::service::Service;
+use jobdeck::server::service::{BulkTarget, Service};
 
 const R: JobKind = JobKind::Research;
 const P: JobKind = JobKind::Preprocess;
@@ -448,4 +448,223 @@ async fn a_worker_hears_control_changes_again_after_its_listener_reconnects() {
     wait_for(Duration::from_secs(5), "a start right after the resume", || async { site.hit_count() > 2 }).await;
     let done = wait_job(&worker, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
     assert_eq!(done.completed, 10);
+}
+
+// ---- SPEC section 8: the operator's controls, on both stores ----
+
+on_both_stores!(
+    retry_runs_only_the_failed_items_again,
+    concurrency_changes_apply_to_the_next_claims,
+    archive_hides_a_finished_job_until_restored,
+    bulk_acts_on_each_job_alone,
+    the_activity_log_names_every_action_and_its_source,
+);
+
+fn status_of(e: &AppError) -> u16 {
+    e.status_code().as_u16()
+}
+
+/// Retry: 409 while the job runs, on a cancelled job and with nothing failed; on a
+/// completed job only the failed items run again, completed ones are not redone.
+async fn retry_runs_only_the_failed_items_again(store: Store) {
+    let site = Site::start().await;
+    let service = store.service(store.config()).await;
+    let mut items = paths("/f/", 6);
+    items.extend(paths("/e/", 3));
+    let job = service.create_job(R, upload(research_csv(&site, &items), 3)).await.unwrap();
+    let done = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!((done.completed, done.failed), (6, 3));
+    let ok_hits = |site: &Site| site.hits().iter().filter(|h| h.starts_with("/f/")).count();
+    let failed_hits = |site: &Site| site.hits().iter().filter(|h| h.starts_with("/e/")).count();
+    let (ok_before, failed_before) = (ok_hits(&site), failed_hits(&site));
+    assert_eq!(ok_before, 6);
+
+    let retried = service.retry(R, job.id).await.unwrap();
+    assert_eq!(
+        (retried.status, retried.pending + retried.processing + retried.failed, retried.completed),
+        (JobStatus::Processing, 3, 6)
+    );
+    assert!(retried.completed_at.is_none());
+    // While it runs again, a second retry is refused.
+    if let Err(e) = service.retry(R, job.id).await {
+        assert_eq!(status_of(&e), 409);
+    }
+    let again = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!((again.completed, again.failed, again.total), (6, 3, 9));
+    assert_eq!(ok_hits(&site), ok_before, "completed items were not redone");
+    assert!(failed_hits(&site) > failed_before, "the failed items ran again");
+    store.assert_counters_match(&again).await;
+    let events = service.events(R, job.id, None, 50).await.unwrap();
+    let retried = events.iter().find(|e| e.action == EventAction::Retried).expect("a retried event");
+    assert_eq!(retried.detail.as_deref(), Some("3 failed items back to pending"));
+
+    // Nothing failed: 409. A live job: 409. A cancelled job: 409.
+    let clean = service.create_job(R, upload(research_csv(&site, &paths("/f/", 2)), 2)).await.unwrap();
+    wait_job(&service, R, clean.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!(status_of(&service.retry(R, clean.id).await.unwrap_err()), 409);
+    let running = service.create_job(R, upload(research_csv(&site, &paths("/g/", 4)), 2)).await.unwrap();
+    assert_eq!(status_of(&service.retry(R, running.id).await.unwrap_err()), 409);
+    service.cancel(R, running.id).await.unwrap();
+    assert_eq!(status_of(&service.retry(R, running.id).await.unwrap_err()), 409);
+    assert_eq!(status_of(&service.retry(R, 987_654).await.unwrap_err()), 404);
+}
+
+/// PATCH: a new concurrency takes effect at the next claim, also while paused; out of
+/// range is 400; a job that is over takes a new name but not a concurrency (409).
+async fn concurrency_changes_apply_to_the_next_claims(store: Store) {
+    let site = Site::start().await;
+    let service = store.service(store.config()).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 30)), 2)).await.unwrap();
+    wait_for(LONG, "two requests in flight", || async { site.hit_count() == 2 }).await;
+    let wider = service.edit(R, job.id, None, Some(5)).await.unwrap();
+    assert_eq!(wider.concurrency, 5);
+    wait_for(LONG, "the window to widen to five", || async { site.hit_count() == 5 }).await;
+    several_polls().await;
+    assert_eq!(site.hit_count(), 5, "never more than the new concurrency");
+
+    for bad in [0, 65, -1] {
+        assert_eq!(status_of(&service.edit(R, job.id, None, Some(bad)).await.unwrap_err()), 400, "concurrency {bad}");
+    }
+    assert_eq!(status_of(&service.edit(R, job.id, None, None).await.unwrap_err()), 400);
+    assert_eq!(status_of(&service.edit(R, job.id, Some("   ".into()), None).await.unwrap_err()), 400);
+    assert_eq!(status_of(&service.edit(R, job.id, Some("x".repeat(201)), None).await.unwrap_err()), 400);
+
+    service.pause(R, job.id).await.unwrap();
+    let paused = service.edit(R, job.id, None, Some(1)).await.unwrap();
+    assert!(paused.paused && paused.concurrency == 1, "a paused job takes a new concurrency and stays paused");
+    site.open_gate();
+    wait_job(&service, R, job.id, LONG, |j| j.processing == 0).await;
+    service.resume(R, job.id).await.unwrap();
+    let done = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!(done.completed, 30);
+
+    assert_eq!(status_of(&service.edit(R, job.id, None, Some(3)).await.unwrap_err()), 409);
+    let renamed = service.edit(R, job.id, Some("  Renamed list ".into()), None).await.unwrap();
+    assert_eq!((renamed.name.as_str(), renamed.concurrency), ("Renamed list", 1));
+    let events = service.events(R, job.id, None, 50).await.unwrap();
+    let details: Vec<_> =
+        events.iter().filter(|e| e.action == EventAction::Changed).filter_map(|e| e.detail.clone()).collect();
+    assert!(details.contains(&"concurrency 2 → 5".to_string()), "{details:?}");
+    assert!(details.iter().any(|d| d.contains("→ “Renamed list”")), "{details:?}");
+    store.assert_counters_match(&done).await;
+}
+
+/// Archive and restore: terminal jobs only; an archived job leaves the lists unless
+/// they ask for archived jobs, and keeps all its data.
+async fn archive_hides_a_finished_job_until_restored(store: Store) {
+    let site = Site::start().await;
+    let service = store.service(store.config()).await;
+    let running = service.create_job(R, upload(research_csv(&site, &paths("/g/", 3)), 1)).await.unwrap();
+    assert_eq!(status_of(&service.archive(R, running.id).await.unwrap_err()), 409);
+    assert_eq!(status_of(&service.unarchive(R, running.id).await.unwrap_err()), 409);
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/f/", 4)), 2)).await.unwrap();
+    wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+
+    let archived = service.archive(R, job.id).await.unwrap();
+    assert!(archived.archived_at.is_some());
+    let again = service.archive(R, job.id).await.unwrap();
+    assert_eq!(again.archived_at, archived.archived_at, "archiving twice changes nothing");
+    let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
+    assert_eq!(ids(service.list(R).await.unwrap()), vec![running.id]);
+    assert_eq!(ids(service.list_archived(R, Archived::Only).await.unwrap()), vec![job.id]);
+    assert_eq!(ids(service.list_archived(R, Archived::All).await.unwrap()), vec![job.id, running.id]);
+    let page = service.page_all(0, 50).await.unwrap();
+    assert_eq!((page.total, ids(page.jobs)), (1, vec![running.id]));
+    let filter = JobFilter { archived: Archived::Only, ..JobFilter::default() };
+    assert_eq!(ids(service.page(filter, 0, 50).await.unwrap().jobs), vec![job.id]);
+    // Its data stays readable.
+    assert_eq!(service.get(R, job.id).await.unwrap().completed, 4);
+    assert_eq!(service.items(R, job.id, None, 0, 10).await.unwrap().total, 4);
+
+    let restored = service.unarchive(R, job.id).await.unwrap();
+    assert!(restored.archived_at.is_none());
+    assert_eq!(service.list(R).await.unwrap().len(), 2);
+    service.cancel(R, running.id).await.unwrap();
+    assert!(service.archive(R, running.id).await.unwrap().archived_at.is_some(), "a cancelled job can be archived");
+}
+
+/// Bulk: each job on its own — a refusal or a missing job stops no other — by a list
+/// of jobs or by a filter taken at the moment of the call.
+async fn bulk_acts_on_each_job_alone(store: Store) {
+    let site = Site::start().await;
+    let service = store.service(store.config()).await;
+    let mut live = Vec::new();
+    for _ in 0..3 {
+        live.push(service.create_job(R, upload(research_csv(&site, &paths("/g/", 5)), 1)).await.unwrap());
+    }
+    let over = service.create_job(P, upload(b"Company,Website\nAcme,\n".to_vec(), 1)).await.unwrap();
+    wait_job(&service, P, over.id, LONG, |j| j.status == JobStatus::Completed).await;
+    wait_for(LONG, "each live job to start an item", || async { site.hit_count() == 3 }).await;
+
+    let mut named: Vec<JobRef> = live.iter().map(|j| JobRef { kind: R, id: j.id }).collect();
+    named.push(JobRef { kind: P, id: over.id });
+    named.push(JobRef { kind: R, id: 987_654 });
+    let out = service.bulk(JobAction::Pause, BulkTarget::Jobs(named.clone())).await.unwrap();
+    let answers: Vec<(i64, bool, Option<u16>)> = out.results.iter().map(|r| (r.id, r.ok, r.status)).collect();
+    let mut want: Vec<(i64, bool, Option<u16>)> = live.iter().map(|j| (j.id, true, None)).collect();
+    want.push((over.id, false, Some(409)));
+    want.push((987_654, false, Some(404)));
+    assert_eq!(answers, want);
+    for j in &live {
+        assert!(service.get(R, j.id).await.unwrap().paused);
+    }
+
+    // By filter: every paused research job resumes; the completed one is not taken.
+    let filter = JobFilter { kind: Some(R), status: Some(Phase::Paused), ..JobFilter::default() };
+    let out = service.bulk(JobAction::Resume, BulkTarget::Filter(filter)).await.unwrap();
+    assert_eq!(out.results.len(), 3);
+    assert!(out.results.iter().all(|r| r.ok && r.kind == R));
+    for j in &live {
+        assert!(!service.get(R, j.id).await.unwrap().paused);
+    }
+
+    // Delete refuses the live jobs (409 each) and deletes the one that is over.
+    let out = service.bulk(JobAction::Delete, BulkTarget::Jobs(named[..4].to_vec())).await.unwrap();
+    assert_eq!(out.results.iter().filter(|r| r.ok).count(), 1);
+    assert!(out.results.iter().filter(|r| !r.ok).all(|r| r.status == Some(409)));
+    assert_eq!(status_of(&service.get(P, over.id).await.unwrap_err()), 404);
+
+    let out = service.bulk(JobAction::Cancel, BulkTarget::Filter(JobFilter::default())).await.unwrap();
+    assert_eq!(out.results.len(), 3);
+    for j in &live {
+        let job = service.get(R, j.id).await.unwrap();
+        assert!(job.cancelled);
+        store.assert_counters_match(&job).await;
+    }
+}
+
+/// Every control action is logged with who did it, newest first, and the log pages.
+async fn the_activity_log_names_every_action_and_its_source(store: Store) {
+    let site = Site::start().await;
+    let service = store.service(store.config()).await;
+    let ui = service.by(Source::Ui);
+    let job = ui.create_job(R, upload(research_csv(&site, &paths("/g/", 4)), 1)).await.unwrap();
+    ui.pause(R, job.id).await.unwrap();
+    ui.pause(R, job.id).await.unwrap(); // already paused: nothing happens, nothing logged
+    service.resume(R, job.id).await.unwrap();
+    service.cancel(R, job.id).await.unwrap();
+    service.archive(R, job.id).await.unwrap();
+
+    let events = service.events(R, job.id, None, 50).await.unwrap();
+    let seen: Vec<(EventAction, Source)> = events.iter().map(|e| (e.action, e.source)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (EventAction::Archived, Source::Api),
+            (EventAction::Cancelled, Source::Api),
+            (EventAction::Resumed, Source::Api),
+            (EventAction::Paused, Source::Ui),
+            (EventAction::Created, Source::Ui),
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].id > w[1].id && w[0].at >= w[1].at), "newest first");
+    let first_two = service.events(R, job.id, None, 2).await.unwrap();
+    let rest = service.events(R, job.id, Some(first_two[1].id), 50).await.unwrap();
+    assert_eq!(first_two.len() + rest.len(), events.len());
+    assert_eq!(rest[0].id, events[2].id);
+    assert_eq!(status_of(&service.events(R, 987_654, None, 10).await.unwrap_err()), 404);
+
+    // The log goes with the job.
+    service.delete(R, job.id).await.unwrap();
+    assert_eq!(status_of(&service.events(R, job.id, None, 10).await.unwrap_err()), 404);
 }

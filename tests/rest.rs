@@ -116,6 +116,9 @@ async fn a_full_research_job_driven_only_through_rest() {
         "cancelledAt",
         "pausedReason",
         "resumeAt",
+        "archivedAt",
+        "scheduledPauseAt",
+        "scheduledResumeAt",
     ] {
         assert!(job.get(key).is_some(), "job object lacks {key}: {job}");
     }
@@ -464,12 +467,149 @@ fn server_functions_have_fixed_paths() {
     assert_eq!(
         paths,
         [
+            "/api/bulk_jobs",
             "/api/control_job",
+            "/api/edit_job",
             "/api/get_job",
+            "/api/job_events",
             "/api/list_items",
             "/api/list_jobs",
             "/api/research_from_clean",
             "/api/upload_job"
         ]
     );
+}
+
+async fn json_body(app: &Router, method: &str, uri: &str, body: &str) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (status, bytes, ctype) = send(app, req).await;
+    assert!(ctype.starts_with("application/json"), "{method} {uri}: {}", String::from_utf8_lossy(&bytes));
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// SPEC section 8 over HTTP: PATCH, retry, archive/unarchive, events and bulk, with
+/// their 400s, 404s and 409s as JSON errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_section_8_routes_answer_with_the_spec_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start().await;
+    let app = started_app(dir.path()).await;
+    let (_, running) =
+        upload(&app, "/api/process", &[("concurrency", "1")], Some(("a.csv", &research_csv(&site, &paths("/g/", 3)))))
+            .await;
+    let (_, done) =
+        upload(&app, "/api/process", &[("concurrency", "2")], Some(("b.csv", &research_csv(&site, &paths("/f/", 2)))))
+            .await;
+    let (run_uri, done_uri) = (format!("/api/process/{}", running["id"]), format!("/api/process/{}", done["id"]));
+    wait_status(&app, &done_uri, |j| j["status"] == "completed").await;
+
+    // PATCH
+    let (status, job) = json_body(&app, "PATCH", &run_uri, r#"{"concurrency": 4, "name": "Wider"}"#).await;
+    assert_eq!((status, job["concurrency"].as_i64(), job["name"].as_str()), (StatusCode::OK, Some(4), Some("Wider")));
+    for (body, want) in [
+        (r#"{"concurrency": 0}"#, 400),
+        (r#"{"concurrency": 65}"#, 400),
+        (r#"{"concurrency": "eight"}"#, 400),
+        (r#"{"concurrency": 2.5}"#, 400),
+        (r#"{"name": 7}"#, 400),
+        (r#"{"status": "completed"}"#, 400),
+        ("{}", 400),
+        ("not json", 400),
+        ("[1]", 400),
+    ] {
+        let (status, err) = json_body(&app, "PATCH", &run_uri, body).await;
+        assert_eq!(status.as_u16(), want, "{body}: {err}");
+        assert!(err["error"].is_string(), "{body}: {err}");
+    }
+    let (status, _) = json_body(&app, "PATCH", &done_uri, r#"{"concurrency": 3}"#).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = json_body(&app, "PATCH", "/api/process/987654", r#"{"name": "x"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Retry, archive, unarchive
+    let (status, err) = json(&app, "POST", &format!("{done_uri}/retry")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "nothing failed: {err}");
+    let (status, _) = json(&app, "POST", &format!("{run_uri}/archive")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, job) = json(&app, "POST", &format!("{done_uri}/archive")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(job["archivedAt"].as_str().unwrap().ends_with('Z'));
+    let (_, list) = json(&app, "GET", "/api/process").await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "the archived job is left out: {list}");
+    let (_, list) = json(&app, "GET", "/api/process?archived=true").await;
+    assert_eq!(list.as_array().unwrap().iter().map(|j| j["id"].clone()).collect::<Vec<_>>(), vec![done["id"].clone()]);
+    let (_, list) = json(&app, "GET", "/api/process?archived=all").await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let (status, _) = json(&app, "GET", "/api/process?archived=maybe").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, job) = json(&app, "POST", &format!("{done_uri}/unarchive")).await;
+    assert_eq!((status, job["archivedAt"].is_null()), (StatusCode::OK, true));
+
+    // Events
+    let (status, events) = json(&app, "GET", &format!("{done_uri}/events")).await;
+    assert_eq!(status, StatusCode::OK);
+    let actions: Vec<&str> = events.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["unarchived", "archived", "completed", "created"]);
+    let first = &events[0];
+    for key in ["id", "at", "action", "source", "detail"] {
+        assert!(first.get(key).is_some(), "event lacks {key}: {first}");
+    }
+    assert_eq!(
+        (first["source"].as_str(), events[1]["source"].as_str(), events[2]["source"].as_str()),
+        (Some("api"), Some("api"), Some("system"))
+    );
+    let before = events[1]["id"].as_i64().unwrap();
+    let (_, older) = json(&app, "GET", &format!("{done_uri}/events?limit=1&before={before}")).await;
+    assert_eq!(
+        older.as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["completed"]
+    );
+    for bad in ["limit=0", "limit=x", "before=y"] {
+        let (status, _) = json(&app, "GET", &format!("{done_uri}/events?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let (status, _) = json(&app, "GET", "/api/preprocess/jobs/987654/events").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Bulk
+    let body = format!(
+        r#"{{"action": "pause", "jobs": [{{"kind": "research", "id": {}}}, {{"kind": "research", "id": {}}}, {{"kind": "preprocess", "id": 987654}}]}}"#,
+        running["id"], done["id"]
+    );
+    let (status, out) = json_body(&app, "POST", "/api/jobs/bulk", &body).await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    let results = out["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    assert_eq!((results[0]["ok"].as_bool(), results[0]["kind"].as_str()), (Some(true), Some("research")));
+    assert_eq!((results[1]["ok"].as_bool(), results[1]["status"].as_i64()), (Some(false), Some(409)));
+    assert!(results[1]["error"].is_string());
+    assert_eq!(results[2]["status"].as_i64(), Some(404));
+    let (status, out) = json_body(
+        &app,
+        "POST",
+        "/api/jobs/bulk",
+        r#"{"action": "resume", "filter": {"kind": "research", "status": "paused"}}"#,
+    )
+    .await;
+    assert_eq!((status, out["results"].as_array().unwrap().len()), (StatusCode::OK, 1), "{out}");
+    for body in [
+        r#"{"action": "explode", "jobs": []}"#,
+        r#"{"jobs": []}"#,
+        r#"{"action": "pause"}"#,
+        r#"{"action": "pause", "jobs": [], "filter": {}}"#,
+        r#"{"action": "pause", "jobs": [{"kind": "elsewhere", "id": 1}]}"#,
+        r#"{"action": "pause", "filter": {"status": "sleepy"}}"#,
+        r#"{"action": "pause", "filter": {"colour": "red"}}"#,
+        "nonsense",
+    ] {
+        let (status, err) = json_body(&app, "POST", "/api/jobs/bulk", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
+        assert!(err["error"].is_string());
+    }
+    json(&app, "POST", &format!("{run_uri}/cancel")).await;
 }

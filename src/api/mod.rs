@@ -6,9 +6,9 @@
 //! does not have.
 
 use leptos::prelude::*;
-use leptos::server_fn::codec::{MultipartData, MultipartFormData};
+use leptos::server_fn::codec::{Json, MultipartData, MultipartFormData};
 
-use crate::model::{ItemPage, ItemStatus, Job, JobAction, JobKind, JobsPage};
+use crate::model::{BulkOutcome, ItemPage, ItemStatus, Job, JobAction, JobEvent, JobFilter, JobKind, JobRef, JobsPage};
 
 #[cfg(feature = "ssr")]
 mod ssr {
@@ -23,9 +23,9 @@ mod ssr {
         use_context::<AppState>().ok_or_else(|| ServerFnError::new("the server state is not available"))
     }
 
-    /// The service, from that state.
+    /// The service, from that state, logging what it does as done in the UI.
     pub fn service() -> Result<Service, ServerFnError> {
-        state().map(|s| s.service)
+        state().map(|s| s.service.by(crate::model::Source::Ui))
     }
 
     /// The message a person can act on; the HTTP status goes with it.
@@ -37,10 +37,48 @@ mod ssr {
     }
 }
 
-/// A page of jobs of both kinds, newest first.
-#[server(endpoint = "list_jobs")]
-pub async fn list_jobs(offset: i64, limit: i64) -> Result<JobsPage, ServerFnError> {
-    ssr::service()?.page_all(offset, limit).await.map_err(ssr::fail)
+/// A page of the jobs a filter takes, newest first.
+#[server(endpoint = "list_jobs", input = Json)]
+pub async fn list_jobs(filter: JobFilter, offset: i64, limit: i64) -> Result<JobsPage, ServerFnError> {
+    ssr::service()?.page(filter, offset, limit).await.map_err(ssr::fail)
+}
+
+/// A page of a job's activity log, newest first.
+#[server(endpoint = "job_events")]
+pub async fn job_events(
+    kind: JobKind,
+    id: i64,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<JobEvent>, ServerFnError> {
+    ssr::service()?.events(kind, id, before, limit).await.map_err(ssr::fail)
+}
+
+/// Renames a job or changes its concurrency.
+#[server(endpoint = "edit_job")]
+pub async fn edit_job(
+    kind: JobKind,
+    id: i64,
+    name: Option<String>,
+    concurrency: Option<i64>,
+) -> Result<Job, ServerFnError> {
+    ssr::service()?.edit(kind, id, name, concurrency).await.map_err(ssr::fail)
+}
+
+/// One action on the jobs named, or on every job the filter takes.
+#[server(endpoint = "bulk_jobs", input = Json)]
+pub async fn bulk_jobs(
+    action: JobAction,
+    jobs: Option<Vec<JobRef>>,
+    filter: Option<JobFilter>,
+) -> Result<BulkOutcome, ServerFnError> {
+    use crate::server::service::BulkTarget;
+    let target = match (jobs, filter) {
+        (Some(jobs), None) => BulkTarget::Jobs(jobs),
+        (None, Some(filter)) => BulkTarget::Filter(filter),
+        _ => return Err(ServerFnError::new("choose jobs or a filter")),
+    };
+    ssr::service()?.bulk(action, target).await.map_err(ssr::fail)
 }
 
 #[server(endpoint = "get_job")]
@@ -59,21 +97,11 @@ pub async fn list_items(
     ssr::service()?.items(kind, id, status, offset, limit).await.map_err(ssr::fail)
 }
 
-/// Pause, resume, cancel or delete; returns the job after the action (`None` once
-/// deleted).
+/// Pause, resume, cancel, delete, archive, restore or retry; returns the job after
+/// the action (`None` once deleted).
 #[server(endpoint = "control_job")]
 pub async fn control_job(kind: JobKind, id: i64, action: JobAction) -> Result<Option<Job>, ServerFnError> {
-    let service = ssr::service()?;
-    let job = match action {
-        JobAction::Pause => Some(service.pause(kind, id).await),
-        JobAction::Resume => Some(service.resume(kind, id).await),
-        JobAction::Cancel => Some(service.cancel(kind, id).await),
-        JobAction::Delete => {
-            service.delete(kind, id).await.map_err(ssr::fail)?;
-            None
-        }
-    };
-    job.transpose().map_err(ssr::fail)
+    ssr::service()?.act(kind, id, action).await.map_err(ssr::fail)
 }
 
 /// Creates a job from an upload form: fields `kind` (research|preprocess), `file`,
@@ -90,7 +118,7 @@ pub async fn upload_job(data: MultipartData) -> Result<Job, ServerFnError> {
         return Err(ssr::fail(AppError::BadInput("choose a CSV file to upload".into())));
     }
     let kind = form.kind.unwrap_or(JobKind::Research);
-    state.service.create_job(kind, form.upload).await.map_err(ssr::fail)
+    state.service.by(crate::model::Source::Ui).create_job(kind, form.upload).await.map_err(ssr::fail)
 }
 
 /// Starts full research of a completed preprocessing job's clean rows.

@@ -6,10 +6,12 @@ use leptos::prelude::*;
 
 /// A modal question with a confirm and a dismiss button.
 ///
-/// Escape, the dismiss button and a click on the backdrop all dismiss it. The keyboard
-/// focus starts on the dismiss button (the safe choice), stays inside while it is open
-/// and goes back to where it was when it closes. The caller owns the open/closed state,
-/// in a signal that no refresh touches, so new data never closes an open dialog.
+/// Enter confirms and Escape dismisses (a focused button or link takes Enter as its
+/// own, as usual); the dismiss button and a click on the backdrop dismiss too. The
+/// dialog itself takes the focus when it opens, so no button looks chosen; Tab moves
+/// between its buttons and links and never leaves it; the focus goes back to where it
+/// was when it closes. The caller owns the open/closed state, in a signal that no
+/// refresh touches, so new data never closes an open dialog.
 #[component]
 pub fn ConfirmDialog(
     /// The question, e.g. "Cancel this job?"; also the dialog's accessible name.
@@ -22,37 +24,36 @@ pub fn ConfirmDialog(
     dismiss_label: &'static str,
     on_confirm: Callback<()>,
     on_dismiss: Callback<()>,
+    /// More content under the text (the delete dialog's export links).
+    #[prop(optional)]
+    children: Option<Children>,
 ) -> impl IntoView {
-    let dismiss_ref = NodeRef::<html::Button>::new();
-    let confirm_ref = NodeRef::<html::Button>::new();
+    let dialog_ref = NodeRef::<html::Div>::new();
     let restore_focus = remember_focus();
 
     Effect::new(move |_| {
-        if let Some(button) = dismiss_ref.get() {
-            let _ = button.focus();
+        if let Some(dialog) = dialog_ref.get() {
+            let _ = dialog.focus();
         }
     });
     on_cleanup(move || restore_focus.run(()));
 
-    // Two buttons: Tab and Shift+Tab move between them and never leave the dialog.
     let on_keydown = move |ev: KeyboardEvent| match ev.key().as_str() {
         "Escape" => {
             ev.prevent_default();
             on_dismiss.run(());
         }
+        "Enter" => {
+            let on_control =
+                document().active_element().is_some_and(|el| matches!(el.tag_name().as_str(), "BUTTON" | "A"));
+            if !on_control {
+                ev.prevent_default();
+                on_confirm.run(());
+            }
+        }
         "Tab" => {
             ev.prevent_default();
-            let on_dismiss_button = match (document().active_element(), dismiss_ref.get_untracked()) {
-                (Some(active), Some(dismiss)) => {
-                    let dismiss: &web_sys::Element = dismiss.as_ref();
-                    active == *dismiss
-                }
-                _ => false,
-            };
-            let next = if on_dismiss_button { confirm_ref.get_untracked() } else { dismiss_ref.get_untracked() };
-            if let Some(button) = next {
-                let _ = button.focus();
-            }
+            cycle_focus(dialog_ref, ev.shift_key());
         }
         _ => {}
     };
@@ -65,20 +66,51 @@ pub fn ConfirmDialog(
             aria-modal="true"
             aria-labelledby="confirm-title"
             aria-describedby="confirm-body"
+            tabindex="-1"
+            node_ref=dialog_ref
             on:keydown=on_keydown
         >
             <h2 id="confirm-title">{title}</h2>
             <p id="confirm-body">{body}</p>
+            {children.map(|c| c())}
             <div class="dialog-actions">
-                <button type="button" class="btn btn-plain" node_ref=dismiss_ref on:click=move |_| on_dismiss.run(())>
+                <button type="button" class="btn btn-plain" on:click=move |_| on_dismiss.run(())>
                     {dismiss_label}
                 </button>
-                <button type="button" class="btn btn-danger" node_ref=confirm_ref on:click=move |_| on_confirm.run(())>
+                <button type="button" class="btn btn-danger" on:click=move |_| on_confirm.run(())>
                     {confirm_label}
                 </button>
             </div>
         </div>
     }
+}
+
+/// Moves the focus to the next (or previous) button or link inside the dialog,
+/// wrapping around.
+fn cycle_focus(dialog: NodeRef<html::Div>, back: bool) {
+    #[cfg(feature = "hydrate")]
+    {
+        use leptos::wasm_bindgen::JsCast;
+
+        let Some(dialog) = dialog.get_untracked() else { return };
+        let Ok(list) = dialog.query_selector_all("button, a[href]") else { return };
+        let items: Vec<web_sys::HtmlElement> =
+            (0..list.length()).filter_map(|i| list.item(i)?.dyn_into::<web_sys::HtmlElement>().ok()).collect();
+        if items.is_empty() {
+            return;
+        }
+        let active = document().active_element();
+        let at = items.iter().position(|el| active.as_ref().is_some_and(|a| a == el.as_ref() as &web_sys::Element));
+        let next = match (at, back) {
+            (None, false) => 0,
+            (None, true) => items.len() - 1,
+            (Some(i), false) => (i + 1) % items.len(),
+            (Some(i), true) => (i + items.len() - 1) % items.len(),
+        };
+        let _ = items[next].focus();
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = (dialog, back);
 }
 
 /// Notes which element has the focus now and returns a callback that focuses it again.

@@ -35,15 +35,29 @@ impl LiveJob {
     /// Starts from the server-rendered job and, on the client, refreshes it every
     /// [`REFRESH_MS`] while it is not terminal.
     pub fn new(initial: Job) -> Self {
-        let live = Self {
+        let live = Self::fixed(initial);
+        let active = Signal::derive(move || !live.job.with(Job::is_terminal));
+        refresh_while(active, move || live.refresh());
+        live
+    }
+
+    /// A job without a refresh loop of its own: a dashboard row, which the list's
+    /// refresh keeps fresh through [`LiveJob::show`].
+    pub fn fixed(initial: Job) -> Self {
+        Self {
             job: RwSignal::new(initial),
             refresh_error: RwSignal::new(None),
             tick: RwSignal::new(0),
             generation: RwSignal::new(0),
-        };
-        let active = Signal::derive(move || !live.job.with(Job::is_terminal));
-        refresh_while(active, move || live.refresh());
-        live
+        }
+    }
+
+    /// Newer data from elsewhere (the list's refresh), shown if it differs.
+    pub fn show(&self, job: Job) {
+        if self.job.try_with_untracked(|old| *old != job) == Some(true) {
+            self.job.set(job);
+            self.tick.update(|t| *t += 1);
+        }
     }
 
     /// The state an action returned: shown at once, and it wins over any refresh

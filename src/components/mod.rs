@@ -1,6 +1,8 @@
 //! Small UI parts the pages share.
 
+pub mod activity;
 pub mod badge;
+pub mod concurrency;
 pub mod confirm_dialog;
 pub mod erase;
 pub mod format;

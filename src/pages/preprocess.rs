@@ -8,7 +8,9 @@ use leptos_router::hooks::use_navigate;
 use serde_json::Value;
 
 use crate::api::research_from_clean;
+use crate::components::activity::ActivityLog;
 use crate::components::badge::ItemBadge;
+use crate::components::concurrency::ConcurrencyControl;
 use crate::components::format::{error_text, external_link, flag, list, text, Crumbs};
 use crate::components::items::ItemBrowser;
 use crate::components::job_controls::JobControls;
@@ -32,6 +34,7 @@ fn preprocess_job(live: LiveJob) -> AnyView {
         <Crumbs here=format!("Preprocessing #{id}") />
         <StatusBanner live centered=true>
             <JobControls live centered=true />
+            <ConcurrencyControl live />
         </StatusBanner>
         <Show when=move || completed.get()>
             <ResearchFromClean id />
@@ -46,6 +49,7 @@ fn preprocess_job(live: LiveJob) -> AnyView {
                 noun=("row", "rows")
             />
         </section>
+        <ActivityLog live />
     }
     .erased()
 }

@@ -6,6 +6,8 @@ use leptos::prelude::*;
 use crate::components::erase::Erase;
 
 use crate::api::list_items;
+use crate::components::activity::ActivityLog;
+use crate::components::concurrency::ConcurrencyControl;
 use crate::components::format::{error_text, plural, Crumbs};
 use crate::components::job_controls::JobControls;
 use crate::components::job_loader::JobLoader;
@@ -36,6 +38,7 @@ fn research_job(live: LiveJob) -> AnyView {
                     "View All Accounts"
                 </a>
             </JobControls>
+            <ConcurrencyControl live />
         </StatusBanner>
         <section class="card" aria-labelledby="accounts-title">
             <h2 id="accounts-title">"Accounts"</h2>
@@ -57,6 +60,7 @@ fn research_job(live: LiveJob) -> AnyView {
                 <a href=export("json") download rel="external">"Export JSON"</a>
             </p>
         </section>
+        <ActivityLog live />
     }
     .erased()
 }

@@ -14,19 +14,62 @@ use super::error::AppError;
 use super::import::{NewJob, CHUNK_ROWS};
 use super::pg::backend::PgBackend;
 use super::store::{self, ClaimedRow, CleanRow, Finished, Flags, Hidden, NewItem};
-use crate::model::{Item, ItemPage, ItemStatus, Job, JobKind, JobsPage};
+use crate::model::{EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobsPage, Source};
 
-/// A change a control action makes to a live job, decided by the service's rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A change a control action makes to a job, decided by the service's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Pause,
     Resume,
     Cancel,
+    /// A completed job's failed items go back to `pending`; the job runs again.
+    Retry,
+    Archive,
+    Unarchive,
+    /// A new name and/or concurrency.
+    Edit {
+        name: Option<String>,
+        concurrency: Option<u32>,
+    },
+}
+
+impl Change {
+    /// How the activity log names it.
+    pub fn action(&self) -> EventAction {
+        match self {
+            Self::Pause => EventAction::Paused,
+            Self::Resume => EventAction::Resumed,
+            Self::Cancel => EventAction::Cancelled,
+            Self::Retry => EventAction::Retried,
+            Self::Archive => EventAction::Archived,
+            Self::Unarchive => EventAction::Unarchived,
+            Self::Edit { .. } => EventAction::Changed,
+        }
+    }
+
+    /// The log entry's detail, given the job before the change and, for a retry, how
+    /// many items went back.
+    pub fn detail(&self, before: &Job, moved: i64) -> Option<String> {
+        match self {
+            Self::Retry => Some(format!("{moved} failed item{} back to pending", if moved == 1 { "" } else { "s" })),
+            Self::Edit { name, concurrency } => {
+                let mut parts = Vec::new();
+                if let Some(name) = name.as_ref().filter(|n| **n != before.name) {
+                    parts.push(format!("name “{}” → “{name}”", before.name));
+                }
+                if let Some(c) = concurrency.filter(|c| *c != before.concurrency) {
+                    parts.push(format!("concurrency {} → {c}", before.concurrency));
+                }
+                Some(parts.join(", "))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// What the store does to a job a control action names, given the job as it is inside
 /// the action's transaction: `Ok(None)` leaves it as it is, an error refuses.
-pub type Rule = fn(&Job) -> Result<Option<Change>, AppError>;
+pub type Rule = Box<dyn FnOnce(&Job) -> Result<Option<Change>, AppError> + Send>;
 
 /// Where jobdeck keeps its jobs; cheap to clone.
 #[derive(Clone)]
@@ -53,30 +96,47 @@ impl Backend {
         }
     }
 
-    /// Jobs of one kind, newest first.
-    pub async fn jobs(&self, kind: JobKind) -> Result<Vec<Job>, AppError> {
-        match self {
-            Self::Sqlite(db) => db.read(move |c| store::list_jobs(c, kind)).await,
-            Self::Postgres(p) => p.jobs(kind).await,
-        }
-    }
-
-    /// A page of jobs of both kinds, newest first, with the count of all, in one
-    /// snapshot: reads only the newest `offset + limit` of each kind.
-    pub async fn page_all(&self, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
+    /// A page of the jobs `filter` takes (both kinds unless it names one), newest
+    /// first, with how many it takes in all, in one snapshot: reads only the newest
+    /// `offset + limit` of each kind.
+    pub async fn page(&self, filter: JobFilter, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
         match self {
             Self::Sqlite(db) => {
                 db.read(move |c| {
                     let c = &c.unchecked_transaction()?;
                     let newest = offset.saturating_add(limit);
-                    let mut jobs = store::recent_jobs(c, JobKind::Research, newest)?;
-                    jobs.extend(store::recent_jobs(c, JobKind::Preprocess, newest)?);
-                    let total = store::count_jobs(c, JobKind::Research)? + store::count_jobs(c, JobKind::Preprocess)?;
+                    let (mut jobs, mut total) = (Vec::new(), 0);
+                    for kind in filter.kinds() {
+                        let (some, count) = store::filtered_jobs(c, kind, &filter, newest)?;
+                        jobs.extend(some);
+                        total += count;
+                    }
                     Ok(JobsPage::newest_first(jobs, total, offset, limit))
                 })
                 .await
             }
-            Self::Postgres(p) => p.page_all(offset, limit).await,
+            Self::Postgres(p) => p.page(filter, offset, limit).await,
+        }
+    }
+
+    /// A page of a job's activity log, newest first, ids below `before`.
+    pub async fn events(
+        &self,
+        kind: JobKind,
+        id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<JobEvent>, AppError> {
+        match self {
+            Self::Sqlite(db) => {
+                db.read(move |c| {
+                    let c = &c.unchecked_transaction()?;
+                    store::require_job(c, kind, id)?;
+                    store::list_events(c, kind, id, before, limit)
+                })
+                .await
+            }
+            Self::Postgres(p) => p.events(kind, id, before, limit).await,
         }
     }
 
@@ -175,17 +235,19 @@ impl Backend {
         }
     }
 
-    /// Shows a fully imported job with its `count` items; returns it.
-    pub async fn reveal(&self, kind: JobKind, id: i64, count: i64) -> Result<Job, AppError> {
+    /// Shows a fully imported job with its `count` items and logs its creation by
+    /// `source`; returns it.
+    pub async fn reveal(&self, kind: JobKind, id: i64, count: i64, source: Source) -> Result<Job, AppError> {
         match self {
             Self::Sqlite(db) => {
                 db.write(move |tx| {
                     store::reveal_job(tx, kind, id, count)?;
+                    store::add_event(tx, kind, id, EventAction::Created, source, None)?;
                     store::require_job(tx, kind, id)
                 })
                 .await
             }
-            Self::Postgres(p) => p.reveal(kind, id, count).await,
+            Self::Postgres(p) => p.reveal(kind, id, count, source).await,
         }
     }
 
@@ -208,27 +270,34 @@ impl Backend {
 
     // ---- control ----
 
-    /// One control action in one transaction: the job is read, refused if terminal,
-    /// handed to `rule`, changed as the rule says, and returned as it is afterwards.
-    pub async fn control(&self, kind: JobKind, id: i64, rule: Rule) -> Result<Job, AppError> {
+    /// One control action in one transaction: the job is read, handed to `rule`,
+    /// changed as the rule says, the change logged as done by `source`, and the job
+    /// returned as it is afterwards.
+    pub async fn control(&self, kind: JobKind, id: i64, source: Source, rule: Rule) -> Result<Job, AppError> {
         match self {
             Self::Sqlite(db) => {
                 db.write(move |tx| {
                     let job = store::require_job(tx, kind, id)?;
-                    if job.is_terminal() {
-                        return Err(AppError::AlreadyTerminal(terminal_word(&job)));
+                    let Some(change) = rule(&job)? else { return Ok(job) };
+                    let mut moved = 0;
+                    match &change {
+                        Change::Pause => store::set_paused(tx, kind, id, true)?,
+                        Change::Resume => store::set_paused(tx, kind, id, false)?,
+                        Change::Cancel => store::cancel_job(tx, kind, id)?,
+                        Change::Retry => moved = store::retry_failed(tx, kind, id)?,
+                        Change::Archive => store::set_archived(tx, kind, id, true)?,
+                        Change::Unarchive => store::set_archived(tx, kind, id, false)?,
+                        Change::Edit { name, concurrency } => {
+                            store::edit_job(tx, kind, id, name.as_deref(), *concurrency)?
+                        }
                     }
-                    match rule(&job)? {
-                        None => return Ok(job),
-                        Some(Change::Pause) => store::set_paused(tx, kind, id, true)?,
-                        Some(Change::Resume) => store::set_paused(tx, kind, id, false)?,
-                        Some(Change::Cancel) => store::cancel_job(tx, kind, id)?,
-                    }
+                    let detail = change.detail(&job, moved);
+                    store::add_event(tx, kind, id, change.action(), source, detail.as_deref())?;
                     store::require_job(tx, kind, id)
                 })
                 .await
             }
-            Self::Postgres(p) => p.control(kind, id, rule).await,
+            Self::Postgres(p) => p.control(kind, id, source, rule).await,
         }
     }
 

@@ -15,6 +15,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0001_init.sql")),
         M::up(include_str!("../../migrations/0002_items_by_job.sql")),
         M::up(include_str!("../../migrations/0003_hidden_jobs.sql")),
+        M::up(include_str!("../../migrations/0004_operator_controls.sql")),
     ])
 }
 

@@ -12,10 +12,10 @@ use serde::Deserialize;
 
 use super::config::Config;
 use super::error::AppError;
-use super::service::Service;
+use super::service::{BulkTarget, Service};
 use super::state::AppState;
 use super::upload::{multipart_of, read_upload};
-use crate::model::{Item, ItemStatus, JobKind};
+use crate::model::{Archived, Item, ItemStatus, JobAction, JobFilter, JobKind, JobRef, EVENTS_PAGE};
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
@@ -30,18 +30,28 @@ pub fn routes() -> Router<AppState> {
         .merge(kind_routes(JobKind::Research, "/api/process", "accounts"))
         .merge(kind_routes(JobKind::Preprocess, "/api/preprocess/jobs", "results"))
         .route("/api/preprocess/jobs/{id}/research", post(research_from_clean))
+        .route("/api/jobs/bulk", post(bulk))
         .route("/api/health", get(|| async { Json(serde_json::json!({ "ok": true })) }))
 }
 
 fn kind_routes(kind: JobKind, root: &str, items: &str) -> Router<AppState> {
     Router::new()
-        .route(root, post(move |s, c, r| create(kind, s, c, r)).get(move |s| list(kind, s)))
-        .route(&format!("{root}/{{id}}"), get(move |s, p| show(kind, s, p)).delete(move |s, p| remove(kind, s, p)))
+        .route(root, post(move |s, c, r| create(kind, s, c, r)).get(move |s, q| list(kind, s, q)))
+        .route(
+            &format!("{root}/{{id}}"),
+            get(move |s, p| show(kind, s, p))
+                .delete(move |s, p| remove(kind, s, p))
+                .patch(move |s, p, b| edit(kind, s, p, b)),
+        )
+        .route(&format!("{root}/{{id}}/events"), get(move |s, p, q| events(kind, s, p, q)))
+        .route(&format!("{root}/{{id}}/retry"), post(move |s, p| control(kind, JobAction::Retry, s, p)))
+        .route(&format!("{root}/{{id}}/archive"), post(move |s, p| control(kind, JobAction::Archive, s, p)))
+        .route(&format!("{root}/{{id}}/unarchive"), post(move |s, p| control(kind, JobAction::Unarchive, s, p)))
         .route(&format!("{root}/{{id}}/{items}"), get(move |s, p, q| list_items(kind, s, p, q)))
         .route(&format!("{root}/{{id}}/export"), get(move |s, p, q| export(kind, s, p, q)))
-        .route(&format!("{root}/{{id}}/pause"), post(move |s, p| control(kind, Action::Pause, s, p)))
-        .route(&format!("{root}/{{id}}/resume"), post(move |s, p| control(kind, Action::Resume, s, p)))
-        .route(&format!("{root}/{{id}}/cancel"), post(move |s, p| control(kind, Action::Cancel, s, p)))
+        .route(&format!("{root}/{{id}}/pause"), post(move |s, p| control(kind, JobAction::Pause, s, p)))
+        .route(&format!("{root}/{{id}}/resume"), post(move |s, p| control(kind, JobAction::Resume, s, p)))
+        .route(&format!("{root}/{{id}}/cancel"), post(move |s, p| control(kind, JobAction::Cancel, s, p)))
         .route(&format!("{root}/{{id}}/delete"), delete(move |s, p| remove(kind, s, p)))
 }
 
@@ -67,33 +77,148 @@ async fn create(
     Ok((StatusCode::CREATED, Json(job)).into_response())
 }
 
-async fn list(kind: JobKind, State(service): State<Service>) -> Result<Response, AppError> {
-    Ok(Json(service.list(kind).await?).into_response())
+#[derive(Deserialize)]
+struct ListQuery {
+    archived: Option<String>,
+}
+
+fn archived_param(raw: Option<&str>) -> Result<Archived, AppError> {
+    let raw = raw.map(str::trim).unwrap_or("");
+    raw.parse().map_err(|_| AppError::BadInput(format!("archived must be true, false or all, not `{raw}`")))
+}
+
+async fn list(kind: JobKind, State(service): State<Service>, Query(q): Query<ListQuery>) -> Result<Response, AppError> {
+    let archived = archived_param(q.archived.as_deref())?;
+    Ok(Json(service.list_archived(kind, archived).await?).into_response())
+}
+
+/// A JSON request body, or a 400 that says what is wrong with it.
+fn json_body(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, AppError> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(AppError::BadInput("the body must be a JSON object".into())),
+        Err(e) => Err(AppError::BadInput(format!("the body is not valid JSON: {e}"))),
+    }
+}
+
+/// `PATCH /api/process/:jobId` with `{"name"?, "concurrency"?}`.
+async fn edit(
+    kind: JobKind,
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    body: bytes::Bytes,
+) -> Result<Response, AppError> {
+    let id = job_id(kind, &id)?;
+    let body = json_body(&body)?;
+    if let Some(key) = body.keys().find(|k| *k != "name" && *k != "concurrency") {
+        return Err(AppError::BadInput(format!("a job's `{key}` cannot be changed; only name and concurrency")));
+    }
+    let name = match body.get("name") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(AppError::BadInput("name must be a string".into())),
+    };
+    let concurrency =
+        match body.get("concurrency") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(v.as_i64().ok_or_else(|| {
+                AppError::BadInput(format!("concurrency must be a whole number from 1 to 64, not {v}"))
+            })?),
+        };
+    Ok(Json(service.edit(kind, id, name, concurrency).await?).into_response())
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+async fn events(
+    kind: JobKind,
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, AppError> {
+    let id = job_id(kind, &id)?;
+    let limit = number("limit", q.limit.as_deref(), EVENTS_PAGE)?;
+    let before = match q.before.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(_) => Some(number("before", q.before.as_deref(), 0)?),
+    };
+    Ok(Json(service.events(kind, id, before, limit).await?).into_response())
+}
+
+/// `POST /api/jobs/bulk` with `{"action", "jobs": [{"kind", "id"}]}` or
+/// `{"action", "filter": {"kind"?, "status"?, "archived"?}}`.
+async fn bulk(State(service): State<Service>, body: bytes::Bytes) -> Result<Response, AppError> {
+    let body = json_body(&body)?;
+    let action = match body.get("action").and_then(|v| v.as_str()) {
+        Some(a) => a.parse::<JobAction>().map_err(|_| {
+            AppError::BadInput(format!(
+                "action must be pause, resume, cancel, delete, archive, unarchive or retry, not `{a}`"
+            ))
+        })?,
+        None => return Err(AppError::BadInput("the body needs an `action`".into())),
+    };
+    let target = match (body.get("jobs"), body.get("filter")) {
+        (Some(jobs), None) => BulkTarget::Jobs(
+            serde_json::from_value::<Vec<JobRef>>(jobs.clone())
+                .map_err(|e| AppError::BadInput(format!("jobs must be a list of {{\"kind\", \"id\"}}: {e}")))?,
+        ),
+        (None, Some(filter)) => BulkTarget::Filter(bulk_filter(filter)?),
+        _ => return Err(AppError::BadInput("give either `jobs` or `filter`".into())),
+    };
+    Ok(Json(service.bulk(action, target).await?).into_response())
+}
+
+/// A bulk filter: `kind`, `status` (a phase: pending, processing, paused, completed,
+/// failed, cancelled), `archived` (true, false, all; a boolean too), `search`.
+fn bulk_filter(value: &serde_json::Value) -> Result<JobFilter, AppError> {
+    let serde_json::Value::Object(map) = value else {
+        return Err(AppError::BadInput("filter must be an object".into()));
+    };
+    let text = |key: &str| -> Result<Option<String>, AppError> {
+        match map.get(key) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(serde_json::Value::Bool(b)) if key == "archived" => Ok(Some(b.to_string())),
+            Some(other) => Err(AppError::BadInput(format!("filter {key} must be a string, not {other}"))),
+        }
+    };
+    if let Some(key) = map.keys().find(|k| !["kind", "status", "archived", "search"].contains(&k.as_str())) {
+        return Err(AppError::BadInput(format!("unknown filter field `{key}`")));
+    }
+    let kind = match text("kind")? {
+        None => None,
+        Some(k) => {
+            Some(k.parse().map_err(|_| AppError::BadInput(format!("kind must be research or preprocess, not `{k}`")))?)
+        }
+    };
+    let status = match text("status")? {
+        None => None,
+        Some(s) => Some(s.parse().map_err(|_| {
+            AppError::BadInput(format!(
+                "status must be pending, processing, paused, completed, failed or cancelled, not `{s}`"
+            ))
+        })?),
+    };
+    let archived = archived_param(text("archived")?.as_deref())?;
+    Ok(JobFilter { kind, status, archived, search: text("search")? })
 }
 
 async fn show(kind: JobKind, State(service): State<Service>, Path(id): Path<String>) -> Result<Response, AppError> {
     Ok(Json(service.get(kind, job_id(kind, &id)?).await?).into_response())
 }
 
-#[derive(Clone, Copy)]
-enum Action {
-    Pause,
-    Resume,
-    Cancel,
-}
-
 async fn control(
     kind: JobKind,
-    action: Action,
+    action: JobAction,
     State(service): State<Service>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     let id = job_id(kind, &id)?;
-    let job = match action {
-        Action::Pause => service.pause(kind, id).await?,
-        Action::Resume => service.resume(kind, id).await?,
-        Action::Cancel => service.cancel(kind, id).await?,
-    };
+    let job = service.act(kind, id, action).await?;
     Ok(Json(job).into_response())
 }
 

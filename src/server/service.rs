@@ -3,12 +3,15 @@
 
 use tokio::sync::mpsc;
 
-use super::backend::{Backend, Change};
+use super::backend::{terminal_word, Backend, Change, Rule};
 use super::error::AppError;
 use super::import::{self, cut_chars, Limits, NewJob, Upload};
 use super::runner::Runner;
 use super::store::{self, Hidden, NewItem};
-use crate::model::{ItemPage, ItemStatus, Job, JobKind, JobStatus, JobsPage, MAX_NAME_CHARS, MAX_PAGE};
+use crate::model::{
+    Archived, BulkOutcome, BulkResult, ItemPage, ItemStatus, Job, JobAction, JobEvent, JobFilter, JobKind, JobRef,
+    JobStatus, JobsPage, Source, MAX_CONCURRENCY, MAX_NAME_CHARS, MAX_PAGE, MAX_SEARCH_CHARS, MIN_CONCURRENCY,
+};
 
 /// The service layer; cheap to clone.
 #[derive(Clone)]
@@ -16,6 +19,30 @@ pub struct Service {
     db: Backend,
     runner: Runner,
     limits: Limits,
+    /// Who the actions of this handle are logged as (SPEC section 8): `api` unless
+    /// [`Service::by`] says otherwise.
+    source: Source,
+}
+
+/// The most jobs one bulk action takes (a filter that matches more is refused).
+pub const MAX_BULK_JOBS: usize = 10_000;
+
+/// A job that can still run, or `AlreadyTerminal`.
+fn live(job: &Job) -> Result<(), AppError> {
+    if job.is_terminal() {
+        return Err(AppError::AlreadyTerminal(terminal_word(job)));
+    }
+    Ok(())
+}
+
+/// A job that is over (completed, failed or cancelled), or a 409 saying so.
+fn over(job: &Job, what: &str) -> Result<(), AppError> {
+    if !job.is_terminal() {
+        return Err(AppError::WrongState(format!(
+            "the job is still running: only a completed, failed or cancelled job can be {what}"
+        )));
+    }
+    Ok(())
 }
 
 /// Items arrive from a parser on a blocking thread, a chunk at a time.
@@ -23,7 +50,12 @@ type Chunks = mpsc::Receiver<Result<Vec<NewItem>, AppError>>;
 
 impl Service {
     pub fn new(db: impl Into<Backend>, runner: Runner, limits: Limits) -> Self {
-        Self { db: db.into(), runner, limits }
+        Self { db: db.into(), runner, limits, source: Source::Api }
+    }
+
+    /// The same service, logging its actions as done by `source`.
+    pub fn by(&self, source: Source) -> Self {
+        Self { source, ..self.clone() }
     }
 
     pub fn runner(&self) -> &Runner {
@@ -78,7 +110,7 @@ impl Service {
             if kind == JobKind::Preprocess {
                 self.db.link_duplicates(id).await?;
             }
-            self.db.reveal(kind, id, count).await
+            self.db.reveal(kind, id, count, self.source).await
         };
         match filled.await {
             Ok(job) => {
@@ -98,15 +130,41 @@ impl Service {
         }
     }
 
-    /// A page of jobs of both kinds, newest first: reads only the newest
-    /// `offset + limit` of each kind, however many jobs there are.
+    /// A page of jobs of both kinds that are not archived, newest first.
     pub async fn page_all(&self, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
-        self.db.page_all(offset.max(0), limit.clamp(1, MAX_PAGE)).await
+        self.page(JobFilter::default(), offset, limit).await
     }
 
-    /// Jobs of one kind, newest first.
+    /// A page of the jobs `filter` takes, newest first: reads only the newest
+    /// `offset + limit` of each kind, however many jobs there are.
+    pub async fn page(&self, filter: JobFilter, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
+        let filter = check_filter(filter)?;
+        self.db.page(filter, offset.max(0), limit.clamp(1, MAX_PAGE)).await
+    }
+
+    /// Jobs of one kind that are not archived, newest first.
     pub async fn list(&self, kind: JobKind) -> Result<Vec<Job>, AppError> {
-        self.db.jobs(kind).await
+        self.list_archived(kind, Archived::Hide).await
+    }
+
+    /// Jobs of one kind, newest first, by archive state.
+    pub async fn list_archived(&self, kind: JobKind, archived: Archived) -> Result<Vec<Job>, AppError> {
+        let filter = JobFilter { kind: Some(kind), archived, ..JobFilter::default() };
+        Ok(self.db.page(filter, 0, i64::MAX / 2).await?.jobs)
+    }
+
+    /// A page of the job's activity log, newest first (ids below `before`).
+    pub async fn events(
+        &self,
+        kind: JobKind,
+        id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<JobEvent>, AppError> {
+        if limit < 1 {
+            return Err(AppError::BadInput("limit must be 1 or more".into()));
+        }
+        self.db.events(kind, id, before, limit.min(MAX_PAGE)).await
     }
 
     pub async fn get(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
@@ -129,11 +187,11 @@ impl Service {
         self.db.items(kind, id, status, offset, limit).await
     }
 
-    /// Runs one control action on a live job in one transaction, then wakes the job's
-    /// runner task. `rule` says what to change, given the job as it is inside the
-    /// transaction (`None`: already so, a no-op); a terminal job is `AlreadyTerminal`.
-    async fn control(&self, kind: JobKind, id: i64, rule: super::backend::Rule) -> Result<Job, AppError> {
-        let job = self.db.control(kind, id, rule).await?;
+    /// Runs one control action in one transaction, logged as done by this handle's
+    /// source, then wakes the job's runner task. `rule` says what to change, given the
+    /// job as it is inside the transaction (`None`: already so, a no-op).
+    async fn control(&self, kind: JobKind, id: i64, rule: Rule) -> Result<Job, AppError> {
+        let job = self.db.control(kind, id, self.source, rule).await?;
         self.runner.wake(kind, id);
         Ok(job)
     }
@@ -142,20 +200,207 @@ impl Service {
     /// paused by a person: no change. Paused by a rate limit: the pause becomes the
     /// person's, and no timer lifts it. Terminal: `AlreadyTerminal`.
     pub async fn pause(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
-        self.control(kind, id, |job| Ok((!job.paused || job.resume_at.is_some()).then_some(Change::Pause))).await
+        self.control(
+            kind,
+            id,
+            Box::new(|job| {
+                live(job)?;
+                Ok((!job.paused || job.resume_at.is_some()).then_some(Change::Pause))
+            }),
+        )
+        .await
     }
 
     /// Resumes a paused job; the next pending item starts at once. Not paused: no
     /// change. Terminal: `AlreadyTerminal`.
     pub async fn resume(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
-        self.control(kind, id, |job| Ok(job.paused.then_some(Change::Resume))).await
+        self.control(
+            kind,
+            id,
+            Box::new(|job| {
+                live(job)?;
+                Ok(job.paused.then_some(Change::Resume))
+            }),
+        )
+        .await
     }
 
     /// Cancels for good: in one transaction the job becomes `failed` with
     /// `cancelled_at` and its in-flight items go back to `pending`; then the runner
     /// aborts the in-flight work, whose late results find nothing to overwrite.
     pub async fn cancel(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
-        self.control(kind, id, |_| Ok(Some(Change::Cancel))).await
+        self.control(
+            kind,
+            id,
+            Box::new(|job| {
+                live(job)?;
+                Ok(Some(Change::Cancel))
+            }),
+        )
+        .await
+    }
+
+    /// Renames a job and/or changes its concurrency (1–64). The runner takes the new
+    /// concurrency at its next claim, paused or not. A job that is over takes a new
+    /// name only (`WrongState` for a concurrency).
+    pub async fn edit(
+        &self,
+        kind: JobKind,
+        id: i64,
+        name: Option<String>,
+        concurrency: Option<i64>,
+    ) -> Result<Job, AppError> {
+        if name.is_none() && concurrency.is_none() {
+            return Err(AppError::BadInput("give a name or a concurrency to change".into()));
+        }
+        let name = match name {
+            Some(name) => {
+                let name = import::check_name(&name)?;
+                if name.is_empty() {
+                    return Err(AppError::BadInput("the name cannot be empty".into()));
+                }
+                Some(name)
+            }
+            None => None,
+        };
+        let concurrency = match concurrency {
+            Some(c) if (i64::from(MIN_CONCURRENCY)..=i64::from(MAX_CONCURRENCY)).contains(&c) => Some(c as u32),
+            Some(c) => {
+                return Err(AppError::BadInput(format!(
+                    "concurrency must be between {MIN_CONCURRENCY} and {MAX_CONCURRENCY}, not {c}"
+                )))
+            }
+            None => None,
+        };
+        self.control(
+            kind,
+            id,
+            Box::new(move |job| {
+                if concurrency.is_some() && job.is_terminal() {
+                    return Err(AppError::WrongState(format!(
+                        "the job is {}: its concurrency can no longer change",
+                        terminal_word(job)
+                    )));
+                }
+                let name = name.filter(|n| *n != job.name);
+                let concurrency = concurrency.filter(|c| *c != job.concurrency);
+                Ok((name.is_some() || concurrency.is_some()).then_some(Change::Edit { name, concurrency }))
+            }),
+        )
+        .await
+    }
+
+    /// Runs a completed job's failed items again: they go back to `pending` (attempts
+    /// from zero; the retry is in the activity log), completed items stay as they are.
+    /// A cancelled job, a job still running or one with nothing failed: `WrongState`.
+    pub async fn retry(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
+        self.control(
+            kind,
+            id,
+            Box::new(|job| {
+                if job.cancelled {
+                    return Err(AppError::WrongState("a cancelled job cannot run again".into()));
+                }
+                if job.status != JobStatus::Completed {
+                    return Err(AppError::WrongState(
+                        "the job is still running: only a completed job's failed items can be retried".into(),
+                    ));
+                }
+                if job.failed == 0 {
+                    return Err(AppError::WrongState("no item of this job failed; there is nothing to retry".into()));
+                }
+                Ok(Some(Change::Retry))
+            }),
+        )
+        .await
+    }
+
+    /// Archives a job that is over: it keeps all its data and leaves the lists unless
+    /// they ask for archived jobs. Already archived: no change.
+    pub async fn archive(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
+        self.control(
+            kind,
+            id,
+            Box::new(|job| {
+                over(job, "archived")?;
+                Ok(job.archived_at.is_none().then_some(Change::Archive))
+            }),
+        )
+        .await
+    }
+
+    /// Brings an archived job back into the lists. Not archived: no change.
+    pub async fn unarchive(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
+        self.control(
+            kind,
+            id,
+            Box::new(|job| {
+                over(job, "restored")?;
+                Ok(job.archived_at.is_some().then_some(Change::Unarchive))
+            }),
+        )
+        .await
+    }
+
+    /// One action on one job; `None` once deleted.
+    pub async fn act(&self, kind: JobKind, id: i64, action: JobAction) -> Result<Option<Job>, AppError> {
+        let job = match action {
+            JobAction::Pause => self.pause(kind, id).await?,
+            JobAction::Resume => self.resume(kind, id).await?,
+            JobAction::Cancel => self.cancel(kind, id).await?,
+            JobAction::Archive => self.archive(kind, id).await?,
+            JobAction::Unarchive => self.unarchive(kind, id).await?,
+            JobAction::Retry => self.retry(kind, id).await?,
+            JobAction::Delete => {
+                self.delete(kind, id).await?;
+                return Ok(None);
+            }
+        };
+        Ok(Some(job))
+    }
+
+    /// One action on many jobs (SPEC section 8): the jobs named, or every job `filter`
+    /// takes at the moment of the call (at most [`MAX_BULK_JOBS`]). Each job is its own
+    /// transaction, so one refusal (or failure) stops no other and other requests go on
+    /// between them; the answer says per job what happened.
+    pub async fn bulk(&self, action: JobAction, target: BulkTarget) -> Result<BulkOutcome, AppError> {
+        let jobs = match target {
+            BulkTarget::Jobs(jobs) => {
+                if jobs.len() > MAX_BULK_JOBS {
+                    return Err(AppError::BadInput(format!(
+                        "a bulk action takes at most {MAX_BULK_JOBS} jobs, not {}",
+                        jobs.len()
+                    )));
+                }
+                jobs
+            }
+            BulkTarget::Filter(filter) => {
+                let filter = check_filter(filter)?;
+                let page = self.db.page(filter, 0, MAX_BULK_JOBS as i64 + 1).await?;
+                if page.total > MAX_BULK_JOBS as i64 {
+                    return Err(AppError::BadInput(format!(
+                        "the filter takes {} jobs; a bulk action takes at most {MAX_BULK_JOBS}: narrow it",
+                        page.total
+                    )));
+                }
+                page.jobs.iter().map(|j| JobRef { kind: j.kind, id: j.id }).collect()
+            }
+        };
+        let mut results = Vec::with_capacity(jobs.len());
+        for JobRef { kind, id } in jobs {
+            let result = match self.act(kind, id, action).await {
+                Ok(_) => BulkResult { kind, id, ok: true, status: None, error: None },
+                Err(e) => BulkResult {
+                    kind,
+                    id,
+                    ok: false,
+                    status: Some(e.status_code().as_u16()),
+                    error: Some(e.public_message()),
+                },
+            };
+            results.push(result);
+        }
+        Ok(BulkOutcome { results })
     }
 
     /// Deletes a completed or failed job: in one transaction it disappears from every
@@ -235,6 +480,27 @@ impl Service {
     ) -> Result<(Vec<String>, Vec<crate::model::Item>), AppError> {
         self.db.items_after(kind, id, after, limit).await
     }
+}
+
+/// What a bulk action acts on.
+#[derive(Clone, Debug)]
+pub enum BulkTarget {
+    Jobs(Vec<JobRef>),
+    Filter(JobFilter),
+}
+
+/// A filter with its name search trimmed (empty: none) and bounded.
+fn check_filter(mut filter: JobFilter) -> Result<JobFilter, AppError> {
+    filter.search = filter.search.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    if let Some(search) = &filter.search {
+        let chars = search.chars().count();
+        if chars > MAX_SEARCH_CHARS {
+            return Err(AppError::BadInput(format!(
+                "the search is {chars} characters long; at most {MAX_SEARCH_CHARS} are allowed"
+            )));
+        }
+    }
+    Ok(filter)
 }
 
 /// A clean preprocessing row as a research item with the columns company, website, domain.

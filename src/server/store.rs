@@ -10,7 +10,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::error::AppError;
-use crate::model::{Item, ItemPage, ItemStatus, Job, JobKind, JobStatus};
+use crate::model::{
+    Archived, EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobStatus, Phase, Source,
+};
 
 /// Current time as stored: RFC 3339, UTC, milliseconds.
 pub fn now() -> DateTime<Utc> {
@@ -50,20 +52,18 @@ const J_FAILED: &str = JobStatus::Failed.as_str();
 const I_PENDING: &str = ItemStatus::Pending.as_str();
 const I_PROCESSING: &str = ItemStatus::Processing.as_str();
 const I_COMPLETED: &str = ItemStatus::Completed.as_str();
+const I_FAILED: &str = ItemStatus::Failed.as_str();
 const DELETING: &str = Hidden::Deleting.as_str();
 
 const JOB_COLUMNS: &str = "id, name, filename, status, paused, concurrency, total, pending_count, \
     processing_count, completed_count, failed_count, created_at, started_at, updated_at, \
-    completed_at, cancelled_at, paused_reason, resume_at";
+    completed_at, cancelled_at, paused_reason, resume_at, archived_at, scheduled_pause_at, scheduled_resume_at";
 
 /// The statements of one kind of job, built once.
 pub struct Sql {
     jobs: &'static str,
     items: &'static str,
     get_job: String,
-    list_jobs: String,
-    recent_jobs: String,
-    count_jobs: String,
     live_jobs: String,
     columns: String,
     item_select: String,
@@ -102,9 +102,6 @@ impl Sql {
             jobs,
             items,
             get_job: format!("SELECT {JOB_COLUMNS} FROM {jobs} WHERE id = ?1 AND {visible}"),
-            list_jobs: format!("SELECT {JOB_COLUMNS} FROM {jobs} WHERE {visible} ORDER BY id DESC"),
-            recent_jobs: format!("SELECT {JOB_COLUMNS} FROM {jobs} WHERE {visible} ORDER BY id DESC LIMIT ?1"),
-            count_jobs: format!("SELECT COUNT(*) FROM {jobs} WHERE {visible}"),
             live_jobs: format!("SELECT id FROM {jobs} WHERE {live} AND {visible} ORDER BY id"),
             columns: format!("SELECT columns FROM {jobs} WHERE id = ?1 AND {visible}"),
             item_select: format!(
@@ -220,6 +217,9 @@ fn job_from_row(kind: JobKind, row: &Row<'_>) -> rusqlite::Result<Job> {
         cancelled_at,
         paused_reason: row.get(16)?,
         resume_at: parse_ts(row.get(17)?),
+        archived_at: parse_ts(row.get(18)?),
+        scheduled_pause_at: parse_ts(row.get(19)?),
+        scheduled_resume_at: parse_ts(row.get(20)?),
     })
 }
 
@@ -366,25 +366,6 @@ pub fn get_job(conn: &Connection, kind: JobKind, id: i64) -> Result<Option<Job>,
 /// The job, or `NotFound`.
 pub fn require_job(conn: &Connection, kind: JobKind, id: i64) -> Result<Job, AppError> {
     get_job(conn, kind, id)?.ok_or_else(|| AppError::NotFound { kind: kind.as_str(), id: id.to_string() })
-}
-
-/// Jobs of one kind, newest first.
-pub fn list_jobs(conn: &Connection, kind: JobKind) -> Result<Vec<Job>, AppError> {
-    let mut stmt = conn.prepare_cached(&sql(kind).list_jobs)?;
-    let jobs = stmt.query_map([], |r| job_from_row(kind, r))?.collect::<Result<Vec<_>, _>>()?;
-    Ok(jobs)
-}
-
-/// The newest `limit` jobs of one kind, newest first.
-pub fn recent_jobs(conn: &Connection, kind: JobKind, limit: i64) -> Result<Vec<Job>, AppError> {
-    let mut stmt = conn.prepare_cached(&sql(kind).recent_jobs)?;
-    let jobs = stmt.query_map([limit], |r| job_from_row(kind, r))?.collect::<Result<Vec<_>, _>>()?;
-    Ok(jobs)
-}
-
-/// How many jobs of one kind there are.
-pub fn count_jobs(conn: &Connection, kind: JobKind) -> Result<i64, AppError> {
-    Ok(conn.prepare_cached(&sql(kind).count_jobs)?.query_row([], |r| r.get(0))?)
 }
 
 /// Ids of every job that may still run, of both kinds.
@@ -620,7 +601,9 @@ pub fn finish_batch(conn: &Connection, kind: JobKind, job_id: i64, batch: &[Fini
     }
     if ok + failed > 0 {
         conn.prepare_cached(&s.finish_job)?.execute(params![job_id, ok, failed, now])?;
-        conn.prepare_cached(&s.complete_if_done)?.execute(params![job_id, now])?;
+        if conn.prepare_cached(&s.complete_if_done)?.execute(params![job_id, now])? == 1 {
+            add_event(conn, kind, job_id, EventAction::Completed, Source::System, None)?;
+        }
     }
     Ok((ok + failed) as usize)
 }
@@ -643,7 +626,9 @@ pub fn finish_item(
 /// (completed, failed, or gone).
 pub fn complete_if_done(conn: &Connection, kind: JobKind, job_id: i64) -> Result<bool, AppError> {
     let s = sql(kind);
-    conn.prepare_cached(&s.complete_if_done)?.execute(params![job_id, ts(now())])?;
+    if conn.prepare_cached(&s.complete_if_done)?.execute(params![job_id, ts(now())])? == 1 {
+        add_event(conn, kind, job_id, EventAction::Completed, Source::System, None)?;
+    }
     let status: Option<String> =
         conn.prepare_cached(&s.job_status)?.query_row(params![job_id], |r| r.get(0)).optional()?;
     Ok(status.is_none_or(|s| s.parse::<JobStatus>().map_or(true, JobStatus::is_terminal)))
@@ -700,6 +685,9 @@ pub fn pause_for_rate_limit(
 ) -> Result<bool, AppError> {
     let changed =
         conn.prepare_cached(&sql(kind).rate_limit_pause)?.execute(params![job_id, reason, ts(resume_at), ts(now())])?;
+    if changed == 1 {
+        add_event(conn, kind, job_id, EventAction::AutoPaused, Source::RateLimit, Some(reason))?;
+    }
     Ok(changed == 1)
 }
 
@@ -739,6 +727,7 @@ pub fn purge_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: i64) ->
     let removed = conn.prepare_cached(&s.purge_items)?.execute(params![job_id, limit])?;
     if (removed as i64) < limit {
         conn.prepare_cached(&s.purge_job)?.execute(params![job_id])?;
+        purge_events(conn, kind, job_id)?;
         return Ok(true);
     }
     Ok(false)
@@ -802,7 +791,173 @@ pub fn clean_rows(conn: &Connection, pre_job_id: i64, after: i64, limit: i64) ->
 /// (no `resume_at`) is left alone.
 pub fn auto_resume(conn: &Connection, kind: JobKind, job_id: i64) -> Result<bool, AppError> {
     let changed = conn.prepare_cached(&sql(kind).auto_resume)?.execute(params![job_id, ts(now())])?;
+    if changed == 1 {
+        add_event(conn, kind, job_id, EventAction::AutoResumed, Source::RateLimit, None)?;
+    }
     Ok(changed == 1)
+}
+
+/// Appends to a job's activity log, in the caller's transaction.
+pub fn add_event(
+    conn: &Connection,
+    kind: JobKind,
+    job_id: i64,
+    action: EventAction,
+    source: Source,
+    detail: Option<&str>,
+) -> Result<(), AppError> {
+    conn.prepare_cached(
+        "INSERT INTO job_events (kind, job_id, at, action, source, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![kind.as_str(), job_id, ts(now()), action.as_str(), source.as_str(), detail])?;
+    Ok(())
+}
+
+/// A page of a job's activity log, newest first: up to `limit` events with ids below
+/// `before` (all when `None`).
+pub fn list_events(
+    conn: &Connection,
+    kind: JobKind,
+    job_id: i64,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<JobEvent>, AppError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, at, action, source, detail FROM job_events
+         WHERE kind = ?1 AND job_id = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4",
+    )?;
+    let rows = stmt.query_map(params![kind.as_str(), job_id, before.unwrap_or(i64::MAX), limit], |r| {
+        let action: String = r.get(2)?;
+        let source: String = r.get(3)?;
+        Ok(JobEvent {
+            id: r.get(0)?,
+            at: parse_ts(r.get(1)?).unwrap_or_default(),
+            action: action.parse().unwrap_or(EventAction::Changed),
+            source: source.parse().unwrap_or(Source::System),
+            detail: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Failed items of a job back to `pending` (attempts from zero, error and result
+/// cleared), the job `processing` again; in the caller's transaction. Returns how
+/// many items moved.
+pub fn retry_failed(conn: &Connection, kind: JobKind, job_id: i64) -> Result<i64, AppError> {
+    let s = sql(kind);
+    let moved = conn
+        .prepare_cached(&format!(
+            "UPDATE {} SET status = '{I_PENDING}', attempts = 0, error = NULL, result = NULL, started_at = NULL,
+                 finished_at = NULL
+             WHERE job_id = ?1 AND status = '{I_FAILED}'",
+            s.items
+        ))?
+        .execute(params![job_id])? as i64;
+    conn.prepare_cached(&format!(
+        "UPDATE {} SET status = '{J_PROCESSING}', completed_at = NULL, paused = 0, paused_reason = NULL,
+             resume_at = NULL, pending_count = pending_count + ?2, failed_count = failed_count - ?2, updated_at = ?3
+         WHERE id = ?1",
+        s.jobs
+    ))?
+    .execute(params![job_id, moved, ts(now())])?;
+    Ok(moved)
+}
+
+/// Archives (`true`) or restores a job, in the caller's transaction.
+pub fn set_archived(conn: &Connection, kind: JobKind, job_id: i64, archived: bool) -> Result<(), AppError> {
+    let now = ts(now());
+    conn.prepare_cached(&format!("UPDATE {} SET archived_at = ?2, updated_at = ?3 WHERE id = ?1", sql(kind).jobs))?
+        .execute(params![job_id, archived.then_some(&now), now])?;
+    Ok(())
+}
+
+/// Renames a job and/or changes its concurrency, in the caller's transaction.
+pub fn edit_job(
+    conn: &Connection,
+    kind: JobKind,
+    job_id: i64,
+    name: Option<&str>,
+    concurrency: Option<u32>,
+) -> Result<(), AppError> {
+    conn.prepare_cached(&format!(
+        "UPDATE {} SET name = COALESCE(?2, name), concurrency = COALESCE(?3, concurrency), updated_at = ?4
+         WHERE id = ?1",
+        sql(kind).jobs
+    ))?
+    .execute(params![job_id, name, concurrency, ts(now())])?;
+    Ok(())
+}
+
+/// The SQL condition (on the job table's own columns) that picks the jobs a filter's
+/// status and archive state name; the kind and the name search are bound apart.
+pub fn filter_condition(filter: &JobFilter) -> String {
+    let mut cond = vec!["hidden IS NULL".to_string()];
+    if let Some(phase) = filter.status {
+        cond.push(phase_condition(phase));
+    }
+    match filter.archived {
+        Archived::Hide => cond.push("archived_at IS NULL".into()),
+        Archived::Only => cond.push("archived_at IS NOT NULL".into()),
+        Archived::All => {}
+    }
+    cond.join(" AND ")
+}
+
+/// The stored columns a phase is made of ([`Job::phase`]); the same on both stores.
+pub fn phase_condition(phase: Phase) -> String {
+    match phase {
+        Phase::Pending => format!("status = '{J_PENDING}' AND paused = 0"),
+        Phase::Processing => format!("status = '{J_PROCESSING}' AND paused = 0"),
+        Phase::Paused => format!("status IN ('{J_PENDING}', '{J_PROCESSING}') AND paused = 1"),
+        Phase::Completed => format!("status = '{J_COMPLETED}'"),
+        Phase::Failed => format!("status = '{J_FAILED}' AND cancelled_at IS NULL"),
+        Phase::Cancelled => format!("status = '{J_FAILED}' AND cancelled_at IS NOT NULL"),
+    }
+}
+
+/// A name search as a LIKE pattern: `%` and `_` match themselves (escaped with `\`).
+pub fn like_pattern(search: &str) -> String {
+    let mut p = String::with_capacity(search.len() + 2);
+    p.push('%');
+    for c in search.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// The newest `limit` jobs of one kind the filter takes, newest first, and how many
+/// it takes in all.
+pub fn filtered_jobs(
+    conn: &Connection,
+    kind: JobKind,
+    filter: &JobFilter,
+    limit: i64,
+) -> Result<(Vec<Job>, i64), AppError> {
+    let jobs_table = sql(kind).jobs;
+    let cond = filter_condition(filter);
+    let pattern = filter.search.as_deref().map(like_pattern);
+    let search = if pattern.is_some() { "name LIKE :pattern ESCAPE '\\'" } else { ":pattern IS NULL" };
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS} FROM {jobs_table} WHERE {cond} AND {search} ORDER BY id DESC LIMIT :limit"
+    ))?;
+    let jobs = stmt
+        .query_map(rusqlite::named_params! {":limit": limit, ":pattern": pattern}, |r| job_from_row(kind, r))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let count: i64 = conn
+        .prepare_cached(&format!("SELECT COUNT(*) FROM {jobs_table} WHERE {cond} AND {search}"))?
+        .query_row(rusqlite::named_params! {":pattern": pattern}, |r| r.get(0))?;
+    Ok((jobs, count))
+}
+
+/// Deletes a gone job's activity log, in the caller's transaction.
+pub fn purge_events(conn: &Connection, kind: JobKind, job_id: i64) -> Result<(), AppError> {
+    conn.prepare_cached("DELETE FROM job_events WHERE kind = ?1 AND job_id = ?2")?
+        .execute(params![kind.as_str(), job_id])?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -837,9 +992,6 @@ mod tests {
             let s = sql(kind);
             for text in [
                 &s.get_job,
-                &s.list_jobs,
-                &s.recent_jobs,
-                &s.count_jobs,
                 &s.live_jobs,
                 &s.columns,
                 &s.item_select,
@@ -942,7 +1094,7 @@ mod tests {
         let conn = fresh();
         let id = insert_job(&conn, JobKind::Research, "j", "j.csv", 2, &["company".into()]).unwrap();
         assert!(get_job(&conn, JobKind::Research, id).unwrap().is_none());
-        assert!(list_jobs(&conn, JobKind::Research).unwrap().is_empty());
+        assert!(filtered_jobs(&conn, JobKind::Research, &JobFilter::default(), 10).unwrap().0.is_empty());
         assert!(live_jobs(&conn).unwrap().is_empty());
         assert!(job_flags(&conn, JobKind::Research, id).unwrap().is_none());
         assert!(claim_next(&conn, JobKind::Research, id, &[]).unwrap().is_none());

@@ -6,12 +6,14 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tokio_postgres::{GenericClient, Row};
 
-use super::{add_counts, kind_word, notify_control, shard_of, tables};
-use crate::model::{Item, ItemPage, ItemStatus, Job, JobKind, JobStatus, JobsPage};
+use super::{add_counts, add_event, kind_word, notify_control, shard_of, tables};
+use crate::model::{
+    EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobStatus, JobsPage, Source,
+};
 use crate::server::backend::{Change, Rule};
 use crate::server::error::AppError;
 use crate::server::import::NewJob;
-use crate::server::store::{input_map, ClaimedRow, CleanRow, Finished, Flags, Hidden, NewItem};
+use crate::server::store::{self, input_map, ClaimedRow, CleanRow, Finished, Flags, Hidden, NewItem};
 
 /// A process's handle on the PostgreSQL store; cheap to clone.
 #[derive(Clone)]
@@ -35,7 +37,7 @@ fn job_select(kind: JobKind) -> String {
                 COALESCE(c.pending, 0)::bigint, COALESCE(c.processing, 0)::bigint,
                 COALESCE(c.completed, 0)::bigint, COALESCE(c.failed, 0)::bigint,
                 j.created_at, j.started_at, j.updated_at, j.completed_at, j.cancelled_at,
-                j.paused_reason, j.resume_at
+                j.paused_reason, j.resume_at, j.archived_at, j.scheduled_pause_at, j.scheduled_resume_at
          FROM {jobs} AS j
          LEFT JOIN LATERAL (
              SELECT SUM(pending) AS pending, SUM(processing) AS processing,
@@ -70,6 +72,9 @@ fn job_from_row(kind: JobKind, r: &Row) -> Job {
         cancelled_at,
         paused_reason: r.get(16),
         resume_at: r.get(17),
+        archived_at: r.get(18),
+        scheduled_pause_at: r.get(19),
+        scheduled_resume_at: r.get(20),
     }
 }
 
@@ -315,32 +320,69 @@ impl PgBackend {
         read_job(&**self.client().await?, kind, id).await
     }
 
-    pub async fn jobs(&self, kind: JobKind) -> Result<Vec<Job>, AppError> {
-        let c = self.client().await?;
-        let rows = c.query(&format!("{} WHERE j.hidden IS NULL ORDER BY j.id DESC", job_select(kind)), &[]).await?;
-        Ok(rows.iter().map(|r| job_from_row(kind, r)).collect())
-    }
-
-    pub async fn page_all(&self, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
+    pub async fn page(&self, filter: JobFilter, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
         let mut c = self.client().await?;
         // One snapshot, so the count agrees with the page.
         let tx = snapshot(&mut c).await?;
         let newest = offset.saturating_add(limit);
-        let mut jobs = Vec::new();
-        let mut total = 0i64;
-        for kind in [JobKind::Research, JobKind::Preprocess] {
+        let cond = store::filter_condition(&filter);
+        let pattern = filter.search.as_deref().map(store::like_pattern);
+        let (mut jobs, mut total) = (Vec::new(), 0i64);
+        for kind in filter.kinds() {
             let rows = tx
-                .query(&format!("{} WHERE j.hidden IS NULL ORDER BY j.id DESC LIMIT $1", job_select(kind)), &[&newest])
+                .query(
+                    &format!(
+                        "{} WHERE {cond} AND ($2::text IS NULL OR j.name ILIKE $2) ORDER BY j.id DESC LIMIT $1",
+                        job_select(kind)
+                    ),
+                    &[&newest, &pattern],
+                )
                 .await?;
             jobs.extend(rows.iter().map(|r| job_from_row(kind, r)));
             let count: i64 = tx
-                .query_one(&format!("SELECT count(*) FROM {} WHERE hidden IS NULL", tables(kind).jobs), &[])
+                .query_one(
+                    &format!(
+                        "SELECT count(*) FROM {} WHERE {cond} AND ($1::text IS NULL OR name ILIKE $1)",
+                        tables(kind).jobs
+                    ),
+                    &[&pattern],
+                )
                 .await?
                 .get(0);
             total += count;
         }
         tx.commit().await?;
         Ok(JobsPage::newest_first(jobs, total, offset, limit))
+    }
+
+    pub async fn events(
+        &self,
+        kind: JobKind,
+        id: i64,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<JobEvent>, AppError> {
+        let mut c = self.client().await?;
+        let tx = snapshot(&mut c).await?;
+        read_job(&*tx, kind, id).await?;
+        let rows = tx
+            .query(
+                "SELECT id, at, action, source, detail FROM job_events
+                 WHERE kind = $1 AND job_id = $2 AND id < $3 ORDER BY id DESC LIMIT $4",
+                &[&kind.as_str(), &id, &before.unwrap_or(i64::MAX), &limit],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .iter()
+            .map(|r| JobEvent {
+                id: r.get(0),
+                at: r.get(1),
+                action: r.get::<_, &str>(2).parse().unwrap_or(EventAction::Changed),
+                source: r.get::<_, &str>(3).parse().unwrap_or(Source::System),
+                detail: r.get(4),
+            })
+            .collect())
     }
 
     pub async fn items(
@@ -445,10 +487,11 @@ impl PgBackend {
         Ok(())
     }
 
-    pub async fn reveal(&self, kind: JobKind, id: i64, count: i64) -> Result<Job, AppError> {
+    pub async fn reveal(&self, kind: JobKind, id: i64, count: i64, source: Source) -> Result<Job, AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         super::reveal_job(&*tx, kind, id, count).await?;
+        add_event(&*tx, kind, id, EventAction::Created, source, None).await?;
         let job = read_job(&*tx, kind, id).await?;
         tx.commit().await?;
         Ok(job)
@@ -481,24 +524,23 @@ impl PgBackend {
         let gone = (removed as i64) < limit;
         if gone {
             tx.execute(&format!("DELETE FROM {} WHERE id = $1 AND hidden = 'deleting'", t.jobs), &[&id]).await?;
+            tx.execute("DELETE FROM job_events WHERE kind = $1 AND job_id = $2", &[&kind.as_str(), &id]).await?;
         }
         tx.commit().await?;
         Ok(gone)
     }
 
-    pub async fn control(&self, kind: JobKind, id: i64, rule: Rule) -> Result<Job, AppError> {
+    pub async fn control(&self, kind: JobKind, id: i64, source: Source, rule: Rule) -> Result<Job, AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let job = lock_job(&*tx, kind, id).await?;
-        if job.is_terminal() {
-            return Err(AppError::AlreadyTerminal(super::super::backend::terminal_word(&job)));
-        }
-        match rule(&job)? {
-            None => return Ok(job),
-            Some(change @ (Change::Pause | Change::Resume)) => {
+        let before = lock_job(&*tx, kind, id).await?;
+        let Some(change) = rule(&before)? else { return Ok(before) };
+        let mut moved = 0;
+        match &change {
+            Change::Pause | Change::Resume => {
                 super::set_paused(&tx, kind, id, change == Change::Pause).await?;
             }
-            Some(Change::Cancel) => {
+            Change::Cancel => {
                 // Every worker's items in flight go back; their late results find
                 // nothing they hold.
                 put_back(&*tx, kind, id, None, None, self.shard()).await?;
@@ -506,7 +548,36 @@ impl PgBackend {
                                paused_reason = NULL, resume_at = NULL WHERE id = $1";
                 change_job(&tx, kind, id, sql, &[&id]).await?;
             }
+            Change::Retry => {
+                moved = tx
+                    .execute(
+                        &format!(
+                            "UPDATE {} SET status = 'pending', attempts = 0, error = NULL, result = NULL,
+                                 started_at = NULL, finished_at = NULL, worker_id = NULL
+                             WHERE job_id = $1 AND status = 'failed'",
+                            tables(kind).items
+                        ),
+                        &[&id],
+                    )
+                    .await? as i64;
+                add_counts(&*tx, kind, id, self.shard(), [moved, 0, 0, -moved]).await?;
+                let sql = "SET status = 'processing', completed_at = NULL, paused = 0, paused_reason = NULL,
+                               resume_at = NULL, updated_at = now() WHERE id = $1";
+                change_job(&tx, kind, id, sql, &[&id]).await?;
+            }
+            Change::Archive | Change::Unarchive => {
+                let sql = "SET archived_at = CASE WHEN $2 THEN now() END, updated_at = now() WHERE id = $1";
+                change_job(&tx, kind, id, sql, &[&id, &(change == Change::Archive)]).await?;
+            }
+            Change::Edit { name, concurrency } => {
+                let concurrency = concurrency.map(|c| c as i32);
+                let sql = "SET name = COALESCE($2, name), concurrency = COALESCE($3, concurrency),
+                               updated_at = now() WHERE id = $1";
+                change_job(&tx, kind, id, sql, &[&id, name, &concurrency]).await?;
+            }
         }
+        let detail = change.detail(&before, moved);
+        add_event(&*tx, kind, id, change.action(), source, detail.as_deref()).await?;
         let job = read_job(&*tx, kind, id).await?;
         tx.commit().await?;
         Ok(job)
@@ -646,6 +717,9 @@ impl PgBackend {
                    WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL
                      AND (paused = 0 OR resume_at IS NOT NULL)";
         let changed = change_job(&tx, kind, id, sql, &[&id, &reason, &resume_at]).await?;
+        if changed {
+            add_event(&*tx, kind, id, EventAction::AutoPaused, Source::RateLimit, Some(&reason)).await?;
+        }
         tx.commit().await?;
         Ok(changed)
     }
@@ -657,6 +731,9 @@ impl PgBackend {
                    WHERE id = $1 AND paused = 1 AND resume_at IS NOT NULL AND resume_at <= now()
                      AND status IN ('pending', 'processing') AND hidden IS NULL";
         let changed = change_job(&tx, kind, id, sql, &[&id]).await?;
+        if changed {
+            add_event(&*tx, kind, id, EventAction::AutoResumed, Source::RateLimit, None).await?;
+        }
         tx.commit().await?;
         Ok(changed)
     }

@@ -18,13 +18,14 @@ pub mod backend;
 use super::error::AppError;
 use super::import::NewJob;
 use super::store::{ClaimedRow, Finish, Finished, NewItem};
-use crate::model::JobKind;
+use crate::model::{EventAction, JobKind, Source};
 
 /// The embedded migrations, in order; the `n`th is version `n + 1`.
 pub const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0001_init.sql"),
     include_str!("../../../migrations/postgres/0002_importer.sql"),
     include_str!("../../../migrations/postgres/0003_paused_flag.sql"),
+    include_str!("../../../migrations/postgres/0004_operator_controls.sql"),
 ];
 
 /// The channel pause, resume and cancel are announced on, in the same transaction as
@@ -457,8 +458,26 @@ pub async fn complete_if_done(tx: &Transaction<'_>, kind: JobKind, job_id: i64) 
         &[&job_id],
     )
     .await?;
+    add_event(tx, kind, job_id, EventAction::Completed, Source::System, None).await?;
     notify_control(tx, kind, job_id).await?;
     Ok(true)
+}
+
+/// Appends to a job's activity log, in the caller's transaction.
+pub async fn add_event(
+    c: &impl GenericClient,
+    kind: JobKind,
+    job_id: i64,
+    action: EventAction,
+    source: Source,
+    detail: Option<&str>,
+) -> Result<(), AppError> {
+    c.execute(
+        "INSERT INTO job_events (kind, job_id, action, source, detail) VALUES ($1, $2, $3, $4, $5)",
+        &[&kind.as_str(), &job_id, &action.as_str(), &source.as_str(), &detail],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Registers a worker; its id picks its counter shard and marks the items it holds.
