@@ -112,6 +112,15 @@ test("preprocessing job pages in each state, and the dashboard", async ({ page, 
     await dashboard.open();
     await expect(dashboard.row("Slow list")).toBeVisible();
     await both(page, "dashboard");
+
+    // Two jobs chosen for the bulk bar, and what a bulk pause said about each.
+    await dashboard.row("Slow list").getByRole("checkbox").check();
+    await dashboard.row("CRM export, again").getByRole("checkbox").check();
+    await expect(page.getByRole("toolbar", { name: "Act on several jobs" })).toContainText("2 chosen");
+    await both(page, "dashboard-selection");
+    await page.getByRole("toolbar", { name: "Act on several jobs" }).getByRole("button", { name: "Pause", exact: true }).click();
+    await expect(page.getByTestId("bulk-report")).toContainText("1 refused");
+    await both(page, "dashboard-bulk-report");
   } finally {
     for (const id of ids) await cancelQuietly(request, "preprocess", id);
     await site.close();

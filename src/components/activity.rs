@@ -20,6 +20,12 @@ pub fn ActivityLog(live: LiveJob) -> impl IntoView {
     let older = RwSignal::new(Vec::<JobEvent>::new());
     let more = RwSignal::new(None::<bool>);
     let error = RwSignal::new(None::<String>);
+    // Fresh newest events start the paging over, so no older page leaves a gap.
+    Effect::new(move |_| {
+        live.tick.track();
+        older.set(Vec::new());
+        more.set(None);
+    });
     let load_older = move |last: i64| {
         leptos::task::spawn_local(async move {
             match job_events(kind, id, Some(last), EVENTS_PAGE).await {

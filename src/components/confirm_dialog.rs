@@ -6,11 +6,12 @@ use leptos::prelude::*;
 
 /// A modal question with a confirm and a dismiss button.
 ///
-/// Enter confirms and Escape dismisses (a focused button or link takes Enter as its
-/// own, as usual); the dismiss button and a click on the backdrop dismiss too. The
-/// dialog itself takes the focus when it opens, so no button looks chosen; Tab moves
-/// between its buttons and links and never leaves it; the focus goes back to where it
-/// was when it closes. The caller owns the open/closed state, in a signal that no
+/// The keyboard focus starts on the dismiss button (the safe choice), so Enter keeps
+/// things as they are until Tab moves to the confirm button; Enter on a button or link
+/// presses it, Enter anywhere else in the dialog confirms, and Escape, the dismiss
+/// button and a click on the backdrop all dismiss. Tab and Shift+Tab move between its
+/// buttons and links and never leave it; the focus goes back to where it was when it
+/// closes. The caller owns the open/closed state, in a signal that no
 /// refresh touches, so new data never closes an open dialog.
 #[component]
 pub fn ConfirmDialog(
@@ -29,11 +30,12 @@ pub fn ConfirmDialog(
     children: Option<Children>,
 ) -> impl IntoView {
     let dialog_ref = NodeRef::<html::Div>::new();
+    let dismiss_ref = NodeRef::<html::Button>::new();
     let restore_focus = remember_focus();
 
     Effect::new(move |_| {
-        if let Some(dialog) = dialog_ref.get() {
-            let _ = dialog.focus();
+        if let Some(button) = dismiss_ref.get() {
+            let _ = button.focus();
         }
     });
     on_cleanup(move || restore_focus.run(()));
@@ -74,7 +76,7 @@ pub fn ConfirmDialog(
             <p id="confirm-body">{body}</p>
             {children.map(|c| c())}
             <div class="dialog-actions">
-                <button type="button" class="btn btn-plain" on:click=move |_| on_dismiss.run(())>
+                <button type="button" class="btn btn-plain" node_ref=dismiss_ref on:click=move |_| on_dismiss.run(())>
                     {dismiss_label}
                 </button>
                 <button type="button" class="btn btn-danger" on:click=move |_| on_confirm.run(())>

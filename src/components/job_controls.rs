@@ -272,7 +272,8 @@ fn ShortcutHelp(on_close: Callback<()>) -> impl IntoView {
         ("d", "Delete the job once it is over (asks first)"),
         ("e", "Export the job as CSV"),
         ("?", "Show this list"),
-        ("Enter / Escape", "Confirm / close a dialog"),
+        ("Enter", "Press the focused button of a dialog (Tab moves between them)"),
+        ("Escape", "Close a dialog"),
     ];
     view! {
         <div class="dialog-backdrop" on:click=move |_| on_close.run(())></div>

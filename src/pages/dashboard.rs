@@ -278,7 +278,6 @@ fn JobList(filter: JobFilter, initial: JobsPage) -> impl IntoView {
                                 <th scope="col">"Status"</th>
                                 <th scope="col">"Progress"</th>
                                 <th scope="col">"Times"</th>
-                                <th scope="col">"Actions"</th>
                             </tr>
                         </thead>
                         <tbody>
@@ -354,6 +353,7 @@ fn JobRow(
             </td>
             <td class="status-cell">
                 <StatusBadge phase />
+                <JobControls live row=true on_deleted=reload />
             </td>
             <td class="progress-cell">
                 <Progress job />
@@ -368,9 +368,6 @@ fn JobRow(
                     <span class="muted">"Updated "</span>
                     <Time at=updated short=true />
                 </div>
-            </td>
-            <td class="actions-cell">
-                <JobControls live row=true on_deleted=reload />
             </td>
         </tr>
     }

@@ -171,7 +171,7 @@ mod tests {
     }
 
     #[test]
-    fn schema_has_the_four_tables_paused_flags_and_foreign_keys() {
+    fn schema_has_the_four_tables_and_the_log_paused_flags_and_foreign_keys() {
         let mut conn = Connection::open_in_memory().unwrap();
         configure(&conn, Duration::from_secs(1)).unwrap();
         migrations().to_latest(&mut conn).unwrap();
@@ -182,7 +182,10 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(tables, ["accounts", "preprocessing_jobs", "preprocessing_results", "processing_jobs"]);
+        assert_eq!(
+            tables,
+            ["accounts", "job_events", "preprocessing_jobs", "preprocessing_results", "processing_jobs"]
+        );
         for table in ["processing_jobs", "preprocessing_jobs"] {
             let hidden: i64 = conn
                 .query_row(
