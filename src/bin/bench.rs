@@ -69,7 +69,7 @@ fn options() -> Options {
             "--json" => o.json = args.next().map(PathBuf::from).expect("--json PATH"),
             "--only" => o.only = args.next().map(|v| v.split(',').map(str::to_string).collect()),
             "-h" | "--help" => {
-                println!("bench [--rows N] [--json PATH] [--only engine,import,delete,frontend,dashboard,window]");
+                println!("bench [--rows N] [--json PATH] [--only engine,import,delete,frontend,dashboard,bulk,window]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -520,7 +520,109 @@ async fn dashboard(dir: &Path, out: &mut Vec<Figure>) {
             "ms",
             "< 20 ms",
         ));
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            let start = Instant::now();
+            let res = server.client.get(format!("{}/?status=completed&q=job%2099", server.base)).send().await.unwrap();
+            let _ = res.bytes().await.unwrap();
+            times.push(start.elapsed());
+        }
+        times.sort();
+        out.push(Figure::new(
+            format!("dashboard server render, {n} jobs, filtered by status and name (median of 7)"),
+            ms(times[3]),
+            "ms",
+            "< 20 ms",
+        ));
+        if n == 10_000 {
+            // Every job the filter takes, archived in one request, while a person keeps
+            // reading one job's status.
+            let (answer, slowest) = bulk_with_reads(
+                &server,
+                json!({"action": "archive", "filter": {"kind": "research"}}),
+                "/api/preprocess/jobs/2",
+            )
+            .await;
+            out.push(Figure::new(
+                format!("bulk archive by filter of {} jobs: the answer", n / 2),
+                ms(answer),
+                "ms",
+                "",
+            ));
+            out.push(Figure::new(
+                "bulk archive: another job's status read, slowest, meanwhile",
+                ms(slowest),
+                "ms",
+                "< 50 ms",
+            ));
+        }
     }
+}
+
+/// Sends one bulk request and, until it answers, reads `other` over and over; returns
+/// the bulk's answer time and the slowest read.
+async fn bulk_with_reads(server: &Server, body: Value, other: &str) -> (Duration, Duration) {
+    let url = format!("{}/api/jobs/bulk", server.base);
+    let client = server.client.clone();
+    let started = Instant::now();
+    let bulk = tokio::spawn(async move {
+        let res = client.post(url).json(&body).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let out: Value = res.json().await.unwrap();
+        assert!(out["results"].as_array().unwrap().iter().all(|r| r["ok"] == true), "{out}");
+        started.elapsed()
+    });
+    let mut slowest = Duration::ZERO;
+    while !bulk.is_finished() {
+        let (_, t) = server.timed(reqwest::Method::GET, other).await;
+        slowest = slowest.max(t);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    (bulk.await.unwrap(), slowest)
+}
+
+/// Bulk actions on big jobs: a retry of a job whose `rows` items all failed (every item
+/// moves back to pending in one transaction), then a pause of it, each while another
+/// job's status is read.
+async fn bulk(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
+    let server = start_server(dir, |c| c.runner.global_concurrency = 1).await;
+    let file = dir.join("failed.csv");
+    write_csv(&file, "company", o.rows, |i| format!("Company {i:07} Ltd"));
+    let (job, _) = server.upload("/api/preprocess/jobs", &file, 1).await;
+    let id = job["id"].as_i64().unwrap();
+    server.timed(reqwest::Method::POST, &format!("/api/preprocess/jobs/{id}/pause")).await;
+    let other = dir.join("other.csv");
+    write_csv(&other, "company", 10, |i| format!("Other {i}"));
+    let (other, _) = server.upload("/api/preprocess/jobs", &other, 1).await;
+    let other_path = format!("/api/preprocess/jobs/{}", other["id"]);
+    {
+        // Every item failed, as after an outage; the job completed.
+        let conn = rusqlite::Connection::open(dir.join("bench.sqlite3")).unwrap();
+        conn.busy_timeout(Duration::from_secs(30)).unwrap();
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE;
+             UPDATE preprocessing_results SET status = 'failed', error = 'HTTP 503', attempts = 3 WHERE job_id = {id};
+             UPDATE preprocessing_jobs SET status = 'completed', paused = 0, pending_count = 0, processing_count = 0,
+                 failed_count = total, completed_at = updated_at WHERE id = {id};
+             COMMIT;"
+        ))
+        .unwrap();
+    }
+    let (answer, slowest) =
+        bulk_with_reads(&server, json!({"action": "retry", "jobs": [{"kind": "preprocess", "id": id}]}), &other_path)
+            .await;
+    out.push(Figure::new(
+        format!("bulk retry of a job with {} failed items: the answer", o.rows),
+        ms(answer),
+        "ms",
+        "",
+    ));
+    out.push(Figure::new("bulk retry: another job's status read, slowest, meanwhile", ms(slowest), "ms", "< 50 ms"));
+    let (answer, _) =
+        bulk_with_reads(&server, json!({"action": "pause", "jobs": [{"kind": "preprocess", "id": id}]}), &other_path)
+            .await;
+    out.push(Figure::new(format!("bulk pause of that {}-item job: the answer", o.rows), ms(answer), "ms", ""));
+    drop(server.service);
 }
 
 /// A sliding window against fixed batches, both of 8, over the same 400 websites whose
@@ -612,6 +714,10 @@ async fn main() {
         println!("dashboard…");
         dashboard(&tmp.join("dashboard"), &mut figures).await;
     }
+    if want("bulk") {
+        println!("bulk actions: {} rows…", o.rows);
+        bulk(&o, &tmp.join("bulk"), &mut figures).await;
+    }
     if want("window") {
         println!("sliding window…");
         window(&tmp.join("window"), &mut figures).await;
@@ -631,7 +737,7 @@ async fn main() {
 /// A fresh folder under the system's temporary directory, with one sub-folder per part.
 fn tempfile_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("jobdeck-bench-{}", std::process::id()));
-    for part in ["engine", "import", "dashboard", "window"] {
+    for part in ["engine", "import", "dashboard", "bulk", "window"] {
         std::fs::create_dir_all(dir.join(part)).unwrap();
     }
     dir

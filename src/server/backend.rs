@@ -23,7 +23,10 @@ pub enum Change {
     Resume,
     Cancel,
     /// A completed job's failed items go back to `pending`; the job runs again.
-    Retry,
+    /// `premoved` went back already, in batches before this change ([`Backend::retry_batch`]).
+    Retry {
+        premoved: i64,
+    },
     Archive,
     Unarchive,
     /// A new name and/or concurrency.
@@ -40,7 +43,7 @@ impl Change {
             Self::Pause => EventAction::Paused,
             Self::Resume => EventAction::Resumed,
             Self::Cancel => EventAction::Cancelled,
-            Self::Retry => EventAction::Retried,
+            Self::Retry { .. } => EventAction::Retried,
             Self::Archive => EventAction::Archived,
             Self::Unarchive => EventAction::Unarchived,
             Self::Edit { .. } => EventAction::Changed,
@@ -51,7 +54,10 @@ impl Change {
     /// many items went back.
     pub fn detail(&self, before: &Job, moved: i64) -> Option<String> {
         match self {
-            Self::Retry => Some(format!("{moved} failed item{} back to pending", if moved == 1 { "" } else { "s" })),
+            Self::Retry { premoved } => {
+                let moved = premoved + moved;
+                Some(format!("{moved} failed item{} back to pending", if moved == 1 { "" } else { "s" }))
+            }
             Self::Edit { name, concurrency } => {
                 let mut parts = Vec::new();
                 if let Some(name) = name.as_ref().filter(|n| **n != before.name) {
@@ -284,7 +290,7 @@ impl Backend {
                         Change::Pause => store::set_paused(tx, kind, id, true)?,
                         Change::Resume => store::set_paused(tx, kind, id, false)?,
                         Change::Cancel => store::cancel_job(tx, kind, id)?,
-                        Change::Retry => moved = store::retry_failed(tx, kind, id)?,
+                        Change::Retry { .. } => moved = store::retry_failed(tx, kind, id)?,
                         Change::Archive => store::set_archived(tx, kind, id, true)?,
                         Change::Unarchive => store::set_archived(tx, kind, id, false)?,
                         Change::Edit { name, concurrency } => {
@@ -298,6 +304,18 @@ impl Backend {
                 .await
             }
             Self::Postgres(p) => p.control(kind, id, source, rule).await,
+        }
+    }
+
+    /// Before a retry on SQLite: moves up to `limit` failed items of a completed job
+    /// back to `pending` in one short transaction (the job stays completed, so nothing
+    /// starts and no other writer waits long); returns how many moved, 0 once none is
+    /// left or the job is no longer a visible completed job. PostgreSQL moves them all
+    /// in the retry's own transaction, which holds only this job's row: 0 here.
+    pub async fn retry_batch(&self, kind: JobKind, id: i64, limit: i64) -> Result<i64, AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(move |tx| store::retry_batch(tx, kind, id, limit)).await,
+            Self::Postgres(_) => Ok(0),
         }
     }
 
@@ -334,6 +352,19 @@ impl Backend {
                     let mut moved = 0;
                     for (kind, id) in store::jobs_with_processing(tx)? {
                         moved += store::reset_processing(tx, kind, id)?;
+                    }
+                    for (kind, id) in store::retries_cut_short(tx)? {
+                        // A retry moved items back in batches and the process stopped
+                        // before the job ran again: it runs now.
+                        store::retry_failed(tx, kind, id)?;
+                        store::add_event(
+                            tx,
+                            kind,
+                            id,
+                            EventAction::Retried,
+                            Source::System,
+                            Some("a retry cut short by a restart carries on"),
+                        )?;
                     }
                     let hidden = store::hidden_jobs(tx)?;
                     for &(kind, id, why) in &hidden {

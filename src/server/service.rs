@@ -293,23 +293,37 @@ impl Service {
     /// Runs a completed job's failed items again: they go back to `pending` (attempts
     /// from zero; the retry is in the activity log), completed items stay as they are.
     /// A cancelled job, a job still running or one with nothing failed: `WrongState`.
+    ///
+    /// On SQLite the items go back in batches while the job is still completed (so none
+    /// starts and other writers wait a moment at most), then one transaction runs the
+    /// job again; a restart in between finishes the retry at start-up.
     pub async fn retry(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
+        retryable(&self.db.job(kind, id).await?)?;
+        let mut premoved = 0;
+        loop {
+            let moved = self.db.retry_batch(kind, id, RETRY_BATCH).await?;
+            if moved == 0 {
+                break;
+            }
+            premoved += moved;
+            tokio::task::yield_now().await;
+        }
         self.control(
             kind,
             id,
-            Box::new(|job| {
-                if job.cancelled {
-                    return Err(AppError::WrongState("a cancelled job cannot run again".into()));
+            Box::new(move |job| {
+                if premoved > 0 {
+                    // Its failed items went back above, so none may be left failed;
+                    // a retry sent at the same moment may have run the job already.
+                    if job.status == JobStatus::Completed {
+                        return Ok(Some(Change::Retry { premoved }));
+                    }
+                    if !job.is_terminal() {
+                        return Ok(None);
+                    }
                 }
-                if job.status != JobStatus::Completed {
-                    return Err(AppError::WrongState(
-                        "the job is still running: only a completed job's failed items can be retried".into(),
-                    ));
-                }
-                if job.failed == 0 {
-                    return Err(AppError::WrongState("no item of this job failed; there is nothing to retry".into()));
-                }
-                Ok(Some(Change::Retry))
+                retryable(job)?;
+                Ok(Some(Change::Retry { premoved }))
             }),
         )
         .await
@@ -480,6 +494,25 @@ impl Service {
     ) -> Result<(Vec<String>, Vec<crate::model::Item>), AppError> {
         self.db.items_after(kind, id, after, limit).await
     }
+}
+
+/// Failed items moved back per transaction of a retry on SQLite.
+const RETRY_BATCH: i64 = 5_000;
+
+/// A job whose failed items can run again, or a 409 saying why not.
+fn retryable(job: &Job) -> Result<(), AppError> {
+    if job.cancelled {
+        return Err(AppError::WrongState("a cancelled job cannot run again".into()));
+    }
+    if job.status != JobStatus::Completed {
+        return Err(AppError::WrongState(
+            "the job is still running: only a completed job's failed items can be retried".into(),
+        ));
+    }
+    if job.failed == 0 {
+        return Err(AppError::WrongState("no item of this job failed; there is nothing to retry".into()));
+    }
+    Ok(())
 }
 
 /// What a bulk action acts on.

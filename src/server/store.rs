@@ -863,6 +863,48 @@ pub fn retry_failed(conn: &Connection, kind: JobKind, job_id: i64) -> Result<i64
     Ok(moved)
 }
 
+/// Moves up to `limit` failed items of a visible completed job back to `pending`,
+/// counters to match, leaving the job completed (see [`Backend::retry_batch`]).
+///
+/// [`Backend::retry_batch`]: super::backend::Backend::retry_batch
+pub fn retry_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: i64) -> Result<i64, AppError> {
+    let s = sql(kind);
+    let moved = conn
+        .prepare_cached(&format!(
+            "UPDATE {items} SET status = '{I_PENDING}', attempts = 0, error = NULL, result = NULL, started_at = NULL,
+                 finished_at = NULL
+             WHERE id IN (SELECT id FROM {items} WHERE job_id = ?1 AND status = '{I_FAILED}' ORDER BY id LIMIT ?2)
+               AND EXISTS (SELECT 1 FROM {jobs} WHERE id = ?1 AND status = '{J_COMPLETED}' AND hidden IS NULL)",
+            items = s.items,
+            jobs = s.jobs
+        ))?
+        .execute(params![job_id, limit])? as i64;
+    if moved > 0 {
+        conn.prepare_cached(&format!(
+            "UPDATE {} SET pending_count = pending_count + ?2, failed_count = failed_count - ?2 WHERE id = ?1",
+            s.jobs
+        ))?
+        .execute(params![job_id, moved])?;
+    }
+    Ok(moved)
+}
+
+/// Completed jobs with pending items: a retry that moved items back in batches and
+/// stopped (a crash) before the job ran again.
+pub fn retries_cut_short(conn: &Connection) -> Result<Vec<(JobKind, i64)>, AppError> {
+    let mut out = Vec::new();
+    for kind in [JobKind::Research, JobKind::Preprocess] {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT id FROM {} WHERE status = '{J_COMPLETED}' AND pending_count > 0 AND hidden IS NULL",
+            sql(kind).jobs
+        ))?;
+        for id in stmt.query_map([], |r| r.get::<_, i64>(0))? {
+            out.push((kind, id?));
+        }
+    }
+    Ok(out)
+}
+
 /// Archives (`true`) or restores a job, in the caller's transaction.
 pub fn set_archived(conn: &Connection, kind: JobKind, job_id: i64, archived: bool) -> Result<(), AppError> {
     let now = ts(now());
@@ -1179,6 +1221,48 @@ mod tests {
         assert_eq!(finish_batch(&conn, k, id, &batch).unwrap(), 3);
         let job = require_job(&conn, k, id).unwrap();
         assert_eq!((job.status, job.completed, job.failed), (JobStatus::Completed, 2, 3));
+    }
+
+    /// A retry's batches move failed items back while the job stays completed (nothing
+    /// may start), counters exact after each; a completed job left with pending items
+    /// (a crash between batches) is found for start-up to finish.
+    #[test]
+    fn a_retry_moves_failed_items_back_in_batches_and_a_cut_short_one_is_found() {
+        let conn = fresh();
+        let id = job_with_items(&conn, 12);
+        let claimed = claim_batch(&conn, JobKind::Research, id, 12).unwrap();
+        let batch: Vec<Finished> = claimed
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Finished {
+                item_id: c.id,
+                lease: 0,
+                attempts: 1,
+                outcome: if i % 2 == 0 {
+                    Finish::Failed("HTTP 503".into())
+                } else {
+                    Finish::completed(&serde_json::json!({}))
+                },
+            })
+            .collect();
+        finish_batch(&conn, JobKind::Research, id, &batch).unwrap();
+        let job = require_job(&conn, JobKind::Research, id).unwrap();
+        assert_eq!((job.status, job.completed, job.failed), (JobStatus::Completed, 6, 6));
+        assert!(retries_cut_short(&conn).unwrap().is_empty());
+
+        assert_eq!(retry_batch(&conn, JobKind::Research, id, 4).unwrap(), 4);
+        let job = require_job(&conn, JobKind::Research, id).unwrap();
+        assert_eq!((job.status, job.pending, job.failed, job.completed), (JobStatus::Completed, 4, 2, 6));
+        assert!(claim_batch(&conn, JobKind::Research, id, 5).unwrap().is_empty(), "nothing starts mid-retry");
+        assert_eq!(retries_cut_short(&conn).unwrap(), vec![(JobKind::Research, id)]);
+
+        assert_eq!(retry_batch(&conn, JobKind::Research, id, 4).unwrap(), 2);
+        assert_eq!(retry_batch(&conn, JobKind::Research, id, 4).unwrap(), 0);
+        assert_eq!(retry_failed(&conn, JobKind::Research, id).unwrap(), 0);
+        let job = require_job(&conn, JobKind::Research, id).unwrap();
+        assert_eq!((job.status, job.pending, job.failed, job.completed), (JobStatus::Processing, 6, 0, 6));
+        assert_eq!(claim_batch(&conn, JobKind::Research, id, 10).unwrap().len(), 6, "only the failed ones run again");
+        assert!(retries_cut_short(&conn).unwrap().is_empty());
     }
 
     #[test]

@@ -548,7 +548,7 @@ impl PgBackend {
                                paused_reason = NULL, resume_at = NULL WHERE id = $1";
                 change_job(&tx, kind, id, sql, &[&id]).await?;
             }
-            Change::Retry => {
+            Change::Retry { .. } => {
                 moved = tx
                     .execute(
                         &format!(
