@@ -613,3 +613,33 @@ async fn the_section_8_routes_answer_with_the_spec_shapes() {
     }
     json(&app, "POST", &format!("{run_uri}/cancel")).await;
 }
+
+/// Building a router (which generates the route list) while another thread renders
+/// the dashboard must not stall that render.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_renders_while_other_routers_are_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = jobdeck::server::app(state(test_config(dir.path())));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let builder = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let other = tempfile::tempdir().unwrap();
+            let state = state(test_config(other.path()));
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                drop(jobdeck::server::app(state.clone()));
+            }
+        }
+    });
+    for i in 0..200 {
+        let req = Request::builder().uri("/").body(Body::empty()).unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), send(&app, req)).await;
+        if answer.is_err() {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            panic!("request {i} for / stalled while routers were being built");
+        }
+        assert_eq!(answer.unwrap().0, StatusCode::OK);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    builder.join().unwrap();
+}

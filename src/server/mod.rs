@@ -16,9 +16,11 @@ pub mod steps;
 pub mod store;
 pub mod upload;
 
+use std::sync::OnceLock;
+
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
-use leptos_axum::{file_and_error_handler_with_context, generate_route_list, LeptosRoutes};
+use leptos_axum::{file_and_error_handler_with_context, generate_route_list, AxumRouteListing, LeptosRoutes};
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::compression::CompressionLayer;
 
@@ -28,7 +30,7 @@ use state::AppState;
 /// The whole HTTP surface: REST API, server functions, pages and static files.
 /// Public so tests can drive it in-process.
 pub fn app(state: AppState) -> Router {
-    let routes = generate_route_list(App);
+    let routes = page_routes();
     let server_fns = policy::ServerFnPaths::collect();
     let limits =
         upload::BodyLimits { max_upload_bytes: state.config.server.max_upload_bytes, server_fns: server_fns.clone() };
@@ -58,6 +60,18 @@ pub fn app(state: AppState) -> Router {
         // Outermost: a body over its limit is refused before anything reads it.
         .layer(from_fn_with_state(limits, upload::bound_body))
         .with_state(state)
+}
+
+/// The page routes, generated once per process and shared by every router.
+///
+/// `generate_route_list` renders the app once with leptos' process-wide "suppress
+/// resource loads" flag set, so any page another thread renders meanwhile creates its
+/// resources with a fetcher that waits forever: a `/` whose `list_jobs` never runs,
+/// hanging that response. The routes depend on `App` alone, so they are generated on
+/// the first call only; no router, hence no page, exists before that call returns.
+fn page_routes() -> Vec<AxumRouteListing> {
+    static ROUTES: OnceLock<Vec<AxumRouteListing>> = OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(App)).clone()
 }
 
 /// Opens the SQLite database, builds the steps and the runner, and returns the state the
