@@ -497,7 +497,7 @@ impl Service {
 }
 
 /// Failed items moved back per transaction of a retry on SQLite.
-const RETRY_BATCH: i64 = 5_000;
+const RETRY_BATCH: i64 = 2_000;
 
 /// A job whose failed items can run again, or a 409 saying why not.
 fn retryable(job: &Job) -> Result<(), AppError> {
