@@ -120,13 +120,20 @@ test("retry runs only the failed items of a completed job again", async ({ page,
   }
 });
 
-test("the delete dialog offers the exports, which download the job's data", async ({ page, request }) => {
+test("e exports, and the delete dialog offers the exports, which download the job's data", async ({ page, request }) => {
   const site = await TestSite.start();
   try {
     const created = await createResearch(request, uniqueName("Export first"), accountsCsv(site, 3), 3);
     await waitForJob(request, "research", created.id, (j) => j.status === "completed");
     const job = new JobPage(page, "research", created.id);
     await job.open();
+
+    // e exports the job as CSV from anywhere on its page.
+    const byKey = page.waitForEvent("download");
+    await page.keyboard.press("e");
+    expect((await byKey).suggestedFilename()).toBe(`jobdeck-research-${created.id}.csv`);
+    await expect(job.status).toHaveText(/Completed/);
+
     await job.control("Delete Job").click();
     await expect(job.dialog).toContainText("Keep a copy first");
 
