@@ -360,18 +360,6 @@ impl JobFilter {
             None => vec![JobKind::Research, JobKind::Preprocess],
         }
     }
-
-    /// Whether it takes `job` (the same test the stores make in SQL).
-    pub fn takes(&self, job: &Job) -> bool {
-        self.kind.is_none_or(|k| k == job.kind)
-            && self.status.is_none_or(|p| p == job.phase())
-            && match self.archived {
-                Archived::Hide => job.archived_at.is_none(),
-                Archived::Only => job.archived_at.is_some(),
-                Archived::All => true,
-            }
-            && self.search.as_deref().is_none_or(|s| job.name.to_lowercase().contains(&s.to_lowercase()))
-    }
 }
 
 /// The longest name search a filter takes, in characters.
