@@ -183,6 +183,16 @@ pub fn check_name(name: &str) -> Result<String, AppError> {
     Ok(name.to_string())
 }
 
+/// Checks a job's concurrency against the bounds of SPEC section 2.
+pub fn check_concurrency(concurrency: i64) -> Result<u32, AppError> {
+    if !(i64::from(MIN_CONCURRENCY)..=i64::from(MAX_CONCURRENCY)).contains(&concurrency) {
+        return Err(AppError::BadInput(format!(
+            "concurrency must be between {MIN_CONCURRENCY} and {MAX_CONCURRENCY}, not {concurrency}"
+        )));
+    }
+    Ok(concurrency as u32)
+}
+
 /// Cuts `text` to at most `max` characters.
 pub fn cut_chars(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
@@ -199,12 +209,7 @@ pub fn check(kind: JobKind, upload: &Upload, limits: Limits) -> Result<Checked, 
             limits.max_bytes
         )));
     }
-    let concurrency = upload.concurrency.unwrap_or(limits.default_concurrency);
-    if !(MIN_CONCURRENCY..=MAX_CONCURRENCY).contains(&concurrency) {
-        return Err(AppError::BadInput(format!(
-            "concurrency must be between {MIN_CONCURRENCY} and {MAX_CONCURRENCY}, not {concurrency}"
-        )));
-    }
+    let concurrency = check_concurrency(i64::from(upload.concurrency.unwrap_or(limits.default_concurrency)))?;
     let given_name = check_name(upload.name.as_deref().unwrap_or(""))?;
     let bytes = &upload.bytes;
     let data = if bytes.starts_with(b"\xEF\xBB\xBF") { bytes.slice(3..) } else { bytes.clone() };

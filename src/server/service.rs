@@ -10,7 +10,7 @@ use super::runner::Runner;
 use super::store::{self, Hidden, NewItem};
 use crate::model::{
     Archived, BulkOutcome, BulkResult, ItemPage, ItemStatus, Job, JobAction, JobEvent, JobFilter, JobKind, JobRef,
-    JobStatus, JobsPage, Source, MAX_CONCURRENCY, MAX_NAME_CHARS, MAX_PAGE, MAX_SEARCH_CHARS, MIN_CONCURRENCY,
+    JobStatus, JobsPage, Source, MAX_NAME_CHARS, MAX_PAGE, MAX_SEARCH_CHARS,
 };
 
 /// The service layer; cheap to clone.
@@ -263,15 +263,7 @@ impl Service {
             }
             None => None,
         };
-        let concurrency = match concurrency {
-            Some(c) if (i64::from(MIN_CONCURRENCY)..=i64::from(MAX_CONCURRENCY)).contains(&c) => Some(c as u32),
-            Some(c) => {
-                return Err(AppError::BadInput(format!(
-                    "concurrency must be between {MIN_CONCURRENCY} and {MAX_CONCURRENCY}, not {c}"
-                )))
-            }
-            None => None,
-        };
+        let concurrency = concurrency.map(import::check_concurrency).transpose()?;
         self.control(
             kind,
             id,

@@ -840,6 +840,12 @@ pub fn list_events(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// What a failed item becomes when it is retried: pending, attempts from zero, its
+/// error and result cleared.
+fn retried_item() -> String {
+    format!("status = '{I_PENDING}', attempts = 0, error = NULL, result = NULL, started_at = NULL, finished_at = NULL")
+}
+
 /// Failed items of a job back to `pending` (attempts from zero, error and result
 /// cleared), the job `processing` again; in the caller's transaction. Returns how
 /// many items moved.
@@ -847,10 +853,9 @@ pub fn retry_failed(conn: &Connection, kind: JobKind, job_id: i64) -> Result<i64
     let s = sql(kind);
     let moved = conn
         .prepare_cached(&format!(
-            "UPDATE {} SET status = '{I_PENDING}', attempts = 0, error = NULL, result = NULL, started_at = NULL,
-                 finished_at = NULL
-             WHERE job_id = ?1 AND status = '{I_FAILED}'",
-            s.items
+            "UPDATE {} SET {} WHERE job_id = ?1 AND status = '{I_FAILED}'",
+            s.items,
+            retried_item()
         ))?
         .execute(params![job_id])? as i64;
     conn.prepare_cached(&format!(
@@ -871,12 +876,12 @@ pub fn retry_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: i64) ->
     let s = sql(kind);
     let moved = conn
         .prepare_cached(&format!(
-            "UPDATE {items} SET status = '{I_PENDING}', attempts = 0, error = NULL, result = NULL, started_at = NULL,
-                 finished_at = NULL
+            "UPDATE {items} SET {retried}
              WHERE id IN (SELECT id FROM {items} WHERE job_id = ?1 AND status = '{I_FAILED}' ORDER BY id LIMIT ?2)
                AND EXISTS (SELECT 1 FROM {jobs} WHERE id = ?1 AND status = '{J_COMPLETED}' AND hidden IS NULL)",
             items = s.items,
-            jobs = s.jobs
+            jobs = s.jobs,
+            retried = retried_item()
         ))?
         .execute(params![job_id, limit])? as i64;
     if moved > 0 {
