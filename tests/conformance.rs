@@ -668,3 +668,372 @@ async fn the_activity_log_names_every_action_and_its_source(store: Store) {
     service.delete(R, job.id).await.unwrap();
     assert_eq!(status_of(&service.events(R, job.id, None, 10).await.unwrap_err()), 404);
 }
+
+// ---- SPEC section 8: control that runs itself ----
+
+on_both_stores!(
+    an_error_burst_pauses_the_job_until_a_person_resumes,
+    a_site_rate_limit_pauses_the_job_and_a_person_may_resume_at_once,
+    a_schedule_pauses_and_resumes_the_job_once_each,
+    a_schedule_set_before_a_restart_fires_after_it_once,
+    a_webhook_is_signed_retried_and_survives_a_restart,
+    an_email_goes_out_through_smtp,
+);
+
+/// `error_burst` failures in a row pause the job with the count and the last error and
+/// no resume time; nothing starts until a person resumes, and then the count starts
+/// again from zero.
+async fn an_error_burst_pauses_the_job_until_a_person_resumes(store: Store) {
+    let site = Site::start().await;
+    let mut config = store.config();
+    config.runner.error_burst = 3;
+    let service = store.service(config).await;
+    // `/missing/…` answers 404: a permanent failure, at once. One success first.
+    let mut items = paths("/f/", 1);
+    items.extend(paths("/missing/", 7));
+    let job = service.create_job(R, upload(research_csv(&site, &items), 1)).await.unwrap();
+
+    let paused = wait_job(&service, R, job.id, LONG, |j| j.paused).await;
+    let reason = paused.paused_reason.clone().unwrap();
+    assert!(reason.starts_with("3 items failed in a row; the last: HTTP 404"), "{reason}");
+    assert_eq!(paused.resume_at, None, "a person decides");
+    assert_eq!((paused.completed, paused.failed, paused.processing), (1, 3, 0));
+    several_polls().await;
+    let still = service.get(R, job.id).await.unwrap();
+    assert!(still.paused && still.failed == 3, "nothing starts while it waits for a person: {still:?}");
+    let events = service.events(R, job.id, None, 50).await.unwrap();
+    let auto = events.iter().find(|e| e.action == EventAction::AutoPaused).expect("an auto-paused event");
+    assert_eq!((auto.source, auto.detail.as_deref()), (Source::ErrorBurst, Some(reason.as_str())));
+
+    // A person resumes: three more fail in a row, and it pauses again; then the last
+    // one fails and the job is over (a finished job is not paused).
+    service.resume(R, job.id).await.unwrap();
+    let again = wait_job(&service, R, job.id, LONG, |j| j.paused && j.failed == 6).await;
+    assert!(again.paused_reason.unwrap().starts_with("3 items failed in a row"));
+    service.resume(R, job.id).await.unwrap();
+    let done = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!((done.completed, done.failed, done.paused), (1, 7, false));
+    store.assert_counters_match(&done).await;
+
+    // Off (0): the same list runs to the end without a pause.
+    let mut config = store.config();
+    config.runner.error_burst = 0;
+    service.runner().shutdown().await;
+    drop(service);
+    let service = store.service_after_crash(config).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/missing/", 12)), 2)).await.unwrap();
+    let done = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!(done.failed, 12);
+    let events = service.events(R, job.id, None, 50).await.unwrap();
+    assert!(events.iter().all(|e| e.action != EventAction::AutoPaused));
+}
+
+/// A researched site that answers 429 with `Retry-After` pauses the job until then;
+/// "Resume now" (a person's resume) carries on at once, and the job completes.
+async fn a_site_rate_limit_pauses_the_job_and_a_person_may_resume_at_once(store: Store) {
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let limited = axum::Router::new().route(
+        "/limited/{n}",
+        axum::routing::get(move || {
+            let counter = counter.clone();
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+                    let mut h = HeaderMap::new();
+                    h.insert("retry-after", "120".parse().unwrap());
+                    return (StatusCode::TOO_MANY_REQUESTS, h, "slow down").into_response();
+                }
+                axum::response::Html("<html><head><title>Fine now</title></head></html>").into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, limited).await.unwrap() });
+
+    let service = store.service(store.config()).await;
+    let csv = format!("Company,Website\nA,http://{addr}/limited/1\nB,http://{addr}/limited/2\n");
+    let job = service.create_job(R, upload(csv.into_bytes(), 1)).await.unwrap();
+    let paused = wait_job(&service, R, job.id, LONG, |j| j.paused).await;
+    assert_eq!(paused.paused_reason.as_deref(), Some("rate limited by 127.0.0.1 (HTTP 429)"));
+    let wait = paused.resume_at.expect("a resume time") - paused.updated_at;
+    assert!(wait > chrono::Duration::seconds(115) && wait <= chrono::Duration::seconds(121), "{wait:?}");
+    assert_eq!(paused.pending, 2, "the limited account went back to pending");
+
+    let resumed = service.by(Source::Ui).resume(R, job.id).await.unwrap();
+    assert!(!resumed.paused && resumed.resume_at.is_none() && resumed.paused_reason.is_none());
+    let done = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!((done.completed, done.failed), (2, 0));
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "the limited page was asked again, once");
+    let events = service.events(R, job.id, None, 50).await.unwrap();
+    let seen: Vec<(EventAction, Source)> = events.iter().map(|e| (e.action, e.source)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (EventAction::Completed, Source::System),
+            (EventAction::Resumed, Source::Ui),
+            (EventAction::AutoPaused, Source::RateLimit),
+            (EventAction::Created, Source::Api),
+        ]
+    );
+}
+
+/// A schedule: the job pauses at `pauseAt` and resumes at `resumeAt`, each once, both
+/// logged by `schedule`; past times are refused (400), a job that is over too (409).
+async fn a_schedule_pauses_and_resumes_the_job_once_each(store: Store) {
+    let site = Site::start().await;
+    let service = store.service(store.config()).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 6)), 1)).await.unwrap();
+    wait_for(LONG, "the first request", || async { site.hit_count() == 1 }).await;
+
+    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let refused = service.schedule(R, job.id, Some(past), None).await.unwrap_err();
+    assert_eq!(status_of(&refused), 400);
+    assert!(refused.public_message().contains("pauseAt must be in the future"), "{}", refused.public_message());
+    assert_eq!(status_of(&service.schedule(R, 987_654, None, None).await.unwrap_err()), 404);
+
+    let pause_at = chrono::Utc::now() + chrono::Duration::milliseconds(700);
+    let resume_at = pause_at + chrono::Duration::milliseconds(900);
+    let set = service.schedule(R, job.id, Some(pause_at), Some(resume_at)).await.unwrap();
+    let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis();
+    assert_eq!(set.scheduled_pause_at.map(ms), Some(ms(pause_at)));
+    assert_eq!(set.scheduled_resume_at.map(ms), Some(ms(resume_at)));
+    assert!(!set.paused);
+
+    let paused = wait_job(&service, R, job.id, LONG, |j| j.paused).await;
+    assert!(chrono::Utc::now() >= pause_at, "not before its time");
+    assert_eq!((paused.scheduled_pause_at, paused.scheduled_resume_at.map(ms)), (None, Some(ms(resume_at))));
+    assert_eq!(paused.paused_reason, None, "a scheduled pause is a person's: no timer of its own lifts it");
+    let resumed = wait_job(&service, R, job.id, LONG, |j| !j.paused).await;
+    assert!(chrono::Utc::now() >= resume_at);
+    assert_eq!((resumed.scheduled_pause_at, resumed.scheduled_resume_at), (None, None));
+    site.open_gate();
+    let done = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!(done.completed, 6);
+
+    let events = service.events(R, job.id, None, 50).await.unwrap();
+    let by_schedule: Vec<EventAction> =
+        events.iter().filter(|e| e.source == Source::Schedule).map(|e| e.action).collect();
+    assert_eq!(by_schedule, vec![EventAction::Resumed, EventAction::Paused], "each once");
+    let scheduled = events.iter().find(|e| e.action == EventAction::Scheduled).expect("the setting is logged");
+    assert_eq!(scheduled.source, Source::Api);
+    assert!(scheduled.detail.as_deref().unwrap().starts_with("pause at "), "{:?}", scheduled.detail);
+
+    // Over: 409 to set and to clear.
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    assert_eq!(status_of(&service.schedule(R, job.id, Some(later), None).await.unwrap_err()), 409);
+    assert_eq!(status_of(&service.schedule(R, job.id, None, None).await.unwrap_err()), 409);
+
+    // Cleared before its time, a schedule never fires.
+    let other = service.create_job(R, upload(research_csv(&site, &paths("/g/", 3)), 1)).await.unwrap();
+    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+    service.schedule(R, other.id, Some(soon), None).await.unwrap();
+    let cleared = service.schedule(R, other.id, None, None).await.unwrap();
+    assert_eq!(cleared.scheduled_pause_at, None);
+    while chrono::Utc::now() < soon {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    several_polls().await;
+    assert!(!service.get(R, other.id).await.unwrap().paused);
+}
+
+/// A pause scheduled before a stop whose time passes while the server is down fires
+/// at the next start, once; a later restart does not fire it again.
+async fn a_schedule_set_before_a_restart_fires_after_it_once(store: Store) {
+    let site = Site::start().await;
+    let config = store.config();
+    let service = store.service(config.clone()).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 4)), 1)).await.unwrap();
+    let pause_at = chrono::Utc::now() + chrono::Duration::milliseconds(500);
+    service.schedule(R, job.id, Some(pause_at), None).await.unwrap();
+    service.runner().shutdown().await;
+    drop(service);
+    // The server is down while the time passes.
+    while chrono::Utc::now() < pause_at + chrono::Duration::milliseconds(200) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let service = store.service_after_crash(config.clone()).await;
+    let paused = wait_job(&service, R, job.id, LONG, |j| j.paused).await;
+    assert_eq!(paused.scheduled_pause_at, None);
+    let fired = |events: &[jobdeck::model::JobEvent]| {
+        events.iter().filter(|e| e.source == Source::Schedule && e.action == EventAction::Paused).count()
+    };
+    assert_eq!(fired(&service.events(R, job.id, None, 50).await.unwrap()), 1);
+
+    service.runner().shutdown().await;
+    drop(service);
+    let service = store.service_after_crash(config).await;
+    several_polls().await;
+    let job = service.get(R, job.id).await.unwrap();
+    assert!(job.paused, "still paused after another restart");
+    assert_eq!(fired(&service.events(R, job.id, None, 50).await.unwrap()), 1, "fired once");
+}
+
+/// The newest event of `action` in the job's log, once there is one.
+async fn wait_event(service: &Service, kind: JobKind, id: i64, action: EventAction) -> jobdeck::model::JobEvent {
+    let start = std::time::Instant::now();
+    loop {
+        let events = service.events(kind, id, None, 50).await.unwrap();
+        if let Some(e) = events.into_iter().find(|e| e.action == action) {
+            return e;
+        }
+        assert!(start.elapsed() < LONG, "no {action:?} event within {LONG:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// What a test's webhook receiver saw: each request's signature header and body.
+type Hooks = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, String)>>>;
+
+/// A local webhook receiver that answers 500 to the first request and 200 after.
+async fn webhook_receiver() -> (std::net::SocketAddr, Hooks) {
+    use axum::http::{HeaderMap, StatusCode};
+    let seen: Hooks = Default::default();
+    let record = seen.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: String| {
+            let record = record.clone();
+            async move {
+                let signature = headers.get("x-jobdeck-signature").and_then(|v| v.to_str().ok()).map(String::from);
+                let mut seen = record.lock().unwrap();
+                seen.push((signature, body));
+                if seen.len() == 1 {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, seen)
+}
+
+/// A completed job is POSTed to the webhook with an HMAC-SHA256 signature; the first
+/// try gets a 500, the server restarts before the second, and the next process
+/// delivers it from the outbox. Both tries are in the job's activity log.
+async fn a_webhook_is_signed_retried_and_survives_a_restart(store: Store) {
+    use hmac::{KeyInit, Mac};
+    let (addr, seen) = webhook_receiver().await;
+    let site = Site::start().await;
+    let mut config = store.config();
+    config.notify.webhook_url = format!("http://{addr}/hook");
+    config.notify.webhook_secret = "s3cret".into();
+    // Long enough that the second try cannot happen before the restart.
+    config.notify.retry_base_ms = 1_500;
+    config.notify.max_tries = 4;
+    let service = store.service(config.clone()).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/f/", 2)), 2)).await.unwrap();
+    wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    let failed = wait_event(&service, R, job.id, EventAction::NotifyFailed).await;
+    service.runner().shutdown().await;
+    drop(service);
+    assert_eq!(seen.lock().unwrap().len(), 1, "one try before the restart");
+    assert_eq!(failed.source, Source::System);
+    let detail = failed.detail.unwrap();
+    assert!(detail.starts_with("webhook job.completed: try 1 of 4 failed (HTTP 500); next try in"), "{detail}");
+
+    let service = store.service_after_crash(config).await;
+    let delivered = wait_event(&service, R, job.id, EventAction::Notified).await;
+    assert_eq!(delivered.detail.as_deref(), Some("webhook job.completed delivered (HTTP 200)"));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "delivered once after the restart");
+    assert_eq!(seen[0].1, seen[1].1, "the same body both times");
+    for (signature, body) in &seen {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(body.as_bytes());
+        let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(signature.as_deref(), Some(expected.as_str()));
+    }
+    let body: serde_json::Value = serde_json::from_str(&seen[0].1).unwrap();
+    assert_eq!(body["event"], "job.completed");
+    assert_eq!((body["job"]["id"].as_i64(), body["job"]["status"].as_str()), (Some(job.id), Some("completed")));
+    assert_eq!(body["job"]["completed"], 2);
+    assert!(body["at"].as_str().is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok()));
+}
+
+/// A local SMTP server that accepts every message and keeps each one's envelope and
+/// data as text.
+async fn smtp_listener() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let mail: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let kept = mail.clone();
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 test.local ESMTP\r\n").await.unwrap();
+                let mut message = String::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let verb = line.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                    let answer: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250 test.local\r\n",
+                        "MAIL" | "RCPT" => {
+                            message.push_str(&line);
+                            message.push('\n');
+                            b"250 OK\r\n"
+                        }
+                        "DATA" => {
+                            write.write_all(b"354 go ahead\r\n").await.unwrap();
+                            while let Ok(Some(data)) = lines.next_line().await {
+                                if data == "." {
+                                    break;
+                                }
+                                message.push_str(&data);
+                                message.push('\n');
+                            }
+                            kept.lock().unwrap().push(std::mem::take(&mut message));
+                            b"250 queued\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            return;
+                        }
+                        _ => b"250 OK\r\n",
+                    };
+                    write.write_all(answer).await.unwrap();
+                }
+            });
+        }
+    });
+    (addr, mail)
+}
+
+/// A cancelled job is e-mailed through SMTP: plain text with its name, state, counts
+/// and link; the delivery is in the activity log.
+async fn an_email_goes_out_through_smtp(store: Store) {
+    let (addr, mail) = smtp_listener().await;
+    let site = Site::start().await;
+    let mut config = store.config();
+    config.notify.smtp_url = format!("smtp://{addr}");
+    config.notify.email_to = "ops@example.com".into();
+    config.notify.public_url = "https://jobs.example.com/".into();
+    let service = store.service(config).await;
+    let mut up = upload(research_csv(&site, &paths("/g/", 3)), 1);
+    up.name = Some("Weekly <b>leads</b>".into());
+    let job = service.create_job(R, up).await.unwrap();
+    service.cancel(R, job.id).await.unwrap();
+    wait_for(LONG, "an e-mail", || async { !mail.lock().unwrap().is_empty() }).await;
+    let message = mail.lock().unwrap()[0].clone();
+    assert!(message.contains("RCPT TO:<ops@example.com>"), "{message}");
+    assert!(message.contains("Subject: jobdeck: full research job \"Weekly <b>leads</b>\" was cancelled"), "{message}");
+    assert!(message.contains("Content-Type: text/plain"), "{message}");
+    assert!(message.contains("Items: 3 in all, 0 completed, 0 failed, 3 pending, 0 processing."), "{message}");
+    assert!(message.contains(&format!("Open the job: https://jobs.example.com/processing/{}", job.id)), "{message}");
+    let sent = wait_event(&service, R, job.id, EventAction::Notified).await;
+    assert_eq!(sent.detail.as_deref(), Some("e-mail job.cancelled sent to ops@example.com"));
+    assert_eq!(mail.lock().unwrap().len(), 1, "one e-mail per event");
+}

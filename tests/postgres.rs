@@ -71,7 +71,7 @@ async fn finish(s: &Schema, job: i64, worker: i64, leases: &[ClaimedRow]) -> usi
         .collect();
     let mut c = s.pool.get().await.unwrap();
     let tx = c.transaction().await.unwrap();
-    let n = pg::finish_batch(&tx, JobKind::Preprocess, job, worker, &outcomes).await.unwrap();
+    let n = pg::finish_batch(&tx, JobKind::Preprocess, job, worker, &outcomes, 0).await.unwrap();
     tx.commit().await.unwrap();
     n
 }

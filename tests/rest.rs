@@ -475,6 +475,7 @@ fn server_functions_have_fixed_paths() {
             "/api/list_items",
             "/api/list_jobs",
             "/api/research_from_clean",
+            "/api/schedule_job",
             "/api/upload_job"
         ]
     );

@@ -65,6 +65,22 @@ pub async fn edit_job(
     ssr::service()?.edit(kind, id, name, concurrency).await.map_err(ssr::fail)
 }
 
+/// Sets (or with two `None`s clears) when a job pauses and resumes by itself; times
+/// as RFC 3339 text.
+#[server(endpoint = "schedule_job")]
+pub async fn schedule_job(
+    kind: JobKind,
+    id: i64,
+    pause_at: Option<String>,
+    resume_at: Option<String>,
+) -> Result<Job, ServerFnError> {
+    use crate::server::service::schedule_time;
+    let time = |field: &str, text: Option<String>| text.map(|t| schedule_time(field, &t)).transpose();
+    let pause_at = time("pauseAt", pause_at).map_err(ssr::fail)?;
+    let resume_at = time("resumeAt", resume_at).map_err(ssr::fail)?;
+    ssr::service()?.schedule(kind, id, pause_at, resume_at).await.map_err(ssr::fail)
+}
+
 /// One action on the jobs named, or on every job the filter takes.
 #[server(endpoint = "bulk_jobs", input = Json)]
 pub async fn bulk_jobs(

@@ -322,7 +322,7 @@ fn batched_sql_loop(dir: &Path, rows: usize, batch: usize) -> f64 {
                 outcome: store::Finish::completed(&result),
             })
             .collect();
-        store::finish_batch(&tx, JobKind::Preprocess, id, &done).unwrap();
+        store::finish_batch(&tx, JobKind::Preprocess, id, &done, 0).unwrap();
         let claimed: Vec<store::Claimed> = store::claim_batch(&tx, JobKind::Preprocess, id, batch)
             .unwrap()
             .into_iter()

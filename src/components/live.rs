@@ -6,6 +6,7 @@ use std::future::Future;
 use leptos::prelude::*;
 
 use crate::api::get_job;
+use crate::components::browser_notify::announce;
 use crate::components::format::error_text;
 use crate::model::Job;
 
@@ -55,6 +56,7 @@ impl LiveJob {
     /// Newer data from elsewhere (the list's refresh), shown if it differs.
     pub fn show(&self, job: Job) {
         if self.job.try_with_untracked(|old| *old != job) == Some(true) {
+            self.job.with_untracked(|old| announce(old, &job));
             self.job.set(job);
             self.tick.update(|t| *t += 1);
         }
@@ -85,6 +87,7 @@ impl LiveJob {
                 // Every item that starts or ends changes the job's counts, so an
                 // unchanged job means unchanged lists: nothing to redraw or refetch.
                 if self.job.with_untracked(|old| *old != job) {
+                    self.job.with_untracked(|old| announce(old, &job));
                     self.job.set(job);
                     self.tick.update(|t| *t += 1);
                 }

@@ -2,6 +2,7 @@
 
 pub mod activity;
 pub mod badge;
+pub mod browser_notify;
 pub mod concurrency;
 pub mod confirm_dialog;
 pub mod erase;
@@ -12,5 +13,6 @@ pub mod job_loader;
 pub mod live;
 pub mod page_title;
 pub mod progress;
+pub mod schedule;
 pub mod status_banner;
 pub mod upload_form;

@@ -4,11 +4,13 @@ use leptos::prelude::*;
 
 use crate::components::erase::Erase;
 
+use crate::api::control_job;
 use crate::components::badge::StatusBadge;
+use crate::components::format::error_text;
 use crate::components::format::{plural, time_text, Time};
 use crate::components::live::LiveJob;
 use crate::components::progress::Progress;
-use crate::model::{Job, Phase};
+use crate::model::{Job, JobAction, Phase};
 
 /// The status banner of a job page: badge, name, progress bar, counts, times, why it
 /// is paused and when it resumes, and the job's controls (the children).
@@ -74,6 +76,7 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
             <Counts job />
             <Times job />
             <StateNote job />
+            <AutoResume live />
             {move || {
                 live.refresh_error.get().map(|e| view! { <p class="refresh-note">"Could not refresh (" {e} "); retrying."</p> })
             }}
@@ -147,6 +150,80 @@ fn Times(job: RwSignal<Job>) -> impl IntoView {
     }
 }
 
+/// A pause that lifts by itself (a rate limit's): a live countdown to `resumeAt` and
+/// "Resume now", which resumes the job at once as a person's resume.
+#[component]
+fn AutoResume(live: LiveJob) -> impl IntoView {
+    let job = live.job;
+    let at = Memo::new(move |_| job.with(|j| j.resume_at.filter(|_| j.paused && !j.is_terminal())));
+    let now = RwSignal::new(chrono::Utc::now());
+    // Ticks once a second on the client while a resume time is shown.
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        if at.get().is_none() {
+            return;
+        }
+        now.set(chrono::Utc::now());
+        let handle = set_interval_with_handle(move || now.set(chrono::Utc::now()), std::time::Duration::from_secs(1));
+        if let Ok(handle) = handle {
+            on_cleanup(move || handle.clear());
+        }
+    });
+    let busy = RwSignal::new(false);
+    let error = RwSignal::new(None::<String>);
+    let resume = move |_| {
+        if busy.get_untracked() {
+            return;
+        }
+        busy.set(true);
+        error.set(None);
+        let (kind, id) = job.with_untracked(|j| (j.kind, j.id));
+        leptos::task::spawn_local(async move {
+            match control_job(kind, id, JobAction::Resume).await {
+                Ok(Some(job)) => live.apply(job),
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = error.try_set(Some(error_text(&e)));
+                    live.refresh().await;
+                }
+            }
+            let _ = busy.try_set(false);
+        });
+    };
+    move || {
+        at.get().map(|at| {
+            let left = move || countdown_text(at - now.get());
+            view! {
+                <div class="auto-resume" data-testid="auto-resume">
+                    <p>
+                        "Resumes by itself in "
+                        <strong class="countdown" role="timer" aria-live="off">{left}</strong>
+                        " (at " {time_text(&at)} ")."
+                    </p>
+                    <button type="button" class="btn btn-small btn-success" on:click=resume disabled=busy>
+                        {move || if busy.get() { "Resuming…" } else { "Resume now" }}
+                    </button>
+                    {move || error.get().map(|e| view! { <span class="alert small" role="alert">{e}</span> })}
+                </div>
+            }
+        })
+    }
+}
+
+/// "4 min 05 s", "1 h 02 min", "a moment" once the time has come.
+pub fn countdown_text(left: chrono::Duration) -> String {
+    let s = left.num_seconds();
+    if s <= 0 {
+        "a moment".into()
+    } else if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min {:02} s", s / 60, s % 60)
+    } else {
+        format!("{} h {:02} min", s / 3600, (s % 3600) / 60)
+    }
+}
+
 /// One sentence on what the state means for the person, when it needs saying.
 #[component]
 fn StateNote(job: RwSignal<Job>) -> impl IntoView {
@@ -171,8 +248,9 @@ fn state_note(j: &Job) -> Option<String> {
             } else {
                 " No new item starts.".to_string()
             };
+            // A pause that lifts by itself says when in the countdown below.
             let when = match j.resume_at {
-                Some(at) => format!(" It resumes by itself at {}.", time_text(&at)),
+                Some(_) => String::new(),
                 None => " Press Resume to carry on.".to_string(),
             };
             Some(format!("{why}{running}{when}"))

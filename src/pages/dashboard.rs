@@ -10,6 +10,7 @@ use leptos_router::params::ParamsMap;
 
 use crate::api::{bulk_jobs, list_jobs};
 use crate::components::badge::StatusBadge;
+use crate::components::browser_notify::BrowserNotify;
 use crate::components::confirm_dialog::ConfirmDialog;
 use crate::components::format::{error_text, plural, Time};
 use crate::components::items::pager_link;
@@ -73,7 +74,10 @@ pub fn Dashboard() -> impl IntoView {
         <PageTitle text="Jobs · jobdeck" />
         <div class="dashboard">
             <section class="dashboard-jobs" aria-labelledby="jobs-title">
-                <h1 id="jobs-title">"Jobs"</h1>
+                <div class="jobs-head">
+                    <h1 id="jobs-title">"Jobs"</h1>
+                    <BrowserNotify />
+                </div>
                 {move || view! { <Filters filter=wanted.get().0 /> }}
                 <Suspense fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
                     {move || Suspend::new(async move {

@@ -10,12 +10,14 @@ use serde_json::Value;
 use crate::api::research_from_clean;
 use crate::components::activity::ActivityLog;
 use crate::components::badge::ItemBadge;
+use crate::components::browser_notify::BrowserNotify;
 use crate::components::concurrency::ConcurrencyControl;
 use crate::components::format::{error_text, external_link, flag, list, text, Crumbs};
 use crate::components::items::ItemBrowser;
 use crate::components::job_controls::JobControls;
 use crate::components::job_loader::JobLoader;
 use crate::components::live::LiveJob;
+use crate::components::schedule::ScheduleControl;
 use crate::components::status_banner::StatusBanner;
 use crate::model::{Item, ItemStatus, JobKind, JobStatus};
 
@@ -35,6 +37,7 @@ fn preprocess_job(live: LiveJob) -> AnyView {
         <StatusBanner live centered=true>
             <JobControls live centered=true />
             <ConcurrencyControl live />
+            <BrowserNotify />
         </StatusBanner>
         <Show when=move || completed.get()>
             <ResearchFromClean id />
@@ -49,6 +52,7 @@ fn preprocess_job(live: LiveJob) -> AnyView {
                 noun=("row", "rows")
             />
         </section>
+        <ScheduleControl live />
         <ActivityLog live />
     }
     .erased()

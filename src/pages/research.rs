@@ -7,11 +7,13 @@ use crate::components::erase::Erase;
 
 use crate::api::list_items;
 use crate::components::activity::ActivityLog;
+use crate::components::browser_notify::BrowserNotify;
 use crate::components::concurrency::ConcurrencyControl;
 use crate::components::format::{error_text, plural, Crumbs};
 use crate::components::job_controls::JobControls;
 use crate::components::job_loader::JobLoader;
 use crate::components::live::LiveJob;
+use crate::components::schedule::ScheduleControl;
 use crate::components::status_banner::StatusBanner;
 use crate::model::{ItemStatus, Job, JobKind};
 
@@ -39,6 +41,7 @@ fn research_job(live: LiveJob) -> AnyView {
                 </a>
             </JobControls>
             <ConcurrencyControl live />
+            <BrowserNotify />
         </StatusBanner>
         <section class="card" aria-labelledby="accounts-title">
             <h2 id="accounts-title">"Accounts"</h2>
@@ -60,6 +63,7 @@ fn research_job(live: LiveJob) -> AnyView {
                 <a href=export("json") download rel="external">"Export JSON"</a>
             </p>
         </section>
+        <ScheduleControl live />
         <ActivityLog live />
     }
     .erased()

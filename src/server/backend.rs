@@ -34,6 +34,11 @@ pub enum Change {
         name: Option<String>,
         concurrency: Option<u32>,
     },
+    /// When the job pauses and resumes by itself; two `None`s clear the schedule.
+    Schedule {
+        pause_at: Option<DateTime<Utc>>,
+        resume_at: Option<DateTime<Utc>>,
+    },
 }
 
 impl Change {
@@ -47,6 +52,7 @@ impl Change {
             Self::Archive => EventAction::Archived,
             Self::Unarchive => EventAction::Unarchived,
             Self::Edit { .. } => EventAction::Changed,
+            Self::Schedule { .. } => EventAction::Scheduled,
         }
     }
 
@@ -67,6 +73,14 @@ impl Change {
                     parts.push(format!("concurrency {} → {c}", before.concurrency));
                 }
                 Some(parts.join(", "))
+            }
+            Self::Schedule { pause_at, resume_at } => {
+                let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let parts: Vec<String> = [("pause at", pause_at), ("resume at", resume_at)]
+                    .into_iter()
+                    .filter_map(|(what, t)| t.as_ref().map(|t| format!("{what} {}", at(t))))
+                    .collect();
+                Some(if parts.is_empty() { "schedule cleared".into() } else { parts.join(", ") })
             }
             _ => None,
         }
@@ -296,6 +310,9 @@ impl Backend {
                         Change::Edit { name, concurrency } => {
                             store::edit_job(tx, kind, id, name.as_deref(), *concurrency)?
                         }
+                        Change::Schedule { pause_at, resume_at } => {
+                            store::set_schedule(tx, kind, id, *pause_at, *resume_at)?
+                        }
                     }
                     let detail = change.detail(&job, moved);
                     store::add_event(tx, kind, id, change.action(), source, detail.as_deref())?;
@@ -406,12 +423,13 @@ impl Backend {
         id: i64,
         finished: Arc<Vec<Finished>>,
         want: usize,
+        burst: u32,
     ) -> Result<Vec<ClaimedRow>, AppError> {
         match self {
             Self::Sqlite(db) => {
                 db.write(move |tx| {
                     if !finished.is_empty() {
-                        store::finish_batch(tx, kind, id, &finished)?;
+                        store::finish_batch(tx, kind, id, &finished, burst)?;
                     }
                     if want == 0 {
                         return Ok(Vec::new());
@@ -420,7 +438,7 @@ impl Backend {
                 })
                 .await
             }
-            Self::Postgres(p) => p.finish_and_claim(kind, id, &finished, want).await,
+            Self::Postgres(p) => p.finish_and_claim(kind, id, &finished, want, burst).await,
         }
     }
 
@@ -468,6 +486,66 @@ impl Backend {
         match self {
             Self::Sqlite(db) => db.write(move |tx| store::auto_resume(tx, kind, id)).await,
             Self::Postgres(p) => p.auto_resume(kind, id).await,
+        }
+    }
+
+    /// Fires every scheduled pause and resume that is due, each exactly once (cleared in
+    /// the transaction that acts on it); returns the jobs it changed.
+    pub async fn fire_schedules(&self) -> Result<Vec<(JobKind, i64)>, AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(|tx| store::fire_schedules(tx, Utc::now())).await,
+            Self::Postgres(p) => p.fire_schedules().await,
+        }
+    }
+
+    /// When the next scheduled pause or resume falls due.
+    pub async fn next_schedule(&self) -> Result<Option<DateTime<Utc>>, AppError> {
+        match self {
+            Self::Sqlite(db) => db.read(store::next_schedule).await,
+            Self::Postgres(p) => p.next_schedule().await,
+        }
+    }
+
+    // ---- notifications ----
+
+    /// The channels events are queued for from now on.
+    pub async fn set_channels(&self, channels: Vec<&'static str>) -> Result<(), AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(move |tx| store::set_channels(tx, &channels)).await,
+            Self::Postgres(p) => p.set_channels(&channels).await,
+        }
+    }
+
+    /// Takes up to `limit` due notifications, held until `lease_until`.
+    pub async fn claim_outbox(
+        &self,
+        at: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<store::Outgoing>, AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(move |tx| store::claim_outbox(tx, at, lease_until, limit)).await,
+            Self::Postgres(p) => p.claim_outbox(lease_until, limit).await,
+        }
+    }
+
+    /// Records one try of a notification (see [`store::settle_outgoing`]).
+    pub async fn settle_outgoing(
+        &self,
+        sent: store::Outgoing,
+        outcome: Result<String, (String, Option<DateTime<Utc>>)>,
+    ) -> Result<(), AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(move |tx| store::settle_outgoing(tx, &sent, &outcome)).await,
+            Self::Postgres(p) => p.settle_outgoing(&sent, &outcome).await,
+        }
+    }
+
+    /// When the next waiting notification falls due.
+    pub async fn next_outgoing(&self) -> Result<Option<DateTime<Utc>>, AppError> {
+        match self {
+            Self::Sqlite(db) => db.read(store::next_outgoing).await,
+            Self::Postgres(p) => p.next_outgoing().await,
         }
     }
 

@@ -12,6 +12,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub runner: RunnerConfig,
     pub llm: LlmConfig,
+    pub notify: NotifyConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -44,6 +45,30 @@ pub struct RunnerConfig {
     pub user_agent: String,
     /// PostgreSQL: a worker silent for this long is dead and its items are rescued.
     pub worker_timeout_ms: u64,
+    /// Items failing in a row that pause their job (an error burst); 0 = off.
+    pub error_burst: u32,
+}
+
+/// Notifications (SPEC section 8): all off unless configured.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct NotifyConfig {
+    /// Where job events are POSTed; empty = no webhook.
+    pub webhook_url: String,
+    /// The HMAC-SHA256 key of `X-Jobdeck-Signature`.
+    pub webhook_secret: String,
+    /// `smtp://host:port` (or `smtps://user:pass@host`); empty = no e-mail.
+    pub smtp_url: String,
+    /// Who gets the e-mails (one or more addresses, comma-separated).
+    pub email_to: String,
+    /// The sender of the e-mails.
+    pub email_from: String,
+    /// Tries of one delivery before it is given up (and logged as failed).
+    pub max_tries: u32,
+    /// The wait before the second try; it doubles per try, up to ten minutes.
+    pub retry_base_ms: u64,
+    /// The address links in e-mails point to; empty = `http://` + the site address.
+    pub public_url: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -83,6 +108,22 @@ impl Default for RunnerConfig {
             allow_private_targets: false,
             user_agent: "jobdeck/0.1 (account research; self-hosted)".into(),
             worker_timeout_ms: 30_000,
+            error_burst: 10,
+        }
+    }
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            webhook_secret: String::new(),
+            smtp_url: String::new(),
+            email_to: String::new(),
+            email_from: "jobdeck <jobdeck@localhost>".into(),
+            max_tries: 10,
+            retry_base_ms: 2_000,
+            public_url: String::new(),
         }
     }
 }
@@ -174,6 +215,7 @@ impl Config {
         set(&lookup, "JOBDECK_MAX_EXTRA_PAGES", &mut r.max_extra_pages)?;
         set(&lookup, "JOBDECK_USER_AGENT", &mut r.user_agent)?;
         set(&lookup, "JOBDECK_WORKER_TIMEOUT_MS", &mut r.worker_timeout_ms)?;
+        set(&lookup, "JOBDECK_ERROR_BURST", &mut r.error_burst)?;
         if let Some(value) = lookup("JOBDECK_ALLOW_PRIVATE_TARGETS") {
             r.allow_private_targets =
                 parse_bool(&value).ok_or(ConfigError::Env { name: "JOBDECK_ALLOW_PRIVATE_TARGETS", value })?;
@@ -182,6 +224,15 @@ impl Config {
         set(&lookup, "JOBDECK_LLM_BASE_URL", &mut l.base_url)?;
         set(&lookup, "JOBDECK_LLM_API_KEY", &mut l.api_key)?;
         set(&lookup, "JOBDECK_LLM_MODEL", &mut l.model)?;
+        let n = &mut self.notify;
+        set(&lookup, "JOBDECK_WEBHOOK_URL", &mut n.webhook_url)?;
+        set(&lookup, "JOBDECK_WEBHOOK_SECRET", &mut n.webhook_secret)?;
+        set(&lookup, "JOBDECK_SMTP_URL", &mut n.smtp_url)?;
+        set(&lookup, "JOBDECK_NOTIFY_EMAIL", &mut n.email_to)?;
+        set(&lookup, "JOBDECK_NOTIFY_FROM", &mut n.email_from)?;
+        set(&lookup, "JOBDECK_NOTIFY_TRIES", &mut n.max_tries)?;
+        set(&lookup, "JOBDECK_NOTIFY_RETRY_BASE_MS", &mut n.retry_base_ms)?;
+        set(&lookup, "JOBDECK_PUBLIC_URL", &mut n.public_url)?;
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0002_items_by_job.sql")),
         M::up(include_str!("../../migrations/0003_hidden_jobs.sql")),
         M::up(include_str!("../../migrations/0004_operator_controls.sql")),
+        M::up(include_str!("../../migrations/0005_auto_control.sql")),
     ])
 }
 
@@ -184,7 +185,15 @@ mod tests {
             .unwrap();
         assert_eq!(
             tables,
-            ["accounts", "job_events", "preprocessing_jobs", "preprocessing_results", "processing_jobs"]
+            [
+                "accounts",
+                "job_events",
+                "notify_channels",
+                "outbox",
+                "preprocessing_jobs",
+                "preprocessing_results",
+                "processing_jobs"
+            ]
         );
         for table in ["processing_jobs", "preprocessing_jobs"] {
             let hidden: i64 = conn

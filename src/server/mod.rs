@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod import;
+pub mod notify;
 pub mod pg;
 pub mod policy;
 pub mod rest;
@@ -119,6 +120,7 @@ pub fn build_state_with(
         preprocess: Arc::new(steps::preprocess::PreprocessStep::new(http)),
     };
     let runner = runner::Runner::new(backend.clone(), config.runner.clone(), steps);
+    runner.set_notifier(notify::Notifier::new(&config.notify, &config.server.site_addr)?);
     let limits = import::Limits {
         max_bytes: config.server.max_upload_bytes,
         max_rows: config.server.max_rows,

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::config::Config;
 use super::error::AppError;
-use super::service::{BulkTarget, Service};
+use super::service::{self, BulkTarget, Service};
 use super::state::AppState;
 use super::upload::{multipart_of, read_upload};
 use crate::model::{Archived, Item, ItemStatus, JobAction, JobFilter, JobKind, JobRef, EVENTS_PAGE};
@@ -42,6 +42,10 @@ fn kind_routes(kind: JobKind, root: &str, items: &str) -> Router<AppState> {
             get(move |s, p| show(kind, s, p))
                 .delete(move |s, p| remove(kind, s, p))
                 .patch(move |s, p, b| edit(kind, s, p, b)),
+        )
+        .route(
+            &format!("{root}/{{id}}/schedule"),
+            put(move |s, p, b| schedule(kind, s, p, b)).delete(move |s, p| clear_schedule(kind, s, p)),
         )
         .route(&format!("{root}/{{id}}/events"), get(move |s, p, q| events(kind, s, p, q)))
         .route(&format!("{root}/{{id}}/retry"), post(move |s, p| control(kind, JobAction::Retry, s, p)))
@@ -126,6 +130,38 @@ async fn edit(
             })?),
         };
     Ok(Json(service.edit(kind, id, name, concurrency).await?).into_response())
+}
+
+/// `PUT /api/process/:jobId/schedule` with `{"pauseAt": t|null, "resumeAt": t|null}`
+/// (a key left out is null).
+async fn schedule(
+    kind: JobKind,
+    State(service): State<Service>,
+    Path(id): Path<String>,
+    body: bytes::Bytes,
+) -> Result<Response, AppError> {
+    let id = job_id(kind, &id)?;
+    let body = json_body(&body)?;
+    if let Some(key) = body.keys().find(|k| *k != "pauseAt" && *k != "resumeAt") {
+        return Err(AppError::BadInput(format!("a schedule has pauseAt and resumeAt, not `{key}`")));
+    }
+    let time = |field: &str| match body.get(field) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => service::schedule_time(field, s).map(Some),
+        Some(v) => Err(AppError::BadInput(format!("{field} must be an RFC 3339 time or null, not {v}"))),
+    };
+    let (pause_at, resume_at) = (time("pauseAt")?, time("resumeAt")?);
+    Ok(Json(service.schedule(kind, id, pause_at, resume_at).await?).into_response())
+}
+
+/// `DELETE /api/process/:jobId/schedule`.
+async fn clear_schedule(
+    kind: JobKind,
+    State(service): State<Service>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let id = job_id(kind, &id)?;
+    Ok(Json(service.schedule(kind, id, None, None).await?).into_response())
 }
 
 #[derive(Deserialize)]

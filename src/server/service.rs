@@ -1,6 +1,7 @@
 //! The one place business rules live: import, pause, resume, cancel, delete, reads.
 //! The REST API and the server functions are thin wrappers over this.
 
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::mpsc;
 
 use super::backend::{terminal_word, Backend, Change, Rule};
@@ -282,6 +283,43 @@ impl Service {
         .await
     }
 
+    /// Sets when a live job pauses and resumes by itself (each fires once; see
+    /// `Backend::fire_schedules`); two `None`s clear the schedule. Times must be in the
+    /// future (`BadInput`); a job that is over: `AlreadyTerminal`.
+    pub async fn schedule(
+        &self,
+        kind: JobKind,
+        id: i64,
+        pause_at: Option<DateTime<Utc>>,
+        resume_at: Option<DateTime<Utc>>,
+    ) -> Result<Job, AppError> {
+        let now = Utc::now();
+        for (field, at) in [("pauseAt", pause_at), ("resumeAt", resume_at)] {
+            if let Some(at) = at.filter(|at| *at <= now) {
+                return Err(AppError::BadInput(format!(
+                    "{field} must be in the future; {} has passed",
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )));
+            }
+        }
+        // Stored to the millisecond, as every time is.
+        let trim = |t: Option<DateTime<Utc>>| t.map(|t| t.trunc_subsecs(3));
+        let (pause_at, resume_at) = (trim(pause_at), trim(resume_at));
+        let job = self
+            .control(
+                kind,
+                id,
+                Box::new(move |job| {
+                    live(job)?;
+                    let same = job.scheduled_pause_at == pause_at && job.scheduled_resume_at == resume_at;
+                    Ok((!same).then_some(Change::Schedule { pause_at, resume_at }))
+                }),
+            )
+            .await?;
+        self.runner.schedules_changed();
+        Ok(job)
+    }
+
     /// Runs a completed job's failed items again: they go back to `pending` (attempts
     /// from zero; the retry is in the activity log), completed items stay as they are.
     /// A cancelled job, a job still running or one with nothing failed: `WrongState`.
@@ -540,4 +578,21 @@ fn clean_row_item(line: i64, row: store::CleanRow) -> NewItem {
         normalized: None,
         dedupe_key: None,
     }
+}
+
+/// A schedule's time as a request gives it (RFC 3339, any offset), or a 400 naming
+/// the field.
+pub fn schedule_time(field: &str, text: &str) -> Result<DateTime<Utc>, AppError> {
+    DateTime::parse_from_rfc3339(text.trim()).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+        AppError::BadInput(format!("{field} must be a time like 2026-12-01T09:00:00Z, not `{}`", clip(text)))
+    })
+}
+
+/// A piece of a request's text, short enough to quote in an error.
+fn clip(text: &str) -> String {
+    let mut out: String = text.chars().take(40).collect();
+    if out.len() < text.len() {
+        out.push('…');
+    }
+    out
 }

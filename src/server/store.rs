@@ -10,6 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::error::AppError;
+use super::notify;
 use crate::model::{
     Archived, EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobStatus, Phase, Source,
 };
@@ -86,6 +87,11 @@ pub struct Sql {
     purge_job: String,
     flags: String,
     auto_resume: String,
+    streak: String,
+    error_burst: String,
+    due_schedules: String,
+    next_schedule: String,
+    set_schedule: String,
 }
 
 impl Sql {
@@ -130,7 +136,7 @@ impl Sql {
             ),
             complete_if_done: format!(
                 "UPDATE {jobs} SET status = '{J_COMPLETED}', paused = 0, paused_reason = NULL, resume_at = NULL,
-                     completed_at = ?2, updated_at = ?2, started_at = COALESCE(started_at, ?2)
+                     scheduled_pause_at = NULL, scheduled_resume_at = NULL, fail_streak = 0, completed_at = ?2, updated_at = ?2, started_at = COALESCE(started_at, ?2)
                  WHERE id = ?1 AND {done}"
             ),
             job_status: format!("SELECT status FROM {jobs} WHERE id = ?1 AND {visible}"),
@@ -152,7 +158,7 @@ impl Sql {
             ),
             with_processing: format!("SELECT DISTINCT job_id FROM {items} WHERE status = '{I_PROCESSING}'"),
             set_paused: format!(
-                "UPDATE {jobs} SET paused = ?2, paused_reason = NULL, resume_at = NULL, updated_at = ?3,
+                "UPDATE {jobs} SET paused = ?2, paused_reason = NULL, resume_at = NULL, updated_at = ?3, fail_streak = 0,
                      status = CASE WHEN ?2 THEN '{J_PROCESSING}' ELSE status END
                  WHERE id = ?1 AND {live}"
             ),
@@ -166,7 +172,8 @@ impl Sql {
             ),
             cancel: format!(
                 "UPDATE {jobs} SET status = '{J_FAILED}', cancelled_at = ?2, updated_at = ?2, paused = 0,
-                     paused_reason = NULL, resume_at = NULL
+                     paused_reason = NULL, resume_at = NULL, scheduled_pause_at = NULL, scheduled_resume_at = NULL,
+                     fail_streak = 0
                  WHERE id = ?1 AND {live}"
             ),
             hide: format!("UPDATE {jobs} SET hidden = ?2, updated_at = ?3 WHERE id = ?1"),
@@ -178,6 +185,31 @@ impl Sql {
             auto_resume: format!(
                 "UPDATE {jobs} SET paused = 0, paused_reason = NULL, resume_at = NULL, updated_at = ?2
                  WHERE id = ?1 AND paused = 1 AND resume_at IS NOT NULL AND resume_at <= ?2 AND {live}"
+            ),
+            // ?2: whether an item of the batch completed; ?3: the failures after the
+            // last one that did (all of the batch's when none did).
+            streak: format!(
+                "UPDATE {jobs} SET fail_streak = CASE WHEN ?2 THEN ?3 ELSE fail_streak + ?3 END
+                 WHERE id = ?1 AND (?3 > 0 OR fail_streak <> 0)"
+            ),
+            // An error burst's pause has no resume time: a person decides. A job that
+            // is already paused (by a person or a rate limit) is left as it is.
+            error_burst: format!(
+                "UPDATE {jobs} SET paused = 1, status = '{J_PROCESSING}', resume_at = NULL, updated_at = ?4,
+                     paused_reason = fail_streak || ' items failed in a row; the last: ' || ?3, fail_streak = 0
+                 WHERE id = ?1 AND {live} AND paused = 0 AND ?2 > 0 AND fail_streak >= ?2
+                 RETURNING paused_reason"
+            ),
+            due_schedules: format!(
+                "SELECT id, scheduled_pause_at, scheduled_resume_at FROM {jobs}
+                 WHERE {live} AND {visible} AND (scheduled_pause_at <= ?1 OR scheduled_resume_at <= ?1)"
+            ),
+            next_schedule: format!(
+                "SELECT MIN(MIN(COALESCE(scheduled_pause_at, '9'), COALESCE(scheduled_resume_at, '9'))) FROM {jobs}
+                 WHERE {live} AND {visible} AND (scheduled_pause_at IS NOT NULL OR scheduled_resume_at IS NOT NULL)"
+            ),
+            set_schedule: format!(
+                "UPDATE {jobs} SET scheduled_pause_at = ?2, scheduled_resume_at = ?3, updated_at = ?4 WHERE id = ?1"
             ),
         }
     }
@@ -582,30 +614,82 @@ pub struct Finished {
 /// still `processing` (a cancelled job's late result changes nothing), and marks the
 /// job `completed` in the same transaction when nothing is left. Returns how many
 /// items it wrote.
-pub fn finish_batch(conn: &Connection, kind: JobKind, job_id: i64, batch: &[Finished]) -> Result<usize, AppError> {
+///
+/// `burst` is the error-burst rule: when that many items have failed in a row (counted
+/// across batches, in the job row), the job pauses with the count and the last error
+/// as its reason and no resume time; 0 turns it off.
+pub fn finish_batch(
+    conn: &Connection,
+    kind: JobKind,
+    job_id: i64,
+    batch: &[Finished],
+    burst: u32,
+) -> Result<usize, AppError> {
     let s = sql(kind);
     let now = ts(now());
     let mut stmt = conn.prepare_cached(&s.finish_item)?;
     let (mut ok, mut failed) = (0i64, 0i64);
+    let mut streak = Streak::default();
     for f in batch {
         let (status, result, error) = match &f.outcome {
             Finish::Completed(v) => (ItemStatus::Completed, Some(v.as_str()), None),
             Finish::Failed(e) => (ItemStatus::Failed, None, Some(e.as_str())),
         };
         let changed = stmt.execute(params![job_id, f.item_id, status.as_str(), result, error, f.attempts, now])? as i64;
+        if changed == 0 {
+            continue;
+        }
+        streak.add(&f.outcome);
         if status == ItemStatus::Completed {
-            ok += changed;
+            ok += 1;
         } else {
-            failed += changed;
+            failed += 1;
         }
     }
     if ok + failed > 0 {
         conn.prepare_cached(&s.finish_job)?.execute(params![job_id, ok, failed, now])?;
         if conn.prepare_cached(&s.complete_if_done)?.execute(params![job_id, now])? == 1 {
             add_event(conn, kind, job_id, EventAction::Completed, Source::System, None)?;
+        } else {
+            conn.prepare_cached(&s.streak)?.execute(params![job_id, streak.reset, streak.trailing])?;
+            if let Some(last) = streak.last_error.filter(|_| streak.trailing > 0 && burst > 0) {
+                let reason: Option<String> = conn
+                    .prepare_cached(&s.error_burst)?
+                    .query_row(params![job_id, burst, last, now], |r| r.get(0))
+                    .optional()?;
+                if let Some(reason) = reason {
+                    add_event(conn, kind, job_id, EventAction::AutoPaused, Source::ErrorBurst, Some(&reason))?;
+                }
+            }
         }
     }
     Ok((ok + failed) as usize)
+}
+
+/// How a batch of written outcomes moves a job's count of failures in a row.
+#[derive(Default)]
+pub struct Streak<'a> {
+    /// An item of the batch completed: the count starts again from `trailing`.
+    pub reset: bool,
+    /// The failures after the last completed item (all of them when none completed).
+    pub trailing: i64,
+    /// The error of the last failure.
+    pub last_error: Option<&'a str>,
+}
+
+impl<'a> Streak<'a> {
+    pub fn add(&mut self, outcome: &'a Finish) {
+        match outcome {
+            Finish::Completed(_) => {
+                self.reset = true;
+                self.trailing = 0;
+            }
+            Finish::Failed(e) => {
+                self.trailing += 1;
+                self.last_error = Some(e.as_str());
+            }
+        }
+    }
 }
 
 /// One item's outcome, as [`finish_batch`] of one. Returns whether it wrote.
@@ -618,7 +702,7 @@ pub fn finish_item(
     outcome: &Finish,
 ) -> Result<bool, AppError> {
     let one = Finished { item_id, lease: 0, attempts, outcome: outcome.clone() };
-    Ok(finish_batch(conn, kind, job_id, std::slice::from_ref(&one))? == 1)
+    Ok(finish_batch(conn, kind, job_id, std::slice::from_ref(&one), 0)? == 1)
 }
 
 /// Marks a live job with nothing pending or processing `completed` (a job whose last
@@ -806,11 +890,216 @@ pub fn add_event(
     source: Source,
     detail: Option<&str>,
 ) -> Result<(), AppError> {
+    let at = now();
     conn.prepare_cached(
         "INSERT INTO job_events (kind, job_id, at, action, source, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![kind.as_str(), job_id, ts(now()), action.as_str(), source.as_str(), detail])?;
+    .execute(params![kind.as_str(), job_id, ts(at), action.as_str(), source.as_str(), detail])?;
+    if notify::worth_notifying(action) {
+        queue_notification(conn, kind, job_id, action, at)?;
+    }
     Ok(())
+}
+
+/// Queues the notification of a job event once per configured channel, in the
+/// caller's transaction: the event and its notifications commit together.
+fn queue_notification(
+    conn: &Connection,
+    kind: JobKind,
+    job_id: i64,
+    action: EventAction,
+    at: DateTime<Utc>,
+) -> Result<(), AppError> {
+    let any: bool =
+        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM notify_channels)")?.query_row([], |r| r.get(0))?;
+    if !any {
+        return Ok(());
+    }
+    let Some(job) = get_job(conn, kind, job_id)? else { return Ok(()) };
+    let Some(event) = notify::event_name(action, &job) else { return Ok(()) };
+    let payload = notify::payload(event, &job, at);
+    conn.prepare_cached(
+        "INSERT INTO outbox (channel, event, kind, job_id, payload, next_at, created_at)
+         SELECT channel, ?1, ?2, ?3, ?4, ?5, ?5 FROM notify_channels",
+    )?
+    .execute(params![event, kind.as_str(), job_id, payload, ts(at)])?;
+    Ok(())
+}
+
+/// The channels events are queued for from now on (the server's settings, at start-up).
+/// On SQLite only this process delivers, so no lease held before it started is live.
+pub fn set_channels(conn: &Connection, channels: &[&str]) -> Result<(), AppError> {
+    conn.execute("UPDATE outbox SET locked_until = NULL WHERE locked_until IS NOT NULL", [])?;
+    conn.execute("DELETE FROM notify_channels", [])?;
+    for channel in channels {
+        conn.execute("INSERT INTO notify_channels (channel) VALUES (?1)", [channel])?;
+    }
+    Ok(())
+}
+
+/// Takes up to `limit` notifications that are due and not held by anyone, holding
+/// them until `lease_until`.
+pub fn claim_outbox(
+    conn: &Connection,
+    at: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Outgoing>, AppError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE outbox SET locked_until = ?2
+         WHERE id IN (SELECT id FROM outbox WHERE next_at <= ?1 AND (locked_until IS NULL OR locked_until <= ?1)
+                      ORDER BY next_at, id LIMIT ?3)
+         RETURNING id, channel, event, kind, job_id, payload, attempts",
+    )?;
+    let rows = stmt.query_map(params![ts(at), ts(lease_until), limit], |r| {
+        let kind: String = r.get(3)?;
+        Ok(Outgoing {
+            id: r.get(0)?,
+            channel: r.get(1)?,
+            event: r.get(2)?,
+            kind: kind.parse().unwrap_or(JobKind::Research),
+            job_id: r.get(4)?,
+            payload: r.get(5)?,
+            attempts: r.get::<_, i64>(6)?.max(0) as u32,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// What became of one try of a notification: `Ok` delivered (it leaves the outbox),
+/// `Err` failed, with when to try again (`None`: given up, it leaves the outbox). Either
+/// way the job's activity log says so, while the job exists.
+pub fn settle_outgoing(
+    conn: &Connection,
+    sent: &Outgoing,
+    outcome: &Result<String, (String, Option<DateTime<Utc>>)>,
+) -> Result<(), AppError> {
+    let (action, detail) = match outcome {
+        Ok(detail) => {
+            conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([sent.id])?;
+            (EventAction::Notified, detail.as_str())
+        }
+        Err((error, Some(next))) => {
+            conn.prepare_cached(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = ?2, locked_until = NULL, last_error = ?3
+                 WHERE id = ?1",
+            )?
+            .execute(params![sent.id, ts(*next), error])?;
+            (EventAction::NotifyFailed, error.as_str())
+        }
+        Err((error, None)) => {
+            conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([sent.id])?;
+            (EventAction::NotifyFailed, error.as_str())
+        }
+    };
+    if get_job(conn, sent.kind, sent.job_id)?.is_some() {
+        add_event(conn, sent.kind, sent.job_id, action, Source::System, Some(detail))?;
+    }
+    Ok(())
+}
+
+/// When the next notification falls due, if any is waiting.
+pub fn next_outgoing(conn: &Connection) -> Result<Option<DateTime<Utc>>, AppError> {
+    let next: Option<String> = conn
+        .prepare_cached("SELECT MIN(MAX(next_at, COALESCE(locked_until, next_at))) FROM outbox")?
+        .query_row([], |r| r.get(0))?;
+    Ok(parse_ts(next))
+}
+
+/// A notification being delivered.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub id: i64,
+    pub channel: String,
+    pub event: String,
+    pub kind: JobKind,
+    pub job_id: i64,
+    /// The JSON body, as it was when the event happened.
+    pub payload: String,
+    /// Tries before this one.
+    pub attempts: u32,
+}
+
+/// Sets (or with two `None`s clears) when a live job pauses and resumes by itself.
+pub fn set_schedule(
+    conn: &Connection,
+    kind: JobKind,
+    job_id: i64,
+    pause_at: Option<DateTime<Utc>>,
+    resume_at: Option<DateTime<Utc>>,
+) -> Result<(), AppError> {
+    conn.prepare_cached(&sql(kind).set_schedule)?.execute(params![
+        job_id,
+        pause_at.map(ts),
+        resume_at.map(ts),
+        ts(now())
+    ])?;
+    Ok(())
+}
+
+/// Fires every scheduled pause and resume whose time has come, each exactly once: it
+/// is cleared in the transaction that acts on it. When both are due (the server was
+/// down across both), the earlier goes first, so the later decides the state. A pause
+/// that finds the job paused, or a resume that finds it running, changes nothing but
+/// is logged. Returns the jobs it changed.
+pub fn fire_schedules(conn: &Connection, at: DateTime<Utc>) -> Result<Vec<(JobKind, i64)>, AppError> {
+    let mut fired = Vec::new();
+    for kind in [JobKind::Research, JobKind::Preprocess] {
+        let s = sql(kind);
+        let due: Vec<(i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = conn
+            .prepare_cached(&s.due_schedules)?
+            .query_map(params![ts(at)], |r| Ok((r.get(0)?, parse_ts(r.get(1)?), parse_ts(r.get(2)?))))?
+            .collect::<Result<_, _>>()?;
+        for (id, pause_at, resume_at) in due {
+            let mut steps: Vec<(DateTime<Utc>, bool)> = Vec::new();
+            steps.extend(pause_at.filter(|t| *t <= at).map(|t| (t, true)));
+            steps.extend(resume_at.filter(|t| *t <= at).map(|t| (t, false)));
+            steps.sort();
+            let keep = |t: Option<DateTime<Utc>>| t.filter(|t| *t > at);
+            set_schedule(conn, kind, id, keep(pause_at), keep(resume_at))?;
+            for (when, pause) in steps {
+                // A scheduled pause takes over a rate limit's (which would lift by itself).
+                let acts = job_flags(conn, kind, id)?.is_some_and(|f| {
+                    if pause {
+                        !f.paused || f.resume_at.is_some()
+                    } else {
+                        f.paused
+                    }
+                });
+                let when = ts(when);
+                if acts {
+                    set_paused(conn, kind, id, pause)?;
+                    let (action, detail) = if pause {
+                        (EventAction::Paused, format!("as scheduled for {when}"))
+                    } else {
+                        (EventAction::Resumed, format!("as scheduled for {when}"))
+                    };
+                    add_event(conn, kind, id, action, Source::Schedule, Some(&detail))?;
+                } else {
+                    let detail = if pause {
+                        format!("the pause scheduled for {when} found the job already paused")
+                    } else {
+                        format!("the resume scheduled for {when} found the job already running")
+                    };
+                    add_event(conn, kind, id, EventAction::Scheduled, Source::Schedule, Some(&detail))?;
+                }
+            }
+            fired.push((kind, id));
+        }
+    }
+    Ok(fired)
+}
+
+/// When the next scheduled pause or resume of a live job is due, if any is set.
+pub fn next_schedule(conn: &Connection) -> Result<Option<DateTime<Utc>>, AppError> {
+    let mut next: Option<DateTime<Utc>> = None;
+    for kind in [JobKind::Research, JobKind::Preprocess] {
+        let at: Option<String> = conn.prepare_cached(&sql(kind).next_schedule)?.query_row([], |r| r.get(0))?;
+        if let Some(at) = parse_ts(at) {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+    }
+    Ok(next)
 }
 
 /// A page of a job's activity log, newest first: up to `limit` events with ids below
@@ -1212,7 +1501,7 @@ mod tests {
                 outcome: Finish::completed(&serde_json::json!({})),
             })
             .collect();
-        assert_eq!(finish_batch(&conn, k, id, &batch).unwrap(), 2);
+        assert_eq!(finish_batch(&conn, k, id, &batch, 0).unwrap(), 2);
         let job = require_job(&conn, k, id).unwrap();
         assert_eq!((job.pending, job.processing, job.completed, job.failed), (3, 0, 2, 0));
         // The rest, unpaused: the last write completes the job in the same transaction.
@@ -1223,7 +1512,7 @@ mod tests {
             .iter()
             .map(|c| Finished { item_id: c.id, lease: 0, attempts: 2, outcome: Finish::Failed("no".into()) })
             .collect();
-        assert_eq!(finish_batch(&conn, k, id, &batch).unwrap(), 3);
+        assert_eq!(finish_batch(&conn, k, id, &batch, 0).unwrap(), 3);
         let job = require_job(&conn, k, id).unwrap();
         assert_eq!((job.status, job.completed, job.failed), (JobStatus::Completed, 2, 3));
     }
@@ -1250,7 +1539,7 @@ mod tests {
                 },
             })
             .collect();
-        finish_batch(&conn, JobKind::Research, id, &batch).unwrap();
+        finish_batch(&conn, JobKind::Research, id, &batch, 0).unwrap();
         let job = require_job(&conn, JobKind::Research, id).unwrap();
         assert_eq!((job.status, job.completed, job.failed), (JobStatus::Completed, 6, 6));
         assert!(retries_cut_short(&conn).unwrap().is_empty());

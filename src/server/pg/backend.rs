@@ -82,7 +82,7 @@ fn not_found(kind: JobKind, id: i64) -> AppError {
     AppError::NotFound { kind: kind.as_str(), id: id.to_string() }
 }
 
-async fn read_job(c: &impl GenericClient, kind: JobKind, id: i64) -> Result<Job, AppError> {
+pub(super) async fn read_job(c: &impl GenericClient, kind: JobKind, id: i64) -> Result<Job, AppError> {
     let row = c
         .query_opt(&format!("{} WHERE j.id = $1 AND j.hidden IS NULL", job_select(kind)), &[&id])
         .await?
@@ -545,7 +545,8 @@ impl PgBackend {
                 // nothing they hold.
                 put_back(&*tx, kind, id, None, None, self.shard()).await?;
                 let sql = "SET status = 'failed', cancelled_at = now(), updated_at = now(), paused = 0,
-                               paused_reason = NULL, resume_at = NULL WHERE id = $1";
+                               paused_reason = NULL, resume_at = NULL, scheduled_pause_at = NULL,
+                               scheduled_resume_at = NULL, fail_streak = 0 WHERE id = $1";
                 change_job(&tx, kind, id, sql, &[&id]).await?;
             }
             Change::Retry { .. } => {
@@ -574,6 +575,10 @@ impl PgBackend {
                 let sql = "SET name = COALESCE($2, name), concurrency = COALESCE($3, concurrency),
                                updated_at = now() WHERE id = $1";
                 change_job(&tx, kind, id, sql, &[&id, name, &concurrency]).await?;
+            }
+            Change::Schedule { pause_at, resume_at } => {
+                let sql = "SET scheduled_pause_at = $2, scheduled_resume_at = $3, updated_at = now() WHERE id = $1";
+                change_job(&tx, kind, id, sql, &[&id, pause_at, resume_at]).await?;
             }
         }
         let detail = change.detail(&before, moved);
@@ -670,10 +675,11 @@ impl PgBackend {
         id: i64,
         finished: &[Finished],
         want: usize,
+        burst: u32,
     ) -> Result<Vec<ClaimedRow>, AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        super::finish_batch(&tx, kind, id, self.worker_id, finished).await?;
+        super::finish_batch(&tx, kind, id, self.worker_id, finished, burst).await?;
         let claimed =
             if want > 0 { super::claim_batch(&tx, kind, id, self.worker_id, want).await? } else { Vec::new() };
         tx.commit().await?;
@@ -736,6 +742,163 @@ impl PgBackend {
         }
         tx.commit().await?;
         Ok(changed)
+    }
+
+    /// Fires the due scheduled pauses and resumes, as `store::fire_schedules` does on
+    /// SQLite. Each job's row is locked and re-read first, and rows another process is
+    /// firing are skipped, so each fires once over all processes.
+    pub async fn fire_schedules(&self) -> Result<Vec<(JobKind, i64)>, AppError> {
+        let mut fired = Vec::new();
+        for kind in [JobKind::Research, JobKind::Preprocess] {
+            let mut c = self.client().await?;
+            let tx = c.transaction().await?;
+            let due = tx
+                .query(
+                    &format!(
+                        "SELECT id, scheduled_pause_at, scheduled_resume_at, paused, resume_at, now() FROM {}
+                         WHERE status IN ('pending', 'processing') AND hidden IS NULL
+                           AND (scheduled_pause_at <= now() OR scheduled_resume_at <= now())
+                         FOR NO KEY UPDATE SKIP LOCKED",
+                        tables(kind).jobs
+                    ),
+                    &[],
+                )
+                .await?;
+            for row in due {
+                let id: i64 = row.get(0);
+                let (pause_at, resume_at): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (row.get(1), row.get(2));
+                let (mut paused, mut rate_limited) =
+                    (row.get::<_, i32>(3) != 0, row.get::<_, Option<DateTime<Utc>>>(4).is_some());
+                let now: DateTime<Utc> = row.get(5);
+                let mut steps: Vec<(DateTime<Utc>, bool)> = Vec::new();
+                steps.extend(pause_at.filter(|t| *t <= now).map(|t| (t, true)));
+                steps.extend(resume_at.filter(|t| *t <= now).map(|t| (t, false)));
+                steps.sort();
+                let keep = |t: Option<DateTime<Utc>>| t.filter(|t| *t > now);
+                let sql = "SET scheduled_pause_at = $2, scheduled_resume_at = $3, updated_at = now() WHERE id = $1";
+                change_job(&tx, kind, id, sql, &[&id, &keep(pause_at), &keep(resume_at)]).await?;
+                for (when, pause) in steps {
+                    let when = store::ts(when);
+                    let acts = if pause { !paused || rate_limited } else { paused };
+                    if acts {
+                        super::set_paused(&tx, kind, id, pause).await?;
+                        (paused, rate_limited) = (pause, false);
+                        let action = if pause { EventAction::Paused } else { EventAction::Resumed };
+                        let detail = format!("as scheduled for {when}");
+                        add_event(&*tx, kind, id, action, Source::Schedule, Some(&detail)).await?;
+                    } else {
+                        let detail = if pause {
+                            format!("the pause scheduled for {when} found the job already paused")
+                        } else {
+                            format!("the resume scheduled for {when} found the job already running")
+                        };
+                        add_event(&*tx, kind, id, EventAction::Scheduled, Source::Schedule, Some(&detail)).await?;
+                    }
+                }
+                fired.push((kind, id));
+            }
+            tx.commit().await?;
+        }
+        Ok(fired)
+    }
+
+    pub async fn next_schedule(&self) -> Result<Option<DateTime<Utc>>, AppError> {
+        let c = self.client().await?;
+        let mut next: Option<DateTime<Utc>> = None;
+        for kind in [JobKind::Research, JobKind::Preprocess] {
+            let at: Option<DateTime<Utc>> = c
+                .query_one(
+                    &format!(
+                        "SELECT MIN(LEAST(scheduled_pause_at, scheduled_resume_at)) FROM {}
+                         WHERE status IN ('pending', 'processing') AND hidden IS NULL",
+                        tables(kind).jobs
+                    ),
+                    &[],
+                )
+                .await?
+                .get(0);
+            if let Some(at) = at {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        Ok(next)
+    }
+
+    pub async fn set_channels(&self, channels: &[&str]) -> Result<(), AppError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute("DELETE FROM notify_channels", &[]).await?;
+        for channel in channels {
+            tx.execute("INSERT INTO notify_channels (channel) VALUES ($1)", &[channel]).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Takes due notifications no other process holds (its lease ran out or it never
+    /// had one), skipping rows another process is taking at this moment.
+    pub async fn claim_outbox(&self, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<store::Outgoing>, AppError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "UPDATE outbox SET locked_until = $1
+                 WHERE id IN (SELECT id FROM outbox
+                              WHERE next_at <= now() AND (locked_until IS NULL OR locked_until <= now())
+                              ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, channel, event, kind, job_id, payload, attempts",
+                &[&lease_until, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| store::Outgoing {
+                id: r.get(0),
+                channel: r.get(1),
+                event: r.get(2),
+                kind: r.get::<_, &str>(3).parse().unwrap_or(JobKind::Research),
+                job_id: r.get(4),
+                payload: r.get(5),
+                attempts: r.get::<_, i32>(6).max(0) as u32,
+            })
+            .collect())
+    }
+
+    pub async fn settle_outgoing(
+        &self,
+        sent: &store::Outgoing,
+        outcome: &Result<String, (String, Option<DateTime<Utc>>)>,
+    ) -> Result<(), AppError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let (action, detail) = match outcome {
+            Ok(detail) => {
+                tx.execute("DELETE FROM outbox WHERE id = $1", &[&sent.id]).await?;
+                (EventAction::Notified, detail.as_str())
+            }
+            Err((error, Some(next))) => {
+                tx.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, next_at = $2, locked_until = NULL, last_error = $3
+                     WHERE id = $1",
+                    &[&sent.id, next, error],
+                )
+                .await?;
+                (EventAction::NotifyFailed, error.as_str())
+            }
+            Err((error, None)) => {
+                tx.execute("DELETE FROM outbox WHERE id = $1", &[&sent.id]).await?;
+                (EventAction::NotifyFailed, error.as_str())
+            }
+        };
+        if read_job(&*tx, sent.kind, sent.job_id).await.is_ok() {
+            add_event(&*tx, sent.kind, sent.job_id, action, Source::System, Some(detail)).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn next_outgoing(&self) -> Result<Option<DateTime<Utc>>, AppError> {
+        let c = self.client().await?;
+        Ok(c.query_one("SELECT MIN(GREATEST(next_at, COALESCE(locked_until, next_at))) FROM outbox", &[]).await?.get(0))
     }
 
     pub async fn complete_if_done(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {

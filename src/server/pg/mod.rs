@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0002_importer.sql"),
     include_str!("../../../migrations/postgres/0003_paused_flag.sql"),
     include_str!("../../../migrations/postgres/0004_operator_controls.sql"),
+    include_str!("../../../migrations/postgres/0005_auto_control.sql"),
 ];
 
 /// The channel pause, resume and cancel are announced on, in the same transaction as
@@ -267,7 +268,7 @@ pub async fn set_paused(tx: &Transaction<'_>, kind: JobKind, job_id: i64, paused
     let changed = tx
         .execute(
             &format!(
-                "UPDATE {} SET paused = $2, paused_reason = NULL, resume_at = NULL, updated_at = now(),
+                "UPDATE {} SET paused = $2, paused_reason = NULL, resume_at = NULL, updated_at = now(), fail_streak = 0,
                      status = CASE WHEN $2 = 1 THEN 'processing' ELSE status END
                  WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL",
                 tables(kind).jobs
@@ -381,6 +382,7 @@ pub async fn finish_batch(
     job_id: i64,
     worker_id: i64,
     outcomes: &[Finished],
+    burst: u32,
 ) -> Result<usize, AppError> {
     if outcomes.is_empty() {
         return Ok(0);
@@ -419,16 +421,63 @@ pub async fn finish_batch(
                      AS r(id, lease, attempts, status, result, error)
                  WHERE i.id = r.id AND i.job_id = $1 AND i.status = 'processing'
                    AND i.worker_id = $2 AND i.lease = r.lease
-                 RETURNING i.status",
+                 RETURNING i.id, i.status",
                 items = t.items
             ),
             &[&job_id, &worker_id, &ids, &leases, &attempts, &statuses, &results, &errors],
         )
         .await?;
-    let completed = written.iter().filter(|r| r.get::<_, &str>(0) == "completed").count() as i64;
+    let completed = written.iter().filter(|r| r.get::<_, &str>(1) == "completed").count() as i64;
     let failed = written.len() as i64 - completed;
     add_counts(tx, kind, job_id, shard_of(worker_id), [0, -(completed + failed), completed, failed]).await?;
+    let kept: std::collections::HashSet<i64> = written.iter().map(|r| r.get(0)).collect();
+    let mut streak = super::store::Streak::default();
+    for o in outcomes.iter().filter(|o| kept.contains(&o.item_id)) {
+        streak.add(&o.outcome);
+    }
+    error_burst(tx, kind, job_id, &streak, burst).await?;
     Ok(written.len())
+}
+
+/// Moves the job's count of items failed in a row by a written batch, and pauses the
+/// job when it reaches `burst` (0 = off): with the count and the last error as its
+/// reason and no resume time. The job row is written only when the count changes, so
+/// batches of successes on many workers do not queue on it.
+async fn error_burst(
+    tx: &Transaction<'_>,
+    kind: JobKind,
+    job_id: i64,
+    streak: &super::store::Streak<'_>,
+    burst: u32,
+) -> Result<(), AppError> {
+    let jobs = tables(kind).jobs;
+    tx.execute(
+        &format!(
+            "UPDATE {jobs} SET fail_streak = CASE WHEN $2 THEN $3 ELSE fail_streak + $3 END
+             WHERE id = $1 AND ($3 > 0 OR fail_streak <> 0)"
+        ),
+        &[&job_id, &streak.reset, &(streak.trailing as i32)],
+    )
+    .await?;
+    let Some(last) = streak.last_error.filter(|_| streak.trailing > 0 && burst > 0) else { return Ok(()) };
+    let paused = tx
+        .query_opt(
+            &format!(
+                "UPDATE {jobs} SET paused = 1, status = 'processing', resume_at = NULL, updated_at = now(),
+                     paused_reason = fail_streak || ' items failed in a row; the last: ' || $3, fail_streak = 0
+                 WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL AND paused = 0
+                   AND fail_streak >= $2
+                 RETURNING paused_reason"
+            ),
+            &[&job_id, &(burst as i32), &last],
+        )
+        .await?;
+    if let Some(row) = paused {
+        let reason: String = row.get(0);
+        add_event(tx, kind, job_id, EventAction::AutoPaused, Source::ErrorBurst, Some(&reason)).await?;
+        notify_control(tx, kind, job_id).await?;
+    }
+    Ok(())
 }
 
 /// Marks a live job with nothing pending or in flight `completed`. Workers that finish
@@ -452,6 +501,7 @@ pub async fn complete_if_done(tx: &Transaction<'_>, kind: JobKind, job_id: i64) 
     tx.execute(
         &format!(
             "UPDATE {} SET status = 'completed', paused = 0, paused_reason = NULL, resume_at = NULL,
+                 scheduled_pause_at = NULL, scheduled_resume_at = NULL, fail_streak = 0,
                  completed_at = now(), updated_at = now() WHERE id = $1",
             t.jobs
         ),
@@ -472,11 +522,28 @@ pub async fn add_event(
     source: Source,
     detail: Option<&str>,
 ) -> Result<(), AppError> {
-    c.execute(
-        "INSERT INTO job_events (kind, job_id, action, source, detail) VALUES ($1, $2, $3, $4, $5)",
-        &[&kind.as_str(), &job_id, &action.as_str(), &source.as_str(), &detail],
-    )
-    .await?;
+    let at: DateTime<Utc> = c
+        .query_one(
+            "INSERT INTO job_events (kind, job_id, action, source, detail) VALUES ($1, $2, $3, $4, $5) RETURNING at",
+            &[&kind.as_str(), &job_id, &action.as_str(), &source.as_str(), &detail],
+        )
+        .await?
+        .get(0);
+    if super::notify::worth_notifying(action) {
+        let any: bool = c.query_one("SELECT EXISTS (SELECT 1 FROM notify_channels)", &[]).await?.get(0);
+        if any {
+            let job = backend::read_job(c, kind, job_id).await?;
+            if let Some(event) = super::notify::event_name(action, &job) {
+                let payload = super::notify::payload(event, &job, at);
+                c.execute(
+                    "INSERT INTO outbox (channel, event, kind, job_id, payload, next_at, created_at)
+                     SELECT channel, $1, $2, $3, $4, $5, $5 FROM notify_channels",
+                    &[&event, &kind.as_str(), &job_id, &payload, &at],
+                )
+                .await?;
+            }
+        }
+    }
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 use super::backend::Backend;
 use super::config::RunnerConfig;
 use super::error::AppError;
+use super::notify::Notifier;
 use super::pg::backend::PgBackend;
 use super::steps::{bound_result, Step, StepError};
 use super::store::{ClaimedRow, Finish, Finished, Flags};
@@ -51,6 +52,10 @@ struct Inner {
     tracker: TaskTracker,
     /// Off in a process that serves without running jobs (`serve --no-runner`).
     runs_jobs: std::sync::atomic::AtomicBool,
+    /// Delivers notifications; set before [`Runner::start`].
+    notifier: std::sync::OnceLock<Notifier>,
+    /// Told when a schedule changes, so the scheduler looks again at once.
+    schedules_changed: Notify,
 }
 
 /// Handle to the runner; cheap to clone.
@@ -86,6 +91,8 @@ impl Runner {
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 runs_jobs: std::sync::atomic::AtomicBool::new(true),
+                notifier: std::sync::OnceLock::new(),
+                schedules_changed: Notify::new(),
             }),
         }
     }
@@ -109,7 +116,56 @@ impl Runner {
         }
         let runner = self.clone();
         self.inner.tracker.spawn(async move { runner.sweep().await });
+        // Schedules whose time passed while the server was down fire now.
+        let runner = self.clone();
+        self.inner.tracker.spawn(async move { runner.schedules().await });
+        let channels = self.inner.notifier.get().map(Notifier::channels).unwrap_or_default();
+        self.inner.db.set_channels(channels).await?;
+        if let Some(notifier) = self.inner.notifier.get().cloned() {
+            let (db, shutdown) = (self.inner.db.clone(), self.inner.shutdown.clone());
+            let poll = self.inner.cfg.pause_poll().min(Duration::from_secs(1));
+            self.inner.tracker.spawn(notifier.run(db, poll, shutdown));
+        }
         Ok(())
+    }
+
+    /// Sets what delivers notifications; call before [`Runner::start`]. Without one,
+    /// no event is queued for delivery.
+    pub fn set_notifier(&self, notifier: Notifier) {
+        let _ = self.inner.notifier.set(notifier);
+    }
+
+    /// A schedule was set or cleared: the scheduler looks again now.
+    pub fn schedules_changed(&self) {
+        self.inner.schedules_changed.notify_one();
+    }
+
+    /// Fires scheduled pauses and resumes when they fall due (at the latest a
+    /// `pause_poll` late for a schedule another process set), and wakes the jobs they
+    /// changed.
+    async fn schedules(&self) {
+        let shutdown = self.inner.shutdown.clone();
+        let poll = self.inner.cfg.pause_poll();
+        loop {
+            match self.inner.db.fire_schedules().await {
+                Ok(fired) => {
+                    for (kind, id) in fired {
+                        self.wake(kind, id);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "scheduled pauses and resumes could not be fired; will retry"),
+            }
+            let wait = match self.inner.db.next_schedule().await {
+                Ok(Some(next)) => (next - chrono::Utc::now()).to_std().unwrap_or_default().min(poll),
+                _ => poll,
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.inner.schedules_changed.notified() => {}
+                // A few ms late, so the time has surely passed when the store looks.
+                () = tokio::time::sleep(wait + Duration::from_millis(5)) => {}
+            }
+        }
     }
 
     /// A process that serves without running jobs (`jobdeck serve --no-runner`): no
@@ -606,7 +662,8 @@ impl JobTask {
             return;
         }
         let batch = Arc::new(std::mem::take(&mut self.finished));
-        let written = self.inner.db.finish_and_claim(kind, id, batch.clone(), want).await;
+        let burst = self.inner.cfg.error_burst;
+        let written = self.inner.db.finish_and_claim(kind, id, batch.clone(), want, burst).await;
         match written {
             Ok(claimed) => {
                 if claimed.len() < want {
@@ -723,7 +780,8 @@ impl JobTask {
         let (kind, id) = (self.kind, self.id);
         match owed {
             Owed::Finish(done) => {
-                self.inner.db.finish_and_claim(kind, id, Arc::new(vec![done.clone()]), 0).await?;
+                let burst = self.inner.cfg.error_burst;
+                self.inner.db.finish_and_claim(kind, id, Arc::new(vec![done.clone()]), 0, burst).await?;
             }
             Owed::Requeue => {
                 self.inner.db.requeue(kind, id, item_id).await?;

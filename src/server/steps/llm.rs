@@ -167,7 +167,7 @@ fn strip_fence(s: &str) -> &str {
 
 /// How long a 429 asks us to wait: `Retry-After` as delta-seconds or an HTTP-date,
 /// capped, with a default when absent or unreadable.
-fn retry_after(header: Option<&str>, now: SystemTime) -> Duration {
+pub(crate) fn retry_after(header: Option<&str>, now: SystemTime) -> Duration {
     let Some(value) = header.map(str::trim).filter(|v| !v.is_empty()) else {
         return DEFAULT_RETRY_AFTER;
     };

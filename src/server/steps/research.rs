@@ -566,6 +566,17 @@ async fn fetch_page(http: &Http, url: &Url) -> Result<Page, FetchError> {
     let code = status.as_u16();
     let final_url = response.url().clone();
     let failed = |error| FetchError { status: Some(code), error };
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        // A site that says when to come back pauses the whole job until then (SPEC
+        // section 8); one that does not is retried like a 5xx.
+        let header = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok());
+        if let Some(header) = header {
+            let retry_after = super::llm::retry_after(Some(header), std::time::SystemTime::now());
+            let host = final_url.host_str().unwrap_or("the site");
+            let reason = format!("rate limited by {host} (HTTP 429)");
+            return Err(failed(StepError::RateLimited { reason, retry_after }));
+        }
+    }
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         // The site may be back in a moment; the runner retries with backoff.
         return Err(failed(StepError::Transient(format!("HTTP {code} from {final_url}"))));

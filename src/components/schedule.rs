@@ -1,0 +1,140 @@
+//! A live job's schedule (SPEC section 8): when it pauses and resumes by itself.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use leptos::prelude::*;
+
+use crate::api::schedule_job;
+use crate::components::erase::Erase;
+use crate::components::format::{error_text, time_text};
+use crate::components::live::LiveJob;
+
+/// What is scheduled, and a form to set, change or clear it. Times are UTC, as every
+/// time jobdeck shows. Each fires once; shown while the job can still run.
+#[component]
+pub fn ScheduleControl(live: LiveJob) -> impl IntoView {
+    let job = live.job;
+    let current = Memo::new(move |_| job.with(|j| (j.scheduled_pause_at, j.scheduled_resume_at)));
+    let pause = RwSignal::new(String::new());
+    let resume = RwSignal::new(String::new());
+    // The fields follow the job until the person edits them.
+    let typed = RwSignal::new(false);
+    Effect::new(move |_| {
+        let (p, r) = current.get();
+        if !typed.get_untracked() {
+            pause.set(p.map(field_text).unwrap_or_default());
+            resume.set(r.map(field_text).unwrap_or_default());
+        }
+    });
+    let busy = RwSignal::new(false);
+    let note = RwSignal::new(None::<Result<String, String>>);
+    let send = move |times: Option<(String, String)>| {
+        if busy.get_untracked() {
+            return;
+        }
+        let (pause_at, resume_at) = match times {
+            None => (None, None),
+            Some((p, r)) => match (parse_field("Pause at", &p), parse_field("Resume at", &r)) {
+                (Ok(p), Ok(r)) => (p, r),
+                (Err(e), _) | (_, Err(e)) => {
+                    note.set(Some(Err(e)));
+                    return;
+                }
+            },
+        };
+        let clearing = pause_at.is_none() && resume_at.is_none();
+        busy.set(true);
+        note.set(None);
+        let (kind, id) = job.with_untracked(|j| (j.kind, j.id));
+        leptos::task::spawn_local(async move {
+            let rfc = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339());
+            match schedule_job(kind, id, rfc(pause_at), rfc(resume_at)).await {
+                Ok(job) => {
+                    live.apply(job);
+                    typed.set(false);
+                    let text = if clearing { "Schedule cleared." } else { "Schedule saved." };
+                    note.set(Some(Ok(text.into())));
+                }
+                Err(e) => note.set(Some(Err(error_text(&e)))),
+            }
+            let _ = busy.try_set(false);
+        });
+    };
+    let save = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        send(Some((pause.get_untracked(), resume.get_untracked())));
+    };
+    let summary = move || {
+        let (p, r) = current.get();
+        let parts: Vec<String> = [("Pauses at", p), ("Resumes at", r)]
+            .into_iter()
+            .filter_map(|(what, t)| t.map(|t| format!("{what} {}.", time_text(&t))))
+            .collect();
+        if parts.is_empty() {
+            "Nothing scheduled.".to_string()
+        } else {
+            parts.join(" ")
+        }
+    };
+    let field = move |id: &'static str, label: &'static str, value: RwSignal<String>| {
+        view! {
+            <label for=id>
+                {label}
+                <input
+                    id=id
+                    type="datetime-local"
+                    step="60"
+                    prop:value=value
+                    on:input=move |ev| {
+                        typed.set(true);
+                        value.set(event_target_value(&ev));
+                    }
+                />
+            </label>
+        }
+    };
+    view! {
+        <Show when=move || !job.with(|j| j.is_terminal())>
+            <section class="card schedule" aria-labelledby="schedule-title">
+                <h2 id="schedule-title">"Schedule"</h2>
+                <p data-testid="schedule-summary">{summary}</p>
+                <form on:submit=save>
+                    {field("schedule-pause", "Pause at (UTC)", pause)}
+                    {field("schedule-resume", "Resume at (UTC)", resume)}
+                    <button type="submit" class="btn btn-small btn-plain" disabled=busy>
+                        "Save schedule"
+                    </button>
+                    <button
+                        type="button"
+                        class="btn btn-small btn-plain"
+                        disabled=move || busy.get() || current.with(|(p, r)| p.is_none() && r.is_none())
+                        on:click=move |_| send(None)
+                    >
+                        "Clear"
+                    </button>
+                </form>
+                {move || note.get().map(|n| match n {
+                    Ok(t) => view! { <p class="small muted" role="status">{t}</p> }.erased(),
+                    Err(t) => view! { <p class="alert small" role="alert">{t}</p> }.erased(),
+                })}
+            </section>
+        </Show>
+    }
+}
+
+/// A time as a `datetime-local` field holds it: `2026-12-01T09:30`, in UTC.
+fn field_text(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M").to_string()
+}
+
+/// A field's time, read as UTC; empty is none.
+fn parse_field(label: &str, text: &str) -> Result<Option<DateTime<Utc>>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .map(|t| Some(t.and_utc()))
+        .ok_or_else(|| format!("{label}: `{text}` is not a date and time"))
+}
