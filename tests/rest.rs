@@ -493,7 +493,7 @@ async fn json_body(app: &Router, method: &str, uri: &str, body: &str) -> (Status
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
-/// SPEC section 8 over HTTP: PATCH, retry, archive/unarchive, events and bulk, with
+/// SPEC section 8 over HTTP: PATCH, schedule, retry, archive/unarchive, events and bulk, with
 /// their 400s, 404s and 409s as JSON errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_section_8_routes_answer_with_the_spec_shapes() {
@@ -530,6 +530,42 @@ async fn the_section_8_routes_answer_with_the_spec_shapes() {
     let (status, _) = json_body(&app, "PATCH", &done_uri, r#"{"concurrency": 3}"#).await;
     assert_eq!(status, StatusCode::CONFLICT);
     let (status, _) = json_body(&app, "PATCH", "/api/process/987654", r#"{"name": "x"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Schedule: PUT sets both times (a key left out is null), DELETE clears.
+    let soon = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let plus_two = chrono::FixedOffset::east_opt(2 * 3600).unwrap();
+    let later = (chrono::Utc::now() + chrono::Duration::hours(2)).with_timezone(&plus_two).to_rfc3339();
+    let body = format!(r#"{{"pauseAt": "{soon}", "resumeAt": "{later}"}}"#);
+    let (status, job) = json_body(&app, "PUT", &format!("{run_uri}/schedule"), &body).await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().timestamp();
+    assert_eq!(at(&job["scheduledPauseAt"]), chrono::DateTime::parse_from_rfc3339(&soon).unwrap().timestamp());
+    assert_eq!(at(&job["scheduledResumeAt"]), chrono::DateTime::parse_from_rfc3339(&later).unwrap().timestamp());
+    assert!(job["scheduledResumeAt"].as_str().unwrap().ends_with('Z'), "given back in UTC: {job}");
+    let (status, job) =
+        json_body(&app, "PUT", &format!("{run_uri}/schedule"), &format!(r#"{{"resumeAt": "{soon}"}}"#)).await;
+    assert_eq!((status, job["scheduledPauseAt"].is_null()), (StatusCode::OK, true), "{job}");
+    let (status, job) = json(&app, "DELETE", &format!("{run_uri}/schedule")).await;
+    assert_eq!((status, job["scheduledResumeAt"].is_null()), (StatusCode::OK, true), "{job}");
+    let past = (chrono::Utc::now() - chrono::Duration::minutes(1)).to_rfc3339();
+    for body in [
+        format!(r#"{{"pauseAt": "{past}"}}"#),
+        r#"{"pauseAt": "tomorrow"}"#.to_string(),
+        r#"{"pauseAt": 1767225600}"#.to_string(),
+        r#"{"at": null}"#.to_string(),
+        "[]".to_string(),
+    ] {
+        let (status, err) = json_body(&app, "PUT", &format!("{run_uri}/schedule"), &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
+        assert!(err["error"].is_string(), "{body}: {err}");
+    }
+    let (status, _) =
+        json_body(&app, "PUT", &format!("{done_uri}/schedule"), &format!(r#"{{"pauseAt": "{soon}"}}"#)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = json(&app, "DELETE", &format!("{done_uri}/schedule")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) = json(&app, "DELETE", "/api/preprocess/jobs/987654/schedule").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Retry, archive, unarchive
