@@ -31,6 +31,9 @@ export JOBDECK_DB="$E2E_DIR/e2e.sqlite3"
 export JOBDECK_ALLOW_PRIVATE_TARGETS=1
 export JOBDECK_PAUSE_POLL_MS=500
 export JOBDECK_RETRY_BASE_MS=50
-export JOBDECK_LLM_BASE_URL=""
+export JOBDECK_E2E_LLM_PORT="${JOBDECK_E2E_LLM_PORT:-3999}"
+# The fake LLM endpoint the Playwright run starts (end2end/tests/fixtures/llm.ts).
+export JOBDECK_LLM_BASE_URL="http://127.0.0.1:$JOBDECK_E2E_LLM_PORT/v1"
+export JOBDECK_LLM_MODEL="fake"
 export E2E_ARTIFACTS="${E2E_ARTIFACTS:-$PWD/end2end/artifacts}"
 cargo leptos end-to-end

@@ -533,7 +533,7 @@ impl Backend {
     pub async fn settle_outgoing(
         &self,
         sent: store::Outgoing,
-        outcome: Result<String, (String, Option<DateTime<Utc>>)>,
+        outcome: store::Settled,
     ) -> Result<(), AppError> {
         match self {
             Self::Sqlite(db) => db.write(move |tx| store::settle_outgoing(tx, &sent, &outcome)).await,

@@ -185,7 +185,12 @@ impl Notifier {
     /// Tries every due notification once; returns when the next one falls due.
     async fn round(&self, db: &Backend) -> Result<Option<DateTime<Utc>>, super::error::AppError> {
         loop {
+            // A read first: the write that takes notifications runs only when one is due.
+            let next = db.next_outgoing().await?;
             let now = Utc::now();
+            if next.is_none_or(|at| at > now) {
+                return Ok(next);
+            }
             let lease = chrono::Duration::from_std(LEASE).unwrap_or_default();
             let due = db.claim_outbox(now, now + lease, BATCH).await?;
             if due.is_empty() {

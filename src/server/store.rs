@@ -966,13 +966,17 @@ pub fn claim_outbox(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// One try of a notification: `Ok` with what was done, or `Err` with why it failed
+/// and when to try again (`None`: given up).
+pub type Settled = Result<String, (String, Option<DateTime<Utc>>)>;
+
 /// What became of one try of a notification: `Ok` delivered (it leaves the outbox),
 /// `Err` failed, with when to try again (`None`: given up, it leaves the outbox). Either
 /// way the job's activity log says so, while the job exists.
 pub fn settle_outgoing(
     conn: &Connection,
     sent: &Outgoing,
-    outcome: &Result<String, (String, Option<DateTime<Utc>>)>,
+    outcome: &Settled,
 ) -> Result<(), AppError> {
     let (action, detail) = match outcome {
         Ok(detail) => {
@@ -1037,6 +1041,9 @@ pub fn set_schedule(
     Ok(())
 }
 
+/// A job with a scheduled time due: its id, pause time and resume time.
+type DueSchedule = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// Fires every scheduled pause and resume whose time has come, each exactly once: it
 /// is cleared in the transaction that acts on it. When both are due (the server was
 /// down across both), the earlier goes first, so the later decides the state. A pause
@@ -1046,7 +1053,7 @@ pub fn fire_schedules(conn: &Connection, at: DateTime<Utc>) -> Result<Vec<(JobKi
     let mut fired = Vec::new();
     for kind in [JobKind::Research, JobKind::Preprocess] {
         let s = sql(kind);
-        let due: Vec<(i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = conn
+        let due: Vec<DueSchedule> = conn
             .prepare_cached(&s.due_schedules)?
             .query_map(params![ts(at)], |r| Ok((r.get(0)?, parse_ts(r.get(1)?), parse_ts(r.get(2)?))))?
             .collect::<Result<_, _>>()?;

@@ -866,7 +866,7 @@ impl PgBackend {
     pub async fn settle_outgoing(
         &self,
         sent: &store::Outgoing,
-        outcome: &Result<String, (String, Option<DateTime<Utc>>)>,
+        outcome: &store::Settled,
     ) -> Result<(), AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;

@@ -147,17 +147,26 @@ impl Runner {
         let shutdown = self.inner.shutdown.clone();
         let poll = self.inner.cfg.pause_poll();
         loop {
-            match self.inner.db.fire_schedules().await {
-                Ok(fired) => {
-                    for (kind, id) in fired {
-                        self.wake(kind, id);
+            // A read first: the write that fires runs only when something is due.
+            let mut next = self.inner.db.next_schedule().await;
+            if matches!(next, Ok(Some(at)) if at <= chrono::Utc::now()) {
+                match self.inner.db.fire_schedules().await {
+                    Ok(fired) => {
+                        for (kind, id) in fired {
+                            self.wake(kind, id);
+                        }
                     }
+                    Err(e) => tracing::warn!(error = %e, "scheduled pauses and resumes could not be fired; will retry"),
                 }
-                Err(e) => tracing::warn!(error = %e, "scheduled pauses and resumes could not be fired; will retry"),
+                next = self.inner.db.next_schedule().await;
             }
-            let wait = match self.inner.db.next_schedule().await {
-                Ok(Some(next)) => (next - chrono::Utc::now()).to_std().unwrap_or_default().min(poll),
-                _ => poll,
+            let wait = match next {
+                Ok(Some(at)) => (at - chrono::Utc::now()).to_std().unwrap_or_default().min(poll),
+                Ok(None) => poll,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduled pauses and resumes could not be read; will retry");
+                    poll
+                }
             };
             tokio::select! {
                 () = shutdown.cancelled() => return,
