@@ -685,8 +685,10 @@ on_both_stores!(
 /// again from zero.
 async fn an_error_burst_pauses_the_job_until_a_person_resumes(store: Store) {
     let site = Site::start().await;
+    let (hook, hooks) = webhook_receiver(false).await;
     let mut config = store.config();
     config.runner.error_burst = 3;
+    config.notify.webhook_url = format!("http://{hook}/hook");
     let service = store.service(config).await;
     // `/missing/…` answers 404: a permanent failure, at once. One success first.
     let mut items = paths("/f/", 1);
@@ -704,6 +706,15 @@ async fn an_error_burst_pauses_the_job_until_a_person_resumes(store: Store) {
     let events = service.events(R, job.id, None, 50).await.unwrap();
     let auto = events.iter().find(|e| e.action == EventAction::AutoPaused).expect("an auto-paused event");
     assert_eq!((auto.source, auto.detail.as_deref()), (Source::ErrorBurst, Some(reason.as_str())));
+    // The automatic pause is notified, with the job as it was paused.
+    wait_for(LONG, "the auto_paused webhook", || async { !hooks.lock().unwrap().is_empty() }).await;
+    let (signature, body) = hooks.lock().unwrap()[0].clone();
+    assert_eq!(signature, None, "no secret, no signature");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (body["event"].as_str(), body["job"]["pausedReason"].as_str()),
+        (Some("job.auto_paused"), Some(reason.as_str()))
+    );
 
     // A person resumes: three more fail in a row, and it pauses again; then the last
     // one fails and the job is over (a finished job is not paused).
@@ -890,8 +901,9 @@ async fn wait_event(service: &Service, kind: JobKind, id: i64, action: EventActi
 /// What a test's webhook receiver saw: each request's signature header and body.
 type Hooks = std::sync::Arc<std::sync::Mutex<Vec<(Option<String>, String)>>>;
 
-/// A local webhook receiver that answers 500 to the first request and 200 after.
-async fn webhook_receiver() -> (std::net::SocketAddr, Hooks) {
+/// A local webhook receiver that answers 200, or 500 to the first request when
+/// `fail_first`.
+async fn webhook_receiver(fail_first: bool) -> (std::net::SocketAddr, Hooks) {
     use axum::http::{HeaderMap, StatusCode};
     let seen: Hooks = Default::default();
     let record = seen.clone();
@@ -903,7 +915,7 @@ async fn webhook_receiver() -> (std::net::SocketAddr, Hooks) {
                 let signature = headers.get("x-jobdeck-signature").and_then(|v| v.to_str().ok()).map(String::from);
                 let mut seen = record.lock().unwrap();
                 seen.push((signature, body));
-                if seen.len() == 1 {
+                if fail_first && seen.len() == 1 {
                     StatusCode::INTERNAL_SERVER_ERROR
                 } else {
                     StatusCode::OK
@@ -922,7 +934,7 @@ async fn webhook_receiver() -> (std::net::SocketAddr, Hooks) {
 /// delivers it from the outbox. Both tries are in the job's activity log.
 async fn a_webhook_is_signed_retried_and_survives_a_restart(store: Store) {
     use hmac::{KeyInit, Mac};
-    let (addr, seen) = webhook_receiver().await;
+    let (addr, seen) = webhook_receiver(true).await;
     let site = Site::start().await;
     let mut config = store.config();
     config.notify.webhook_url = format!("http://{addr}/hook");

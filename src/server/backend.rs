@@ -530,11 +530,7 @@ impl Backend {
     }
 
     /// Records one try of a notification (see [`store::settle_outgoing`]).
-    pub async fn settle_outgoing(
-        &self,
-        sent: store::Outgoing,
-        outcome: store::Settled,
-    ) -> Result<(), AppError> {
+    pub async fn settle_outgoing(&self, sent: store::Outgoing, outcome: store::Settled) -> Result<(), AppError> {
         match self {
             Self::Sqlite(db) => db.write(move |tx| store::settle_outgoing(tx, &sent, &outcome)).await,
             Self::Postgres(p) => p.settle_outgoing(&sent, &outcome).await,

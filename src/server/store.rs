@@ -973,11 +973,7 @@ pub type Settled = Result<String, (String, Option<DateTime<Utc>>)>;
 /// What became of one try of a notification: `Ok` delivered (it leaves the outbox),
 /// `Err` failed, with when to try again (`None`: given up, it leaves the outbox). Either
 /// way the job's activity log says so, while the job exists.
-pub fn settle_outgoing(
-    conn: &Connection,
-    sent: &Outgoing,
-    outcome: &Settled,
-) -> Result<(), AppError> {
+pub fn settle_outgoing(conn: &Connection, sent: &Outgoing, outcome: &Settled) -> Result<(), AppError> {
     let (action, detail) = match outcome {
         Ok(detail) => {
             conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([sent.id])?;

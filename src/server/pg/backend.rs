@@ -863,11 +863,7 @@ impl PgBackend {
             .collect())
     }
 
-    pub async fn settle_outgoing(
-        &self,
-        sent: &store::Outgoing,
-        outcome: &store::Settled,
-    ) -> Result<(), AppError> {
+    pub async fn settle_outgoing(&self, sent: &store::Outgoing, outcome: &store::Settled) -> Result<(), AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let (action, detail) = match outcome {
