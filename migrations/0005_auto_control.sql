@@ -12,9 +12,10 @@ CREATE TABLE notify_channels (
 );
 
 -- Notifications not yet delivered. `payload` is the JSON body as it was when the
--- event happened; `locked_until` is the lease of the process delivering it.
+-- event happened; `locked_until` is the lease of the process delivering it. Ids are
+-- never reused (`X-Jobdeck-Delivery` names a delivery).
 CREATE TABLE outbox (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     channel      TEXT    NOT NULL,
     event        TEXT    NOT NULL,
     kind         TEXT    NOT NULL CHECK (kind IN ('research', 'preprocess')),

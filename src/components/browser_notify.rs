@@ -63,7 +63,7 @@ fn storage() -> Option<web_sys::Storage> {
 
 /// On here, and still allowed by the browser.
 #[cfg(feature = "hydrate")]
-fn enabled() -> bool {
+pub fn enabled() -> bool {
     let chosen = storage().and_then(|s| s.get_item(KEY).ok().flatten()).is_some_and(|v| v == "on");
     chosen && supported() && web_sys::Notification::permission() == web_sys::NotificationPermission::Granted
 }

@@ -10,6 +10,10 @@ use crate::components::browser_notify::announce;
 use crate::components::format::error_text;
 use crate::model::Job;
 
+/// How often a hidden page asks, only when browser notifications are on.
+#[cfg(feature = "hydrate")]
+const HIDDEN_REFRESH_MS: u32 = 15_000;
+
 /// How often a live page asks the server for news.
 pub const REFRESH_MS: u32 = 3_000;
 
@@ -133,6 +137,7 @@ where
                 // register and remove.
                 const TICK_MS: u32 = 250;
                 let mut waited = 0;
+                let mut hidden_waited = 0;
                 let mut was_hidden = false;
                 loop {
                     gloo_timers::future::TimeoutFuture::new(TICK_MS).await;
@@ -141,8 +146,16 @@ where
                     }
                     if tab_hidden() {
                         was_hidden = true;
+                        // A person who asked for browser notifications gets them while
+                        // the tab is in the background too: a slower refresh then.
+                        hidden_waited += TICK_MS;
+                        if hidden_waited >= HIDDEN_REFRESH_MS && crate::components::browser_notify::enabled() {
+                            hidden_waited = 0;
+                            refresh().await;
+                        }
                         continue;
                     }
+                    hidden_waited = 0;
                     waited += TICK_MS;
                     if was_hidden || waited >= REFRESH_MS {
                         was_hidden = false;

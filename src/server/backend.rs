@@ -516,16 +516,21 @@ impl Backend {
         }
     }
 
-    /// Takes up to `limit` due notifications, held until `lease_until`.
+    /// Takes up to `limit` due notifications of `channels` (those this process can
+    /// deliver), held for `lease`.
     pub async fn claim_outbox(
         &self,
-        at: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
+        lease: std::time::Duration,
         limit: i64,
+        channels: Vec<&'static str>,
     ) -> Result<Vec<store::Outgoing>, AppError> {
         match self {
-            Self::Sqlite(db) => db.write(move |tx| store::claim_outbox(tx, at, lease_until, limit)).await,
-            Self::Postgres(p) => p.claim_outbox(lease_until, limit).await,
+            Self::Sqlite(db) => {
+                let now = Utc::now();
+                let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
+                db.write(move |tx| store::claim_outbox(tx, now, until, limit)).await
+            }
+            Self::Postgres(p) => p.claim_outbox(lease, limit, &channels).await,
         }
     }
 

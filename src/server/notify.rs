@@ -191,13 +191,17 @@ impl Notifier {
             if next.is_none_or(|at| at > now) {
                 return Ok(next);
             }
-            let lease = chrono::Duration::from_std(LEASE).unwrap_or_default();
-            let due = db.claim_outbox(now, now + lease, BATCH).await?;
+            let due = db.claim_outbox(LEASE, BATCH, self.channels()).await?;
             if due.is_empty() {
-                return db.next_outgoing().await;
+                // Held elsewhere, or not due by the database's clock: look again soon.
+                return Ok(Some(now + chrono::Duration::milliseconds(200)));
             }
             let tries = due.iter().map(|sent| async move {
-                let outcome = self.try_once(sent).await;
+                // Well inside the lease, so no other process takes it over meanwhile.
+                let outcome = match tokio::time::timeout(TRY_TIMEOUT, self.try_once(sent)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(format!("no answer within {} s", TRY_TIMEOUT.as_secs())),
+                };
                 (sent, outcome)
             });
             for (sent, outcome) in futures::future::join_all(tries).await {

@@ -192,12 +192,16 @@ impl Sql {
                 "UPDATE {jobs} SET fail_streak = CASE WHEN ?2 THEN ?3 ELSE fail_streak + ?3 END
                  WHERE id = ?1 AND (?3 > 0 OR fail_streak <> 0)"
             ),
-            // An error burst's pause has no resume time: a person decides. A job that
-            // is already paused (by a person or a rate limit) is left as it is.
+            // An error burst's pause has no resume time: a person decides. The run is
+            // the stored count plus the batch's leading failures (?5), or a run inside
+            // the batch (?6). A job already paused (by a person or a rate limit), or
+            // with nothing left to start, is left as it is.
             error_burst: format!(
                 "UPDATE {jobs} SET paused = 1, status = '{J_PROCESSING}', resume_at = NULL, updated_at = ?4,
-                     paused_reason = fail_streak || ' items failed in a row; the last: ' || ?3, fail_streak = 0
-                 WHERE id = ?1 AND {live} AND paused = 0 AND ?2 > 0 AND fail_streak >= ?2
+                     paused_reason = MAX(fail_streak + ?5, ?6) || ' items failed in a row; the last: ' || ?3,
+                     fail_streak = 0
+                 WHERE id = ?1 AND {live} AND paused = 0 AND pending_count > 0 AND ?2 > 0
+                   AND (fail_streak + ?5 >= ?2 OR ?6 >= ?2)
                  RETURNING paused_reason"
             ),
             due_schedules: format!(
@@ -651,14 +655,20 @@ pub fn finish_batch(
         if conn.prepare_cached(&s.complete_if_done)?.execute(params![job_id, now])? == 1 {
             add_event(conn, kind, job_id, EventAction::Completed, Source::System, None)?;
         } else {
-            conn.prepare_cached(&s.streak)?.execute(params![job_id, streak.reset, streak.trailing])?;
-            if let Some(last) = streak.last_error.filter(|_| streak.trailing > 0 && burst > 0) {
-                let reason: Option<String> = conn
+            let paused = match streak.last_error.filter(|_| burst > 0) {
+                Some(last) => conn
                     .prepare_cached(&s.error_burst)?
-                    .query_row(params![job_id, burst, last, now], |r| r.get(0))
-                    .optional()?;
-                if let Some(reason) = reason {
+                    .query_row(params![job_id, burst, last, now, streak.leading, streak.peak], |r| r.get(0))
+                    .optional()?,
+                None => None,
+            };
+            match paused {
+                Some(reason) => {
+                    let reason: String = reason;
                     add_event(conn, kind, job_id, EventAction::AutoPaused, Source::ErrorBurst, Some(&reason))?;
+                }
+                None => {
+                    conn.prepare_cached(&s.streak)?.execute(params![job_id, streak.reset, streak.trailing])?;
                 }
             }
         }
@@ -671,6 +681,11 @@ pub fn finish_batch(
 pub struct Streak<'a> {
     /// An item of the batch completed: the count starts again from `trailing`.
     pub reset: bool,
+    /// The failures before the first completed item (all of them when none completed),
+    /// which add to the count stored before the batch.
+    pub leading: i64,
+    /// The longest run of failures after the batch's first completed item.
+    pub peak: i64,
     /// The failures after the last completed item (all of them when none completed).
     pub trailing: i64,
     /// The error of the last failure.
@@ -686,6 +701,11 @@ impl<'a> Streak<'a> {
             }
             Finish::Failed(e) => {
                 self.trailing += 1;
+                if self.reset {
+                    self.peak = self.peak.max(self.trailing);
+                } else {
+                    self.leading += 1;
+                }
                 self.last_error = Some(e.as_str());
             }
         }
@@ -767,9 +787,12 @@ pub fn pause_for_rate_limit(
     reason: &str,
     resume_at: DateTime<Utc>,
 ) -> Result<bool, AppError> {
+    // Only the pause itself is logged (and notified): further 429s while it lasts,
+    // from items that were in flight, only move the resume time.
+    let was_paused = job_flags(conn, kind, job_id)?.is_some_and(|f| f.paused);
     let changed =
         conn.prepare_cached(&sql(kind).rate_limit_pause)?.execute(params![job_id, reason, ts(resume_at), ts(now())])?;
-    if changed == 1 {
+    if changed == 1 && !was_paused {
         add_event(conn, kind, job_id, EventAction::AutoPaused, Source::RateLimit, Some(reason))?;
     }
     Ok(changed == 1)
@@ -948,8 +971,9 @@ pub fn claim_outbox(
     let mut stmt = conn.prepare_cached(
         "UPDATE outbox SET locked_until = ?2
          WHERE id IN (SELECT id FROM outbox WHERE next_at <= ?1 AND (locked_until IS NULL OR locked_until <= ?1)
+                        AND channel IN (SELECT channel FROM notify_channels)
                       ORDER BY next_at, id LIMIT ?3)
-         RETURNING id, channel, event, kind, job_id, payload, attempts",
+         RETURNING id, channel, event, kind, job_id, payload, attempts, locked_until",
     )?;
     let rows = stmt.query_map(params![ts(at), ts(lease_until), limit], |r| {
         let kind: String = r.get(3)?;
@@ -961,6 +985,7 @@ pub fn claim_outbox(
             job_id: r.get(4)?,
             payload: r.get(5)?,
             attempts: r.get::<_, i64>(6)?.max(0) as u32,
+            lease: parse_ts(r.get(7)?),
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -972,27 +997,34 @@ pub type Settled = Result<String, (String, Option<DateTime<Utc>>)>;
 
 /// What became of one try of a notification: `Ok` delivered (it leaves the outbox),
 /// `Err` failed, with when to try again (`None`: given up, it leaves the outbox). Either
-/// way the job's activity log says so, while the job exists.
+/// way the job's activity log says so, while the job exists. A try whose lease ran out
+/// (another process has the row now) changes nothing.
 pub fn settle_outgoing(conn: &Connection, sent: &Outgoing, outcome: &Settled) -> Result<(), AppError> {
-    let (action, detail) = match outcome {
+    let lease = sent.lease.map(ts);
+    let (changed, action, detail) = match outcome {
         Ok(detail) => {
-            conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([sent.id])?;
-            (EventAction::Notified, detail.as_str())
+            let n = conn
+                .prepare_cached("DELETE FROM outbox WHERE id = ?1 AND locked_until IS ?2")?
+                .execute(params![sent.id, lease])?;
+            (n, EventAction::Notified, detail.as_str())
         }
         Err((error, Some(next))) => {
-            conn.prepare_cached(
-                "UPDATE outbox SET attempts = attempts + 1, next_at = ?2, locked_until = NULL, last_error = ?3
-                 WHERE id = ?1",
-            )?
-            .execute(params![sent.id, ts(*next), error])?;
-            (EventAction::NotifyFailed, error.as_str())
+            let n = conn
+                .prepare_cached(
+                    "UPDATE outbox SET attempts = attempts + 1, next_at = ?2, locked_until = NULL, last_error = ?3
+                     WHERE id = ?1 AND locked_until IS ?4",
+                )?
+                .execute(params![sent.id, ts(*next), error, lease])?;
+            (n, EventAction::NotifyFailed, error.as_str())
         }
         Err((error, None)) => {
-            conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?.execute([sent.id])?;
-            (EventAction::NotifyFailed, error.as_str())
+            let n = conn
+                .prepare_cached("DELETE FROM outbox WHERE id = ?1 AND locked_until IS ?2")?
+                .execute(params![sent.id, lease])?;
+            (n, EventAction::NotifyFailed, error.as_str())
         }
     };
-    if get_job(conn, sent.kind, sent.job_id)?.is_some() {
+    if changed == 1 && get_job(conn, sent.kind, sent.job_id)?.is_some() {
         add_event(conn, sent.kind, sent.job_id, action, Source::System, Some(detail))?;
     }
     Ok(())
@@ -1018,6 +1050,8 @@ pub struct Outgoing {
     pub payload: String,
     /// Tries before this one.
     pub attempts: u32,
+    /// Until when this process holds it.
+    pub lease: Option<DateTime<Utc>>,
 }
 
 /// Sets (or with two `None`s clears) when a live job pauses and resumes by itself.
@@ -1061,14 +1095,11 @@ pub fn fire_schedules(conn: &Connection, at: DateTime<Utc>) -> Result<Vec<(JobKi
             let keep = |t: Option<DateTime<Utc>>| t.filter(|t| *t > at);
             set_schedule(conn, kind, id, keep(pause_at), keep(resume_at))?;
             for (when, pause) in steps {
-                // A scheduled pause takes over a rate limit's (which would lift by itself).
-                let acts = job_flags(conn, kind, id)?.is_some_and(|f| {
-                    if pause {
-                        !f.paused || f.resume_at.is_some()
-                    } else {
-                        f.paused
-                    }
-                });
+                // A scheduled pause takes over a rate limit's (which would lift by itself);
+                // a scheduled resume leaves a rate limit's pause to lift at its time.
+                let flags = job_flags(conn, kind, id)?;
+                let limited = flags.as_ref().is_some_and(|f| f.paused && f.resume_at.is_some());
+                let acts = flags.is_some_and(|f| if pause { !f.paused || limited } else { f.paused && !limited });
                 let when = ts(when);
                 if acts {
                     set_paused(conn, kind, id, pause)?;
@@ -1082,7 +1113,7 @@ pub fn fire_schedules(conn: &Connection, at: DateTime<Utc>) -> Result<Vec<(JobKi
                     let detail = if pause {
                         format!("the pause scheduled for {when} found the job already paused")
                     } else {
-                        format!("the resume scheduled for {when} found the job already running")
+                        resume_noop(&when, limited)
                     };
                     add_event(conn, kind, id, EventAction::Scheduled, Source::Schedule, Some(&detail))?;
                 }
@@ -1091,6 +1122,15 @@ pub fn fire_schedules(conn: &Connection, at: DateTime<Utc>) -> Result<Vec<(JobKi
         }
     }
     Ok(fired)
+}
+
+/// The log's words for a scheduled resume that changed nothing.
+pub fn resume_noop(when: &str, rate_limited: bool) -> String {
+    if rate_limited {
+        format!("the resume scheduled for {when} left the job's rate-limit pause to lift at its own time")
+    } else {
+        format!("the resume scheduled for {when} found the job already running")
+    }
 }
 
 /// When the next scheduled pause or resume of a live job is due, if any is set.
@@ -1460,10 +1500,52 @@ mod tests {
         let job = require_job(&conn, k, id).unwrap();
         assert_eq!(job.resume_at.map(ts), Some(ts(later)));
         assert_eq!(job.paused_reason.as_deref(), Some("429 second"));
+        let autos = list_events(&conn, k, id, None, 50).unwrap();
+        let autos = autos.iter().filter(|e| e.action == EventAction::AutoPaused).count();
+        assert_eq!(autos, 1, "one pause, one event (and one notification), however many 429s");
         // A person's pause over it makes it theirs: no timer lifts it any more.
         set_paused(&conn, k, id, true).unwrap();
         let job = require_job(&conn, k, id).unwrap();
         assert!(job.paused && job.resume_at.is_none());
+    }
+
+    #[test]
+    fn an_error_burst_counts_runs_inside_a_batch_and_across_batches() {
+        let k = JobKind::Research;
+        let outcome = |ok: bool| if ok { Finish::Completed("{}".into()) } else { Finish::Failed("HTTP 404".into()) };
+        // Claims `pattern.len()` items and finishes them in one batch, in that order.
+        let run = |conn: &Connection, id: i64, pattern: &[bool]| {
+            let claimed = claim_batch(conn, k, id, pattern.len()).unwrap();
+            let batch: Vec<Finished> = claimed
+                .iter()
+                .zip(pattern)
+                .map(|(c, ok)| Finished { item_id: c.id, lease: c.lease, attempts: 1, outcome: outcome(*ok) })
+                .collect();
+            finish_batch(conn, k, id, &batch, 3).unwrap();
+            require_job(conn, k, id).unwrap()
+        };
+        // Three failures inside one batch, a success after them: still a burst.
+        let conn = fresh();
+        let id = job_with_items(&conn, 10);
+        let job = run(&conn, id, &[true, false, false, false, true]);
+        assert!(job.paused, "{job:?}");
+        assert!(job.paused_reason.unwrap().starts_with("3 items failed in a row; the last: HTTP 404"));
+        // Two at the end of one batch and one at the start of the next: a burst too.
+        let conn = fresh();
+        let id = job_with_items(&conn, 10);
+        assert!(!run(&conn, id, &[false, true, false, false]).paused);
+        let job = run(&conn, id, &[false, true]);
+        assert!(job.paused && job.paused_reason.unwrap().starts_with("3 items"));
+        // Failures broken up by successes: never.
+        let conn = fresh();
+        let id = job_with_items(&conn, 10);
+        assert!(!run(&conn, id, &[false, false, true, false, false, true, false, false]).paused);
+        // The last items of a job: nothing left to hold back, so no pause.
+        let conn = fresh();
+        let id = job_with_items(&conn, 4);
+        run(&conn, id, &[true]);
+        let job = run(&conn, id, &[false, false, false]);
+        assert!(!job.paused && job.status == JobStatus::Completed, "{job:?}");
     }
 
     #[test]

@@ -722,8 +722,13 @@ impl PgBackend {
                        resume_at = CASE WHEN paused = 1 AND resume_at > $3 THEN resume_at ELSE $3 END
                    WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL
                      AND (paused = 0 OR resume_at IS NOT NULL)";
+        let was_paused = tx
+            .query_opt(&format!("SELECT paused FROM {} WHERE id = $1 FOR NO KEY UPDATE", tables(kind).jobs), &[&id])
+            .await?
+            .is_some_and(|r| r.get::<_, i32>(0) != 0);
         let changed = change_job(&tx, kind, id, sql, &[&id, &reason, &resume_at]).await?;
-        if changed {
+        // Only the pause itself is logged and notified; later 429s move the time.
+        if changed && !was_paused {
             add_event(&*tx, kind, id, EventAction::AutoPaused, Source::RateLimit, Some(&reason)).await?;
         }
         tx.commit().await?;
@@ -779,7 +784,7 @@ impl PgBackend {
                 change_job(&tx, kind, id, sql, &[&id, &keep(pause_at), &keep(resume_at)]).await?;
                 for (when, pause) in steps {
                     let when = store::ts(when);
-                    let acts = if pause { !paused || rate_limited } else { paused };
+                    let acts = if pause { !paused || rate_limited } else { paused && !rate_limited };
                     if acts {
                         super::set_paused(&tx, kind, id, pause).await?;
                         (paused, rate_limited) = (pause, false);
@@ -790,7 +795,7 @@ impl PgBackend {
                         let detail = if pause {
                             format!("the pause scheduled for {when} found the job already paused")
                         } else {
-                            format!("the resume scheduled for {when} found the job already running")
+                            store::resume_noop(&when, rate_limited)
                         };
                         add_event(&*tx, kind, id, EventAction::Scheduled, Source::Schedule, Some(&detail)).await?;
                     }
@@ -837,16 +842,24 @@ impl PgBackend {
 
     /// Takes due notifications no other process holds (its lease ran out or it never
     /// had one), skipping rows another process is taking at this moment.
-    pub async fn claim_outbox(&self, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<store::Outgoing>, AppError> {
+    pub async fn claim_outbox(
+        &self,
+        lease: std::time::Duration,
+        limit: i64,
+        channels: &[&str],
+    ) -> Result<Vec<store::Outgoing>, AppError> {
         let c = self.client().await?;
+        let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
+        // The lease is the database's time, as the times it is compared with are.
         let rows = c
             .query(
-                "UPDATE outbox SET locked_until = $1
+                "UPDATE outbox SET locked_until = now() + $1::float8 * interval '1 second'
                  WHERE id IN (SELECT id FROM outbox
                               WHERE next_at <= now() AND (locked_until IS NULL OR locked_until <= now())
+                                AND channel = ANY($3)
                               ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
-                 RETURNING id, channel, event, kind, job_id, payload, attempts",
-                &[&lease_until, &limit],
+                 RETURNING id, channel, event, kind, job_id, payload, attempts, locked_until",
+                &[&lease.as_secs_f64(), &limit, &channels],
             )
             .await?;
         Ok(rows
@@ -859,6 +872,7 @@ impl PgBackend {
                 job_id: r.get(4),
                 payload: r.get(5),
                 attempts: r.get::<_, i32>(6).max(0) as u32,
+                lease: r.get(7),
             })
             .collect())
     }
@@ -866,26 +880,32 @@ impl PgBackend {
     pub async fn settle_outgoing(&self, sent: &store::Outgoing, outcome: &store::Settled) -> Result<(), AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let (action, detail) = match outcome {
+        // Only while this process still holds the row (its lease did not run out).
+        let (changed, action, detail) = match outcome {
             Ok(detail) => {
-                tx.execute("DELETE FROM outbox WHERE id = $1", &[&sent.id]).await?;
-                (EventAction::Notified, detail.as_str())
+                let n = tx
+                    .execute("DELETE FROM outbox WHERE id = $1 AND locked_until = $2", &[&sent.id, &sent.lease])
+                    .await?;
+                (n, EventAction::Notified, detail.as_str())
             }
             Err((error, Some(next))) => {
-                tx.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, next_at = $2, locked_until = NULL, last_error = $3
-                     WHERE id = $1",
-                    &[&sent.id, next, error],
-                )
-                .await?;
-                (EventAction::NotifyFailed, error.as_str())
+                let n = tx
+                    .execute(
+                        "UPDATE outbox SET attempts = attempts + 1, next_at = $2, locked_until = NULL, last_error = $3
+                         WHERE id = $1 AND locked_until = $4",
+                        &[&sent.id, next, error, &sent.lease],
+                    )
+                    .await?;
+                (n, EventAction::NotifyFailed, error.as_str())
             }
             Err((error, None)) => {
-                tx.execute("DELETE FROM outbox WHERE id = $1", &[&sent.id]).await?;
-                (EventAction::NotifyFailed, error.as_str())
+                let n = tx
+                    .execute("DELETE FROM outbox WHERE id = $1 AND locked_until = $2", &[&sent.id, &sent.lease])
+                    .await?;
+                (n, EventAction::NotifyFailed, error.as_str())
             }
         };
-        if read_job(&*tx, sent.kind, sent.job_id).await.is_ok() {
+        if changed == 1 && read_job(&*tx, sent.kind, sent.job_id).await.is_ok() {
             add_event(&*tx, sent.kind, sent.job_id, action, Source::System, Some(detail)).await?;
         }
         tx.commit().await?;

@@ -450,33 +450,40 @@ async fn error_burst(
     streak: &super::store::Streak<'_>,
     burst: u32,
 ) -> Result<(), AppError> {
-    let jobs = tables(kind).jobs;
+    let t = tables(kind);
+    if let Some(last) = streak.last_error.filter(|_| burst > 0) {
+        let paused = tx
+            .query_opt(
+                &format!(
+                    "UPDATE {jobs} SET paused = 1, status = 'processing', resume_at = NULL, updated_at = now(),
+                         paused_reason = GREATEST(fail_streak + $4, $5) || ' items failed in a row; the last: ' || $3,
+                         fail_streak = 0
+                     WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL AND paused = 0
+                       AND (fail_streak + $4 >= $2 OR $5 >= $2)
+                       AND EXISTS (SELECT 1 FROM {items} WHERE job_id = $1 AND status = 'pending')
+                     RETURNING paused_reason",
+                    jobs = t.jobs,
+                    items = t.items
+                ),
+                &[&job_id, &(burst as i32), &last, &(streak.leading as i32), &(streak.peak as i32)],
+            )
+            .await?;
+        if let Some(row) = paused {
+            let reason: String = row.get(0);
+            add_event(tx, kind, job_id, EventAction::AutoPaused, Source::ErrorBurst, Some(&reason)).await?;
+            notify_control(tx, kind, job_id).await?;
+            return Ok(());
+        }
+    }
     tx.execute(
         &format!(
-            "UPDATE {jobs} SET fail_streak = CASE WHEN $2 THEN $3 ELSE fail_streak + $3 END
-             WHERE id = $1 AND ($3 > 0 OR fail_streak <> 0)"
+            "UPDATE {} SET fail_streak = CASE WHEN $2 THEN $3 ELSE fail_streak + $3 END
+             WHERE id = $1 AND ($3 > 0 OR fail_streak <> 0)",
+            t.jobs
         ),
         &[&job_id, &streak.reset, &(streak.trailing as i32)],
     )
     .await?;
-    let Some(last) = streak.last_error.filter(|_| streak.trailing > 0 && burst > 0) else { return Ok(()) };
-    let paused = tx
-        .query_opt(
-            &format!(
-                "UPDATE {jobs} SET paused = 1, status = 'processing', resume_at = NULL, updated_at = now(),
-                     paused_reason = fail_streak || ' items failed in a row; the last: ' || $3, fail_streak = 0
-                 WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL AND paused = 0
-                   AND fail_streak >= $2
-                 RETURNING paused_reason"
-            ),
-            &[&job_id, &(burst as i32), &last],
-        )
-        .await?;
-    if let Some(row) = paused {
-        let reason: String = row.get(0);
-        add_event(tx, kind, job_id, EventAction::AutoPaused, Source::ErrorBurst, Some(&reason)).await?;
-        notify_control(tx, kind, job_id).await?;
-    }
     Ok(())
 }
 

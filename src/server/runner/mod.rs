@@ -70,6 +70,8 @@ enum Outcome {
     RateLimited { reason: String, retry_after: Duration },
 }
 
+/// The shortest wait of the scheduler between two looks.
+const MIN_WAIT: Duration = Duration::from_millis(50);
 /// Items removed per transaction when a deleted job's items are purged.
 const PURGE_BATCH: i64 = 2000;
 /// Tries of a result write before the item goes back to `pending` instead.
@@ -111,16 +113,21 @@ impl Runner {
             tracing::info!(kind = %kind, job = id, "finishing the removal of a {} job", why.as_str());
             self.purge(kind, id);
         }
+        // Before any job runs: events from here on are queued for this server's
+        // channels, and a scheduled pause that came due while it was down holds its
+        // job before an item starts.
+        let channels = self.inner.notifier.get().map(Notifier::channels).unwrap_or_default();
+        self.inner.db.set_channels(channels).await?;
+        if let Err(e) = self.inner.db.fire_schedules().await {
+            tracing::warn!(error = %e, "schedules that came due while the server was down could not fire yet");
+        }
         for (kind, id) in self.inner.db.live_jobs().await? {
             self.wake(kind, id);
         }
         let runner = self.clone();
         self.inner.tracker.spawn(async move { runner.sweep().await });
-        // Schedules whose time passed while the server was down fire now.
         let runner = self.clone();
         self.inner.tracker.spawn(async move { runner.schedules().await });
-        let channels = self.inner.notifier.get().map(Notifier::channels).unwrap_or_default();
-        self.inner.db.set_channels(channels).await?;
         if let Some(notifier) = self.inner.notifier.get().cloned() {
             let (db, shutdown) = (self.inner.db.clone(), self.inner.shutdown.clone());
             let poll = self.inner.cfg.pause_poll().min(Duration::from_secs(1));
@@ -161,7 +168,11 @@ impl Runner {
                 next = self.inner.db.next_schedule().await;
             }
             let wait = match next {
-                Ok(Some(at)) => (at - chrono::Utc::now()).to_std().unwrap_or_default().min(poll),
+                // At least a moment: a time the database still holds back (its clock,
+                // a row another process is firing) must not make this loop spin.
+                Ok(Some(at)) => {
+                    (at - chrono::Utc::now()).to_std().unwrap_or_default().clamp(MIN_WAIT, poll.max(MIN_WAIT))
+                }
                 Ok(None) => poll,
                 Err(e) => {
                     tracing::warn!(error = %e, "scheduled pauses and resumes could not be read; will retry");

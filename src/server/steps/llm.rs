@@ -174,12 +174,12 @@ pub(crate) fn retry_after(header: Option<&str>, now: SystemTime) -> Duration {
     let wait = if let Ok(secs) = value.parse::<u64>() {
         Duration::from_secs(secs)
     } else if let Ok(at) = httpdate::parse_http_date(value) {
-        // A date already past means "now"; a second's pause still beats a hot loop.
-        at.duration_since(now).unwrap_or(Duration::ZERO).max(Duration::from_secs(1))
+        at.duration_since(now).unwrap_or(Duration::ZERO)
     } else {
         DEFAULT_RETRY_AFTER
     };
-    wait.min(MAX_RETRY_AFTER)
+    // "0" or a date already past mean "now"; a second's pause still beats a hot loop.
+    wait.clamp(Duration::from_secs(1), MAX_RETRY_AFTER)
 }
 
 /// The useful part of an error body: OpenAI-style `error.message` when present,
@@ -400,6 +400,7 @@ mod tests {
     fn retry_after_forms() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(retry_after(Some("7"), now), Duration::from_secs(7));
+        assert_eq!(retry_after(Some("0"), now), Duration::from_secs(1), "never a hot loop");
         assert_eq!(retry_after(Some(" 12 "), now), Duration::from_secs(12));
         assert_eq!(retry_after(None, now), Duration::from_secs(60));
         assert_eq!(retry_after(Some("soon"), now), Duration::from_secs(60));
