@@ -8,7 +8,10 @@ use crate::components::page_title::PageTitle;
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
-use crate::pages::{accounts::AccountsPage, dashboard::Dashboard, preprocess::PreprocessPage, research::ResearchPage};
+use crate::pages::{
+    accounts::AccountsPage, dashboard::Dashboard, preprocess::PreprocessPage, research::ResearchPage,
+    signin::SignInPage,
+};
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     view! {
@@ -55,6 +58,7 @@ pub fn App() -> impl IntoView {
                         "jobdeck"
                     </A>
                     <span class="tagline">"batch jobs over account lists, under your control"</span>
+                    <SignOut />
                 </div>
             </header>
             <main class="page" id="main">
@@ -76,6 +80,7 @@ pub fn App() -> impl IntoView {
                     // Each page erased without its async hydration (see components/erase.rs).
                     // Async: the server answers once the data is in, so the HTML is complete
                     // for readers without JavaScript and "no such job" can be a real 404.
+                    <Route path=path!("/signin") view=SignInPage />
                     <Route path=path!("/") view=|| erase(Dashboard()) ssr=SsrMode::Async />
                     <Route path=path!("/processing/:id") view=|| erase(ResearchPage()) ssr=SsrMode::Async />
                     <Route path=path!("/processing/:id/accounts") view=|| erase(AccountsPage()) ssr=SsrMode::Async />
@@ -83,5 +88,23 @@ pub fn App() -> impl IntoView {
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+/// "Sign out", for a person signed in with the access token; nothing otherwise. The
+/// answer is read while the server renders the page and travels with it.
+#[component]
+fn SignOut() -> impl IntoView {
+    let signed_in = OnceResource::new(crate::api::signed_in());
+    view! {
+        <Suspense>
+            {move || Suspend::new(async move {
+                signed_in.await.unwrap_or(false).then(|| view! {
+                    <form method="post" action="/signout" class="signout">
+                        <button type="submit" class="btn btn-small btn-plain">"Sign out"</button>
+                    </form>
+                })
+            })}
+        </Suspense>
     }
 }

@@ -78,6 +78,18 @@ async fn run(mode: Mode) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
         .site_addr
         .parse()
         .map_err(|_| format!("site address `{}` is not host:port", config.server.site_addr))?;
+    if let Some(refusal) = config.server.open_refusal(addr) {
+        return Err(refusal.into());
+    }
+    if config.server.token.trim().is_empty() {
+        if addr.ip().is_loopback() {
+            tracing::info!("no JOBDECK_TOKEN: open to anyone on this machine (loopback only)");
+        } else {
+            tracing::warn!("no JOBDECK_TOKEN and JOBDECK_ALLOW_OPEN=1: open to anyone who can reach {addr}");
+        }
+    } else {
+        tracing::info!("JOBDECK_TOKEN is set: the API needs the bearer token, the UI a sign-in");
+    }
     let output_name = std::env::var("LEPTOS_OUTPUT_NAME").unwrap_or_else(|_| "jobdeck".into());
     let pkg_dir = std::env::var("LEPTOS_SITE_PKG_DIR").unwrap_or_else(|_| "pkg".into());
     // Where a list of the front end's hashed names goes when none is beside the binary.

@@ -476,6 +476,7 @@ fn server_functions_have_fixed_paths() {
             "/api/list_jobs",
             "/api/research_from_clean",
             "/api/schedule_job",
+            "/api/signed_in",
             "/api/upload_job"
         ]
     );

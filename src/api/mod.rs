@@ -37,6 +37,16 @@ mod ssr {
     }
 }
 
+/// Whether this request is signed in with the access token (SPEC section 9): the
+/// header then offers "Sign out". `false` when no token is set.
+#[server(endpoint = "signed_in")]
+pub async fn signed_in() -> Result<bool, ServerFnError> {
+    let state = ssr::state()?;
+    let access = crate::server::access::Access::new(&state.config.server.token);
+    let headers = use_context::<axum::http::request::Parts>().map(|p| p.headers).unwrap_or_default();
+    Ok(access.enabled() && access.request_allowed(&headers))
+}
+
 /// A page of the jobs a filter takes, newest first.
 #[server(endpoint = "list_jobs", input = Json)]
 pub async fn list_jobs(filter: JobFilter, offset: i64, limit: i64) -> Result<JobsPage, ServerFnError> {

@@ -4,3 +4,4 @@ pub mod accounts;
 pub mod dashboard;
 pub mod preprocess;
 pub mod research;
+pub mod signin;

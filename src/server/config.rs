@@ -27,6 +27,10 @@ pub struct ServerConfig {
     pub busy_timeout_ms: u64,
     /// `postgres://…` runs on PostgreSQL (SPEC section 10); empty, on the SQLite `db`.
     pub database_url: String,
+    /// The access token (SPEC section 9); empty = open to anyone who can connect.
+    pub token: String,
+    /// Serve without a token on an address other machines can reach.
+    pub allow_open: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -89,6 +93,8 @@ impl Default for ServerConfig {
             max_rows: 1_000_000,
             busy_timeout_ms: 10_000,
             database_url: String::new(),
+            token: String::new(),
+            allow_open: false,
         }
     }
 }
@@ -129,6 +135,19 @@ impl Default for NotifyConfig {
 }
 
 impl ServerConfig {
+    /// Why this server must not start as configured: no token on an address other
+    /// machines can reach, unless that is allowed explicitly.
+    pub fn open_refusal(&self, addr: std::net::SocketAddr) -> Option<String> {
+        let open = self.token.trim().is_empty() && !addr.ip().is_loopback();
+        (open && !self.allow_open).then(|| {
+            format!(
+                "refusing to serve on {addr} without an access token: anyone who can reach it could run, \
+                 pause and delete jobs. Set JOBDECK_TOKEN, serve on a loopback address (127.0.0.1), \
+                 or set JOBDECK_ALLOW_OPEN=1 if the network in front of it is trusted"
+            )
+        })
+    }
+
     pub fn busy_timeout(&self) -> Duration {
         Duration::from_millis(self.busy_timeout_ms)
     }
@@ -203,6 +222,10 @@ impl Config {
         set(&lookup, "JOBDECK_MAX_ROWS", &mut s.max_rows)?;
         set(&lookup, "JOBDECK_BUSY_TIMEOUT_MS", &mut s.busy_timeout_ms)?;
         set(&lookup, "JOBDECK_DATABASE_URL", &mut s.database_url)?;
+        set(&lookup, "JOBDECK_TOKEN", &mut s.token)?;
+        if let Some(value) = lookup("JOBDECK_ALLOW_OPEN") {
+            s.allow_open = parse_bool(&value).ok_or(ConfigError::Env { name: "JOBDECK_ALLOW_OPEN", value })?;
+        }
         let r = &mut self.runner;
         set(&lookup, "JOBDECK_PAUSE_POLL_MS", &mut r.pause_poll_ms)?;
         set(&lookup, "JOBDECK_DEFAULT_CONCURRENCY", &mut r.default_concurrency)?;

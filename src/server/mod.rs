@@ -1,5 +1,6 @@
 //! Everything that runs only on the server.
 
+pub mod access;
 pub mod assets;
 pub mod backend;
 pub mod config;
@@ -37,8 +38,17 @@ pub fn app(state: AppState) -> Router {
         upload::BodyLimits { max_upload_bytes: state.config.server.max_upload_bytes, server_fns: server_fns.clone() };
     let pkg = assets::pkg_service(&state.leptos_options.site_root, &state.leptos_options.site_pkg_dir);
     let hashed = state.leptos_options.hash_files;
+    let guard = access::Guard {
+        access: access::Access::new(&state.config.server.token),
+        pkg_dir: state.leptos_options.site_pkg_dir.to_string(),
+    };
+    let sign_in = Router::new()
+        .route("/signin", axum::routing::post(access::sign_in))
+        .route("/signout", axum::routing::post(access::sign_out))
+        .with_state(guard.clone());
     Router::new()
         .merge(rest::routes())
+        .merge(sign_in)
         .nest_service(
             &format!("/{}", state.leptos_options.site_pkg_dir),
             tower::ServiceBuilder::new()
@@ -51,6 +61,8 @@ pub fn app(state: AppState) -> Router {
         })
         .fallback(file_and_error_handler_with_context::<AppState, _>(policy::page_context, shell))
         .layer(from_fn_with_state(server_fns, policy::api_errors))
+        // SPEC section 9: with a token set, nothing but the sign-in page without it.
+        .layer(from_fn_with_state(guard, access::guard))
         .layer(from_fn(policy::safety_headers))
         // Pages, JSON lists and exports go out compressed when the browser takes it;
         // small answers (a status read) and files already compressed go as they are.
