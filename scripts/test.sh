@@ -35,5 +35,7 @@ export JOBDECK_E2E_LLM_PORT="${JOBDECK_E2E_LLM_PORT:-3999}"
 # The fake LLM endpoint the Playwright run starts (end2end/tests/fixtures/llm.ts).
 export JOBDECK_LLM_BASE_URL="http://127.0.0.1:$JOBDECK_E2E_LLM_PORT/v1"
 export JOBDECK_LLM_MODEL="fake"
+# A second server started with an access token by tests/16-sign-in.spec.ts.
+export JOBDECK_E2E_BIN="$CARGO_TARGET_DIR/debug/jobdeck"
 export E2E_ARTIFACTS="${E2E_ARTIFACTS:-$PWD/end2end/artifacts}"
 cargo leptos end-to-end

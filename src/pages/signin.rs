@@ -17,7 +17,7 @@ pub fn SignInPage() -> impl IntoView {
             <h1 id="signin-title">"Sign in"</h1>
             <p class="muted">"This jobdeck asks for the access token it was started with (JOBDECK_TOKEN)."</p>
             <form method="post" action="/signin">
-                <input type="hidden" name="next" prop:value=next />
+                <input type="hidden" name="next" value=next />
                 <label for="signin-token">"Access token"</label>
                 <input id="signin-token" type="password" name="token" autocomplete="current-password" required autofocus />
                 <button type="submit" class="btn btn-primary">"Sign in"</button>
