@@ -231,3 +231,56 @@ async fn three_workers_share_a_job_within_its_concurrency_pause_at_once_and_surv
     eprintln!("items redone after the kill: {redone}");
     assert!(redone <= CAP, "only the killed worker's in-flight items ran twice, {redone} did");
 }
+
+/// The crash loop on PostgreSQL: two workers share one job and, 20 times at random
+/// moments, one of them is killed (SIGKILL) and a new one started. The job completes
+/// with every item; an item is redone only if it was in flight at a kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_worker_kills_at_random_moments_lose_nothing() {
+    let Some(schema) = Schema::new(false).await else { return };
+    let (site, base) = Slow::start().await;
+    let server = Process::start(&schema.name, &["serve", "--no-runner"]);
+    server.wait_ready("/api/health").await;
+    let api = Api { base: format!("http://127.0.0.1:{}", server.port), client: reqwest::Client::new() };
+    let mut workers = vec![Process::start(&schema.name, &["worker"]), Process::start(&schema.name, &["worker"])];
+    for w in &workers {
+        w.wait_ready("/health").await;
+    }
+    let n = 800;
+    let job = api.create(&base, "loop", n, 2 * CAP).await;
+    let db = schema.connect().await;
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("crash loop seed {seed}");
+    let mut state = seed;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut in_flight_at_kills = 0i64;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50 + next() % 300)).await;
+        let victim = (next() % 2) as usize;
+        workers[victim].kill9();
+        // Everything in flight at that moment, the dead worker's items among them.
+        let row = db
+            .query_one("SELECT count(*) FROM accounts WHERE job_id = $1 AND status = 'processing'", &[&job])
+            .await
+            .unwrap();
+        in_flight_at_kills += row.get::<_, i64>(0);
+        workers[victim] = Process::start(&schema.name, &["worker"]);
+        workers[victim].wait_ready("/health").await;
+    }
+    let done = api.wait(job, "the job to complete", |j| j["status"] == "completed").await;
+    assert_eq!((done["completed"].as_i64(), done["failed"].as_i64()), (Some(n as i64), Some(0)), "{done}");
+    let hits = per_path(&site.starts(), "loop-");
+    assert_eq!(hits.len(), n, "every item reached the site");
+    let redone: i64 = hits.values().map(|&k| k as i64 - 1).sum();
+    eprintln!("20 worker kills: {in_flight_at_kills} items in flight at the kills, {redone} redone");
+    assert!(redone <= in_flight_at_kills, "redone {redone} > in flight at the kills {in_flight_at_kills}");
+    let counts =
+        db.query("SELECT status, count(*) FROM accounts WHERE job_id = $1 GROUP BY status", &[&job]).await.unwrap();
+    let counts: Vec<(String, i64)> = counts.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(counts, vec![("completed".to_string(), n as i64)]);
+}
