@@ -268,6 +268,68 @@ async fn bad_uploads_answer_400_or_413_and_create_nothing() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "research needs a name or website column");
 }
 
+/// Every bad upload of SPEC section 6, with the default limits, on both kinds: a 400
+/// or 413 whose message names the problem, and no job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_bad_upload_is_refused_clearly_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = started_app(dir.path()).await;
+    let wide: String = (0..10_000).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",");
+    let mut binary: Vec<u8> = b"\x89PNG\r\n\x1a\n".to_vec();
+    binary.extend((0..4096u32).map(|i| (i * 7 % 256) as u8));
+    let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
+        ("empty", Vec::new(), StatusCode::BAD_REQUEST, "empty"),
+        ("header only", b"Company,Website\n".to_vec(), StatusCode::BAD_REQUEST, "no rows"),
+        ("binary", binary, StatusCode::BAD_REQUEST, "UTF-8"),
+        ("invalid UTF-8", b"Company\nAcme\nBad \xff\xfe name\n".to_vec(), StatusCode::BAD_REQUEST, "line 3"),
+        (
+            "60 MiB",
+            format!("Company\n{}", "Acme Corporation\n".repeat(60 * 1024 * 1024 / 17)).into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "limit",
+        ),
+        (
+            "10,000 columns",
+            format!("{wide}\n{}\n", wide.replace('c', "v")).into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "columns",
+        ),
+        (
+            "a 1 MiB cell",
+            format!("Company\n{}\n", "A".repeat(1024 * 1024)).into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "line 2",
+        ),
+        (
+            "unbalanced quotes",
+            b"Company,Website\n\"Acme,acme.com\nBeta,beta.com\n".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "quoted",
+        ),
+        (
+            "a million and one rows",
+            format!("Company\n{}", "Acme\n".repeat(1_000_001)).into_bytes(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "1000000 rows",
+        ),
+    ];
+    for root in ["/api/process", "/api/preprocess/jobs"] {
+        for (what, bytes, want, says) in &cases {
+            let (status, err) = upload(&app, root, &[], Some(("bad.csv", bytes))).await;
+            assert_eq!(status, *want, "{root}, {what}: {err}");
+            let message = err["error"].as_str().unwrap_or_default();
+            assert!(message.contains(says), "{root}, {what}: {message}");
+        }
+        let (_, list) = json(&app, "GET", root).await;
+        assert_eq!(list, serde_json::json!([]), "{root}: nothing was created");
+    }
+    // Not bad: repeated headers are kept apart, formula cells kept as text (and made
+    // harmless in the CSV export).
+    let (status, job) =
+        upload(&app, "/api/preprocess/jobs", &[], Some(("ok.csv", b"Company,Company,Notes\nAcme,Other,=1+2\n"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preprocessing_job_through_rest_and_on_to_research() {
     let dir = tempfile::tempdir().unwrap();

@@ -150,6 +150,9 @@ pub const CHUNK_ROWS: usize = 5000;
 const MAX_FILENAME_CHARS: usize = 255;
 /// The most columns a file may have: exports of real systems stay far below it.
 pub const MAX_COLUMNS: usize = 1000;
+/// The longest cell an upload may hold (64 KiB): names, websites and notes are far
+/// shorter; a longer cell is a broken file or an attack on every page that shows it.
+pub const MAX_CELL_BYTES: usize = 64 * 1024;
 
 /// A job about to be created: its name and settings, checked.
 #[derive(Debug, Clone)]
@@ -232,6 +235,11 @@ pub fn check(kind: JobKind, upload: &Upload, limits: Limits) -> Result<Checked, 
             header.len()
         )));
     }
+    if let Some(long) = header.iter().map(str::len).find(|len| *len > MAX_CELL_BYTES) {
+        return Err(AppError::BadInput(format!(
+            "line 1: a header cell is {long} bytes long; at most {MAX_CELL_BYTES} are allowed"
+        )));
+    }
     let mut headers: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
     if headers.iter().all(String::is_empty) {
         return Err(AppError::BadInput("line 1: the header row is empty".into()));
@@ -267,6 +275,11 @@ pub fn check(kind: JobKind, upload: &Upload, limits: Limits) -> Result<Checked, 
         rows += 1;
         if rows > limits.max_rows {
             return Err(AppError::TooLarge(format!("the file has more than {} rows, the limit", limits.max_rows)));
+        }
+        if let Some(long) = values.iter().map(String::len).find(|len| *len > MAX_CELL_BYTES) {
+            return Err(AppError::BadInput(format!(
+                "line {line}: a cell is {long} bytes long; at most {MAX_CELL_BYTES} are allowed"
+            )));
         }
         if kind == JobKind::Research {
             research_row(&checked.map, line, &values)?;
