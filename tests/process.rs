@@ -112,7 +112,11 @@ async fn sigterm_lets_in_flight_items_finish_and_leaves_nothing_processing() {
     wait_for(Duration::from_secs(30), "two slow requests in flight", || async { site.hit_count() == 2 }).await;
 
     server.signal("TERM");
-    assert!(server.wait_exit(Duration::from_secs(20)).await, "clean exit on SIGTERM");
+    let signalled = Instant::now();
+    assert!(server.wait_exit(Duration::from_secs(20)).await, "clean exit (status 0) on SIGTERM");
+    // The grace period is 2 s (JOBDECK_SHUTDOWN_GRACE_MS); the two items needed 0.6 s.
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_millis(2000 + 1500), "exited {took:?} after SIGTERM, past the grace period");
     let counts = count_items(&db, JobKind::Research, id);
     assert_eq!(counts.get("completed"), Some(&2), "the in-flight items finished within the grace period");
     assert_eq!(counts.get("processing"), None);
@@ -252,19 +256,8 @@ async fn twenty_kills_at_random_moments_lose_nothing_and_redo_only_what_was_in_f
     server.wait_ready().await;
     let id = server.create(research_csv(&site, &paths), 4).await;
 
-    // A small xorshift, seeded from the clock and printed, so a failing run can be
-    // repeated with JOBDECK_CRASH_SEED.
-    let seed = std::env::var("JOBDECK_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    println!("crash loop seed {seed}");
-    let mut state = seed;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut random = Random::seeded("JOBDECK_CRASH_SEED");
+    let mut next = move || random.next();
     let mut in_flight_at_kills = 0;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(30 + next() % 400)).await;
@@ -316,11 +309,15 @@ async fn a_storm_of_reads_and_control_actions_is_answered_without_a_5xx() {
     server.wait_ready().await;
     let mut ids = Vec::new();
     for j in 0..3 {
-        let paths: Vec<String> = (0..3000).map(|i| format!("/d/{}/{j}-{i}", 5 + (i * 13) % 30)).collect();
+        // Enough work that all three still run when the storm ends, paused half the time.
+        let paths: Vec<String> = (0..20_000).map(|i| format!("/d/{}/{j}-{i}", 5 + (i * 13) % 30)).collect();
         ids.push(server.create(research_csv(&site, &paths), 8).await);
     }
     let secs: u64 = std::env::var("JOBDECK_STORM_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
     let deadline = Instant::now() + Duration::from_secs(secs);
+    // Cancels come now and then, in the last third only, so the jobs run through most
+    // of the storm.
+    let cancels_from = Instant::now() + Duration::from_secs(secs * 2 / 3);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let (answered, failures) = (Arc::new(AtomicU64::new(0)), Arc::new(std::sync::Mutex::new(Vec::<String>::new())));
     let mut tasks = Vec::new();
@@ -328,20 +325,15 @@ async fn a_storm_of_reads_and_control_actions_is_answered_without_a_5xx() {
         let (client, base, ids) = (client.clone(), server.base.clone(), ids.clone());
         let (answered, failures) = (answered.clone(), failures.clone());
         tasks.push(tokio::spawn(async move {
-            let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (client_no + 1);
-            let mut next = move || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state
-            };
+            let mut random = Random::fixed(0x9E37_79B9_7F4A_7C15u64 ^ (client_no + 1));
+            let mut next = move || random.next();
             while Instant::now() < deadline {
                 let id = ids[(next() % 3) as usize];
                 let (request, reader) = if client_no < 20 {
                     (client.get(format!("{base}/api/process/{id}")), true)
                 } else {
                     let action = match next() % 100 {
-                        0 => "cancel",
+                        0 if Instant::now() >= cancels_from => "cancel",
                         n if n % 2 == 0 => "pause",
                         _ => "resume",
                     };
@@ -390,4 +382,41 @@ async fn a_storm_of_reads_and_control_actions_is_answered_without_a_5xx() {
     }
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(!log.contains("database is locked"), "the log says the database was locked:\n{log}");
+}
+
+/// SPEC section 9: without a token, a server asked to listen on an address other
+/// machines can reach refuses to start and says why; JOBDECK_ALLOW_OPEN=1 lets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_a_reachable_address_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let run = |allow: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jobdeck"));
+        command
+            .env("JOBDECK_CONFIG", Path::new(env!("CARGO_MANIFEST_DIR")).join("Leptos.toml"))
+            .env("LEPTOS_SITE_ADDR", format!("0.0.0.0:{port}"))
+            .env("LEPTOS_SITE_ROOT", dir.path())
+            .env("JOBDECK_DB", &db)
+            .env_remove("JOBDECK_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(allow) = allow {
+            command.env("JOBDECK_ALLOW_OPEN", allow);
+        } else {
+            command.env_remove("JOBDECK_ALLOW_OPEN");
+        }
+        command.spawn().expect("the jobdeck binary starts")
+    };
+    let refused = run(None).wait_with_output().unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("refusing to serve on 0.0.0.0") && stderr.contains("JOBDECK_TOKEN"), "{stderr}");
+    assert!(!db.exists(), "nothing was opened");
+
+    let mut open = Server { child: run(Some("1")), base: format!("http://127.0.0.1:{port}") };
+    open.wait_ready().await;
+    open.signal("TERM");
+    assert!(open.wait_exit(Duration::from_secs(20)).await);
 }

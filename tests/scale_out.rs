@@ -249,15 +249,8 @@ async fn twenty_worker_kills_at_random_moments_lose_nothing() {
     let n = 800;
     let job = api.create(&base, "loop", n, 2 * CAP).await;
     let db = schema.connect().await;
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-    eprintln!("crash loop seed {seed}");
-    let mut state = seed;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut random = common::Random::seeded("JOBDECK_CRASH_SEED");
+    let mut next = move || random.next();
     let mut in_flight_at_kills = 0i64;
     for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(50 + next() % 300)).await;

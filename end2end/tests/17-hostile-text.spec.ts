@@ -90,4 +90,7 @@ test("markup in a preprocessing list stays text on its page", async ({ page, req
   expect(await page.locator("s", { hasText: `Struck ${marker}` }).count()).toBe(0);
   expect(await pwned(page)).toBeUndefined();
   expect(dialogs).toEqual([]);
+  const exported = await request.get(`${restRoot("preprocess")}/${created.id}/export?format=csv`);
+  expect(exported.headers()["content-type"]).toContain("text/csv");
+  expect(await exported.text()).toContain(`<s>Struck ${marker}</s>`);
 });

@@ -105,6 +105,20 @@ fn json_body(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, 
     }
 }
 
+/// A JSON object body with none but the `allowed` keys, or a 400: `unknown` words the
+/// refusal of the first other key.
+fn json_fields(
+    body: &[u8],
+    allowed: &[&str],
+    unknown: impl Fn(&str) -> String,
+) -> Result<serde_json::Map<String, serde_json::Value>, AppError> {
+    let body = json_body(body)?;
+    match body.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(key) => Err(AppError::BadInput(unknown(key))),
+        None => Ok(body),
+    }
+}
+
 /// `PATCH /api/process/:jobId` with `{"name"?, "concurrency"?}`.
 async fn edit(
     kind: JobKind,
@@ -113,10 +127,9 @@ async fn edit(
     body: bytes::Bytes,
 ) -> Result<Response, AppError> {
     let id = job_id(kind, &id)?;
-    let body = json_body(&body)?;
-    if let Some(key) = body.keys().find(|k| *k != "name" && *k != "concurrency") {
-        return Err(AppError::BadInput(format!("a job's `{key}` cannot be changed; only name and concurrency")));
-    }
+    let body = json_fields(&body, &["name", "concurrency"], |key| {
+        format!("a job's `{key}` cannot be changed; only name and concurrency")
+    })?;
     let name = match body.get("name") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -141,10 +154,9 @@ async fn schedule(
     body: bytes::Bytes,
 ) -> Result<Response, AppError> {
     let id = job_id(kind, &id)?;
-    let body = json_body(&body)?;
-    if let Some(key) = body.keys().find(|k| *k != "pauseAt" && *k != "resumeAt") {
-        return Err(AppError::BadInput(format!("a schedule has pauseAt and resumeAt, not `{key}`")));
-    }
+    let body = json_fields(&body, &["pauseAt", "resumeAt"], |key| {
+        format!("a schedule has pauseAt and resumeAt, not `{key}`")
+    })?;
     let time = |field: &str| match body.get(field) {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(serde_json::Value::String(s)) => service::schedule_time(field, s).map(Some),

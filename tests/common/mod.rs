@@ -298,3 +298,29 @@ pub fn assert_counts_match(job: &Job, counts: &HashMap<String, i64>) {
         job.id
     );
 }
+
+/// A small xorshift generator for tests that act at random moments: seeded from
+/// `var` when it is set (to repeat a failing run), else from the clock; the seed is
+/// printed.
+pub struct Random(u64);
+
+impl Random {
+    pub fn seeded(var: &str) -> Self {
+        let seed = std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
+        });
+        println!("random seed {seed} (repeat with {var}={seed})");
+        Self(seed)
+    }
+
+    pub fn fixed(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
