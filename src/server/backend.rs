@@ -542,11 +542,11 @@ impl Backend {
         }
     }
 
-    /// When the next waiting notification falls due.
-    pub async fn next_outgoing(&self) -> Result<Option<DateTime<Utc>>, AppError> {
+    /// When the next waiting notification of `channels` falls due.
+    pub async fn next_outgoing(&self, channels: Vec<&'static str>) -> Result<Option<DateTime<Utc>>, AppError> {
         match self {
             Self::Sqlite(db) => db.read(store::next_outgoing).await,
-            Self::Postgres(p) => p.next_outgoing().await,
+            Self::Postgres(p) => p.next_outgoing(&channels).await,
         }
     }
 

@@ -186,7 +186,7 @@ impl Notifier {
     async fn round(&self, db: &Backend) -> Result<Option<DateTime<Utc>>, super::error::AppError> {
         loop {
             // A read first: the write that takes notifications runs only when one is due.
-            let next = db.next_outgoing().await?;
+            let next = db.next_outgoing(self.channels()).await?;
             let now = Utc::now();
             if next.is_none_or(|at| at > now) {
                 return Ok(next);

@@ -1030,10 +1030,14 @@ pub fn settle_outgoing(conn: &Connection, sent: &Outgoing, outcome: &Settled) ->
     Ok(())
 }
 
-/// When the next notification falls due, if any is waiting.
+/// When the next notification this server delivers falls due, if any is waiting (rows
+/// of a channel no longer configured wait, untouched, until it is again).
 pub fn next_outgoing(conn: &Connection) -> Result<Option<DateTime<Utc>>, AppError> {
     let next: Option<String> = conn
-        .prepare_cached("SELECT MIN(MAX(next_at, COALESCE(locked_until, next_at))) FROM outbox")?
+        .prepare_cached(
+            "SELECT MIN(MAX(next_at, COALESCE(locked_until, next_at))) FROM outbox
+             WHERE channel IN (SELECT channel FROM notify_channels)",
+        )?
         .query_row([], |r| r.get(0))?;
     Ok(parse_ts(next))
 }
@@ -1546,6 +1550,34 @@ mod tests {
         run(&conn, id, &[true]);
         let job = run(&conn, id, &[false, false, false]);
         assert!(!job.paused && job.status == JobStatus::Completed, "{job:?}");
+    }
+
+    #[test]
+    fn notifications_wait_for_a_channel_this_server_delivers() {
+        let conn = fresh();
+        let id = job_with_items(&conn, 1);
+        set_channels(&conn, &["webhook"]).unwrap();
+        let k = JobKind::Research;
+        pause_for_rate_limit(&conn, k, id, "429", now() + chrono::Duration::seconds(30)).unwrap();
+        let queued: Vec<String> = conn
+            .prepare("SELECT channel FROM outbox")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(queued, ["webhook"], "one row per configured channel");
+        assert!(next_outgoing(&conn).unwrap().is_some());
+        // Started again with e-mail only: the webhook row waits, untouched and unseen.
+        set_channels(&conn, &["email"]).unwrap();
+        assert_eq!(next_outgoing(&conn).unwrap(), None);
+        let later = now() + chrono::Duration::minutes(1);
+        assert!(claim_outbox(&conn, later, later, 10).unwrap().is_empty());
+        set_channels(&conn, &["webhook"]).unwrap();
+        let taken = claim_outbox(&conn, later, later + chrono::Duration::minutes(1), 10).unwrap();
+        assert_eq!(taken.len(), 1);
+        let body: serde_json::Value = serde_json::from_str(&taken[0].payload).unwrap();
+        assert_eq!((body["event"].as_str(), body["job"]["id"].as_i64()), (Some("job.auto_paused"), Some(id)));
     }
 
     #[test]

@@ -912,9 +912,11 @@ impl PgBackend {
         Ok(())
     }
 
-    pub async fn next_outgoing(&self) -> Result<Option<DateTime<Utc>>, AppError> {
+    pub async fn next_outgoing(&self, channels: &[&str]) -> Result<Option<DateTime<Utc>>, AppError> {
         let c = self.client().await?;
-        Ok(c.query_one("SELECT MIN(GREATEST(next_at, COALESCE(locked_until, next_at))) FROM outbox", &[]).await?.get(0))
+        let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
+        let sql = "SELECT MIN(GREATEST(next_at, COALESCE(locked_until, next_at))) FROM outbox WHERE channel = ANY($1)";
+        Ok(c.query_one(sql, &[&channels]).await?.get(0))
     }
 
     pub async fn complete_if_done(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {
