@@ -1092,35 +1092,16 @@ pub fn fire_schedules(conn: &Connection, at: DateTime<Utc>) -> Result<Vec<(JobKi
             .query_map(params![ts(at)], |r| Ok((r.get(0)?, parse_ts(r.get(1)?), parse_ts(r.get(2)?))))?
             .collect::<Result<_, _>>()?;
         for (id, pause_at, resume_at) in due {
-            let mut steps: Vec<(DateTime<Utc>, bool)> = Vec::new();
-            steps.extend(pause_at.filter(|t| *t <= at).map(|t| (t, true)));
-            steps.extend(resume_at.filter(|t| *t <= at).map(|t| (t, false)));
-            steps.sort();
-            let keep = |t: Option<DateTime<Utc>>| t.filter(|t| *t > at);
-            set_schedule(conn, kind, id, keep(pause_at), keep(resume_at))?;
-            for (when, pause) in steps {
-                // A scheduled pause takes over a rate limit's (which would lift by itself);
-                // a scheduled resume leaves a rate limit's pause to lift at its time.
-                let flags = job_flags(conn, kind, id)?;
-                let limited = flags.as_ref().is_some_and(|f| f.paused && f.resume_at.is_some());
-                let acts = flags.is_some_and(|f| if pause { !f.paused || limited } else { f.paused && !limited });
-                let when = ts(when);
-                if acts {
+            let flags = job_flags(conn, kind, id)?;
+            let paused = flags.as_ref().is_some_and(|f| f.paused);
+            let limited = flags.as_ref().is_some_and(|f| f.paused && f.resume_at.is_some());
+            let plan = plan_schedule(pause_at, resume_at, at, paused, limited);
+            set_schedule(conn, kind, id, plan.keep.0, plan.keep.1)?;
+            for step in plan.steps {
+                if let Some(pause) = step.set_paused {
                     set_paused(conn, kind, id, pause)?;
-                    let (action, detail) = if pause {
-                        (EventAction::Paused, format!("as scheduled for {when}"))
-                    } else {
-                        (EventAction::Resumed, format!("as scheduled for {when}"))
-                    };
-                    add_event(conn, kind, id, action, Source::Schedule, Some(&detail))?;
-                } else {
-                    let detail = if pause {
-                        format!("the pause scheduled for {when} found the job already paused")
-                    } else {
-                        resume_noop(&when, limited)
-                    };
-                    add_event(conn, kind, id, EventAction::Scheduled, Source::Schedule, Some(&detail))?;
                 }
+                add_event(conn, kind, id, step.action, Source::Schedule, Some(&step.detail))?;
             }
             fired.push((kind, id));
         }
@@ -1128,13 +1109,58 @@ pub fn fire_schedules(conn: &Connection, at: DateTime<Utc>) -> Result<Vec<(JobKi
     Ok(fired)
 }
 
-/// The log's words for a scheduled resume that changed nothing.
-pub fn resume_noop(when: &str, rate_limited: bool) -> String {
-    if rate_limited {
-        format!("the resume scheduled for {when} left the job's rate-limit pause to lift at its own time")
-    } else {
-        format!("the resume scheduled for {when} found the job already running")
+/// What firing a job's due schedule does (both stores apply it): the times that stay
+/// set, and each due step in time order.
+pub struct SchedulePlan {
+    pub keep: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
+    pub steps: Vec<ScheduledStep>,
+}
+
+/// One scheduled pause or resume: the pause flag it sets, if it changes the job, and
+/// its entry in the activity log.
+pub struct ScheduledStep {
+    pub set_paused: Option<bool>,
+    pub action: EventAction,
+    pub detail: String,
+}
+
+/// Works out a due schedule from the job's state before (`paused`, and whether that
+/// pause is a rate limit's, `limited`). When both times are due, the earlier goes
+/// first. A scheduled pause takes over a rate limit's (which would lift by itself); a
+/// scheduled resume leaves a rate limit's pause to lift at its time. A step that
+/// changes nothing is still logged.
+pub fn plan_schedule(
+    pause_at: Option<DateTime<Utc>>,
+    resume_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    mut paused: bool,
+    mut limited: bool,
+) -> SchedulePlan {
+    let mut due: Vec<(DateTime<Utc>, bool)> = Vec::new();
+    due.extend(pause_at.filter(|t| *t <= now).map(|t| (t, true)));
+    due.extend(resume_at.filter(|t| *t <= now).map(|t| (t, false)));
+    due.sort();
+    let keep = |t: Option<DateTime<Utc>>| t.filter(|t| *t > now);
+    let mut steps = Vec::new();
+    for (when, pause) in due {
+        let when = ts(when);
+        let acts = if pause { !paused || limited } else { paused && !limited };
+        steps.push(if acts {
+            (paused, limited) = (pause, false);
+            let action = if pause { EventAction::Paused } else { EventAction::Resumed };
+            ScheduledStep { set_paused: Some(pause), action, detail: format!("as scheduled for {when}") }
+        } else {
+            let detail = if pause {
+                format!("the pause scheduled for {when} found the job already paused")
+            } else if limited {
+                format!("the resume scheduled for {when} left the job's rate-limit pause to lift at its own time")
+            } else {
+                format!("the resume scheduled for {when} found the job already running")
+            };
+            ScheduledStep { set_paused: None, action: EventAction::Scheduled, detail }
+        });
     }
+    SchedulePlan { keep: (keep(pause_at), keep(resume_at)), steps }
 }
 
 /// When the next scheduled pause or resume of a live job is due, if any is set.
@@ -1550,6 +1576,33 @@ mod tests {
         run(&conn, id, &[true]);
         let job = run(&conn, id, &[false, false, false]);
         assert!(!job.paused && job.status == JobStatus::Completed, "{job:?}");
+    }
+
+    #[test]
+    fn a_due_schedule_fires_in_time_order_and_respects_a_rate_limit() {
+        let now = now();
+        let ago = |s| Some(now - chrono::Duration::seconds(s));
+        let later = Some(now + chrono::Duration::hours(1));
+        let actions = |plan: &SchedulePlan| plan.steps.iter().map(|s| (s.set_paused, s.action)).collect::<Vec<_>>();
+        // Both passed while down: the pause (earlier) first, then the resume decides.
+        let plan = plan_schedule(ago(20), ago(10), now, false, false);
+        assert_eq!(plan.keep, (None, None));
+        assert_eq!(actions(&plan), [(Some(true), EventAction::Paused), (Some(false), EventAction::Resumed)]);
+        // A resume before a pause: the job ends paused.
+        let plan = plan_schedule(ago(10), ago(20), now, true, false);
+        assert_eq!(actions(&plan), [(Some(false), EventAction::Resumed), (Some(true), EventAction::Paused)]);
+        // A future time stays set and does not fire.
+        let plan = plan_schedule(ago(1), later, now, false, false);
+        assert_eq!((plan.keep, actions(&plan)), ((None, later), vec![(Some(true), EventAction::Paused)]));
+        // A scheduled pause takes over a rate limit's; a scheduled resume leaves it be.
+        assert_eq!(actions(&plan_schedule(ago(1), None, now, true, true)), [(Some(true), EventAction::Paused)]);
+        let left = plan_schedule(None, ago(1), now, true, true);
+        assert_eq!(actions(&left), [(None, EventAction::Scheduled)]);
+        assert!(left.steps[0].detail.contains("rate-limit pause to lift at its own time"));
+        // Nothing to do: logged, not acted on.
+        let noop = plan_schedule(ago(1), None, now, true, false);
+        assert_eq!(actions(&noop), [(None, EventAction::Scheduled)]);
+        assert!(noop.steps[0].detail.ends_with("found the job already paused"));
     }
 
     #[test]

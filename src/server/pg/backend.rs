@@ -772,33 +772,17 @@ impl PgBackend {
             for row in due {
                 let id: i64 = row.get(0);
                 let (pause_at, resume_at): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (row.get(1), row.get(2));
-                let (mut paused, mut rate_limited) =
+                let (paused, rate_limited) =
                     (row.get::<_, i32>(3) != 0, row.get::<_, Option<DateTime<Utc>>>(4).is_some());
                 let now: DateTime<Utc> = row.get(5);
-                let mut steps: Vec<(DateTime<Utc>, bool)> = Vec::new();
-                steps.extend(pause_at.filter(|t| *t <= now).map(|t| (t, true)));
-                steps.extend(resume_at.filter(|t| *t <= now).map(|t| (t, false)));
-                steps.sort();
-                let keep = |t: Option<DateTime<Utc>>| t.filter(|t| *t > now);
+                let plan = store::plan_schedule(pause_at, resume_at, now, paused, paused && rate_limited);
                 let sql = "SET scheduled_pause_at = $2, scheduled_resume_at = $3, updated_at = now() WHERE id = $1";
-                change_job(&tx, kind, id, sql, &[&id, &keep(pause_at), &keep(resume_at)]).await?;
-                for (when, pause) in steps {
-                    let when = store::ts(when);
-                    let acts = if pause { !paused || rate_limited } else { paused && !rate_limited };
-                    if acts {
+                change_job(&tx, kind, id, sql, &[&id, &plan.keep.0, &plan.keep.1]).await?;
+                for step in plan.steps {
+                    if let Some(pause) = step.set_paused {
                         super::set_paused(&tx, kind, id, pause).await?;
-                        (paused, rate_limited) = (pause, false);
-                        let action = if pause { EventAction::Paused } else { EventAction::Resumed };
-                        let detail = format!("as scheduled for {when}");
-                        add_event(&*tx, kind, id, action, Source::Schedule, Some(&detail)).await?;
-                    } else {
-                        let detail = if pause {
-                            format!("the pause scheduled for {when} found the job already paused")
-                        } else {
-                            store::resume_noop(&when, rate_limited)
-                        };
-                        add_event(&*tx, kind, id, EventAction::Scheduled, Source::Schedule, Some(&detail)).await?;
                     }
+                    add_event(&*tx, kind, id, step.action, Source::Schedule, Some(&step.detail)).await?;
                 }
                 fired.push((kind, id));
             }
