@@ -67,7 +67,7 @@ pub fn App() -> impl IntoView {
                     if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
                         response.set_status(axum::http::StatusCode::NOT_FOUND);
                     }
-                    view! {
+                    erase(view! {
                         <PageTitle text="Page not found · jobdeck" />
                         <div class="card not-found">
                             <h1>"Page not found"</h1>
@@ -75,12 +75,12 @@ pub fn App() -> impl IntoView {
                                 <a href="/">"Back to the dashboard"</a>
                             </p>
                         </div>
-                    }
+                    })
                 }>
                     // Each page erased without its async hydration (see components/erase.rs).
                     // Async: the server answers once the data is in, so the HTML is complete
                     // for readers without JavaScript and "no such job" can be a real 404.
-                    <Route path=path!("/signin") view=SignInPage />
+                    <Route path=path!("/signin") view=|| erase(SignInPage()) />
                     <Route path=path!("/") view=|| erase(Dashboard()) ssr=SsrMode::Async />
                     <Route path=path!("/processing/:id") view=|| erase(ResearchPage()) ssr=SsrMode::Async />
                     <Route path=path!("/processing/:id/accounts") view=|| erase(AccountsPage()) ssr=SsrMode::Async />

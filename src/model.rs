@@ -199,15 +199,6 @@ impl Job {
     pub fn done(&self) -> i64 {
         self.completed + self.failed
     }
-
-    /// Share of items finished, 0–100.
-    pub fn percent(&self) -> f64 {
-        if self.total == 0 {
-            100.0
-        } else {
-            self.done() as f64 * 100.0 / self.total as f64
-        }
-    }
 }
 
 /// One item (an account or a preprocessing row) with its input and result.

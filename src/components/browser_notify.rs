@@ -5,6 +5,7 @@
 
 use leptos::prelude::*;
 
+use crate::components::erase::{erase, Erase};
 use crate::model::{Job, Phase};
 
 /// Where the choice is kept.
@@ -128,14 +129,14 @@ pub fn BrowserNotify() -> impl IntoView {
     };
     move || {
         match state.get() {
-        State::Unsupported => ().into_any(),
+        State::Unsupported => erase(()),
         State::On => view! {
             <span class="notify-toggle" data-testid="browser-notify">
                 "Browser notifications on"
                 <button type="button" class="btn btn-small btn-plain" on:click=turn_off>"Turn off"</button>
             </span>
         }
-        .into_any(),
+        .erased(),
         State::Off | State::Blocked => view! {
             <span class="notify-toggle" data-testid="browser-notify">
                 <button type="button" class="btn btn-small btn-plain" on:click=turn_on>
@@ -145,7 +146,7 @@ pub fn BrowserNotify() -> impl IntoView {
                     .then(|| view! { <span class="small muted">"The browser blocks notifications for this site."</span> })}
             </span>
         }
-        .into_any(),
+        .erased(),
     }
     }
 }

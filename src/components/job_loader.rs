@@ -75,7 +75,7 @@ fn NoSuchJob(kind: JobKind, raw: String) -> impl IntoView {
             <p>
                 {format!(
                     "There is no {} job #{raw}. It may have been deleted, or the link is mistyped.",
-                    kind.label().to_lowercase(),
+                    kind.label().to_ascii_lowercase(),
                 )}
             </p>
             <p>

@@ -96,7 +96,7 @@ fn Counts(job: RwSignal<Job>) -> impl IntoView {
                 .enumerate()
                 .map(|(i, label)| {
                     view! {
-                        <div class=format!("count count-{}", label.to_lowercase())>
+                        <div class=format!("count count-{}", label.to_ascii_lowercase())>
                             <dt>{label}</dt>
                             <dd>{move || counts.get()[i]}</dd>
                         </div>

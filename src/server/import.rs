@@ -268,23 +268,7 @@ pub fn check(kind: JobKind, upload: &Upload, limits: Limits) -> Result<Checked, 
     };
     let mut checked =
         Checked { job: NewJob { kind, name, filename, concurrency, columns: headers }, rows: 0, data, delimiter, map };
-    // Every row is read once here, so the insert that follows cannot meet a bad one.
-    let mut rows = 0usize;
-    for row in checked.rows_iter() {
-        let (line, values) = row?;
-        rows += 1;
-        if rows > limits.max_rows {
-            return Err(AppError::TooLarge(format!("the file has more than {} rows, the limit", limits.max_rows)));
-        }
-        if let Some(long) = values.iter().map(String::len).find(|len| *len > MAX_CELL_BYTES) {
-            return Err(AppError::BadInput(format!(
-                "line {line}: a cell is {long} bytes long; at most {MAX_CELL_BYTES} are allowed"
-            )));
-        }
-        if kind == JobKind::Research {
-            research_row(&checked.map, line, &values)?;
-        }
-    }
+    let rows = checked.count_rows(limits.max_rows)?;
     if rows == 0 {
         return Err(AppError::BadInput("the file has a header row but no rows".into()));
     }
@@ -341,6 +325,52 @@ impl Checked {
         })
     }
 
+    /// Reads every row once, so the insert that follows cannot meet a bad one, and
+    /// counts them. The same rules as [`Checked::rows_iter`], without its cost: one
+    /// record is reused for every row and nothing is copied; a line number is worked
+    /// out only for the row an error names.
+    fn count_rows(&self, max_rows: usize) -> Result<usize, AppError> {
+        let data: &[u8] = &self.data;
+        let width = self.job.columns.len();
+        let line_of = |record: &csv::StringRecord| {
+            let mut byte = record.position().map_or(0, |p| p.byte() as usize);
+            while matches!(data.get(byte), Some(b'\r' | b'\n')) {
+                byte += 1;
+            }
+            1 + data[..byte.min(data.len())].iter().filter(|&&b| b == b'\n').count() as i64
+        };
+        let mut reader = reader(data, self.delimiter);
+        let _ = reader.headers();
+        let mut record = csv::StringRecord::new();
+        let mut rows = 0usize;
+        while reader.read_record(&mut record).map_err(|e| csv_error(&e))? {
+            if record.iter().all(|v| v.trim().is_empty()) {
+                continue;
+            }
+            if record.len() > width && !record.iter().skip(width).all(|v| v.trim().is_empty()) {
+                return Err(AppError::BadInput(format!(
+                    "line {}: the row has {} fields but the header has {width}",
+                    line_of(&record),
+                    record.len()
+                )));
+            }
+            rows += 1;
+            if rows > max_rows {
+                return Err(AppError::TooLarge(format!("the file has more than {max_rows} rows, the limit")));
+            }
+            if let Some(long) = record.iter().take(width).map(str::len).find(|len| *len > MAX_CELL_BYTES) {
+                return Err(AppError::BadInput(format!(
+                    "line {}: a cell is {long} bytes long; at most {MAX_CELL_BYTES} are allowed",
+                    line_of(&record)
+                )));
+            }
+            if self.job.kind == JobKind::Research && !research_cells(&self.map, |i| record.get(i)) {
+                return Err(no_research_cells(line_of(&record)));
+            }
+        }
+        Ok(rows)
+    }
+
     /// The items in chunks of [`CHUNK_ROWS`], for inserting one chunk per transaction.
     pub fn chunks(&self) -> impl Iterator<Item = Result<Vec<NewItem>, AppError>> + '_ {
         let mut rows = self.rows_iter();
@@ -361,18 +391,26 @@ impl Checked {
     }
 }
 
-/// A research row needs a name, a website or a domain.
+/// A research row needs a name, a website or a domain (or an e-mail address to take
+/// the domain from); `get` reads a cell by column.
+fn research_cells<'a>(map: &ColumnMap, get: impl Fn(usize) -> Option<&'a str>) -> bool {
+    let filled = |index: Option<usize>| index.and_then(&get).map(str::trim).filter(|s| !s.is_empty());
+    filled(map.name).is_some()
+        || filled(map.website).is_some()
+        || filled(map.domain).is_some()
+        || filled(map.email).and_then(preprocess::domain_from).is_some()
+}
+
+fn no_research_cells(line: i64) -> AppError {
+    AppError::BadInput(format!("line {line}: the row has neither a company name nor a website or domain"))
+}
+
 fn research_row(map: &ColumnMap, line: i64, values: &[String]) -> Result<(), AppError> {
-    if cell(values, map.name).is_none()
-        && cell(values, map.website).is_none()
-        && cell(values, map.domain).is_none()
-        && cell(values, map.email).and_then(|e| preprocess::domain_from(&e)).is_none()
-    {
-        return Err(AppError::BadInput(format!(
-            "line {line}: the row has neither a company name nor a website or domain"
-        )));
+    if research_cells(map, |i| values.get(i).map(String::as_str)) {
+        Ok(())
+    } else {
+        Err(no_research_cells(line))
     }
-    Ok(())
 }
 
 fn new_item(kind: JobKind, map: &ColumnMap, line: i64, values: Vec<String>) -> Result<NewItem, AppError> {
@@ -404,37 +442,43 @@ fn new_item(kind: JobKind, map: &ColumnMap, line: i64, values: Vec<String>) -> R
 
 /// The line where a quoted field opens and never closes, if any. Quotes count only at
 /// the start of a field, as in CSV; a stray `"` inside a plain field is just a character.
+/// It jumps from quote to quote (`memchr`) instead of looking at every byte: a file
+/// without quotes is one search, and a line is counted only for the answer.
 fn unclosed_quote(data: &[u8], delimiter: u8) -> Option<i64> {
-    let (mut line, mut open_line) = (1i64, 0i64);
-    let (mut quoted, mut field_start) = (false, true);
-    let mut i = 0;
-    while i < data.len() {
-        let b = data[i];
-        if quoted {
-            if b == b'"' {
-                if data.get(i + 1) == Some(&b'"') {
-                    i += 1;
-                } else {
-                    quoted = false;
-                }
-            } else if b == b'\n' {
-                line += 1;
-            }
-        } else if b == b'"' && field_start {
-            quoted = true;
-            open_line = line;
-            field_start = false;
-        } else if b == b'\n' {
-            line += 1;
-            field_start = true;
-        } else if b == delimiter {
-            field_start = true;
-        } else if b != b'\r' {
-            field_start = false;
+    // Outside quotes, from `from` on; `at_start` is whether a field starts at `from`.
+    let (mut from, mut at_start) = (0usize, true);
+    while let Some(found) = memchr::memchr(b'"', &data[from..]) {
+        let quote = from + found;
+        // A field starts here if only `\r`s stand between the quote and a delimiter, a
+        // line break, or the start of this stretch (when a field started there).
+        let before = data[from..quote].iter().rposition(|&b| b != b'\r');
+        let opens = match before {
+            Some(i) => matches!(data[from + i], b'\n') || data[from + i] == delimiter,
+            None => at_start,
+        };
+        if !opens {
+            // A quote inside a plain field: the field goes on.
+            from = quote + 1;
+            at_start = false;
+            continue;
         }
-        i += 1;
+        // Inside quotes: `""` is a quote character; a lone `"` closes the field.
+        let mut at = quote + 1;
+        loop {
+            let Some(next) = memchr::memchr(b'"', &data[at..]) else {
+                return Some(1 + memchr::memchr_iter(b'\n', &data[..quote]).count() as i64);
+            };
+            let close = at + next;
+            if data.get(close + 1) == Some(&b'"') {
+                at = close + 2;
+            } else {
+                from = close + 1;
+                at_start = false;
+                break;
+            }
+        }
     }
-    quoted.then_some(open_line)
+    None
 }
 
 /// Repeated header names get a number so every column keeps its own key.
@@ -501,6 +545,53 @@ mod tests {
         assert_eq!(unclosed_quote(b"a,b\nAcme 5\" TV,y\n", b','), None);
         assert_eq!(unclosed_quote(b"a,b\n\"say \"\"hi\"\"\nthere\",y\n", b','), None);
         assert_eq!(unclosed_quote(b"a;b\nx;\"open\n", b';'), Some(2));
+    }
+
+    /// The rule of [`unclosed_quote`] stated byte by byte, as plainly as it goes.
+    fn unclosed_quote_bytewise(data: &[u8], delimiter: u8) -> Option<i64> {
+        let (mut line, mut open_line) = (1i64, 0i64);
+        let (mut quoted, mut field_start) = (false, true);
+        let mut i = 0;
+        while i < data.len() {
+            let b = data[i];
+            if quoted {
+                if b == b'"' {
+                    if data.get(i + 1) == Some(&b'"') {
+                        i += 1;
+                    } else {
+                        quoted = false;
+                    }
+                } else if b == b'\n' {
+                    line += 1;
+                }
+            } else if b == b'"' && field_start {
+                quoted = true;
+                open_line = line;
+                field_start = false;
+            } else if b == b'\n' {
+                line += 1;
+                field_start = true;
+            } else if b == delimiter {
+                field_start = true;
+            } else if b != b'\r' {
+                field_start = false;
+            }
+            i += 1;
+        }
+        quoted.then_some(open_line)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+        /// The quote-to-quote search answers as the byte-by-byte rule does.
+        #[test]
+        fn unclosed_quote_follows_the_bytewise_rule(
+            bytes in proptest::collection::vec(proptest::sample::select(b"a;,\"\n\r ".to_vec()), 0..48),
+            semicolon in proptest::bool::ANY,
+        ) {
+            let delimiter = if semicolon { b';' } else { b',' };
+            proptest::prop_assert_eq!(unclosed_quote(&bytes, delimiter), unclosed_quote_bytewise(&bytes, delimiter));
+        }
     }
 
     #[test]
