@@ -113,7 +113,26 @@ async fn bad_files_are_refused_with_line_and_reason_and_change_nothing() {
             "concurrency must be between 1 and 64",
         ),
         (JobKind::Preprocess, up(b"a,b\n1,2,3\n"), "line 2: the row has 3 fields but the header has 2"),
+        // Lines as an editor counts them: a quoted cell's line breaks, CRLF and blank
+        // lines before the bad row all count.
+        (
+            JobKind::Research,
+            up(b"Company,Notes\r\nAcme,\"two\r\nlines\"\r\n\r\n\r\n,\"only notes\"\r\n"),
+            "line 6: the row has neither",
+        ),
+        (JobKind::Preprocess, up(b"a,b\n\"x\ny\",2\n\n1,2,3\n"), "line 5: the row has 3 fields but the header has 2"),
+        // A quote inside a plain cell is text; one that opens a later cell must close.
+        (
+            JobKind::Research,
+            up(b"Company,Notes\nAcme 5\" TV,ok\nBeta,\"say \"\"hi\"\"\nthere\"\nGamma,\"open\n"),
+            "line 5: a quoted field is never closed",
+        ),
         (JobKind::Preprocess, up(b"Company\n"), "no rows"),
+        (
+            JobKind::Research,
+            up(format!("Company,Notes\n\"Acme\nAnvils\",x\nBeta,{}\n", "A".repeat(70_000)).as_bytes()),
+            "line 4: a cell is 70000 bytes long",
+        ),
     ];
     for (kind, upload, expected) in cases {
         let shown = String::from_utf8_lossy(&upload.bytes).to_string();
