@@ -329,6 +329,15 @@ async fn a_delete_or_an_import_cut_short_by_a_crash_is_finished_at_start_up() {
                 rusqlite::params![id, n],
             )
             .unwrap();
+            // Each chunk of an import widens the job's item range with its rows.
+            conn.execute(
+                "UPDATE preprocessing_jobs SET
+                     first_item = (SELECT MIN(id) FROM preprocessing_results WHERE job_id = ?1),
+                     last_item = (SELECT MAX(id) FROM preprocessing_results WHERE job_id = ?1)
+                 WHERE id = ?1",
+                [id],
+            )
+            .unwrap();
         }
     }
     let service = service(config).await;

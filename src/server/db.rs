@@ -17,6 +17,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0003_hidden_jobs.sql")),
         M::up(include_str!("../../migrations/0004_operator_controls.sql")),
         M::up(include_str!("../../migrations/0005_auto_control.sql")),
+        M::up(include_str!("../../migrations/0006_item_ranges.sql")),
     ])
 }
 
@@ -169,6 +170,46 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         migrations().validate().expect("migrations validate");
+    }
+
+    /// A database written before 0006 keeps its items readable in file order: each
+    /// job gets the id range of its items, however they interleave with another's.
+    #[test]
+    fn item_ranges_are_filled_in_for_existing_jobs() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure(&conn, Duration::from_secs(1)).unwrap();
+        migrations().to_version(&mut conn, 5).unwrap();
+        conn.execute_batch(
+            "INSERT INTO processing_jobs (id, name, filename, created_at, updated_at) VALUES
+                 (1, 'a', 'a.csv', 't', 't'), (2, 'b', 'b.csv', 't', 't'), (3, 'empty', 'c.csv', 't', 't');
+             INSERT INTO accounts (id, job_id, line, input) VALUES
+                 (10, 1, 2, '[]'), (11, 2, 2, '[]'), (12, 1, 3, '[]'), (13, 2, 3, '[]'), (14, 1, 4, '[]');",
+        )
+        .unwrap();
+        migrations().to_latest(&mut conn).unwrap();
+        let ranges: Vec<(i64, Option<i64>, Option<i64>)> = conn
+            .prepare("SELECT id, first_item, last_item FROM processing_jobs ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ranges, [(1, Some(10), Some(14)), (2, Some(11), Some(13)), (3, None, None)]);
+        let lines = |job: i64| -> Vec<i64> {
+            let (_, items) =
+                crate::server::store::items_after(&conn, crate::model::JobKind::Research, job, 0, 100).unwrap();
+            items.iter().map(|i| i.line).collect()
+        };
+        assert_eq!(lines(1), [2, 3, 4]);
+        assert_eq!(lines(2), [2, 3]);
+        let index: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('accounts_job', 'preprocessing_results_job')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 0, "the file-order indexes are gone");
     }
 
     #[test]

@@ -68,6 +68,9 @@ pub struct Sql {
     live_jobs: String,
     columns: String,
     item_select: String,
+    /// The condition that takes a job's items (job id `?1`) in file order: a scan of
+    /// the table between the job's first and last item id, never the index.
+    job_items: String,
     claim_items: String,
     claim_job: String,
     finish_item: String,
@@ -104,6 +107,12 @@ impl Sql {
         let visible = "hidden IS NULL";
         // A live job with nothing left pending or in flight is done.
         let done = format!("{live} AND pending_count = 0 AND processing_count = 0 AND {visible}");
+        // `+job_id`: without the plus, SQLite would rather look the items up in the
+        // (job_id, status, id) index and then sort them all.
+        let job_items = format!(
+            "id BETWEEN (SELECT first_item FROM {jobs} WHERE id = ?1) AND (SELECT last_item FROM {jobs} WHERE id = ?1) \
+             AND +job_id = ?1"
+        );
         Self {
             jobs,
             items,
@@ -114,6 +123,7 @@ impl Sql {
                 "SELECT id, line, status, attempts, error, name, website, domain, input, result, {extra}, \
                  started_at, finished_at FROM {items}"
             ),
+            job_items: job_items.clone(),
             claim_items: format!(
                 "UPDATE {items} SET status = '{I_PROCESSING}', started_at = ?2
                  WHERE id IN (SELECT id FROM {items} WHERE job_id = ?1 AND status = '{I_PENDING}' ORDER BY id LIMIT ?3)
@@ -178,7 +188,7 @@ impl Sql {
             ),
             hide: format!("UPDATE {jobs} SET hidden = ?2, updated_at = ?3 WHERE id = ?1"),
             purge_items: format!(
-                "DELETE FROM {items} WHERE id IN (SELECT id FROM {items} WHERE job_id = ?1 ORDER BY id LIMIT ?2)"
+                "DELETE FROM {items} WHERE id IN (SELECT id FROM {items} WHERE {job_items} ORDER BY id LIMIT ?2)"
             ),
             purge_job: format!("DELETE FROM {jobs} WHERE id = ?1 AND hidden = '{DELETING}'"),
             flags: format!("SELECT status, paused, concurrency, resume_at FROM {jobs} WHERE id = ?1 AND {visible}"),
@@ -309,23 +319,41 @@ pub fn insert_job(
 
 /// Inserts a chunk of items on one prepared statement.
 pub fn insert_items(conn: &Connection, kind: JobKind, job_id: i64, items: &[NewItem]) -> Result<(), AppError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let s = sql(kind);
+    // Ids above every existing one, in file order, and the job's range widened to them
+    // in the same transaction: a job's items are always between its first and last.
+    let last: i64 =
+        conn.prepare_cached(&format!("SELECT COALESCE(MAX(id), 0) FROM {}", s.items))?.query_row([], |r| r.get(0))?;
+    let (first, last_new) = (last + 1, last + items.len() as i64);
+    conn.prepare_cached(&format!(
+        "UPDATE {} SET first_item = MIN(COALESCE(first_item, ?2), ?2), last_item = MAX(COALESCE(last_item, ?3), ?3)
+         WHERE id = ?1",
+        s.jobs
+    ))?
+    .execute(params![job_id, first, last_new])?;
     let (columns, width) = match kind {
-        JobKind::Research => ("job_id, line, name, website, domain, input", 6),
-        JobKind::Preprocess => ("job_id, line, name, website, domain, input, normalized, dedupe_key", 8),
+        JobKind::Research => ("id, job_id, line, name, website, domain, input", 7),
+        JobKind::Preprocess => ("id, job_id, line, name, website, domain, input, normalized, dedupe_key", 9),
     };
-    let bind = |stmt: &mut rusqlite::CachedStatement<'_>, rows: &[NewItem]| -> rusqlite::Result<()> {
+    let mut next_id = first;
+    let mut bind = |stmt: &mut rusqlite::CachedStatement<'_>, rows: &[NewItem]| -> rusqlite::Result<()> {
         let mut i = 1;
         for it in rows {
-            stmt.raw_bind_parameter(i, job_id)?;
-            stmt.raw_bind_parameter(i + 1, it.line)?;
-            stmt.raw_bind_parameter(i + 2, &it.name)?;
-            stmt.raw_bind_parameter(i + 3, &it.website)?;
-            stmt.raw_bind_parameter(i + 4, &it.domain)?;
-            stmt.raw_bind_parameter(i + 5, &it.input)?;
-            if width == 8 {
-                stmt.raw_bind_parameter(i + 6, &it.normalized)?;
-                stmt.raw_bind_parameter(i + 7, &it.dedupe_key)?;
+            stmt.raw_bind_parameter(i, next_id)?;
+            stmt.raw_bind_parameter(i + 1, job_id)?;
+            stmt.raw_bind_parameter(i + 2, it.line)?;
+            stmt.raw_bind_parameter(i + 3, &it.name)?;
+            stmt.raw_bind_parameter(i + 4, &it.website)?;
+            stmt.raw_bind_parameter(i + 5, &it.domain)?;
+            stmt.raw_bind_parameter(i + 6, &it.input)?;
+            if width == 9 {
+                stmt.raw_bind_parameter(i + 7, &it.normalized)?;
+                stmt.raw_bind_parameter(i + 8, &it.dedupe_key)?;
             }
+            next_id += 1;
             i += width;
         }
         stmt.raw_execute()?;
@@ -334,14 +362,14 @@ pub fn insert_items(conn: &Connection, kind: JobKind, job_id: i64, items: &[NewI
     // Many rows per statement: a statement's start and reset cost as much as a row.
     let mut groups = items.chunks_exact(INSERT_ROWS);
     if groups.len() > 0 {
-        let mut stmt = conn.prepare_cached(&insert_sql(sql(kind).items, columns, width, INSERT_ROWS))?;
+        let mut stmt = conn.prepare_cached(&insert_sql(s.items, columns, width, INSERT_ROWS))?;
         for group in groups.by_ref() {
             bind(&mut stmt, group)?;
         }
     }
     let rest = groups.remainder();
     if !rest.is_empty() {
-        let mut stmt = conn.prepare_cached(&insert_sql(sql(kind).items, columns, width, 1))?;
+        let mut stmt = conn.prepare_cached(&insert_sql(s.items, columns, width, 1))?;
         for row in rest.chunks(1) {
             bind(&mut stmt, row)?;
         }
@@ -358,29 +386,34 @@ fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
 }
 
 /// Preprocessing: links the rows with item ids in `from..=to` to the first row of the
-/// job with the same dedupe key. Run after every row is in, chunk by chunk.
+/// job with the same dedupe key. Run after every row is in, chunk by chunk. `+job_id`
+/// keeps each chunk a scan of its own ids: SQLite would otherwise walk the whole job
+/// through an index on job_id for every chunk.
 pub fn link_duplicates(conn: &Connection, job_id: i64, from: i64, to: i64) -> Result<(), AppError> {
     conn.prepare_cached(
         "UPDATE preprocessing_results AS r SET duplicate_of = (
              SELECT first.line FROM preprocessing_results AS first
              WHERE first.job_id = r.job_id AND first.dedupe_key = r.dedupe_key
              ORDER BY first.line LIMIT 1)
-         WHERE r.job_id = ?1 AND r.id BETWEEN ?2 AND ?3 AND r.dedupe_key IS NOT NULL",
+         WHERE r.id BETWEEN ?2 AND ?3 AND +r.job_id = ?1 AND r.dedupe_key IS NOT NULL",
     )?
     .execute(params![job_id, from, to])?;
     conn.prepare_cached(
         "UPDATE preprocessing_results SET duplicate_of = NULL
-         WHERE job_id = ?1 AND id BETWEEN ?2 AND ?3 AND duplicate_of = line",
+         WHERE id BETWEEN ?2 AND ?3 AND +job_id = ?1 AND duplicate_of = line",
     )?
     .execute(params![job_id, from, to])?;
     Ok(())
 }
 
-/// The smallest and largest item id of a job, for walking it in chunks.
+/// The smallest and largest item id of a job, for walking it in chunks (other jobs'
+/// items may sit between them when imports overlapped).
 pub fn item_id_range(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Option<(i64, i64)>, AppError> {
     let range: (Option<i64>, Option<i64>) = conn
-        .prepare_cached(&format!("SELECT MIN(id), MAX(id) FROM {} WHERE job_id = ?1", sql(kind).items))?
-        .query_row(params![job_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        .prepare_cached(&format!("SELECT first_item, last_item FROM {} WHERE id = ?1", sql(kind).jobs))?
+        .query_row(params![job_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .unwrap_or((None, None));
     Ok(range.0.zip(range.1))
 }
 
@@ -475,7 +508,7 @@ pub fn list_items(
     let select = &sql(kind).item_select;
     let query = match status {
         Some(_) => format!("{select} WHERE job_id = ?1 AND status = ?2 ORDER BY id LIMIT ?3 OFFSET ?4"),
-        None => format!("{select} WHERE job_id = ?1 AND ?2 IS NULL ORDER BY id LIMIT ?3 OFFSET ?4"),
+        None => format!("{select} WHERE {} AND ?2 IS NULL ORDER BY id LIMIT ?3 OFFSET ?4", sql(kind).job_items),
     };
     let mut stmt = conn.prepare_cached(&query)?;
     let items = stmt
@@ -494,8 +527,9 @@ pub fn items_after(
     limit: i64,
 ) -> Result<(Vec<String>, Vec<Item>), AppError> {
     let columns = job_columns(conn, kind, job_id)?;
+    let s = sql(kind);
     let mut stmt =
-        conn.prepare_cached(&format!("{} WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3", sql(kind).item_select))?;
+        conn.prepare_cached(&format!("{} WHERE {} AND id > ?2 ORDER BY id LIMIT ?3", s.item_select, s.job_items))?;
     let items = stmt
         .query_map(params![job_id, after, limit], |r| item_from_row(&columns, r))?
         .collect::<Result<Vec<_>, _>>()?;
@@ -1727,6 +1761,56 @@ mod tests {
         assert_eq!((job.status, job.pending, job.failed, job.completed), (JobStatus::Processing, 6, 0, 6));
         assert_eq!(claim_batch(&conn, JobKind::Research, id, 10).unwrap().len(), 6, "only the failed ones run again");
         assert!(retries_cut_short(&conn).unwrap().is_empty());
+    }
+
+    /// Two imports whose chunks alternate: each job reads, exports and deletes exactly
+    /// its own items in file order, though the other's sit between them.
+    #[test]
+    fn interleaved_imports_keep_each_job_to_its_own_items() {
+        let conn = fresh();
+        let k = JobKind::Research;
+        let a = insert_job(&conn, k, "a", "a.csv", 2, &["company".into()]).unwrap();
+        let b = insert_job(&conn, k, "b", "b.csv", 2, &["company".into()]).unwrap();
+        let chunk = |from: i64, n: i64| -> Vec<NewItem> {
+            (from..from + n)
+                .map(|line| NewItem {
+                    line,
+                    name: Some(format!("row {line}")),
+                    input: "[]".into(),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        let (mut next_a, mut next_b) = (2, 2);
+        for n in [30, 7, 1, 12] {
+            insert_items(&conn, k, a, &chunk(next_a, n)).unwrap();
+            next_a += n;
+            insert_items(&conn, k, b, &chunk(next_b, n + 3)).unwrap();
+            next_b += n + 3;
+        }
+        reveal_job(&conn, k, a, next_a - 2).unwrap();
+        reveal_job(&conn, k, b, next_b - 2).unwrap();
+        let lines = |items: &[Item]| items.iter().map(|i| i.line).collect::<Vec<_>>();
+        // Pages without a status filter, and the export's walk.
+        let page = list_items(&conn, k, a, None, 20, 20).unwrap();
+        assert_eq!(lines(&page.items), (22..42).collect::<Vec<_>>());
+        let (_, all_b) = items_after(&conn, k, b, 0, 1000).unwrap();
+        assert_eq!(lines(&all_b), (2..next_b).collect::<Vec<_>>());
+        let after = all_b[10].id;
+        let (_, rest) = items_after(&conn, k, b, after, 5).unwrap();
+        assert_eq!(lines(&rest), (13..18).collect::<Vec<_>>());
+        // Deleting one leaves the other whole.
+        hide_job(&conn, k, a, Hidden::Deleting).unwrap();
+        while !purge_batch(&conn, k, a, 8).unwrap() {}
+        let left: i64 = conn.query_row("SELECT COUNT(*) FROM accounts WHERE job_id = ?1", [a], |r| r.get(0)).unwrap();
+        assert_eq!(left, 0);
+        let (_, still) = items_after(&conn, k, b, 0, 1000).unwrap();
+        assert_eq!(lines(&still), (2..next_b).collect::<Vec<_>>());
+        // A later import starts above everything, even where deleted items were.
+        let c = insert_job(&conn, k, "c", "c.csv", 2, &["company".into()]).unwrap();
+        insert_items(&conn, k, c, &chunk(2, 4)).unwrap();
+        assert_eq!(item_id_range(&conn, k, c).unwrap().map(|(f, l)| l - f), Some(3));
+        assert!(item_id_range(&conn, k, c).unwrap().unwrap().0 > still.last().unwrap().id);
     }
 
     #[test]
