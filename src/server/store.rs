@@ -87,6 +87,7 @@ pub struct Sql {
     cancel: String,
     hide: String,
     purge_items: String,
+    purge_advance: String,
     purge_job: String,
     flags: String,
     auto_resume: String,
@@ -188,8 +189,12 @@ impl Sql {
             ),
             hide: format!("UPDATE {jobs} SET hidden = ?2, updated_at = ?3 WHERE id = ?1"),
             purge_items: format!(
-                "DELETE FROM {items} WHERE id IN (SELECT id FROM {items} WHERE {job_items} ORDER BY id LIMIT ?2)"
+                "DELETE FROM {items} WHERE id IN (SELECT id FROM {items} WHERE {job_items} ORDER BY id LIMIT ?2)
+                 RETURNING id"
             ),
+            // The next batch starts past this one's last item, not among the rows of
+            // other jobs that an overlapping import left between the first ones.
+            purge_advance: format!("UPDATE {jobs} SET first_item = ?2 + 1 WHERE id = ?1 AND hidden = '{DELETING}'"),
             purge_job: format!("DELETE FROM {jobs} WHERE id = ?1 AND hidden = '{DELETING}'"),
             flags: format!("SELECT status, paused, concurrency, resume_at FROM {jobs} WHERE id = ?1 AND {visible}"),
             auto_resume: format!(
@@ -317,7 +322,9 @@ pub fn insert_job(
     Ok(conn.last_insert_rowid())
 }
 
-/// Inserts a chunk of items on one prepared statement.
+/// Inserts a chunk of items on one prepared statement. Every item of the SQLite store
+/// goes in here: reads in file order find a job's items only between the job's
+/// `first_item` and `last_item`, which this keeps up to date.
 pub fn insert_items(conn: &Connection, kind: JobKind, job_id: i64, items: &[NewItem]) -> Result<(), AppError> {
     if items.is_empty() {
         return Ok(());
@@ -528,8 +535,15 @@ pub fn items_after(
 ) -> Result<(Vec<String>, Vec<Item>), AppError> {
     let columns = job_columns(conn, kind, job_id)?;
     let s = sql(kind);
-    let mut stmt =
-        conn.prepare_cached(&format!("{} WHERE {} AND id > ?2 ORDER BY id LIMIT ?3", s.item_select, s.job_items))?;
+    // One lower bound, so the scan starts at the cursor: with `id > ?2` beside the
+    // range's own lower end, SQLite starts at the job's first item every time.
+    let mut stmt = conn.prepare_cached(&format!(
+        "{} WHERE id > MAX(?2, (SELECT first_item FROM {jobs} WHERE id = ?1) - 1)
+           AND id <= (SELECT last_item FROM {jobs} WHERE id = ?1) AND +job_id = ?1
+         ORDER BY id LIMIT ?3",
+        s.item_select,
+        jobs = s.jobs
+    ))?;
     let items = stmt
         .query_map(params![job_id, after, limit], |r| item_from_row(&columns, r))?
         .collect::<Result<Vec<_>, _>>()?;
@@ -865,8 +879,14 @@ pub fn hidden_jobs(conn: &Connection) -> Result<Vec<(JobKind, i64, Hidden)>, App
 /// too. Returns whether the job is gone.
 pub fn purge_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: i64) -> Result<bool, AppError> {
     let s = sql(kind);
-    let removed = conn.prepare_cached(&s.purge_items)?.execute(params![job_id, limit])?;
-    if (removed as i64) < limit {
+    let removed: Vec<i64> = conn
+        .prepare_cached(&s.purge_items)?
+        .query_map(params![job_id, limit], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if let Some(last) = removed.iter().max() {
+        conn.prepare_cached(&s.purge_advance)?.execute(params![job_id, last])?;
+    }
+    if (removed.len() as i64) < limit {
         conn.prepare_cached(&s.purge_job)?.execute(params![job_id])?;
         purge_events(conn, kind, job_id)?;
         return Ok(true);
@@ -1454,6 +1474,7 @@ mod tests {
                 &s.cancel,
                 &s.hide,
                 &s.purge_items,
+                &s.purge_advance,
                 &s.purge_job,
                 &s.flags,
                 &s.auto_resume,
@@ -1800,7 +1821,11 @@ mod tests {
         let (_, rest) = items_after(&conn, k, b, after, 5).unwrap();
         assert_eq!(lines(&rest), (13..18).collect::<Vec<_>>());
         // Deleting one leaves the other whole.
+        let (_, all_a) = items_after(&conn, k, a, 0, 1000).unwrap();
         hide_job(&conn, k, a, Hidden::Deleting).unwrap();
+        assert!(!purge_batch(&conn, k, a, 8).unwrap());
+        // The next batch starts right after the last one.
+        assert_eq!(item_id_range(&conn, k, a).unwrap().map(|r| r.0), Some(all_a[8].id));
         while !purge_batch(&conn, k, a, 8).unwrap() {}
         let left: i64 = conn.query_row("SELECT COUNT(*) FROM accounts WHERE job_id = ?1", [a], |r| r.get(0)).unwrap();
         assert_eq!(left, 0);
