@@ -408,6 +408,20 @@ async fn import_and_delete(o: &Options, dir: &Path, out: &mut Vec<Figure>, want_
     let checked = server::import::check(jobdeck::model::JobKind::Research, &upload, limits).unwrap();
     out.push(Figure::new("import: of that, checking the file (no database)", start.elapsed().as_secs_f64(), "s", ""));
     drop(checked);
+    // The whole job back out as CSV, page by page on the server.
+    let start = Instant::now();
+    let res = server.client.get(format!("{}/api/process/{id}/export", server.base)).send().await.unwrap();
+    assert!(res.status().is_success(), "export: {}", res.status());
+    let csv = res.bytes().await.unwrap();
+    let took = start.elapsed().as_secs_f64();
+    let lines = memchr::memchr_iter(b'\n', &csv).count();
+    assert!(lines > o.rows, "the export has {lines} lines for {} rows", o.rows);
+    out.push(Figure::new(
+        format!("export: the {}-row job as CSV ({:.0} MB)", o.rows, csv.len() as f64 / 1e6),
+        took,
+        "s",
+        "",
+    ));
     if !want_delete {
         return;
     }

@@ -86,7 +86,9 @@ pub struct Sql {
     rate_limit_pause: String,
     cancel: String,
     hide: String,
+    purge_bound: String,
     purge_items: String,
+    purge_rest: String,
     purge_advance: String,
     purge_job: String,
     flags: String,
@@ -188,10 +190,13 @@ impl Sql {
                  WHERE id = ?1 AND {live}"
             ),
             hide: format!("UPDATE {jobs} SET hidden = ?2, updated_at = ?3 WHERE id = ?1"),
+            // A batch: the job's items up to its `?2 + 1`-th one, deleted by id range.
+            purge_bound: format!("SELECT id FROM {items} WHERE {job_items} ORDER BY id LIMIT 1 OFFSET ?2"),
             purge_items: format!(
-                "DELETE FROM {items} WHERE id IN (SELECT id FROM {items} WHERE {job_items} ORDER BY id LIMIT ?2)
-                 RETURNING id"
+                "DELETE FROM {items}
+                 WHERE id BETWEEN (SELECT first_item FROM {jobs} WHERE id = ?1) AND ?2 AND +job_id = ?1"
             ),
+            purge_rest: format!("DELETE FROM {items} WHERE {job_items}"),
             // The next batch starts past this one's last item, not among the rows of
             // other jobs that an overlapping import left between the first ones.
             purge_advance: format!("UPDATE {jobs} SET first_item = ?2 + 1 WHERE id = ?1 AND hidden = '{DELETING}'"),
@@ -879,19 +884,18 @@ pub fn hidden_jobs(conn: &Connection) -> Result<Vec<(JobKind, i64, Hidden)>, App
 /// too. Returns whether the job is gone.
 pub fn purge_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: i64) -> Result<bool, AppError> {
     let s = sql(kind);
-    let removed: Vec<i64> = conn
-        .prepare_cached(&s.purge_items)?
-        .query_map(params![job_id, limit], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    if let Some(last) = removed.iter().max() {
+    let bound: Option<i64> =
+        conn.prepare_cached(&s.purge_bound)?.query_row(params![job_id, limit - 1], |r| r.get(0)).optional()?;
+    if let Some(last) = bound {
+        conn.prepare_cached(&s.purge_items)?.execute(params![job_id, last])?;
         conn.prepare_cached(&s.purge_advance)?.execute(params![job_id, last])?;
+        return Ok(false);
     }
-    if (removed.len() as i64) < limit {
-        conn.prepare_cached(&s.purge_job)?.execute(params![job_id])?;
-        purge_events(conn, kind, job_id)?;
-        return Ok(true);
-    }
-    Ok(false)
+    // Fewer than a batch left: the rest, then the job.
+    conn.prepare_cached(&s.purge_rest)?.execute(params![job_id])?;
+    conn.prepare_cached(&s.purge_job)?.execute(params![job_id])?;
+    purge_events(conn, kind, job_id)?;
+    Ok(true)
 }
 
 /// What the runner re-reads every poll: the flags a person may have set by hand.
@@ -1473,7 +1477,9 @@ mod tests {
                 &s.rate_limit_pause,
                 &s.cancel,
                 &s.hide,
+                &s.purge_bound,
                 &s.purge_items,
+                &s.purge_rest,
                 &s.purge_advance,
                 &s.purge_job,
                 &s.flags,
