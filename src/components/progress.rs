@@ -59,18 +59,19 @@ mod tests {
 
     #[test]
     fn numbers_round_the_bar_and_floor_the_words() {
-        let n = Numbers::of(1, 3);
-        assert_eq!((n.rounded, n.width.as_str(), n.words.as_str()), (33, "33.3", "1 of 3 done (33%)"));
-        let n = Numbers::of(2, 3);
-        assert_eq!((n.rounded, n.width.as_str(), n.words.as_str()), (67, "66.7", "2 of 3 done (66%)"));
-        // 99.96%: the bar and the number rounded up, the words not yet 100%.
-        let n = Numbers::of(9_996, 10_000);
-        assert_eq!((n.rounded, n.width.as_str(), n.words.as_str()), (100, "100.0", "9996 of 10000 done (99%)"));
-        let n = Numbers::of(0, 7);
-        assert_eq!((n.rounded, n.width.as_str(), n.words.as_str()), (0, "0.0", "0 of 7 done (0%)"));
-        let n = Numbers::of(7, 7);
-        assert_eq!((n.rounded, n.width.as_str(), n.words.as_str()), (100, "100.0", "7 of 7 done (100%)"));
-        let n = Numbers::of(0, 0);
-        assert_eq!((n.rounded, n.width.as_str(), n.words.as_str()), (100, "100.0", "0 of 0 done (100%)"));
+        // (done, total) → (rounded, width, words)
+        let cases = [
+            ((1, 3), (33, "33.3", "1 of 3 done (33%)")),
+            ((2, 3), (67, "66.7", "2 of 3 done (66%)")),
+            // 99.96%: the bar and the number rounded up, the words not yet 100%.
+            ((9_996, 10_000), (100, "100.0", "9996 of 10000 done (99%)")),
+            ((0, 7), (0, "0.0", "0 of 7 done (0%)")),
+            ((7, 7), (100, "100.0", "7 of 7 done (100%)")),
+            ((0, 0), (100, "100.0", "0 of 0 done (100%)")),
+        ];
+        for ((done, total), (rounded, width, words)) in cases {
+            let n = Numbers::of(done, total);
+            assert_eq!((n.rounded, n.width.as_str(), n.words.as_str()), (rounded, width, words), "{done} of {total}");
+        }
     }
 }
