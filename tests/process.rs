@@ -88,13 +88,17 @@ impl Drop for Server {
 }
 
 async fn wait_completed(server: &Server, id: i64) -> serde_json::Value {
+    wait_completed_within(server, id, Duration::from_secs(30)).await
+}
+
+async fn wait_completed_within(server: &Server, id: i64, limit: Duration) -> serde_json::Value {
     let start = Instant::now();
     loop {
         let job = server.job(id).await;
         if job["status"] == "completed" {
             return job;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "job did not complete: {job}");
+        assert!(start.elapsed() < limit, "job did not complete: {job}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -267,17 +271,7 @@ async fn twenty_kills_at_random_moments_lose_nothing_and_redo_only_what_was_in_f
         server = Server::start(&db);
         server.wait_ready().await;
     }
-    let job = {
-        let start = Instant::now();
-        loop {
-            let job = server.job(id).await;
-            if job["status"] == "completed" {
-                break job;
-            }
-            assert!(start.elapsed() < Duration::from_secs(120), "job did not complete: {job}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let job = wait_completed_within(&server, id, Duration::from_secs(120)).await;
     assert_eq!((job["completed"].as_i64(), job["failed"].as_i64()), (Some(600), Some(0)), "{job}");
     let counts = count_items(&db, JobKind::Research, id);
     assert_eq!(counts.get("completed"), Some(&600));

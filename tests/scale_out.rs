@@ -156,6 +156,14 @@ impl Api {
     }
 }
 
+/// The API server with no runner of its own, over `schema`, ready; and a client for it.
+async fn serve_without_runner(schema: &Schema) -> (Process, Api) {
+    let server = Process::start(&schema.name, &["serve", "--no-runner"]);
+    server.wait_ready("/api/health").await;
+    let api = Api { base: format!("http://127.0.0.1:{}", server.port), client: reqwest::Client::new() };
+    (server, api)
+}
+
 fn per_path(starts: &[(String, Instant)], prefix: &str) -> HashMap<String, usize> {
     let mut out = HashMap::new();
     for (p, _) in starts.iter().filter(|(p, _)| p.starts_with(prefix)) {
@@ -168,9 +176,7 @@ fn per_path(starts: &[(String, Instant)], prefix: &str) -> HashMap<String, usize
 async fn three_workers_share_a_job_within_its_concurrency_pause_at_once_and_survive_a_kill() {
     let Some(schema) = Schema::new(false).await else { return };
     let (site, base) = Slow::start().await;
-    let server = Process::start(&schema.name, &["serve", "--no-runner"]);
-    server.wait_ready("/api/health").await;
-    let api = Api { base: format!("http://127.0.0.1:{}", server.port), client: reqwest::Client::new() };
+    let (_server, api) = serve_without_runner(&schema).await; // kept alive to the end
     let mut workers: Vec<Process> = Vec::new();
 
     // One worker, then two, then three, on jobs three times one worker's cap: the
@@ -239,9 +245,7 @@ async fn three_workers_share_a_job_within_its_concurrency_pause_at_once_and_surv
 async fn twenty_worker_kills_at_random_moments_lose_nothing() {
     let Some(schema) = Schema::new(false).await else { return };
     let (site, base) = Slow::start().await;
-    let server = Process::start(&schema.name, &["serve", "--no-runner"]);
-    server.wait_ready("/api/health").await;
-    let api = Api { base: format!("http://127.0.0.1:{}", server.port), client: reqwest::Client::new() };
+    let (_server, api) = serve_without_runner(&schema).await; // kept alive to the end
     let mut workers = vec![Process::start(&schema.name, &["worker"]), Process::start(&schema.name, &["worker"])];
     for w in &workers {
         w.wait_ready("/health").await;
