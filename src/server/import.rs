@@ -293,11 +293,7 @@ impl Checked {
         // Physical line of each record's start, counted from byte offsets so that quoted
         // newlines in earlier rows count too (what an editor shows).
         let mut counted = (0usize, 1i64);
-        let mut line_at = move |mut byte: usize| {
-            // A record's position can sit on the line break before it (CRLF, blank lines).
-            while matches!(data.get(byte), Some(b'\r' | b'\n')) {
-                byte += 1;
-            }
+        let mut line_at = move |byte: usize| {
             let (from, line) = counted;
             let newlines = data.get(from..byte).map_or(0, |s| s.iter().filter(|&&b| b == b'\n').count());
             counted = (byte, line + newlines as i64);
@@ -308,17 +304,13 @@ impl Checked {
                 Ok(r) => r,
                 Err(e) => return Some(Err(csv_error(&e))),
             };
-            let line = record.position().map_or(0, |p| line_at(p.byte() as usize));
+            let line = line_at(record_start(data, &record));
+            match is_data_row(&record, width, || line) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
+            }
             let mut values: Vec<String> = record.iter().map(str::to_string).collect();
-            if values.iter().all(|v| v.trim().is_empty()) {
-                return None;
-            }
-            if values.len() > width && !values[width..].iter().all(|v| v.trim().is_empty()) {
-                return Some(Err(AppError::BadInput(format!(
-                    "line {line}: the row has {} fields but the header has {width}",
-                    values.len()
-                ))));
-            }
             let used = values.iter().rposition(|v| !v.is_empty()).map_or(0, |i| i + 1);
             values.truncate(used.min(width));
             Some(Ok((line, values)))
@@ -326,33 +318,23 @@ impl Checked {
     }
 
     /// Reads every row once, so the insert that follows cannot meet a bad one, and
-    /// counts them. The same rules as [`Checked::rows_iter`], without its cost: one
+    /// counts them. The rows [`Checked::rows_iter`] yields, without its cost: one
     /// record is reused for every row and nothing is copied; a line number is worked
     /// out only for the row an error names.
     fn count_rows(&self, max_rows: usize) -> Result<usize, AppError> {
         let data: &[u8] = &self.data;
         let width = self.job.columns.len();
         let line_of = |record: &csv::StringRecord| {
-            let mut byte = record.position().map_or(0, |p| p.byte() as usize);
-            while matches!(data.get(byte), Some(b'\r' | b'\n')) {
-                byte += 1;
-            }
-            1 + data[..byte.min(data.len())].iter().filter(|&&b| b == b'\n').count() as i64
+            let byte = record_start(data, record).min(data.len());
+            1 + memchr::memchr_iter(b'\n', &data[..byte]).count() as i64
         };
         let mut reader = reader(data, self.delimiter);
         let _ = reader.headers();
         let mut record = csv::StringRecord::new();
         let mut rows = 0usize;
         while reader.read_record(&mut record).map_err(|e| csv_error(&e))? {
-            if record.iter().all(|v| v.trim().is_empty()) {
+            if !is_data_row(&record, width, || line_of(&record))? {
                 continue;
-            }
-            if record.len() > width && !record.iter().skip(width).all(|v| v.trim().is_empty()) {
-                return Err(AppError::BadInput(format!(
-                    "line {}: the row has {} fields but the header has {width}",
-                    line_of(&record),
-                    record.len()
-                )));
             }
             rows += 1;
             if rows > max_rows {
@@ -389,6 +371,32 @@ impl Checked {
             (!chunk.is_empty()).then_some(Ok(chunk))
         })
     }
+}
+
+/// Where a record starts: its position can sit on the line break before it (CRLF,
+/// blank lines).
+fn record_start(data: &[u8], record: &csv::StringRecord) -> usize {
+    let mut byte = record.position().map_or(0, |p| p.byte() as usize);
+    while matches!(data.get(byte), Some(b'\r' | b'\n')) {
+        byte += 1;
+    }
+    byte
+}
+
+/// Whether a record is a row of data: `false` for a blank one, which is skipped; an
+/// error, on the line `line` gives, for one with cells beyond the header's width.
+fn is_data_row(record: &csv::StringRecord, width: usize, line: impl FnOnce() -> i64) -> Result<bool, AppError> {
+    if record.iter().all(|v| v.trim().is_empty()) {
+        return Ok(false);
+    }
+    if record.len() > width && !record.iter().skip(width).all(|v| v.trim().is_empty()) {
+        return Err(AppError::BadInput(format!(
+            "line {}: the row has {} fields but the header has {width}",
+            line(),
+            record.len()
+        )));
+    }
+    Ok(true)
 }
 
 /// A research row needs a name, a website or a domain (or an e-mail address to take

@@ -68,6 +68,9 @@ pub struct Sql {
     live_jobs: String,
     columns: String,
     item_select: String,
+    items_after: String,
+    max_item_id: String,
+    widen_range: String,
     /// The condition that takes a job's items (job id `?1`) in file order: a scan of
     /// the table between the job's first and last item id, never the index.
     job_items: String,
@@ -110,11 +113,15 @@ impl Sql {
         let visible = "hidden IS NULL";
         // A live job with nothing left pending or in flight is done.
         let done = format!("{live} AND pending_count = 0 AND processing_count = 0 AND {visible}");
-        // `+job_id`: without the plus, SQLite would rather look the items up in the
-        // (job_id, status, id) index and then sort them all.
-        let job_items = format!(
-            "id BETWEEN (SELECT first_item FROM {jobs} WHERE id = ?1) AND (SELECT last_item FROM {jobs} WHERE id = ?1) \
-             AND +job_id = ?1"
+        // A job's items (job id `?1`) lie between these two ids. `+job_id`: without the
+        // plus, SQLite would rather look the items up in the (job_id, status, id) index
+        // and then sort them all.
+        let first = format!("(SELECT first_item FROM {jobs} WHERE id = ?1)");
+        let last = format!("(SELECT last_item FROM {jobs} WHERE id = ?1)");
+        let job_items = format!("id BETWEEN {first} AND {last} AND +job_id = ?1");
+        let item_select = format!(
+            "SELECT id, line, status, attempts, error, name, website, domain, input, result, {extra}, \
+             started_at, finished_at FROM {items}"
         );
         Self {
             jobs,
@@ -122,11 +129,20 @@ impl Sql {
             get_job: format!("SELECT {JOB_COLUMNS} FROM {jobs} WHERE id = ?1 AND {visible}"),
             live_jobs: format!("SELECT id FROM {jobs} WHERE {live} AND {visible} ORDER BY id"),
             columns: format!("SELECT columns FROM {jobs} WHERE id = ?1 AND {visible}"),
-            item_select: format!(
-                "SELECT id, line, status, attempts, error, name, website, domain, input, result, {extra}, \
-                 started_at, finished_at FROM {items}"
+            // One lower bound, so the scan starts at the cursor `?2`: with `id > ?2`
+            // beside the range's own lower end, SQLite would start at the job's first
+            // item every time.
+            items_after: format!(
+                "{item_select} WHERE id > MAX(?2, {first} - 1) AND id <= {last} AND +job_id = ?1 ORDER BY id LIMIT ?3"
             ),
+            item_select,
             job_items: job_items.clone(),
+            // Ids above every existing one, for the next chunk of an import.
+            max_item_id: format!("SELECT COALESCE(MAX(id), 0) FROM {items}"),
+            widen_range: format!(
+                "UPDATE {jobs} SET first_item = MIN(COALESCE(first_item, ?2), ?2), last_item = MAX(COALESCE(last_item, ?3), ?3)
+                 WHERE id = ?1"
+            ),
             claim_items: format!(
                 "UPDATE {items} SET status = '{I_PROCESSING}', started_at = ?2
                  WHERE id IN (SELECT id FROM {items} WHERE job_id = ?1 AND status = '{I_PENDING}' ORDER BY id LIMIT ?3)
@@ -192,10 +208,7 @@ impl Sql {
             hide: format!("UPDATE {jobs} SET hidden = ?2, updated_at = ?3 WHERE id = ?1"),
             // A batch: the job's items up to its `?2 + 1`-th one, deleted by id range.
             purge_bound: format!("SELECT id FROM {items} WHERE {job_items} ORDER BY id LIMIT 1 OFFSET ?2"),
-            purge_items: format!(
-                "DELETE FROM {items}
-                 WHERE id BETWEEN (SELECT first_item FROM {jobs} WHERE id = ?1) AND ?2 AND +job_id = ?1"
-            ),
+            purge_items: format!("DELETE FROM {items} WHERE id BETWEEN {first} AND ?2 AND +job_id = ?1"),
             purge_rest: format!("DELETE FROM {items} WHERE {job_items}"),
             // The next batch starts past this one's last item, not among the rows of
             // other jobs that an overlapping import left between the first ones.
@@ -337,15 +350,9 @@ pub fn insert_items(conn: &Connection, kind: JobKind, job_id: i64, items: &[NewI
     let s = sql(kind);
     // Ids above every existing one, in file order, and the job's range widened to them
     // in the same transaction: a job's items are always between its first and last.
-    let last: i64 =
-        conn.prepare_cached(&format!("SELECT COALESCE(MAX(id), 0) FROM {}", s.items))?.query_row([], |r| r.get(0))?;
-    let (first, last_new) = (last + 1, last + items.len() as i64);
-    conn.prepare_cached(&format!(
-        "UPDATE {} SET first_item = MIN(COALESCE(first_item, ?2), ?2), last_item = MAX(COALESCE(last_item, ?3), ?3)
-         WHERE id = ?1",
-        s.jobs
-    ))?
-    .execute(params![job_id, first, last_new])?;
+    let top: i64 = conn.prepare_cached(&s.max_item_id)?.query_row([], |r| r.get(0))?;
+    let (first, last) = (top + 1, top + items.len() as i64);
+    conn.prepare_cached(&s.widen_range)?.execute(params![job_id, first, last])?;
     let (columns, width) = match kind {
         JobKind::Research => ("id, job_id, line, name, website, domain, input", 7),
         JobKind::Preprocess => ("id, job_id, line, name, website, domain, input, normalized, dedupe_key", 9),
@@ -539,16 +546,7 @@ pub fn items_after(
     limit: i64,
 ) -> Result<(Vec<String>, Vec<Item>), AppError> {
     let columns = job_columns(conn, kind, job_id)?;
-    let s = sql(kind);
-    // One lower bound, so the scan starts at the cursor: with `id > ?2` beside the
-    // range's own lower end, SQLite starts at the job's first item every time.
-    let mut stmt = conn.prepare_cached(&format!(
-        "{} WHERE id > MAX(?2, (SELECT first_item FROM {jobs} WHERE id = ?1) - 1)
-           AND id <= (SELECT last_item FROM {jobs} WHERE id = ?1) AND +job_id = ?1
-         ORDER BY id LIMIT ?3",
-        s.item_select,
-        jobs = s.jobs
-    ))?;
+    let mut stmt = conn.prepare_cached(&sql(kind).items_after)?;
     let items = stmt
         .query_map(params![job_id, after, limit], |r| item_from_row(&columns, r))?
         .collect::<Result<Vec<_>, _>>()?;
@@ -1462,6 +1460,9 @@ mod tests {
                 &s.live_jobs,
                 &s.columns,
                 &s.item_select,
+                &s.items_after,
+                &s.max_item_id,
+                &s.widen_range,
                 &s.claim_items,
                 &s.claim_job,
                 &s.finish_item,
