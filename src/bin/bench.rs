@@ -255,7 +255,7 @@ fn seeded_db(
     path: &Path,
     rows: usize,
     normalized: impl Fn(usize) -> Option<String>,
-) -> (rusqlite::Connection, i64, Vec<String>) {
+) -> (rusqlite::Connection, i64, server::store::JobColumns) {
     use jobdeck::model::JobKind;
     use jobdeck::server::store;
     let mut conn = rusqlite::Connection::open(path).unwrap();
@@ -275,6 +275,7 @@ fn seeded_db(
         .collect();
     store::insert_items(&tx, JobKind::Preprocess, id, &items).unwrap();
     store::reveal_job(&tx, JobKind::Preprocess, id, rows as i64).unwrap();
+    let columns = store::job_columns(&tx, JobKind::Preprocess, id).unwrap();
     tx.commit().unwrap();
     (conn, id, columns)
 }

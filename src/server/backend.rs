@@ -13,7 +13,7 @@ use super::db::Db;
 use super::error::AppError;
 use super::import::{NewJob, CHUNK_ROWS};
 use super::pg::backend::PgBackend;
-use super::store::{self, ClaimedRow, CleanRow, Finished, Flags, Hidden, NewItem};
+use super::store::{self, ClaimedRow, CleanRow, Finished, Flags, Hidden, JobColumns, NewItem};
 use crate::model::{EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobsPage, Source};
 
 /// A change a control action makes to a job, decided by the service's rules.
@@ -175,10 +175,10 @@ impl Backend {
     }
 
     /// The job's input column names, in file order.
-    pub async fn columns(&self, kind: JobKind, id: i64) -> Result<Vec<String>, AppError> {
+    pub async fn columns(&self, kind: JobKind, id: i64) -> Result<JobColumns, AppError> {
         match self {
             Self::Sqlite(db) => db.read(move |c| store::job_columns(c, kind, id)).await,
-            Self::Postgres(p) => p.columns(kind, id).await,
+            Self::Postgres(p) => p.columns(kind, id).await.map(JobColumns::names),
         }
     }
 

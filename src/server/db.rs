@@ -18,6 +18,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0004_operator_controls.sql")),
         M::up(include_str!("../../migrations/0005_auto_control.sql")),
         M::up(include_str!("../../migrations/0006_item_ranges.sql")),
+        M::up(include_str!("../../migrations/0007_research_roles.sql")),
     ])
 }
 
@@ -210,6 +211,52 @@ mod tests {
             )
             .unwrap();
         assert_eq!(index, 0, "the file-order indexes are gone");
+    }
+
+    /// Research jobs from before migration 0007 keep their items' own name, website and
+    /// domain, even where the input says otherwise; jobs created after read them from
+    /// the input through the roles fixed at creation.
+    #[test]
+    fn items_of_older_jobs_keep_their_stored_fields_and_new_ones_read_their_input() {
+        use crate::model::JobKind;
+        use crate::server::store;
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure(&conn, Duration::from_secs(1)).unwrap();
+        migrations().to_version(&mut conn, 6).unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO processing_jobs (id, name, filename, columns, created_at, updated_at, first_item, last_item)
+                 VALUES (1, 'old', 'old.csv', '["Company","Website"]', 't', 't', 10, 10);
+             INSERT INTO accounts (id, job_id, line, name, website, domain, input)
+                 VALUES (10, 1, 2, 'Stored Ltd', 'https://stored.example/', 'stored.example', '["Input Ltd",""]');"#,
+        )
+        .unwrap();
+        migrations().to_latest(&mut conn).unwrap();
+        let fields = |conn: &Connection, job: i64| {
+            let (_, items) = store::items_after(conn, JobKind::Research, job, 0, 10).unwrap();
+            items.into_iter().map(|i| (i.name, i.website, i.domain)).collect::<Vec<_>>()
+        };
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(fields(&conn, 1), [(some("Stored Ltd"), some("https://stored.example/"), some("stored.example"))]);
+
+        let columns = ["Account", "E-mail", "Site"].map(String::from);
+        let id = store::insert_job(&conn, JobKind::Research, "new", "new.csv", 2, &columns).unwrap();
+        let item = store::NewItem {
+            line: 2,
+            name: some("New Ltd"),
+            website: some("https://new.example/"),
+            domain: some("new.example"),
+            input: r#"[" New Ltd ","ann@new.example","https://new.example/"]"#.into(),
+            ..Default::default()
+        };
+        store::insert_items(&conn, JobKind::Research, id, &[item]).unwrap();
+        store::reveal_job(&conn, JobKind::Research, id, 1).unwrap();
+        let stored: (Option<String>, Option<String>, Option<String>) = conn
+            .query_row("SELECT name, website, domain FROM accounts WHERE job_id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!(stored, (None, None, None), "stored once, in the input");
+        assert_eq!(fields(&conn, id), [(some("New Ltd"), some("https://new.example/"), some("new.example"))]);
     }
 
     #[test]

@@ -38,8 +38,9 @@ pub fn parse_concurrency(text: &str) -> Result<Option<u32>, AppError> {
         .map_err(|_| AppError::BadInput(format!("concurrency must be a whole number from 1 to 64, not `{text}`")))
 }
 
-/// Which input column plays which role, found by header name.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which input column plays which role, found by header name. A research job keeps
+/// its map (`roles`) and reads its items' name, website and domain through it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ColumnMap {
     pub name: Option<usize>,
     pub website: Option<usize>,
@@ -118,6 +119,25 @@ impl ColumnMap {
         let name = find(NAME_WORDS, &["company", "account", "organization", "organisation"], &[email, domain, website]);
         Self { name, website, domain, email }
     }
+
+    /// An account's name, website and domain as research reads them from its input
+    /// row: the trimmed cells of those columns, the domain else from the e-mail.
+    pub fn research_fields(&self, values: &[String]) -> ResearchFields {
+        ResearchFields {
+            name: cell(values, self.name),
+            website: cell(values, self.website),
+            domain: cell(values, self.domain)
+                .or_else(|| cell(values, self.email).and_then(|e| preprocess::domain_from(&e))),
+        }
+    }
+}
+
+/// What [`ColumnMap::research_fields`] finds in a row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResearchFields {
+    pub name: Option<String>,
+    pub website: Option<String>,
+    pub domain: Option<String>,
 }
 
 /// Picks the delimiter that splits the header line most: comma, semicolon or tab.
@@ -413,23 +433,14 @@ fn no_research_cells(line: i64) -> AppError {
     AppError::BadInput(format!("line {line}: the row has neither a company name nor a website or domain"))
 }
 
-fn research_row(map: &ColumnMap, line: i64, values: &[String]) -> Result<(), AppError> {
-    if research_cells(map, |i| values.get(i).map(String::as_str)) {
-        Ok(())
-    } else {
-        Err(no_research_cells(line))
-    }
-}
-
 fn new_item(kind: JobKind, map: &ColumnMap, line: i64, values: Vec<String>) -> Result<NewItem, AppError> {
     let input = serde_json::to_string(&values).map_err(|e| AppError::Internal(e.to_string()))?;
     match kind {
         JobKind::Research => {
-            let name = cell(&values, map.name);
-            let website = cell(&values, map.website);
-            let domain = cell(&values, map.domain)
-                .or_else(|| cell(&values, map.email).and_then(|e| preprocess::domain_from(&e)));
-            research_row(map, line, &values)?;
+            let ResearchFields { name, website, domain } = map.research_fields(&values);
+            if name.is_none() && website.is_none() && domain.is_none() {
+                return Err(no_research_cells(line));
+            }
             Ok(NewItem { line, name, website, domain, input, normalized: None, dedupe_key: None })
         }
         JobKind::Preprocess => {

@@ -479,8 +479,9 @@ impl Service {
             name,
             filename: cut_chars(&filename, 255),
             concurrency: pre.concurrency,
-            columns: ["company", "website", "domain"].map(String::from).to_vec(),
+            columns: CLEAN_COLUMNS.map(String::from).to_vec(),
         };
+        let map = import::ColumnMap::from_headers(&job.columns);
         let (tx, rx) = mpsc::channel(2);
         let db = self.db.clone();
         tokio::spawn(async move {
@@ -491,7 +492,7 @@ impl Service {
                     .into_iter()
                     .map(|row| {
                         line += 1;
-                        clean_row_item(line, row)
+                        clean_row_item(&map, line, row)
                     })
                     .collect();
                 if tx.send(Ok(chunk)).await.is_err() {
@@ -511,7 +512,7 @@ impl Service {
 
     /// The job's input column names, in file order.
     pub async fn columns(&self, kind: JobKind, id: i64) -> Result<Vec<String>, AppError> {
-        self.db.columns(kind, id).await
+        Ok(self.db.columns(kind, id).await?.names)
     }
 
     /// Streams pages of a job's items after item id `after`, for exports.
@@ -566,15 +567,20 @@ fn check_filter(mut filter: JobFilter) -> Result<JobFilter, AppError> {
     Ok(filter)
 }
 
-/// A clean preprocessing row as a research item with the columns company, website, domain.
-fn clean_row_item(line: i64, row: store::CleanRow) -> NewItem {
-    let values = [&row.company, &row.website, &row.domain].map(|v| v.clone().unwrap_or_default());
+/// The columns of a research job of clean preprocessing rows.
+const CLEAN_COLUMNS: [&str; 3] = ["company", "website", "domain"];
+
+/// A clean preprocessing row as a research item with the columns company, website,
+/// domain; its name, website and domain are what research reads from those cells.
+fn clean_row_item(map: &import::ColumnMap, line: i64, row: store::CleanRow) -> NewItem {
+    let values = [row.company, row.website, row.domain].map(Option::unwrap_or_default);
+    let import::ResearchFields { name, website, domain } = map.research_fields(&values);
     NewItem {
         line,
         input: serde_json::to_string(&values).unwrap_or_else(|_| "[]".into()),
-        name: row.company,
-        website: row.website,
-        domain: row.domain,
+        name,
+        website,
+        domain,
         normalized: None,
         dedupe_key: None,
     }

@@ -10,6 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::error::AppError;
+use super::import::{ColumnMap, ResearchFields};
 use super::notify;
 use crate::model::{
     Archived, EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobStatus, Phase, Source,
@@ -22,6 +23,10 @@ pub fn now() -> DateTime<Utc> {
 
 pub fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, AppError> {
+    serde_json::to_string(value).map_err(|e| AppError::Internal(e.to_string()))
 }
 
 fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
@@ -128,7 +133,7 @@ impl Sql {
             items,
             get_job: format!("SELECT {JOB_COLUMNS} FROM {jobs} WHERE id = ?1 AND {visible}"),
             live_jobs: format!("SELECT id FROM {jobs} WHERE {live} AND {visible} ORDER BY id"),
-            columns: format!("SELECT columns FROM {jobs} WHERE id = ?1 AND {visible}"),
+            columns: format!("SELECT columns, roles FROM {jobs} WHERE id = ?1 AND {visible}"),
             // One lower bound, so the scan starts at the cursor `?2`: with `id > ?2`
             // beside the range's own lower end, SQLite would start at the job's first
             // item every time.
@@ -330,13 +335,18 @@ pub fn insert_job(
         created = created.max(latest + chrono::Duration::milliseconds(1));
     }
     let now = ts(created);
-    let columns = serde_json::to_string(columns).map_err(|e| AppError::Internal(e.to_string()))?;
+    // A research job's items are read through its roles (see `JobColumns`), fixed here.
+    let roles = match kind {
+        JobKind::Research => Some(json(&ColumnMap::from_headers(columns))?),
+        JobKind::Preprocess => None,
+    };
+    let columns = json(columns)?;
     conn.prepare_cached(&format!(
-        "INSERT INTO {} (name, filename, concurrency, columns, created_at, updated_at, hidden)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+        "INSERT INTO {} (name, filename, concurrency, columns, roles, created_at, updated_at, hidden)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
         sql(kind).jobs
     ))?
-    .execute(params![name, filename, concurrency, columns, now, Hidden::Importing.as_str()])?;
+    .execute(params![name, filename, concurrency, columns, roles, now, Hidden::Importing.as_str()])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -348,6 +358,9 @@ pub fn insert_items(conn: &Connection, kind: JobKind, job_id: i64, items: &[NewI
         return Ok(());
     }
     let s = sql(kind);
+    // A job that reads its items' name, website and domain through its roles has them
+    // stored once, in the input.
+    let roles = read_roles(conn, kind, job_id)?;
     // Ids above every existing one, in file order, and the job's range widened to them
     // in the same transaction: a job's items are always between its first and last.
     let top: i64 = conn.prepare_cached(&s.max_item_id)?.query_row([], |r| r.get(0))?;
@@ -364,9 +377,16 @@ pub fn insert_items(conn: &Connection, kind: JobKind, job_id: i64, items: &[NewI
             stmt.raw_bind_parameter(i, next_id)?;
             stmt.raw_bind_parameter(i + 1, job_id)?;
             stmt.raw_bind_parameter(i + 2, it.line)?;
-            stmt.raw_bind_parameter(i + 3, &it.name)?;
-            stmt.raw_bind_parameter(i + 4, &it.website)?;
-            stmt.raw_bind_parameter(i + 5, &it.domain)?;
+            let (name, website, domain) = match &roles {
+                Some(map) => {
+                    debug_assert_read_back(map, it);
+                    (None, None, None)
+                }
+                None => (it.name.as_deref(), it.website.as_deref(), it.domain.as_deref()),
+            };
+            stmt.raw_bind_parameter(i + 3, name)?;
+            stmt.raw_bind_parameter(i + 4, website)?;
+            stmt.raw_bind_parameter(i + 5, domain)?;
             stmt.raw_bind_parameter(i + 6, &it.input)?;
             if width == 9 {
                 stmt.raw_bind_parameter(i + 7, &it.normalized)?;
@@ -394,6 +414,16 @@ pub fn insert_items(conn: &Connection, kind: JobKind, job_id: i64, items: &[NewI
         }
     }
     Ok(())
+}
+
+/// Every research item is made by [`ColumnMap::research_fields`], so its input gives
+/// back its name, website and domain; checked in debug builds.
+fn debug_assert_read_back(map: &ColumnMap, it: &NewItem) {
+    debug_assert_eq!(
+        map.research_fields(&serde_json::from_str::<Vec<String>>(&it.input).unwrap_or_default()),
+        ResearchFields { name: it.name.clone(), website: it.website.clone(), domain: it.domain.clone() },
+        "a research item's fields are not what its input gives"
+    );
 }
 
 /// Rows per insert statement of [`insert_items`].
@@ -468,28 +498,81 @@ pub fn live_jobs(conn: &Connection) -> Result<Vec<(JobKind, i64)>, AppError> {
     Ok(out)
 }
 
-/// The job's input column names, in file order.
-pub fn job_columns(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Vec<String>, AppError> {
-    let text: String = conn
+/// A job's input column names, in file order, and for a research job created since
+/// migration 0007 its roles: which columns hold its items' name, website and domain,
+/// which are then read from the input instead of being stored beside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobColumns {
+    pub names: Vec<String>,
+    pub roles: Option<ColumnMap>,
+}
+
+impl JobColumns {
+    /// Column names alone: items carry their own name, website and domain.
+    pub fn names(names: Vec<String>) -> Self {
+        Self { names, roles: None }
+    }
+
+    /// An item's input keyed by column name (empty trailing cells filled in), and its
+    /// name, website and domain: read through the roles, else `stored`.
+    pub(crate) fn read(
+        &self,
+        input: &str,
+        stored: ResearchFields,
+    ) -> (serde_json::Map<String, serde_json::Value>, ResearchFields) {
+        let values: Vec<serde_json::Value> = serde_json::from_str(input).unwrap_or_default();
+        let fields = match &self.roles {
+            Some(map) => {
+                let cells: Vec<String> = values.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect();
+                map.research_fields(&cells)
+            }
+            None => stored,
+        };
+        (input_values_map(&self.names, values), fields)
+    }
+}
+
+/// The job's input column names, in file order, and its roles.
+pub fn job_columns(conn: &Connection, kind: JobKind, job_id: i64) -> Result<JobColumns, AppError> {
+    let (names, roles): (String, Option<String>) = conn
         .prepare_cached(&sql(kind).columns)?
-        .query_row(params![job_id], |r| r.get(0))
+        .query_row(params![job_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
         .ok_or_else(|| AppError::NotFound { kind: kind.as_str(), id: job_id.to_string() })?;
-    serde_json::from_str(&text).map_err(|e| AppError::Internal(format!("job columns: {e}")))
+    let names = serde_json::from_str(&names).map_err(|e| AppError::Internal(format!("job columns: {e}")))?;
+    let roles = roles
+        .map(|r| serde_json::from_str(&r))
+        .transpose()
+        .map_err(|e| AppError::Internal(format!("job roles: {e}")))?;
+    Ok(JobColumns { names, roles })
+}
+
+/// A job's roles, when it has them (see [`JobColumns`]).
+fn read_roles(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Option<ColumnMap>, AppError> {
+    let roles: Option<String> = conn
+        .prepare_cached(&format!("SELECT roles FROM {} WHERE id = ?1", sql(kind).jobs))?
+        .query_row(params![job_id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    roles.map(|r| serde_json::from_str(&r)).transpose().map_err(|e| AppError::Internal(format!("job roles: {e}")))
 }
 
 /// An item's input as column name → value, in file order. Rows are stored without
 /// their empty trailing cells; every column is filled in here.
 pub(crate) fn input_map(columns: &[String], stored: &str) -> serde_json::Map<String, serde_json::Value> {
-    let values: Vec<serde_json::Value> = serde_json::from_str(stored).unwrap_or_default();
+    input_values_map(columns, serde_json::from_str(stored).unwrap_or_default())
+}
+
+fn input_values_map(columns: &[String], values: Vec<serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
     let empty = std::iter::repeat(serde_json::Value::String(String::new()));
     columns.iter().cloned().zip(values.into_iter().chain(empty)).collect()
 }
 
-fn item_from_row(columns: &[String], row: &Row<'_>) -> rusqlite::Result<Item> {
+fn item_from_row(columns: &JobColumns, row: &Row<'_>) -> rusqlite::Result<Item> {
     let status: String = row.get(2)?;
     let input_text: String = row.get(8)?;
-    let input = input_map(columns, &input_text);
+    let stored = ResearchFields { name: row.get(5)?, website: row.get(6)?, domain: row.get(7)? };
+    let (input, ResearchFields { name, website, domain }) = columns.read(&input_text, stored);
     let result: Option<String> = row.get(9)?;
     let normalized: Option<String> = row.get(10)?;
     // Preprocessing rows show their cleaning as soon as they are imported; the
@@ -501,9 +584,9 @@ fn item_from_row(columns: &[String], row: &Row<'_>) -> rusqlite::Result<Item> {
         status: status.parse().unwrap_or(ItemStatus::Failed),
         attempts: row.get(3)?,
         error: row.get(4)?,
-        name: row.get(5)?,
-        website: row.get(6)?,
-        domain: row.get(7)?,
+        name,
+        website,
+        domain,
         input,
         result,
         duplicate_of: row.get(11)?,
@@ -550,7 +633,7 @@ pub fn items_after(
     let items = stmt
         .query_map(params![job_id, after, limit], |r| item_from_row(&columns, r))?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok((columns, items))
+    Ok((columns.names, items))
 }
 
 /// An item handed to a step.
@@ -585,14 +668,16 @@ pub struct ClaimedRow {
 
 impl ClaimedRow {
     /// The item with its input keyed by the job's column names.
-    pub fn into_claimed(self, columns: &[String]) -> Claimed {
+    pub fn into_claimed(self, columns: &JobColumns) -> Claimed {
+        let stored = ResearchFields { name: self.name, website: self.website, domain: self.domain };
+        let (input, ResearchFields { name, website, domain }) = columns.read(&self.input, stored);
         Claimed {
             id: self.id,
             line: self.line,
-            name: self.name,
-            website: self.website,
-            domain: self.domain,
-            input: input_map(columns, &self.input),
+            name,
+            website,
+            domain,
+            input,
             normalized: self.normalized.and_then(|s| serde_json::from_str(&s).ok()),
             duplicate_of: self.duplicate_of,
         }
@@ -629,13 +714,13 @@ pub fn claim_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: usize) 
     Ok(claimed)
 }
 
-/// The next pending item, as [`claim_batch`] of one. `columns` are the job's column
-/// names ([`job_columns`]).
+/// The next pending item, as [`claim_batch`] of one. `columns` are the job's
+/// ([`job_columns`]).
 pub fn claim_next(
     conn: &Connection,
     kind: JobKind,
     job_id: i64,
-    columns: &[String],
+    columns: &JobColumns,
 ) -> Result<Option<Claimed>, AppError> {
     Ok(claim_batch(conn, kind, job_id, 1)?.pop().map(|row| row.into_claimed(columns)))
 }
@@ -1497,7 +1582,7 @@ mod tests {
             .map(|i| NewItem {
                 line: i as i64 + 2,
                 name: Some(format!("c{i}")),
-                input: "[]".into(),
+                input: format!("[\"c{i}\"]"),
                 ..Default::default()
             })
             .collect();
@@ -1514,22 +1599,30 @@ mod tests {
     }
 
     /// Rows go in many per statement with the rest one by one: every row arrives
-    /// whole, in file order, whatever the count.
+    /// whole, in file order, whatever the count. A research row's name, website and
+    /// domain are stored once, in its input, and read back from it.
     #[test]
     fn items_go_in_whole_and_in_order_in_groups_and_one_by_one() {
         let conn = fresh();
+        let columns: Vec<String> = ["company", "website", "domain"].map(String::from).to_vec();
         for kind in [JobKind::Research, JobKind::Preprocess] {
             for n in [1, INSERT_ROWS - 1, INSERT_ROWS, 2 * INSERT_ROWS + 3] {
-                let id = insert_job(&conn, kind, "j", "j.csv", 2, &["company".into()]).unwrap();
+                let id = insert_job(&conn, kind, "j", "j.csv", 2, &columns).unwrap();
                 let items: Vec<NewItem> = (0..n)
-                    .map(|i| NewItem {
-                        line: i as i64 + 2,
-                        name: Some(format!("c{i}")),
-                        website: (i % 2 == 0).then(|| format!("https://c{i}.example/")),
-                        domain: (i % 3 == 0).then(|| format!("c{i}.example")),
-                        input: format!("[\"c{i}\"]"),
-                        normalized: (kind == JobKind::Preprocess).then(|| format!("{{\"n\":{i}}}")),
-                        dedupe_key: (kind == JobKind::Preprocess).then(|| format!("k{}", i % 5)),
+                    .map(|i| {
+                        let name = Some(format!("c{i}"));
+                        let website = (i % 2 == 0).then(|| format!("https://c{i}.example/"));
+                        let domain = (i % 3 == 0).then(|| format!("c{i}.example"));
+                        let cells = [&name, &website, &domain].map(|c| c.clone().unwrap_or_default());
+                        NewItem {
+                            line: i as i64 + 2,
+                            name,
+                            website,
+                            domain,
+                            input: serde_json::to_string(&cells).unwrap(),
+                            normalized: (kind == JobKind::Preprocess).then(|| format!("{{\"n\":{i}}}")),
+                            dedupe_key: (kind == JobKind::Preprocess).then(|| format!("k{}", i % 5)),
+                        }
                     })
                     .collect();
                 insert_items(&conn, kind, id, &items).unwrap();
@@ -1555,7 +1648,25 @@ mod tests {
                     .unwrap()
                     .collect::<Result<_, _>>()
                     .unwrap();
-                assert_eq!(stored, items, "{kind} with {n} rows");
+                let expected: Vec<NewItem> = match kind {
+                    JobKind::Research => items
+                        .iter()
+                        .map(|it| NewItem { name: None, website: None, domain: None, ..it.clone() })
+                        .collect(),
+                    JobKind::Preprocess => items.clone(),
+                };
+                assert_eq!(stored, expected, "{kind} with {n} rows");
+                reveal_job(&conn, kind, id, n as i64).unwrap();
+                let read: Vec<(i64, Option<String>, Option<String>, Option<String>)> =
+                    list_items(&conn, kind, id, None, 0, n as i64)
+                        .unwrap()
+                        .items
+                        .into_iter()
+                        .map(|it| (it.line, it.name, it.website, it.domain))
+                        .collect();
+                let given: Vec<_> =
+                    items.iter().map(|it| (it.line, it.name.clone(), it.website.clone(), it.domain.clone())).collect();
+                assert_eq!(read, given, "{kind} with {n} rows, read back");
             }
         }
     }
@@ -1568,7 +1679,7 @@ mod tests {
         assert!(filtered_jobs(&conn, JobKind::Research, &JobFilter::default(), 10).unwrap().0.is_empty());
         assert!(live_jobs(&conn).unwrap().is_empty());
         assert!(job_flags(&conn, JobKind::Research, id).unwrap().is_none());
-        assert!(claim_next(&conn, JobKind::Research, id, &[]).unwrap().is_none());
+        assert!(claim_next(&conn, JobKind::Research, id, &JobColumns::default()).unwrap().is_none());
         reveal_job(&conn, JobKind::Research, id, 0).unwrap();
         assert!(get_job(&conn, JobKind::Research, id).unwrap().is_some());
     }
@@ -1712,7 +1823,7 @@ mod tests {
         let conn = fresh();
         let k = JobKind::Research;
         let id = job_with_items(&conn, 5);
-        let columns = ["company".to_string()];
+        let columns = job_columns(&conn, k, id).unwrap();
         let claimed: Vec<Claimed> =
             claim_batch(&conn, k, id, 3).unwrap().into_iter().map(|r| r.into_claimed(&columns)).collect();
         assert_eq!(claimed.iter().map(|c| c.line).collect::<Vec<_>>(), [2, 3, 4]);
@@ -1804,7 +1915,7 @@ mod tests {
                 .map(|line| NewItem {
                     line,
                     name: Some(format!("row {line}")),
-                    input: "[]".into(),
+                    input: format!("[\"row {line}\"]"),
                     ..Default::default()
                 })
                 .collect()

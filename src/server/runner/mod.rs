@@ -21,7 +21,7 @@ use super::error::AppError;
 use super::notify::Notifier;
 use super::pg::backend::PgBackend;
 use super::steps::{bound_result, Step, StepError};
-use super::store::{ClaimedRow, Finish, Finished, Flags};
+use super::store::{ClaimedRow, Finish, Finished, Flags, JobColumns};
 use crate::model::{JobKind, JobStatus};
 
 /// The per-item steps, one per kind of job.
@@ -461,7 +461,7 @@ struct JobTask {
     inflight: JoinSet<(i64, Outcome)>,
     spare: Option<OwnedSemaphorePermit>,
     /// The job's column names, read once: claims build each item's input from them.
-    columns: Arc<[String]>,
+    columns: Arc<JobColumns>,
     /// Outcomes not yet written: the next turn of the loop writes them all in one
     /// transaction, together with the claims that refill the window.
     finished: Vec<Finished>,
@@ -483,7 +483,7 @@ impl JobTask {
             step,
             inflight: JoinSet::new(),
             spare: None,
-            columns: Arc::from([]),
+            columns: Arc::default(),
             finished: Vec::new(),
             unsaved: Vec::new(),
             ready: Vec::new(),
@@ -507,7 +507,7 @@ impl JobTask {
         let (kind, id) = (self.kind, self.id);
         let Some(flags) = self.flags().await else { return };
         match self.inner.db.columns(kind, id).await {
-            Ok(columns) => self.columns = columns.into(),
+            Ok(columns) => self.columns = Arc::new(columns),
             Err(e) => {
                 // Gone (deleted) or unreadable: the sweep starts a fresh task later.
                 tracing::warn!(kind = %kind, job = id, error = %e, "cannot read the job's columns");
