@@ -110,9 +110,12 @@ impl Store {
         }
     }
 
-    /// Points the accounts of a job at another site (the port is all that differs).
+    /// Points the accounts of a job at another site (the port is all that differs), by
+    /// hand: in the input row, which SQLite reads the website from, and in the stored
+    /// copy PostgreSQL keeps of it.
     async fn move_site(&self, from: &str, to: &str) {
-        self.by_hand("UPDATE accounts SET website = replace(website, ?, ?)", &[from, to]).await;
+        let sql = "UPDATE accounts SET input = replace(input, ?, ?), website = replace(website, ?, ?)";
+        self.by_hand(sql, &[from, to, from, to]).await;
     }
 
     /// A service on this store after another one died: on SQLite once the dead one's
