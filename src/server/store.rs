@@ -1657,13 +1657,12 @@ mod tests {
                 };
                 assert_eq!(stored, expected, "{kind} with {n} rows");
                 reveal_job(&conn, kind, id, n as i64).unwrap();
-                let read: Vec<(i64, Option<String>, Option<String>, Option<String>)> =
-                    list_items(&conn, kind, id, None, 0, n as i64)
-                        .unwrap()
-                        .items
-                        .into_iter()
-                        .map(|it| (it.line, it.name, it.website, it.domain))
-                        .collect();
+                let read: Vec<_> = list_items(&conn, kind, id, None, 0, n as i64)
+                    .unwrap()
+                    .items
+                    .into_iter()
+                    .map(|it| (it.line, it.name, it.website, it.domain))
+                    .collect();
                 let given: Vec<_> =
                     items.iter().map(|it| (it.line, it.name.clone(), it.website.clone(), it.domain.clone())).collect();
                 assert_eq!(read, given, "{kind} with {n} rows, read back");
