@@ -122,7 +122,7 @@ impl ColumnMap {
 
     /// An account's name, website and domain as research reads them from its input
     /// row: the trimmed cells of those columns, the domain else from the e-mail.
-    pub fn research_fields(&self, values: &[String]) -> ResearchFields {
+    pub fn research_fields<S: AsRef<str>>(&self, values: &[S]) -> ResearchFields {
         ResearchFields {
             name: cell(values, self.name),
             website: cell(values, self.website),
@@ -158,8 +158,8 @@ pub fn detect_delimiter(bytes: &[u8]) -> u8 {
     [b',', b';', b'\t'][best]
 }
 
-fn cell(row: &[String], index: Option<usize>) -> Option<String> {
-    index.and_then(|i| row.get(i)).map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_string)
+fn cell<S: AsRef<str>>(row: &[S], index: Option<usize>) -> Option<String> {
+    index.and_then(|i| row.get(i)).map(|s| s.as_ref().trim()).filter(|s| !s.is_empty()).map(str::to_string)
 }
 
 /// How many rows go into one write transaction: small enough that control actions
@@ -301,44 +301,8 @@ fn reader(data: &[u8], delimiter: u8) -> csv::Reader<&[u8]> {
 }
 
 impl Checked {
-    /// The data rows with their physical line numbers, blank rows skipped, never wider
-    /// than the header. Empty trailing cells are left out (readers fill them in), so a
-    /// wide header over short rows costs nothing per row.
-    fn rows_iter(&self) -> impl Iterator<Item = Result<(i64, Vec<String>), AppError>> + '_ {
-        let data: &[u8] = &self.data;
-        let width = self.job.columns.len();
-        let mut reader = reader(data, self.delimiter);
-        // The header was read once already; reading it again positions the reader.
-        let _ = reader.headers();
-        // Physical line of each record's start, counted from byte offsets so that quoted
-        // newlines in earlier rows count too (what an editor shows).
-        let mut counted = (0usize, 1i64);
-        let mut line_at = move |byte: usize| {
-            let (from, line) = counted;
-            let newlines = data.get(from..byte).map_or(0, |s| s.iter().filter(|&&b| b == b'\n').count());
-            counted = (byte, line + newlines as i64);
-            counted.1
-        };
-        reader.into_records().filter_map(move |record| {
-            let record = match record {
-                Ok(r) => r,
-                Err(e) => return Some(Err(csv_error(&e))),
-            };
-            let line = line_at(record_start(data, &record));
-            match is_data_row(&record, width, || line) {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => return Some(Err(e)),
-            }
-            let mut values: Vec<String> = record.iter().map(str::to_string).collect();
-            let used = values.iter().rposition(|v| !v.is_empty()).map_or(0, |i| i + 1);
-            values.truncate(used.min(width));
-            Some(Ok((line, values)))
-        })
-    }
-
     /// Reads every row once, so the insert that follows cannot meet a bad one, and
-    /// counts them. The rows [`Checked::rows_iter`] yields, without its cost: one
+    /// counts them. The rows [`Checked::chunks`] yields, without making items: one
     /// record is reused for every row and nothing is copied; a line number is worked
     /// out only for the row an error names.
     fn count_rows(&self, max_rows: usize) -> Result<usize, AppError> {
@@ -373,19 +337,58 @@ impl Checked {
         Ok(rows)
     }
 
-    /// The items in chunks of [`CHUNK_ROWS`], for inserting one chunk per transaction.
+    /// The items in chunks of [`CHUNK_ROWS`], for inserting one chunk per transaction:
+    /// the data rows with their physical line numbers, blank rows skipped, never wider
+    /// than the header. Empty trailing cells are left out (readers fill them in), so a
+    /// wide header over short rows costs nothing per row. One record is reused for
+    /// every row; an item's cells are copied once, into its stored input.
     pub fn chunks(&self) -> impl Iterator<Item = Result<Vec<NewItem>, AppError>> + '_ {
-        let mut rows = self.rows_iter();
+        let data: &[u8] = &self.data;
+        let width = self.job.columns.len();
+        let mut reader = reader(data, self.delimiter);
+        // The header was read once already; reading it again positions the reader.
+        let _ = reader.headers();
+        let mut record = csv::StringRecord::new();
+        // Physical line of each record's start, counted from byte offsets so that quoted
+        // newlines in earlier rows count too (what an editor shows).
+        let mut counted = (0usize, 1i64);
+        let mut line_at = move |byte: usize| {
+            let (from, line) = counted;
+            let newlines = data.get(from..byte).map_or(0, |s| memchr::memchr_iter(b'\n', s).count());
+            counted = (byte, line + newlines as i64);
+            counted.1
+        };
+        let mut done = false;
+        let mut next_item = move |record: &csv::StringRecord| -> Option<Result<NewItem, AppError>> {
+            let line = line_at(record_start(data, record));
+            match is_data_row(record, width, || line) {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+            let mut cells: Vec<&str> = record.iter().collect();
+            let used = cells.iter().rposition(|v| !v.is_empty()).map_or(0, |i| i + 1);
+            cells.truncate(used.min(width));
+            Some(new_item(self.job.kind, &self.map, line, &cells))
+        };
         std::iter::from_fn(move || {
             let mut chunk = Vec::with_capacity(CHUNK_ROWS.min(self.rows));
-            for row in rows.by_ref() {
-                let item = row.and_then(|(line, values)| new_item(self.job.kind, &self.map, line, values));
+            while !done && chunk.len() < CHUNK_ROWS {
+                let item = match reader.read_record(&mut record) {
+                    Ok(true) => next_item(&record),
+                    Ok(false) => {
+                        done = true;
+                        None
+                    }
+                    Err(e) => Some(Err(csv_error(&e))),
+                };
                 match item {
-                    Ok(item) => chunk.push(item),
-                    Err(e) => return Some(Err(e)),
-                }
-                if chunk.len() == CHUNK_ROWS {
-                    break;
+                    Some(Ok(item)) => chunk.push(item),
+                    Some(Err(e)) => {
+                        done = true;
+                        return Some(Err(e));
+                    }
+                    None => {}
                 }
             }
             (!chunk.is_empty()).then_some(Ok(chunk))
@@ -433,17 +436,18 @@ fn no_research_cells(line: i64) -> AppError {
     AppError::BadInput(format!("line {line}: the row has neither a company name nor a website or domain"))
 }
 
-fn new_item(kind: JobKind, map: &ColumnMap, line: i64, values: Vec<String>) -> Result<NewItem, AppError> {
-    let input = serde_json::to_string(&values).map_err(|e| AppError::Internal(e.to_string()))?;
+fn new_item(kind: JobKind, map: &ColumnMap, line: i64, cells: &[&str]) -> Result<NewItem, AppError> {
+    let input = serde_json::to_string(cells).map_err(|e| AppError::Internal(e.to_string()))?;
     match kind {
         JobKind::Research => {
-            let ResearchFields { name, website, domain } = map.research_fields(&values);
+            let ResearchFields { name, website, domain } = map.research_fields(cells);
             if name.is_none() && website.is_none() && domain.is_none() {
                 return Err(no_research_cells(line));
             }
             Ok(NewItem { line, name, website, domain, input, normalized: None, dedupe_key: None })
         }
         JobKind::Preprocess => {
+            let values: Vec<String> = cells.iter().map(|c| c.to_string()).collect();
             let n = preprocess::normalize(map, &values);
             let normalized = serde_json::to_string(&n.json).map_err(|e| AppError::Internal(e.to_string()))?;
             Ok(NewItem {
@@ -648,5 +652,38 @@ mod tests {
         let items: Vec<NewItem> = checked.chunks().flat_map(|c| c.unwrap()).collect();
         assert_eq!(items[0].input, r#"["Acme"]"#);
         assert_eq!(items[1].input, r#"["Beta","","x"]"#);
+    }
+
+    /// Items come in chunks of [`CHUNK_ROWS`] with the line each row starts on, counted
+    /// past quoted line breaks, CRLF and blank lines, and with their cells as given.
+    #[test]
+    fn chunks_carry_each_rows_line_and_cells_across_chunk_boundaries() {
+        let mut file = String::from("Company,Notes\r\n");
+        let mut expected = Vec::new();
+        let mut line = 2i64;
+        for i in 0..CHUNK_ROWS + 7 {
+            if i % 1000 == 0 {
+                file.push_str("\r\n");
+                line += 1;
+            }
+            if i % 700 == 0 {
+                file.push_str(&format!("\"Acme {i}\",\"two\nlines\"\r\n"));
+                expected.push((line, format!(r#"["Acme {i}","two\nlines"]"#), Some(format!("Acme {i}"))));
+                line += 2;
+            } else {
+                file.push_str(&format!("  Beta {i} ,\r\n"));
+                expected.push((line, format!(r#"["  Beta {i} "]"#), Some(format!("Beta {i}"))));
+                line += 1;
+            }
+        }
+        let limits = Limits { max_bytes: 1 << 24, max_rows: 10 * CHUNK_ROWS, default_concurrency: 2 };
+        let checked = check(JobKind::Research, &upload(file.as_bytes()), limits).unwrap();
+        let chunks: Vec<Vec<NewItem>> = checked.chunks().map(Result::unwrap).collect();
+        assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [CHUNK_ROWS, 7]);
+        let got: Vec<_> = chunks.into_iter().flatten().map(|it| (it.line, it.input, it.name)).collect();
+        assert_eq!(got.len(), expected.len());
+        for (got, want) in got.iter().zip(&expected) {
+            assert_eq!(got, want);
+        }
     }
 }
