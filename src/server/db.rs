@@ -217,13 +217,19 @@ mod tests {
         migrations().validate().expect("migrations validate");
     }
 
+    /// A database as a release of jobdeck that stopped at `version` left it.
+    fn migrated_to(version: usize) -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure(&conn, Duration::from_secs(1)).unwrap();
+        migrations().to_version(&mut conn, version).unwrap();
+        conn
+    }
+
     /// A database written before 0006 keeps its items readable in file order: each
     /// job gets the id range of its items, however they interleave with another's.
     #[test]
     fn item_ranges_are_filled_in_for_existing_jobs() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        configure(&conn, Duration::from_secs(1)).unwrap();
-        migrations().to_version(&mut conn, 5).unwrap();
+        let mut conn = migrated_to(5);
         conn.execute_batch(
             "INSERT INTO processing_jobs (id, name, filename, created_at, updated_at) VALUES
                  (1, 'a', 'a.csv', 't', 't'), (2, 'b', 'b.csv', 't', 't'), (3, 'empty', 'c.csv', 't', 't');
@@ -264,9 +270,7 @@ mod tests {
     fn items_of_older_jobs_keep_their_stored_fields_and_new_ones_read_their_input() {
         use crate::model::JobKind;
         use crate::server::store;
-        let mut conn = Connection::open_in_memory().unwrap();
-        configure(&conn, Duration::from_secs(1)).unwrap();
-        migrations().to_version(&mut conn, 6).unwrap();
+        let mut conn = migrated_to(6);
         conn.execute_batch(
             r#"INSERT INTO processing_jobs (id, name, filename, columns, created_at, updated_at, first_item, last_item)
                  VALUES (1, 'old', 'old.csv', '["Company","Website"]', 't', 't', 10, 10);
