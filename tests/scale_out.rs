@@ -62,8 +62,12 @@ impl Slow {
         self.inner.lock().unwrap().starts.clone()
     }
 
-    fn most(&self) -> usize {
-        self.inner.lock().unwrap().most
+    /// The most requests in flight at once since the last call, counted afresh from now.
+    fn take_most(&self) -> usize {
+        let mut st = self.inner.lock().unwrap();
+        let most = st.most;
+        st.most = st.in_flight;
+        most
     }
 }
 
@@ -183,6 +187,7 @@ async fn three_workers_share_a_job_within_its_concurrency_pause_at_once_and_surv
     // workers' caps bound them, and more workers share a job.
     let n = 120;
     let mut rates = Vec::new();
+    let mut most = Vec::new();
     for count in 1..=3usize {
         while workers.len() < count {
             workers.push(Process::start(&schema.name, &["worker"]));
@@ -195,17 +200,22 @@ async fn three_workers_share_a_job_within_its_concurrency_pause_at_once_and_surv
         let job = api.create(&base, &format!("w{count}"), items, 3 * CAP).await;
         api.wait(job, "a job to complete", |j| j["status"] == "completed").await;
         rates.push(items as f64 / started.elapsed().as_secs_f64());
+        most.push(site.take_most());
     }
     eprintln!(
-        "items/s: one worker {:.0}, two {:.0} ({:.2}x), three {:.0} ({:.2}x)",
+        "items/s: one worker {:.0}, two {:.0} ({:.2}x), three {:.0} ({:.2}x); most in flight at once: {most:?}",
         rates[0],
         rates[1],
         rates[1] / rates[0],
         rates[2],
         rates[2] / rates[0]
     );
-    assert!(site.most() <= 3 * CAP, "never more than the job's concurrency in flight, saw {}", site.most());
-    assert!(rates[2] > 2.0 * rates[0], "three workers share a job: {rates:?} items/s");
+    assert!(most.iter().all(|&m| m <= 3 * CAP), "never more than the job's concurrency in flight: {most:?}");
+    // Each worker runs at most CAP items at once, so more than CAP (2 * CAP) requests
+    // in flight together means two (three) workers were on the job at the same time.
+    assert_eq!(most[0], CAP, "one worker runs the job up to its own cap: {most:?} in flight");
+    assert!(most[1] > CAP, "two workers share a job: {most:?} in flight at once");
+    assert!(most[2] > 2 * CAP, "three workers share a job: {most:?} in flight at once");
 
     // A pause through the API stops every worker: nothing starts after it returned
     // (a claim committed just before may still reach the site a moment later).
