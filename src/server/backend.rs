@@ -174,7 +174,8 @@ impl Backend {
         }
     }
 
-    /// The job's input column names, in file order.
+    /// The job's input column names, in file order, and on SQLite its roles (see
+    /// [`JobColumns`]); PostgreSQL keeps every item's name, website and domain.
     pub async fn columns(&self, kind: JobKind, id: i64) -> Result<JobColumns, AppError> {
         match self {
             Self::Sqlite(db) => db.read(move |c| store::job_columns(c, kind, id)).await,

@@ -460,7 +460,8 @@ struct JobTask {
     step: Arc<dyn Step>,
     inflight: JoinSet<(i64, Outcome)>,
     spare: Option<OwnedSemaphorePermit>,
-    /// The job's column names, read once: claims build each item's input from them.
+    /// The job's column names and roles, read once: claims build each item's input,
+    /// name, website and domain from them.
     columns: Arc<JobColumns>,
     /// Outcomes not yet written: the next turn of the loop writes them all in one
     /// transaction, together with the claims that refill the window.
