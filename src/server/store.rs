@@ -523,7 +523,7 @@ impl JobColumns {
         let values: Vec<serde_json::Value> = serde_json::from_str(input).unwrap_or_default();
         let fields = match &self.roles {
             Some(map) => {
-                let cells: Vec<String> = values.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect();
+                let cells: Vec<&str> = values.iter().map(|v| v.as_str().unwrap_or_default()).collect();
                 map.research_fields(&cells)
             }
             None => stored,
@@ -540,11 +540,7 @@ pub fn job_columns(conn: &Connection, kind: JobKind, job_id: i64) -> Result<JobC
         .optional()?
         .ok_or_else(|| AppError::NotFound { kind: kind.as_str(), id: job_id.to_string() })?;
     let names = serde_json::from_str(&names).map_err(|e| AppError::Internal(format!("job columns: {e}")))?;
-    let roles = roles
-        .map(|r| serde_json::from_str(&r))
-        .transpose()
-        .map_err(|e| AppError::Internal(format!("job roles: {e}")))?;
-    Ok(JobColumns { names, roles })
+    Ok(JobColumns { names, roles: parse_roles(roles)? })
 }
 
 /// A job's roles, when it has them (see [`JobColumns`]).
@@ -554,7 +550,12 @@ fn read_roles(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Option<Co
         .query_row(params![job_id], |r| r.get(0))
         .optional()?
         .flatten();
-    roles.map(|r| serde_json::from_str(&r)).transpose().map_err(|e| AppError::Internal(format!("job roles: {e}")))
+    parse_roles(roles)
+}
+
+/// A job's `roles` column as stored: JSON, or NULL for none.
+fn parse_roles(stored: Option<String>) -> Result<Option<ColumnMap>, AppError> {
+    stored.map(|r| serde_json::from_str(&r)).transpose().map_err(|e| AppError::Internal(format!("job roles: {e}")))
 }
 
 /// An item's input as column name → value, in file order. Rows are stored without
