@@ -216,6 +216,13 @@ async fn a_live_job_whose_task_cannot_start_is_picked_up_by_the_sweep() {
             )
             .unwrap();
         }
+        // Every job keeps the id range of its items, as an import records it.
+        conn.execute(
+            "UPDATE processing_jobs SET first_item = (SELECT MIN(id) FROM accounts WHERE job_id = ?1),
+                 last_item = (SELECT MAX(id) FROM accounts WHERE job_id = ?1) WHERE id = ?1",
+            [id],
+        )
+        .unwrap();
     }
     service.runner().wake(R, 1);
     tokio::time::sleep(Duration::from_millis(450)).await; // several sweeps: each start fails

@@ -20,6 +20,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0005_auto_control.sql")),
         M::up(include_str!("../../migrations/0006_item_ranges.sql")),
         M::up(include_str!("../../migrations/0007_research_roles.sql")),
+        M::up(include_str!("../../migrations/0008_pending_off_the_index.sql")),
     ])
 }
 
@@ -305,6 +306,44 @@ mod tests {
             .unwrap();
         assert_eq!(stored, (None, None, None), "stored once, in the input");
         assert_eq!(fields(&conn, id), [(some("New Ltd"), some("https://new.example/"), some("new.example"))]);
+    }
+
+    /// A job from before migration 0008, part done with items in flight, carries on
+    /// through the claim cursor: its pending items are claimed in file order, and
+    /// items put back after a crash are claimed first.
+    #[test]
+    fn jobs_from_before_the_claim_cursor_claim_in_file_order() {
+        use crate::model::{ItemStatus, JobKind};
+        use crate::server::store;
+        let mut conn = migrated_to(7);
+        conn.execute_batch(
+            "INSERT INTO processing_jobs (id, name, filename, status, total, pending_count, processing_count,
+                     completed_count, created_at, updated_at, first_item, last_item)
+                 VALUES (1, 'old', 'old.csv', 'processing', 6, 3, 1, 2, 't', 't', 10, 15);
+             INSERT INTO accounts (id, job_id, line, input, status) VALUES
+                 (10, 1, 2, '[\"a\"]', 'completed'), (11, 1, 3, '[\"b\"]', 'processing'),
+                 (12, 1, 4, '[\"c\"]', 'completed'), (13, 1, 5, '[\"d\"]', 'pending'),
+                 (14, 1, 6, '[\"e\"]', 'pending'), (15, 1, 7, '[\"f\"]', 'pending');",
+        )
+        .unwrap();
+        migrations().to_latest(&mut conn).unwrap();
+        let k = JobKind::Research;
+        let claim = |conn: &Connection, n| -> Vec<i64> {
+            store::claim_batch(conn, k, 1, n).unwrap().iter().map(|c| c.id).collect()
+        };
+        assert_eq!(claim(&conn, 2), [13, 14]);
+        // A restart puts item 11 back: it comes before the rest.
+        assert_eq!(store::reset_processing(&conn, k, 1).unwrap(), 3);
+        let pending = store::list_items(&conn, k, 1, Some(ItemStatus::Pending), 0, 10).unwrap();
+        assert_eq!(pending.items.iter().map(|i| i.id).collect::<Vec<_>>(), [11, 13, 14, 15]);
+        assert_eq!(claim(&conn, 10), [11, 13, 14, 15]);
+        let job = store::require_job(&conn, k, 1).unwrap();
+        assert_eq!((job.pending, job.processing, job.completed), (0, 4, 2));
+
+        let index: String = conn
+            .query_row("SELECT sql FROM sqlite_master WHERE name = 'accounts_job_status'", [], |r| r.get(0))
+            .unwrap();
+        assert!(index.contains("WHERE status <> 'pending'"), "{index}");
     }
 
     #[test]

@@ -60,6 +60,11 @@ const I_PROCESSING: &str = ItemStatus::Processing.as_str();
 const I_COMPLETED: &str = ItemStatus::Completed.as_str();
 const I_FAILED: &str = ItemStatus::Failed.as_str();
 const DELETING: &str = Hidden::Deleting.as_str();
+/// The condition of the status index (migration 0008), which holds only items that
+/// have started. SQLite uses a partial index only for a query that names its
+/// condition itself (`status = 'failed'` alone is not enough), so every lookup by a
+/// started state says it too.
+const STARTED: &str = "status <> 'pending'";
 
 const JOB_COLUMNS: &str = "id, name, filename, status, paused, concurrency, total, pending_count, \
     processing_count, completed_count, failed_count, created_at, started_at, updated_at, \
@@ -79,6 +84,9 @@ pub struct Sql {
     /// The condition that takes a job's items (job id `?1`) in file order: a scan of
     /// the table between the job's first and last item id, never the index.
     job_items: String,
+    /// The job's (`?1`) claim cursor and last item id, as subqueries.
+    cursor: String,
+    last: String,
     claim_items: String,
     claim_job: String,
     finish_item: String,
@@ -89,6 +97,10 @@ pub struct Sql {
     requeue_job: String,
     reset_items: String,
     reset_job: String,
+    /// The claim cursor lowered to the job's first processing item, or to its first
+    /// failed item when the job is completed (a retry).
+    lower_to_processing: String,
+    lower_to_failed: String,
     with_processing: String,
     set_paused: String,
     rate_limit_pause: String,
@@ -124,6 +136,17 @@ impl Sql {
         let first = format!("(SELECT first_item FROM {jobs} WHERE id = ?1)");
         let last = format!("(SELECT last_item FROM {jobs} WHERE id = ?1)");
         let job_items = format!("id BETWEEN {first} AND {last} AND +job_id = ?1");
+        // The claim cursor (migration 0008): no pending item of the job lies below it.
+        let cursor = format!("(SELECT COALESCE(next_item, first_item) FROM {jobs} WHERE id = ?1)");
+        // Lowers the cursor of the job, if it is `{gate}`, to its first item in state
+        // `{state}`, before those items go back to pending; unchanged when there is none.
+        let lower_cursor = |state: &str, gate: &str| {
+            format!(
+                "UPDATE {jobs} SET next_item = MIN(COALESCE(next_item, first_item),
+                     COALESCE((SELECT MIN(id) FROM {items} WHERE job_id = ?1 AND status = '{state}' AND {STARTED}), next_item, first_item))
+                 WHERE id = ?1 AND {gate}"
+            )
+        };
         let item_select = format!(
             "SELECT id, line, status, attempts, error, name, website, domain, input, result, {extra}, \
              started_at, finished_at FROM {items}"
@@ -142,6 +165,8 @@ impl Sql {
             ),
             item_select,
             job_items: job_items.clone(),
+            cursor: cursor.clone(),
+            last: last.clone(),
             // Ids above every existing one, for the next chunk of an import.
             max_item_id: format!("SELECT COALESCE(MAX(id), 0) FROM {items}"),
             widen_range: format!(
@@ -150,13 +175,14 @@ impl Sql {
             ),
             claim_items: format!(
                 "UPDATE {items} SET status = '{I_PROCESSING}', started_at = ?2
-                 WHERE id IN (SELECT id FROM {items} WHERE job_id = ?1 AND status = '{I_PENDING}' ORDER BY id LIMIT ?3)
+                 WHERE id IN (SELECT id FROM {items} WHERE id >= {cursor} AND id <= {last} AND +job_id = ?1
+                                AND status = '{I_PENDING}' ORDER BY id LIMIT ?3)
                    AND EXISTS (SELECT 1 FROM {jobs} WHERE id = ?1 AND {live} AND paused = 0 AND {visible})
                  RETURNING id, line, name, website, domain, input, {extra}"
             ),
             claim_job: format!(
                 "UPDATE {jobs} SET pending_count = pending_count - ?3, processing_count = processing_count + ?3,
-                     status = '{J_PROCESSING}', started_at = COALESCE(started_at, ?2), updated_at = ?2
+                     status = '{J_PROCESSING}', started_at = COALESCE(started_at, ?2), updated_at = ?2, next_item = ?4
                  WHERE id = ?1"
             ),
             finish_item: format!(
@@ -180,17 +206,20 @@ impl Sql {
             ),
             requeue_job: format!(
                 "UPDATE {jobs} SET pending_count = pending_count + 1, processing_count = processing_count - 1,
-                     updated_at = ?2
+                     updated_at = ?2, next_item = MIN(COALESCE(next_item, first_item), ?3)
                  WHERE id = ?1"
             ),
             reset_items: format!(
                 "UPDATE {items} SET status = '{I_PENDING}', started_at = NULL
-                 WHERE job_id = ?1 AND status = '{I_PROCESSING}'"
+                 WHERE job_id = ?1 AND status = '{I_PROCESSING}' AND {STARTED}"
             ),
+            lower_to_processing: lower_cursor(I_PROCESSING, "1"),
+            // Failed items go back only when the job is completed (a retry).
+            lower_to_failed: lower_cursor(I_FAILED, &format!("status = '{J_COMPLETED}'")),
             reset_job: format!(
                 "UPDATE {jobs} SET pending_count = pending_count + processing_count, processing_count = 0 WHERE id = ?1"
             ),
-            with_processing: format!("SELECT DISTINCT job_id FROM {items} WHERE status = '{I_PROCESSING}'"),
+            with_processing: format!("SELECT DISTINCT job_id FROM {items} WHERE status = '{I_PROCESSING}' AND {STARTED}"),
             set_paused: format!(
                 "UPDATE {jobs} SET paused = ?2, paused_reason = NULL, resume_at = NULL, updated_at = ?3, fail_streak = 0,
                      status = CASE WHEN ?2 THEN '{J_PROCESSING}' ELSE status END
@@ -608,16 +637,34 @@ pub fn list_items(
     let job = require_job(conn, kind, job_id)?;
     let columns = job_columns(conn, kind, job_id)?;
     let total = job.count_of(status);
-    let select = &sql(kind).item_select;
-    let query = match status {
-        Some(_) => format!("{select} WHERE job_id = ?1 AND status = ?2 ORDER BY id LIMIT ?3 OFFSET ?4"),
-        None => format!("{select} WHERE {} AND ?2 IS NULL ORDER BY id LIMIT ?3 OFFSET ?4", sql(kind).job_items),
-    };
-    let mut stmt = conn.prepare_cached(&query)?;
+    let mut stmt = conn.prepare_cached(&items_query(kind, status))?;
     let items = stmt
-        .query_map(params![job_id, status.map(ItemStatus::as_str), limit, offset], |r| item_from_row(&columns, r))?
+        .query_map(params![job_id, limit, offset], |r| item_from_row(&columns, r))?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ItemPage { items, total, offset, limit })
+}
+
+/// The page query of [`list_items`]: the job `?1`'s items, `?2` of them from the
+/// `?3`-th, in file order, of one state or all.
+fn items_query(kind: JobKind, status: Option<ItemStatus>) -> String {
+    let s = sql(kind);
+    let select = &s.item_select;
+    // The state is written into the statement, not bound, and the index's own
+    // condition beside it: only then does SQLite use the status index, which leaves
+    // pending items out.
+    match status {
+        None => format!("{select} WHERE {} ORDER BY id LIMIT ?2 OFFSET ?3", s.job_items),
+        // Pending items lie at or above the claim cursor, in file order.
+        Some(ItemStatus::Pending) => format!(
+            "{select} WHERE id >= {} AND id <= {} AND +job_id = ?1 AND status = '{I_PENDING}'
+             ORDER BY id LIMIT ?2 OFFSET ?3",
+            s.cursor, s.last
+        ),
+        Some(state) => {
+            let state = state.as_str();
+            format!("{select} WHERE job_id = ?1 AND status = '{state}' AND {STARTED} ORDER BY id LIMIT ?2 OFFSET ?3")
+        }
+    }
 }
 
 /// The job's column names and up to `limit` items after item id `after`, for
@@ -707,8 +754,10 @@ pub fn claim_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: usize) 
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    if !claimed.is_empty() {
-        conn.prepare_cached(&s.claim_job)?.execute(params![job_id, now, claimed.len() as i64])?;
+    if let Some(last) = claimed.iter().map(|c| c.id).max() {
+        // Everything from the cursor up to the last item taken is now taken or was
+        // not pending: the next claim starts after it.
+        conn.prepare_cached(&s.claim_job)?.execute(params![job_id, now, claimed.len() as i64, last + 1])?;
     }
     // RETURNING gives no order; items start in file order.
     claimed.sort_by_key(|c| c.id);
@@ -881,7 +930,7 @@ pub fn requeue_item(conn: &Connection, kind: JobKind, job_id: i64, item_id: i64)
     let s = sql(kind);
     let changed = conn.prepare_cached(&s.requeue_item)?.execute(params![job_id, item_id])?;
     if changed == 1 {
-        conn.prepare_cached(&s.requeue_job)?.execute(params![job_id, ts(now())])?;
+        conn.prepare_cached(&s.requeue_job)?.execute(params![job_id, ts(now()), item_id])?;
     }
     Ok(changed == 1)
 }
@@ -890,6 +939,7 @@ pub fn requeue_item(conn: &Connection, kind: JobKind, job_id: i64, item_id: i64)
 /// Returns how many moved.
 pub fn reset_processing(conn: &Connection, kind: JobKind, job_id: i64) -> Result<usize, AppError> {
     let s = sql(kind);
+    conn.prepare_cached(&s.lower_to_processing)?.execute(params![job_id])?;
     let moved = conn.prepare_cached(&s.reset_items)?.execute(params![job_id])?;
     conn.prepare_cached(&s.reset_job)?.execute(params![job_id])?;
     Ok(moved)
@@ -1024,7 +1074,7 @@ pub fn clean_rows(conn: &Connection, pre_job_id: i64, after: i64, limit: i64) ->
                 COALESCE(json_extract(result, '$.liveness.finalUrl'), json_extract(result, '$.website')),
                 json_extract(result, '$.domain')
          FROM preprocessing_results
-         WHERE job_id = ?1 AND id > ?2 AND status = '{I_COMPLETED}' AND duplicate_of IS NULL
+         WHERE job_id = ?1 AND id > ?2 AND status = '{I_COMPLETED}' AND {STARTED} AND duplicate_of IS NULL
            AND json_valid(result) AND json_extract(result, '$.valid') = 1
            AND json_extract(result, '$.liveness.reachable') = 1
          ORDER BY id LIMIT ?3"
@@ -1355,9 +1405,10 @@ fn retried_item() -> String {
 /// many items moved.
 pub fn retry_failed(conn: &Connection, kind: JobKind, job_id: i64) -> Result<i64, AppError> {
     let s = sql(kind);
+    conn.prepare_cached(&s.lower_to_failed)?.execute(params![job_id])?;
     let moved = conn
         .prepare_cached(&format!(
-            "UPDATE {} SET {} WHERE job_id = ?1 AND status = '{I_FAILED}'",
+            "UPDATE {} SET {} WHERE job_id = ?1 AND status = '{I_FAILED}' AND {STARTED}",
             s.items,
             retried_item()
         ))?
@@ -1378,10 +1429,13 @@ pub fn retry_failed(conn: &Connection, kind: JobKind, job_id: i64) -> Result<i64
 /// [`Backend::retry_batch`]: super::backend::Backend::retry_batch
 pub fn retry_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: i64) -> Result<i64, AppError> {
     let s = sql(kind);
+    // The batch takes the first failed items, so the first of them is where the
+    // cursor goes; the job must be completed for either to happen.
+    conn.prepare_cached(&s.lower_to_failed)?.execute(params![job_id])?;
     let moved = conn
         .prepare_cached(&format!(
             "UPDATE {items} SET {retried}
-             WHERE id IN (SELECT id FROM {items} WHERE job_id = ?1 AND status = '{I_FAILED}' ORDER BY id LIMIT ?2)
+             WHERE id IN (SELECT id FROM {items} WHERE job_id = ?1 AND status = '{I_FAILED}' AND {STARTED} ORDER BY id LIMIT ?2)
                AND EXISTS (SELECT 1 FROM {jobs} WHERE id = ?1 AND status = '{J_COMPLETED}' AND hidden IS NULL)",
             items = s.items,
             jobs = s.jobs,
@@ -1559,6 +1613,8 @@ mod tests {
                 &s.requeue_job,
                 &s.reset_items,
                 &s.reset_job,
+                &s.lower_to_processing,
+                &s.lower_to_failed,
                 &s.with_processing,
                 &s.set_paused,
                 &s.rate_limit_pause,
@@ -1573,6 +1629,44 @@ mod tests {
                 &s.auto_resume,
             ] {
                 conn.prepare(text).unwrap_or_else(|e| panic!("{kind}: {e}\n{text}"));
+            }
+        }
+    }
+
+    /// How SQLite runs the claims and the item pages: each a search of the job's id
+    /// range or of the status index, never a scan of the table, though pending items
+    /// are not in the index.
+    #[test]
+    fn claims_and_item_pages_search_never_scan() {
+        let conn = fresh();
+        let plan = |query: &str| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {query}")).unwrap();
+            let mut rows = stmt.raw_query();
+            let mut steps = Vec::new();
+            while let Some(row) = rows.next().unwrap() {
+                steps.push(row.get::<_, String>(3).unwrap());
+            }
+            steps.join("; ")
+        };
+        for kind in [JobKind::Research, JobKind::Preprocess] {
+            let items = sql(kind).items;
+            let range = format!("SEARCH {items} USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)");
+            let index = format!("INDEX {items}_job_status (job_id=? AND status=?)");
+            let s = sql(kind);
+            for (query, want) in [
+                (s.claim_items.clone(), &range),
+                (s.reset_items.clone(), &index),
+                (s.lower_to_processing.clone(), &index),
+                (s.lower_to_failed.clone(), &index),
+                (items_query(kind, None), &range),
+                (items_query(kind, Some(ItemStatus::Pending)), &range),
+                (items_query(kind, Some(ItemStatus::Processing)), &index),
+                (items_query(kind, Some(ItemStatus::Completed)), &index),
+                (items_query(kind, Some(ItemStatus::Failed)), &index),
+            ] {
+                let plan = plan(&query);
+                assert!(plan.contains(want.as_str()), "{kind}: {plan}\n{query}");
+                assert!(!plan.contains(&format!("SCAN {items}")), "{kind}: {plan}\n{query}");
             }
         }
     }
@@ -1954,6 +2048,171 @@ mod tests {
         insert_items(&conn, k, c, &chunk(2, 4)).unwrap();
         assert_eq!(item_id_range(&conn, k, c).unwrap().map(|(f, l)| l - f), Some(3));
         assert!(item_id_range(&conn, k, c).unwrap().unwrap().0 > still.last().unwrap().id);
+    }
+
+    /// One step of [`claims_through_the_cursor_take_exactly_the_first_pending_items`].
+    #[derive(Debug, Clone)]
+    enum Step {
+        Claim(usize),
+        /// Finish the in-flight items whose position among them is in the mask
+        /// (bit set: completed, else failed when `fail` holds that bit).
+        Finish {
+            mask: u32,
+            fail: u32,
+        },
+        Requeue(usize),
+        Reset,
+        RetryBatch(i64),
+        RetryAll,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (1usize..6).prop_map(Step::Claim),
+            3 => (any::<u32>(), any::<u32>()).prop_map(|(mask, fail)| Step::Finish { mask, fail }),
+            1 => (0usize..8).prop_map(Step::Requeue),
+            1 => Just(Step::Reset),
+            1 => (1i64..5).prop_map(Step::RetryBatch),
+            1 => Just(Step::RetryAll),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Pending items are not in the status index; claims find them through the
+        /// job's cursor. Whatever puts items back (a requeue, a reset after a crash, a
+        /// retry in batches or whole), every claim takes exactly the first pending
+        /// items in file order, the pending page lists exactly the pending items, and
+        /// the counters match, also with another job's rows among the job's own.
+        #[test]
+        fn claims_through_the_cursor_take_exactly_the_first_pending_items(
+            steps in proptest::collection::vec(step(), 1..40)
+        ) {
+            use proptest::{prop_assert, prop_assert_eq};
+            use std::collections::BTreeMap;
+            let conn = fresh();
+            let k = JobKind::Research;
+            let item = |line: i64| NewItem {
+                line,
+                name: Some(format!("c{line}")),
+                input: format!("[\"c{line}\"]"),
+                ..Default::default()
+            };
+            let id = insert_job(&conn, k, "j", "j.csv", 2, &["company".into()]).unwrap();
+            let other = insert_job(&conn, k, "o", "o.csv", 2, &["company".into()]).unwrap();
+            // The job's rows in two runs with the other job's between them.
+            insert_items(&conn, k, id, &(2..12).map(item).collect::<Vec<_>>()).unwrap();
+            insert_items(&conn, k, other, &(2..7).map(item).collect::<Vec<_>>()).unwrap();
+            insert_items(&conn, k, id, &(12..22).map(item).collect::<Vec<_>>()).unwrap();
+            reveal_job(&conn, k, id, 20).unwrap();
+            reveal_job(&conn, k, other, 5).unwrap();
+            let (_, all) = items_after(&conn, k, id, 0, 100).unwrap();
+            // The model: each item's state, by id (file order).
+            let mut model: BTreeMap<i64, ItemStatus> = all.iter().map(|i| (i.id, ItemStatus::Pending)).collect();
+            let of = |model: &BTreeMap<i64, ItemStatus>, state: ItemStatus| -> Vec<i64> {
+                model.iter().filter(|(_, s)| **s == state).map(|(id, _)| *id).collect()
+            };
+            for step in steps {
+                let completed = require_job(&conn, k, id).unwrap().status == JobStatus::Completed;
+                match step {
+                    Step::Claim(n) => {
+                        let got: Vec<i64> = claim_batch(&conn, k, id, n).unwrap().iter().map(|c| c.id).collect();
+                        let want: Vec<i64> = if completed {
+                            Vec::new()
+                        } else {
+                            of(&model, ItemStatus::Pending).into_iter().take(n).collect()
+                        };
+                        prop_assert_eq!(&got, &want);
+                        for i in got {
+                            model.insert(i, ItemStatus::Processing);
+                        }
+                    }
+                    Step::Finish { mask, fail } => {
+                        let batch: Vec<Finished> = of(&model, ItemStatus::Processing)
+                            .into_iter()
+                            .enumerate()
+                            .filter(|(n, _)| mask & (1 << (n % 32)) != 0)
+                            .map(|(n, item_id)| {
+                                let failed = fail & (1 << (n % 32)) != 0;
+                                model.insert(item_id, if failed { ItemStatus::Failed } else { ItemStatus::Completed });
+                                Finished {
+                                    item_id,
+                                    lease: 0,
+                                    attempts: 1,
+                                    outcome: if failed {
+                                        Finish::Failed("HTTP 503".into())
+                                    } else {
+                                        Finish::completed(&serde_json::json!({}))
+                                    },
+                                }
+                            })
+                            .collect();
+                        prop_assert_eq!(finish_batch(&conn, k, id, &batch, 0).unwrap(), batch.len());
+                    }
+                    Step::Requeue(n) => {
+                        let flying = of(&model, ItemStatus::Processing);
+                        if let Some(&item_id) = flying.get(n % flying.len().max(1)) {
+                            prop_assert!(requeue_item(&conn, k, id, item_id).unwrap());
+                            model.insert(item_id, ItemStatus::Pending);
+                        }
+                    }
+                    Step::Reset => {
+                        let flying = of(&model, ItemStatus::Processing);
+                        prop_assert_eq!(reset_processing(&conn, k, id).unwrap(), flying.len());
+                        for i in flying {
+                            model.insert(i, ItemStatus::Pending);
+                        }
+                        complete_if_done(&conn, k, id).unwrap();
+                    }
+                    Step::RetryBatch(n) => {
+                        let moved = retry_batch(&conn, k, id, n).unwrap();
+                        let want: Vec<i64> = if completed {
+                            of(&model, ItemStatus::Failed).into_iter().take(n as usize).collect()
+                        } else {
+                            Vec::new()
+                        };
+                        prop_assert_eq!(moved, want.len() as i64);
+                        for i in want {
+                            model.insert(i, ItemStatus::Pending);
+                        }
+                        // The job runs again once the last batch is back, as a retry does.
+                        if completed && of(&model, ItemStatus::Failed).is_empty() {
+                            retry_failed(&conn, k, id).unwrap();
+                        }
+                    }
+                    Step::RetryAll => {
+                        if completed && !of(&model, ItemStatus::Failed).is_empty() {
+                            let failed = of(&model, ItemStatus::Failed);
+                            prop_assert_eq!(retry_failed(&conn, k, id).unwrap(), failed.len() as i64);
+                            for i in failed {
+                                model.insert(i, ItemStatus::Pending);
+                            }
+                        }
+                    }
+                }
+                let job = require_job(&conn, k, id).unwrap();
+                let count = |state| of(&model, state).len() as i64;
+                prop_assert_eq!(
+                    (job.pending, job.processing, job.completed, job.failed),
+                    (
+                        count(ItemStatus::Pending),
+                        count(ItemStatus::Processing),
+                        count(ItemStatus::Completed),
+                        count(ItemStatus::Failed)
+                    )
+                );
+                for state in [ItemStatus::Pending, ItemStatus::Processing, ItemStatus::Completed, ItemStatus::Failed] {
+                    let page = list_items(&conn, k, id, Some(state), 0, 100).unwrap();
+                    let ids: Vec<i64> = page.items.iter().map(|i| i.id).collect();
+                    prop_assert_eq!(ids, of(&model, state), "{:?} page", state);
+                }
+            }
+            // The other job was never touched.
+            let rest = claim_batch(&conn, k, other, 10).unwrap();
+            prop_assert_eq!(rest.len(), 5);
+        }
     }
 
     #[test]
