@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use crate::api::edit_job;
-use crate::components::erase::Erase;
+use crate::components::erase::{erase, Erase};
 use crate::components::format::error_text;
 use crate::components::live::LiveJob;
 use crate::model::{MAX_CONCURRENCY, MIN_CONCURRENCY};
@@ -52,28 +52,30 @@ pub fn ConcurrencyControl(live: LiveJob) -> impl IntoView {
     };
     view! {
         <Show when=move || !live.job.with(|j| j.is_terminal())>
-            <form class="concurrency" on:submit=apply>
-                <label for="concurrency-input">"Items at a time"</label>
-                <input
-                    id="concurrency-input"
-                    type="number"
-                    min=MIN_CONCURRENCY.to_string()
-                    max=MAX_CONCURRENCY.to_string()
-                    required
-                    prop:value=value
-                    on:input=move |ev| {
-                        typed.set(true);
-                        value.set(event_target_value(&ev));
-                    }
-                />
-                <button type="submit" class="btn btn-small btn-plain" disabled=busy>
-                    {move || if busy.get() { "Applying…" } else { "Apply" }}
-                </button>
-                {move || note.get().map(|n| match n {
-                    Ok(t) => view! { <span class="small muted" role="status">{t}</span> }.erased(),
-                    Err(t) => view! { <span class="alert small" role="alert">{t}</span> }.erased(),
-                })}
-            </form>
+            {erase(view! {
+                <form class="concurrency" on:submit=apply>
+                    <label for="concurrency-input">"Items at a time"</label>
+                    <input
+                        id="concurrency-input"
+                        type="number"
+                        min=MIN_CONCURRENCY.to_string()
+                        max=MAX_CONCURRENCY.to_string()
+                        required
+                        prop:value=value
+                        on:input=move |ev| {
+                            typed.set(true);
+                            value.set(event_target_value(&ev));
+                        }
+                    />
+                    <button type="submit" class="btn btn-small btn-plain" disabled=busy>
+                        {move || if busy.get() { "Applying…" } else { "Apply" }}
+                    </button>
+                    {move || note.get().map(|n| match n {
+                        Ok(t) => view! { <span class="small muted" role="status">{t}</span> }.erased(),
+                        Err(t) => view! { <span class="alert small" role="alert">{t}</span> }.erased(),
+                    })}
+                </form>
+            })}
         </Show>
     }
 }

@@ -5,15 +5,29 @@ use leptos::prelude::*;
 
 use crate::components::erase::Erase;
 
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// "4 Mar" and "05:06:07", from the time's fields rather than a format string: chrono's
+/// format strings are read when used, and their reader is a large part of the
+/// browser's chrono code.
+fn day_and_clock(at: &DateTime<Utc>) -> (String, String) {
+    use chrono::{Datelike, Timelike};
+    let month = MONTHS[at.month0() as usize];
+    (format!("{} {month}", at.day()), format!("{:02}:{:02}:{:02}", at.hour(), at.minute(), at.second()))
+}
+
 /// A time as people read it. Always UTC: the server renders the page before the
 /// browser knows its time zone, and both must print the same text.
 pub fn time_text(at: &DateTime<Utc>) -> String {
-    at.format("%-d %b %Y, %H:%M:%S UTC").to_string()
+    use chrono::Datelike;
+    let (day, clock) = day_and_clock(at);
+    format!("{day} {}, {clock} UTC", at.year())
 }
 
 /// The short form for table cells; the full form goes in the `title`.
 pub fn short_time_text(at: &DateTime<Utc>) -> String {
-    at.format("%-d %b, %H:%M:%S").to_string()
+    let (day, clock) = day_and_clock(at);
+    format!("{day}, {clock}")
 }
 
 /// "1 account", "3 accounts".
@@ -104,6 +118,17 @@ mod tests {
         let t: DateTime<Utc> = "2025-03-04T05:06:07Z".parse().unwrap();
         assert_eq!(time_text(&t), "4 Mar 2025, 05:06:07 UTC");
         assert_eq!(short_time_text(&t), "4 Mar, 05:06:07");
+        // The same text as chrono's own formatting, over every month and both ends
+        // of the day.
+        for (month, day, clock) in [(1, 31, "00:00:00"), (6, 15, "12:30:09"), (12, 1, "23:59:59")] {
+            let t: DateTime<Utc> = format!("2026-{month:02}-{day:02}T{clock}Z").parse().unwrap();
+            assert_eq!(time_text(&t), t.format("%-d %b %Y, %H:%M:%S UTC").to_string());
+            assert_eq!(short_time_text(&t), t.format("%-d %b, %H:%M:%S").to_string());
+        }
+        for month in 1..=12 {
+            let t: DateTime<Utc> = format!("2026-{month:02}-09T08:07:06Z").parse().unwrap();
+            assert_eq!(time_text(&t), t.format("%-d %b %Y, %H:%M:%S UTC").to_string());
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use leptos::prelude::*;
 
 use crate::api::schedule_job;
-use crate::components::erase::Erase;
+use crate::components::erase::{erase, Erase};
 use crate::components::format::{error_text, time_text};
 use crate::components::live::LiveJob;
 
@@ -94,36 +94,41 @@ pub fn ScheduleControl(live: LiveJob) -> impl IntoView {
     };
     view! {
         <Show when=move || !job.with(|j| j.is_terminal())>
-            <section class="card schedule" aria-labelledby="schedule-title">
-                <h2 id="schedule-title">"Schedule"</h2>
-                <p data-testid="schedule-summary">{summary}</p>
-                <form on:submit=save>
-                    {field("schedule-pause", "Pause at (UTC)", pause)}
-                    {field("schedule-resume", "Resume at (UTC)", resume)}
-                    <button type="submit" class="btn btn-small btn-plain" disabled=busy>
-                        "Save schedule"
-                    </button>
-                    <button
-                        type="button"
-                        class="btn btn-small btn-plain"
-                        disabled=move || busy.get() || current.with(|(p, r)| p.is_none() && r.is_none())
-                        on:click=move |_| send(None)
-                    >
-                        "Clear"
-                    </button>
-                </form>
-                {move || note.get().map(|n| match n {
-                    Ok(t) => view! { <p class="small muted" role="status">{t}</p> }.erased(),
-                    Err(t) => view! { <p class="alert small" role="alert">{t}</p> }.erased(),
-                })}
-            </section>
+            {erase(view! {
+                <section class="card schedule" aria-labelledby="schedule-title">
+                    <h2 id="schedule-title">"Schedule"</h2>
+                    <p data-testid="schedule-summary">{summary}</p>
+                    <form on:submit=save>
+                        {field("schedule-pause", "Pause at (UTC)", pause)}
+                        {field("schedule-resume", "Resume at (UTC)", resume)}
+                        <button type="submit" class="btn btn-small btn-plain" disabled=busy>
+                            "Save schedule"
+                        </button>
+                        <button
+                            type="button"
+                            class="btn btn-small btn-plain"
+                            disabled=move || busy.get() || current.with(|(p, r)| p.is_none() && r.is_none())
+                            on:click=move |_| send(None)
+                        >
+                            "Clear"
+                        </button>
+                    </form>
+                    {move || note.get().map(|n| match n {
+                        Ok(t) => view! { <p class="small muted" role="status">{t}</p> }.erased(),
+                        Err(t) => view! { <p class="alert small" role="alert">{t}</p> }.erased(),
+                    })}
+                </section>
+            })}
         </Show>
     }
 }
 
 /// A time as a `datetime-local` field holds it: `2026-12-01T09:30`, in UTC.
 fn field_text(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%dT%H:%M").to_string()
+    use chrono::{Datelike, Timelike};
+    // From the fields, as `format::time_text` does, to keep chrono's format-string
+    // reader out of the browser's code.
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}", at.year(), at.month(), at.day(), at.hour(), at.minute())
 }
 
 /// A field's time, read as UTC; empty is none.
@@ -137,4 +142,23 @@ fn parse_field(label: &str, text: &str) -> Result<Option<DateTime<Utc>>, String>
         .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
         .map(|t| Some(t.and_utc()))
         .ok_or_else(|| format!("{label}: `{text}` is not a date and time"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scheduled time shows in its field as the browser's `datetime-local` wants it,
+    /// and reads back as the same minute.
+    #[test]
+    fn field_text_is_what_the_field_reads_back() {
+        for text in ["2026-01-05T00:00:00Z", "2026-12-31T23:59:59Z", "0999-07-04T09:05:30Z"] {
+            let t: DateTime<Utc> = text.parse().unwrap();
+            assert_eq!(field_text(t), t.format("%Y-%m-%dT%H:%M").to_string());
+            let back = parse_field("Pause at", &field_text(t)).unwrap().unwrap();
+            assert_eq!(back, t - chrono::Duration::seconds(chrono::Timelike::second(&t) as i64));
+        }
+        assert_eq!(parse_field("Pause at", "  ").unwrap(), None);
+        assert!(parse_field("Pause at", "tomorrow").unwrap_err().contains("`tomorrow` is not a date and time"));
+    }
 }

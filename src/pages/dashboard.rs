@@ -4,7 +4,7 @@
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
-use crate::components::erase::Erase;
+use crate::components::erase::{erase, Erase};
 use leptos_router::hooks::use_query_map;
 use leptos_router::params::ParamsMap;
 
@@ -261,38 +261,42 @@ fn JobList(filter: JobFilter, initial: JobsPage) -> impl IntoView {
                 }
             }
         >
-            <BulkBar chosen total filter=filter.get_value() reload />
-            <Show
-                when=move || jobs.with(|l| !l.is_empty())
-                fallback=|| view! { <p class="card empty muted">"No job matches this filter."</p> }
-            >
-                <div class="table-wrap card card-flush" role="region" aria-label="Jobs table" tabindex="0">
-                    <table class="jobs">
-                        <thead>
-                            <tr>
-                                <th scope="col" class="choose-cell">
-                                    <input
-                                        type="checkbox"
-                                        aria-label="Choose every job on this page"
-                                        prop:checked=all_chosen
-                                        on:change=choose_all
-                                    />
-                                </th>
-                                <th scope="col">"Job"</th>
-                                <th scope="col">"Status"</th>
-                                <th scope="col">"Progress"</th>
-                                <th scope="col">"Times"</th>
-                            </tr>
-                        </thead>
-                        <tbody>
-                            <For each=move || jobs.get() key=|j| (j.kind, j.id) let:job>
-                                <JobRow jobs chosen reload initial=job />
-                            </For>
-                        </tbody>
-                    </table>
-                </div>
-            </Show>
-            {pager}
+            {erase(view! {
+                <BulkBar chosen total filter=filter.get_value() reload />
+                <Show
+                    when=move || jobs.with(|l| !l.is_empty())
+                    fallback=|| view! { <p class="card empty muted">"No job matches this filter."</p> }
+                >
+                    {erase(view! {
+                        <div class="table-wrap card card-flush" role="region" aria-label="Jobs table" tabindex="0">
+                            <table class="jobs">
+                                <thead>
+                                    <tr>
+                                        <th scope="col" class="choose-cell">
+                                            <input
+                                                type="checkbox"
+                                                aria-label="Choose every job on this page"
+                                                prop:checked=all_chosen
+                                                on:change=choose_all
+                                            />
+                                        </th>
+                                        <th scope="col">"Job"</th>
+                                        <th scope="col">"Status"</th>
+                                        <th scope="col">"Progress"</th>
+                                        <th scope="col">"Times"</th>
+                                    </tr>
+                                </thead>
+                                <tbody>
+                                    <For each=move || jobs.get() key=|j| (j.kind, j.id) let:job>
+                                        <JobRow jobs chosen reload initial=job />
+                                    </For>
+                                </tbody>
+                            </table>
+                        </div>
+                    })}
+                </Show>
+                {pager}
+            })}
         </Show>
         {move || error.get().map(|e| view! { <p class="refresh-note">"Could not refresh (" {e} "); retrying."</p> })}
     }

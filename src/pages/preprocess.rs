@@ -3,7 +3,7 @@
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
-use crate::components::erase::Erase;
+use crate::components::erase::{erase, Erase};
 use leptos_router::hooks::use_navigate;
 use serde_json::Value;
 
@@ -35,12 +35,14 @@ fn preprocess_job(live: LiveJob) -> AnyView {
         <PageTitle text=format!("{name} · Preprocessing · jobdeck") />
         <Crumbs here=format!("Preprocessing #{id}") />
         <StatusBanner live centered=true>
-            <JobControls live centered=true />
-            <ConcurrencyControl live />
-            <BrowserNotify />
+            {erase(view! {
+                <JobControls live centered=true />
+                <ConcurrencyControl live />
+                <BrowserNotify />
+            })}
         </StatusBanner>
         <Show when=move || completed.get()>
-            <ResearchFromClean id />
+            {erase(view! { <ResearchFromClean id /> })}
         </Show>
         <section class="card card-flush" aria-labelledby="results-title">
             <h2 id="results-title" class="card-title">"Cleaned rows"</h2>

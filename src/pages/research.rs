@@ -3,7 +3,7 @@
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
-use crate::components::erase::Erase;
+use crate::components::erase::{erase, Erase};
 
 use crate::api::list_items;
 use crate::components::activity::ActivityLog;
@@ -35,13 +35,17 @@ fn research_job(live: LiveJob) -> AnyView {
         <PageTitle text=format!("{name} · Full research · jobdeck") />
         <Crumbs here=format!("Full research #{id}") />
         <StatusBanner live>
-            <JobControls live>
-                <a class="btn btn-plain" href=view_all>
-                    "View All Accounts"
-                </a>
-            </JobControls>
-            <ConcurrencyControl live />
-            <BrowserNotify />
+            {erase(view! {
+                <JobControls live>
+                    {erase(view! {
+                        <a class="btn btn-plain" href=view_all>
+                            "View All Accounts"
+                        </a>
+                    })}
+                </JobControls>
+                <ConcurrencyControl live />
+                <BrowserNotify />
+            })}
         </StatusBanner>
         <section class="card" aria-labelledby="accounts-title">
             <h2 id="accounts-title">"Accounts"</h2>
