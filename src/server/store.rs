@@ -65,6 +65,9 @@ const DELETING: &str = Hidden::Deleting.as_str();
 /// condition itself (`status = 'failed'` alone is not enough), so every lookup by a
 /// started state says it too.
 const STARTED: &str = "status <> 'pending'";
+/// A job's claim cursor (migration 0008), in a statement on its row: no pending item
+/// of the job has a smaller id. NULL stands for the job's first item.
+const CURSOR: &str = "COALESCE(next_item, first_item)";
 
 const JOB_COLUMNS: &str = "id, name, filename, status, paused, concurrency, total, pending_count, \
     processing_count, completed_count, failed_count, created_at, started_at, updated_at, \
@@ -77,6 +80,8 @@ pub struct Sql {
     get_job: String,
     live_jobs: String,
     columns: String,
+    /// A job's roles, also while it is hidden (an import in progress).
+    roles: String,
     item_select: String,
     items_after: String,
     max_item_id: String,
@@ -136,14 +141,13 @@ impl Sql {
         let first = format!("(SELECT first_item FROM {jobs} WHERE id = ?1)");
         let last = format!("(SELECT last_item FROM {jobs} WHERE id = ?1)");
         let job_items = format!("id BETWEEN {first} AND {last} AND +job_id = ?1");
-        // The claim cursor (migration 0008): no pending item of the job lies below it.
-        let cursor = format!("(SELECT COALESCE(next_item, first_item) FROM {jobs} WHERE id = ?1)");
+        let cursor = format!("(SELECT {CURSOR} FROM {jobs} WHERE id = ?1)");
         // Lowers the cursor of the job, if it is `{gate}`, to its first item in state
         // `{state}`, before those items go back to pending; unchanged when there is none.
         let lower_cursor = |state: &str, gate: &str| {
             format!(
-                "UPDATE {jobs} SET next_item = MIN(COALESCE(next_item, first_item),
-                     COALESCE((SELECT MIN(id) FROM {items} WHERE job_id = ?1 AND status = '{state}' AND {STARTED}), next_item, first_item))
+                "UPDATE {jobs} SET next_item = MIN({CURSOR},
+                     COALESCE((SELECT MIN(id) FROM {items} WHERE job_id = ?1 AND status = '{state}' AND {STARTED}), {CURSOR}))
                  WHERE id = ?1 AND {gate}"
             )
         };
@@ -157,6 +161,7 @@ impl Sql {
             get_job: format!("SELECT {JOB_COLUMNS} FROM {jobs} WHERE id = ?1 AND {visible}"),
             live_jobs: format!("SELECT id FROM {jobs} WHERE {live} AND {visible} ORDER BY id"),
             columns: format!("SELECT columns, roles FROM {jobs} WHERE id = ?1 AND {visible}"),
+            roles: format!("SELECT roles FROM {jobs} WHERE id = ?1"),
             // One lower bound, so the scan starts at the cursor `?2`: with `id > ?2`
             // beside the range's own lower end, SQLite would start at the job's first
             // item every time.
@@ -206,7 +211,7 @@ impl Sql {
             ),
             requeue_job: format!(
                 "UPDATE {jobs} SET pending_count = pending_count + 1, processing_count = processing_count - 1,
-                     updated_at = ?2, next_item = MIN(COALESCE(next_item, first_item), ?3)
+                     updated_at = ?2, next_item = MIN({CURSOR}, ?3)
                  WHERE id = ?1"
             ),
             reset_items: format!(
@@ -574,11 +579,8 @@ pub fn job_columns(conn: &Connection, kind: JobKind, job_id: i64) -> Result<JobC
 
 /// A job's roles, when it has them (see [`JobColumns`]).
 fn read_roles(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Option<ColumnMap>, AppError> {
-    let roles: Option<String> = conn
-        .prepare_cached(&format!("SELECT roles FROM {} WHERE id = ?1", sql(kind).jobs))?
-        .query_row(params![job_id], |r| r.get(0))
-        .optional()?
-        .flatten();
+    let roles: Option<String> =
+        conn.prepare_cached(&sql(kind).roles)?.query_row(params![job_id], |r| r.get(0)).optional()?.flatten();
     parse_roles(roles)
 }
 
@@ -754,13 +756,13 @@ pub fn claim_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: usize) 
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    if let Some(last) = claimed.iter().map(|c| c.id).max() {
-        // Everything from the cursor up to the last item taken is now taken or was
-        // not pending: the next claim starts after it.
-        conn.prepare_cached(&s.claim_job)?.execute(params![job_id, now, claimed.len() as i64, last + 1])?;
-    }
     // RETURNING gives no order; items start in file order.
     claimed.sort_by_key(|c| c.id);
+    if let Some(last) = claimed.last() {
+        // Everything from the cursor up to the last item taken is now taken or was
+        // not pending: the next claim starts after it.
+        conn.prepare_cached(&s.claim_job)?.execute(params![job_id, now, claimed.len() as i64, last.id + 1])?;
+    }
     Ok(claimed)
 }
 
@@ -1599,6 +1601,7 @@ mod tests {
                 &s.get_job,
                 &s.live_jobs,
                 &s.columns,
+                &s.roles,
                 &s.item_select,
                 &s.items_after,
                 &s.max_item_id,
