@@ -3,7 +3,8 @@
 # wasm-bindgen and wasm-opt, the site under target/site with content-hashed file names
 # and brotli/gzip copies, and the server binary with the hash list beside it. The same
 # steps and settings as `cargo leptos build --release --precompress`, so either tool
-# reuses the other's build; cargo-leptos stays the tool for `watch` and the tests.
+# reuses the other's build, with one pass more in wasm-opt (below); cargo-leptos stays
+# the tool for `watch` and the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/jobdeck/target}"
@@ -23,7 +24,9 @@ rm -rf "$SITE"
 mkdir -p "$PKG"
 wasm-bindgen --target=web --no-typescript --out-name=$NAME --out-dir="$PKG" \
   "$CARGO_TARGET_DIR/front/wasm32-unknown-unknown/wasm-release/$NAME.wasm"
-wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int "$PKG/${NAME}_bg.wasm" -o "$PKG/$NAME.wasm"
+# Merging functions that differ only in constants, before -Oz: about 10 KB less after
+# gzip. cargo-leptos cannot be told this: it passes its wasm-opt flags unordered.
+wasm-opt --merge-similar-functions -Oz --enable-bulk-memory --enable-nontrapping-float-to-int "$PKG/${NAME}_bg.wasm" -o "$PKG/$NAME.wasm"
 rm "$PKG/${NAME}_bg.wasm"
 cp style/main.css "$PKG/$NAME.css"
 cp -R public/. "$SITE/"

@@ -5,6 +5,7 @@ use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags};
 
 use crate::components::erase::erase;
 use crate::components::page_title::PageTitle;
+use crate::components::resource::JsonBytes;
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
@@ -95,7 +96,7 @@ pub fn App() -> impl IntoView {
 /// answer is read while the server renders the page and travels with it.
 #[component]
 fn SignOut() -> impl IntoView {
-    let signed_in = OnceResource::new(crate::api::signed_in());
+    let signed_in: OnceResource<_, JsonBytes> = OnceResource::new_with_options(crate::api::signed_in(), false);
     view! {
         <Suspense>
             {move || Suspend::new(async move {

@@ -472,7 +472,7 @@ fn sqlite_import(dir: &Path, file: &Path) -> Option<f64> {
 fn frontend(out: &mut Vec<Figure>) {
     let pkg = Path::new("target/site/pkg");
     let Ok(entries) = std::fs::read_dir(pkg) else {
-        println!("(front end: {} not built; run `cargo leptos build --release` first)", pkg.display());
+        println!("(front end: {} not built; run `scripts/build.sh` first)", pkg.display());
         return;
     };
     let (mut raw, mut gz, mut br) = (0usize, 0usize, 0usize);
@@ -504,7 +504,7 @@ fn frontend(out: &mut Vec<Figure>) {
             "KiB",
             "",
         )),
-        None => println!("(front end: no .br copies; build with `cargo leptos build --release --precompress`)"),
+        None => println!("(front end: no .br copies; build with `scripts/build.sh`)"),
     }
 }
 

@@ -2,6 +2,8 @@
 
 use leptos::prelude::*;
 
+use crate::components::resource::resource;
+
 use crate::api::job_events;
 use crate::components::erase::Erase;
 use crate::components::format::{error_text, Time};
@@ -13,7 +15,7 @@ use crate::model::{JobEvent, Source, EVENTS_PAGE};
 #[component]
 pub fn ActivityLog(live: LiveJob) -> impl IntoView {
     let (kind, id) = live.job.with_untracked(|j| (j.kind, j.id));
-    let newest = Resource::new(
+    let newest = resource(
         move || live.tick.get(),
         move |_| async move { job_events(kind, id, None, EVENTS_PAGE).await.map_err(|e| error_text(&e)) },
     );

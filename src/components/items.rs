@@ -2,6 +2,8 @@
 
 use leptos::prelude::*;
 
+use crate::components::resource::resource;
+
 use crate::components::erase::Erase;
 use leptos_router::hooks::use_query_map;
 
@@ -40,7 +42,7 @@ pub fn ItemBrowser(
     let offset =
         Memo::new(move |_| query.with(|q| q.get("offset").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0).max(0)));
     let (kind, id) = live.job.with_untracked(|j| (j.kind, j.id));
-    let page = Resource::new(
+    let page = resource(
         move || (status.get(), offset.get()),
         move |(status, offset)| async move {
             list_items(kind, id, status, offset, PAGE_SIZE).await.map_err(|e| error_text(&e))

@@ -3,6 +3,8 @@
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
+use crate::components::resource::resource;
+
 use crate::components::erase::Erase;
 use leptos_router::hooks::use_params_map;
 
@@ -32,7 +34,7 @@ fn LoadJob(kind: JobKind, raw: String, render: fn(LiveJob) -> AnyView) -> impl I
     // An id that is not a number names no job either; asking for job 0 lets the
     // server answer "not found" with its 404, as for any other missing job.
     let id = raw.parse::<i64>().ok().filter(|id| *id > 0).unwrap_or(0);
-    let first = Resource::new(|| (), move |_| async move { get_job(kind, id).await.map_err(|e| error_text(&e)) });
+    let first = resource(|| (), move |_| async move { get_job(kind, id).await.map_err(|e| error_text(&e)) });
     let wanted = raw.clone();
     view! {
         <Suspense fallback=|| {

@@ -13,6 +13,7 @@ pub mod job_loader;
 pub mod live;
 pub mod page_title;
 pub mod progress;
+pub mod resource;
 pub mod schedule;
 pub mod status_banner;
 pub mod upload_form;

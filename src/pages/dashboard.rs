@@ -4,6 +4,8 @@
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
+use crate::components::resource::resource;
+
 use crate::components::erase::{erase, Erase};
 use leptos_router::hooks::use_query_map;
 use leptos_router::params::ParamsMap;
@@ -64,7 +66,7 @@ fn href_of(filter: &JobFilter, offset: i64) -> String {
 pub fn Dashboard() -> impl IntoView {
     let query = use_query_map();
     let wanted = Memo::new(move |_| query.with(filter_of));
-    let first = Resource::new(
+    let first = resource(
         move || wanted.get(),
         |(filter, offset)| async move {
             list_jobs(filter.clone(), offset, JOBS_PAGE).await.map(|page| (filter, page)).map_err(|e| error_text(&e))

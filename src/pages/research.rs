@@ -3,6 +3,8 @@
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
+use crate::components::resource::resource;
+
 use crate::components::erase::{erase, Erase};
 
 use crate::api::list_items;
@@ -92,7 +94,7 @@ fn account_breakdown(j: &Job) -> String {
 fn NowRunning(live: LiveJob) -> impl IntoView {
     let id = live.job.with_untracked(|j| j.id);
     let running = Memo::new(move |_| live.job.with(|j| !j.is_terminal() && j.processing > 0));
-    let items = Resource::new(
+    let items = resource(
         move || (running.get(), live.tick.get()),
         move |(running, _)| async move {
             if !running {
