@@ -2,12 +2,11 @@
 
 use leptos::prelude::*;
 
-use crate::components::resource::resource;
-
 use crate::api::job_events;
 use crate::components::erase::Erase;
 use crate::components::format::{error_text, Time};
 use crate::components::live::LiveJob;
+use crate::components::resource::resource;
 use crate::model::{JobEvent, Source, EVENTS_PAGE};
 
 /// The newest events first, refetched whenever the job changes (an action, a refresh

@@ -2,14 +2,13 @@
 
 use leptos::prelude::*;
 
-use crate::components::resource::resource;
-
 use crate::components::erase::Erase;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::list_items;
 use crate::components::format::error_text;
 use crate::components::live::LiveJob;
+use crate::components::resource::resource;
 use crate::model::{Item, ItemPage, ItemStatus, Job};
 
 /// Items per page.

@@ -3,14 +3,13 @@
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
-use crate::components::resource::resource;
-
 use crate::components::erase::Erase;
 use leptos_router::hooks::use_params_map;
 
 use crate::api::get_job;
 use crate::components::format::{error_text, is_not_found};
 use crate::components::live::LiveJob;
+use crate::components::resource::resource;
 use crate::model::JobKind;
 
 /// Loads the job named by the route's `:id` and hands it to `render` as a [`LiveJob`].

@@ -4,8 +4,6 @@
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
-use crate::components::resource::resource;
-
 use crate::components::erase::{erase, Erase};
 use leptos_router::hooks::use_query_map;
 use leptos_router::params::ParamsMap;
@@ -19,6 +17,7 @@ use crate::components::items::pager_link;
 use crate::components::job_controls::JobControls;
 use crate::components::live::{refresh_while, LiveJob};
 use crate::components::progress::Progress;
+use crate::components::resource::resource;
 use crate::components::upload_form::UploadForm;
 use crate::model::{
     Archived, BulkOutcome, Job, JobAction, JobFilter, JobKind, JobRef, JobsPage, Phase, JOBS_PAGE, MAX_SEARCH_CHARS,

@@ -3,8 +3,6 @@
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
-use crate::components::resource::resource;
-
 use crate::components::erase::{erase, Erase};
 
 use crate::api::list_items;
@@ -15,6 +13,7 @@ use crate::components::format::{error_text, plural, Crumbs};
 use crate::components::job_controls::JobControls;
 use crate::components::job_loader::JobLoader;
 use crate::components::live::LiveJob;
+use crate::components::resource::resource;
 use crate::components::schedule::ScheduleControl;
 use crate::components::status_banner::StatusBanner;
 use crate::model::{ItemStatus, Job, JobKind};
