@@ -4,8 +4,8 @@
 //! Leptos decodes a resource's value with `serde_json::from_str`, while every server
 //! function's answer is decoded with `serde_json::from_slice`. Each is compiled
 //! separately for every type it reads, so a job, a page of items or a page of jobs,
-//! which arrive both ways, had their whole decoder in the bundle twice. [`JsonBytes`]
-//! reads resources from the text's bytes, through the one decoder.
+//! which arrive both ways, would have their whole decoder in the bundle twice.
+//! [`JsonBytes`] reads resources from the text's bytes, through the one decoder.
 
 use std::future::Future;
 
