@@ -241,3 +241,45 @@ async fn a_job_paused_before_its_first_item_reads_processing_and_paused() {
     let resumed = service.resume(R, job.id).await.unwrap();
     assert_eq!((resumed.status, resumed.paused), (JobStatus::Processing, false));
 }
+
+/// Steps that finish at once (cleaning names) run several rounds of the window in one
+/// transaction. Readers still never see more items in flight than the concurrency, a
+/// pause still stops every start once it returns, and the counters match the items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instant_steps_keep_the_window_the_pause_and_the_counters() {
+    const P: JobKind = JobKind::Preprocess;
+    const ROWS: i64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let service = service(test_config(dir.path())).await;
+    let csv: String =
+        std::iter::once("company\n".to_string()).chain((0..ROWS).map(|i| format!("Company {i} Inc\n"))).collect();
+    let job = service.create_job(P, upload(csv.into_bytes(), 3)).await.unwrap();
+    // Fn, not FnMut: the most items in flight that any read saw.
+    let most = std::cell::Cell::new(0);
+    let watch = |processing: i64| most.set(most.get().max(processing));
+    wait_job(&service, P, job.id, LONG, |j| {
+        watch(j.processing);
+        j.completed + j.failed > 1_000
+    })
+    .await;
+    let paused = service.pause(P, job.id).await.unwrap();
+    assert!(paused.completed + paused.failed < ROWS, "the job was still running when paused");
+    let started = paused.completed + paused.failed + paused.processing;
+    let settled = wait_job(&service, P, job.id, LONG, |j| j.processing == 0).await;
+    several_polls().await;
+    let later = service.get(P, job.id).await.unwrap();
+    assert_eq!(later, settled, "nothing changed while paused");
+    assert_eq!(later.completed + later.failed, started, "no item started after the pause returned");
+    assert_counters_match(&db, &later);
+
+    service.resume(P, job.id).await.unwrap();
+    let done = wait_job(&service, P, job.id, LONG, |j| {
+        watch(j.processing);
+        j.status == JobStatus::Completed
+    })
+    .await;
+    assert!(most.get() <= 3, "at most the concurrency in flight, saw {}", most.get());
+    assert_eq!((done.completed + done.failed, done.pending, done.processing), (ROWS, 0, 0));
+    assert_counters_match(&db, &done);
+}

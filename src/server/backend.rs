@@ -16,6 +16,26 @@ use super::pg::backend::PgBackend;
 use super::store::{self, ClaimedRow, CleanRow, Finished, Flags, Hidden, JobColumns, NewItem};
 use crate::model::{EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobsPage, Source};
 
+/// Rounds of claims one turn of a runner may make in a single transaction (see
+/// [`Backend::turn`]). Each round is the job's window of items (its concurrency);
+/// any write that waits for the writer ends the turn after the round in progress.
+pub const TURN_ROUNDS: usize = 4;
+
+/// What begins the items a turn claims (see [`Backend::turn`]).
+pub trait Starter: Send + 'static {
+    /// Begins the claimed items. Returns the results of those that finished at once,
+    /// and how many items may be claimed in their place (0: claim no more this turn).
+    fn start(&mut self, claimed: Vec<ClaimedRow>) -> (Vec<Finished>, usize);
+}
+
+/// What a turn leaves: the starter, with what it began, the results of the last
+/// round, not stored yet, and whether a claim found fewer items than it wanted.
+pub struct Turn<S> {
+    pub starter: S,
+    pub unstored: Vec<Finished>,
+    pub exhausted: bool,
+}
+
 /// A change a control action makes to a job, decided by the service's rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -440,6 +460,66 @@ impl Backend {
                 .await
             }
             Self::Postgres(p) => p.finish_and_claim(kind, id, &finished, want, burst).await,
+        }
+    }
+
+    /// One turn of a job's runner: stores `finished`, claims up to `want` items and
+    /// hands them to `starter`. On SQLite, while the starter finishes items at their
+    /// first poll (an instant step) and no other write waits for the writer, their
+    /// results are stored and as many items claimed again in the same transaction, up
+    /// to [`TURN_ROUNDS`] rounds: one commit then carries many rounds of the window
+    /// instead of one. What the last round finished is returned, to be stored by the
+    /// next turn. On PostgreSQL a turn is one round.
+    ///
+    /// Nothing of a turn is seen before it commits: at every commit the job's counters
+    /// are exact and no more items are `processing` than the window allows. If the
+    /// write fails, the starter is dropped with what it began (the claims are undone).
+    pub async fn turn<S: Starter>(
+        &self,
+        kind: JobKind,
+        id: i64,
+        finished: Arc<Vec<Finished>>,
+        want: usize,
+        burst: u32,
+        mut starter: S,
+    ) -> Result<Turn<S>, AppError> {
+        match self {
+            Self::Sqlite(db) => {
+                let waiting = db.writers_waiting();
+                db.write(move |tx| {
+                    let mut store_now: &[Finished] = &finished;
+                    let mut done;
+                    let mut want = want;
+                    let mut round = 0;
+                    loop {
+                        round += 1;
+                        if !store_now.is_empty() {
+                            store::finish_batch(tx, kind, id, store_now, burst)?;
+                        }
+                        if want == 0 {
+                            return Ok(Turn { starter, unstored: Vec::new(), exhausted: false });
+                        }
+                        let claimed = store::claim_batch(tx, kind, id, want)?;
+                        let exhausted = claimed.len() < want;
+                        (done, want) = starter.start(claimed);
+                        let again = round < TURN_ROUNDS
+                            && !exhausted
+                            && !done.is_empty()
+                            && waiting.load(std::sync::atomic::Ordering::Relaxed) == 0;
+                        if !again {
+                            return Ok(Turn { starter, unstored: done, exhausted });
+                        }
+                        store_now = &done;
+                    }
+                })
+                .await
+            }
+            Self::Postgres(p) => {
+                let claimed = p.finish_and_claim(kind, id, &finished, want, burst).await?;
+                let exhausted = claimed.len() < want;
+                let (unstored, _) = starter.start(claimed);
+                Ok(Turn { starter, unstored, exhausted })
+            }
         }
     }
 

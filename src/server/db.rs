@@ -4,6 +4,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use rusqlite_migration::{Migrations, M};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -68,7 +69,26 @@ pub struct Db {
     readers: r2d2::Pool<SqliteConnectionManager>,
     /// Tells the checkpoint thread that a write committed (see [`checkpointer`]).
     committed: SyncSender<()>,
+    /// Writes waiting for the writer connection (see [`Db::writers_waiting`]).
+    waiting: Arc<AtomicUsize>,
     _lock: Arc<std::fs::File>,
+}
+
+/// One write waiting for the writer connection, counted in [`Db::writers_waiting`]
+/// until it is dropped: when the write has the connection, or never runs.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// WAL pages after which the writer copies them into the database file itself. The
@@ -162,7 +182,13 @@ impl Db {
             .min_idle(Some(1))
             .build(manager)
             .map_err(|e| OpenError::Pool(shown, e))?;
-        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers, committed, _lock: Arc::new(lock) })
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            readers,
+            committed,
+            waiting: Arc::default(),
+            _lock: Arc::new(lock),
+        })
     }
 
     /// Runs `f` on a reader connection off the async threads.
@@ -188,7 +214,10 @@ impl Db {
         F: FnOnce(&Transaction<'_>) -> Result<T, AppError> + Send + 'static,
     {
         let writer = self.writer.clone();
-        let value = tokio::task::spawn_blocking(move || Self::write_blocking(&writer, f))
+        // Counted from the moment it is asked for, not from when a blocking thread
+        // takes it up: a busy machine may take a while to give it one.
+        let waiting = Waiting::new(&self.waiting);
+        let value = tokio::task::spawn_blocking(move || Self::write_blocking(&writer, waiting, f))
             .await
             .map_err(|e| AppError::Internal(format!("writer task: {e}")))??;
         // Full: a wake-up is already waiting, and its checkpoint takes this commit too.
@@ -196,12 +225,20 @@ impl Db {
         Ok(value)
     }
 
-    fn write_blocking<T, F>(writer: &Mutex<Connection>, f: F) -> Result<T, AppError>
+    /// How many writes are waiting for the writer connection right now. A write that
+    /// could go on (the runner's rounds of instant items) ends its transaction early
+    /// when another is waiting, so a pause or a cancel never waits behind it for long.
+    pub fn writers_waiting(&self) -> Arc<AtomicUsize> {
+        self.waiting.clone()
+    }
+
+    fn write_blocking<T, F>(writer: &Mutex<Connection>, waiting: Waiting, f: F) -> Result<T, AppError>
     where
         F: FnOnce(&Transaction<'_>) -> Result<T, AppError>,
     {
         // A panic in another writer leaves the connection usable: SQLite rolled back.
         let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+        drop(waiting);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let value = f(&tx)?;
         tx.commit()?;

@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -15,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::backend::Backend;
+use super::backend::{Backend, Starter};
 use super::config::RunnerConfig;
 use super::error::AppError;
 use super::notify::Notifier;
@@ -68,6 +70,102 @@ pub struct Runner {
 enum Outcome {
     Done(Finished),
     RateLimited { reason: String, retry_after: Duration },
+}
+
+/// A claimed item's step, with its retries, as one future.
+type Work = Pin<Box<dyn Future<Output = (i64, Outcome)> + Send>>;
+
+/// Makes the [`Work`] of a job's claimed items.
+#[derive(Clone)]
+struct WorkMaker {
+    step: Arc<dyn Step>,
+    /// The job's column names and roles: each item's input, name, website and domain
+    /// are built from them when its work first runs.
+    columns: Arc<JobColumns>,
+    max_attempts: u32,
+    base: Duration,
+}
+
+impl WorkMaker {
+    /// The item's work, holding its slot of the global limit until it ends.
+    fn make(&self, row: ClaimedRow, permit: Option<OwnedSemaphorePermit>) -> Work {
+        let (item_id, lease) = (row.id, row.lease);
+        let done = move |outcome: Finish, attempts: u32| Outcome::Done(Finished { item_id, lease, attempts, outcome });
+        let (step, columns, max_attempts, base) =
+            (self.step.clone(), self.columns.clone(), self.max_attempts, self.base);
+        Box::pin(async move {
+            let _permit = permit;
+            let item = row.into_claimed(&columns);
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                // A panicking step is a bug, but it must not leave the item `processing`
+                // for good: it fails with a reason like any other error.
+                let run = std::panic::AssertUnwindSafe(step.run(item.clone())).catch_unwind().await;
+                let run = run.unwrap_or_else(|_| Err(StepError::Permanent("internal error: the step crashed".into())));
+                match run {
+                    // Bounded and serialised here, not by the writer's statements.
+                    Ok(v) => return (item_id, done(Finish::completed(&bound_result(v)), attempt)),
+                    Err(StepError::Permanent(e)) => return (item_id, done(Finish::Failed(e), attempt)),
+                    Err(StepError::Transient(e)) if attempt >= max_attempts => {
+                        let reason = format!("{e} (gave up after {attempt} attempts)");
+                        return (item_id, done(Finish::Failed(reason), attempt));
+                    }
+                    Err(StepError::Transient(_)) => {
+                        tokio::time::sleep(base.saturating_mul(1 << (attempt - 1).min(10))).await;
+                    }
+                    Err(StepError::RateLimited { reason, retry_after }) => {
+                        return (item_id, Outcome::RateLimited { reason, retry_after });
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Begins the items of a turn ([`Backend::turn`]). A step that needs no waiting
+/// (cleaning a name, a cache hit) is done at its first poll: it costs no task, and its
+/// result goes into the turn's next round, or the next turn. Anything that has to wait
+/// goes on as a task of its own once the turn has committed; a future may be polled by
+/// a different waker later, so nothing is lost.
+struct Begin {
+    work: WorkMaker,
+    global: Arc<Semaphore>,
+    /// Slots of the global limit for the items still to claim.
+    permits: Vec<OwnedSemaphorePermit>,
+    /// Work that has to wait, spawned once the turn has committed.
+    waiting: Vec<Work>,
+    /// Outcomes that are not results (a rate limit), taken after the turn.
+    other: Vec<(i64, Outcome)>,
+}
+
+impl Starter for Begin {
+    fn start(&mut self, claimed: Vec<ClaimedRow>) -> (Vec<Finished>, usize) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut done = Vec::new();
+        for row in claimed {
+            // A claim takes no more items than there are slots.
+            let mut work = self.work.make(row, self.permits.pop());
+            match work.as_mut().poll(&mut cx) {
+                Poll::Ready((_, Outcome::Done(finished))) => done.push(finished),
+                Poll::Ready(other) => self.other.push(other),
+                Poll::Pending => self.waiting.push(work),
+            }
+        }
+        if !self.other.is_empty() {
+            // A rate limit pauses the job: nothing more starts this turn.
+            return (done, 0);
+        }
+        // The finished items' slots, taken again unless another job waits for them.
+        while self.permits.len() < done.len() {
+            match self.global.clone().try_acquire_owned() {
+                Ok(permit) => self.permits.push(permit),
+                Err(_) => break,
+            }
+        }
+        let more = self.permits.len().min(done.len());
+        (done, more)
+    }
 }
 
 /// The shortest wait of the scheduler between two looks.
@@ -684,14 +782,29 @@ impl JobTask {
         }
         let batch = Arc::new(std::mem::take(&mut self.finished));
         let burst = self.inner.cfg.error_burst;
-        let written = self.inner.db.finish_and_claim(kind, id, batch.clone(), want, burst).await;
-        match written {
-            Ok(claimed) => {
-                if claimed.len() < want {
+        let begin = Begin {
+            work: self.work_maker(),
+            global: self.inner.global.clone(),
+            permits,
+            waiting: Vec::new(),
+            other: Vec::new(),
+        };
+        match self.inner.db.turn(kind, id, batch.clone(), want, burst, begin).await {
+            Ok(turn) => {
+                if turn.exhausted {
                     st.exhausted = true;
                 }
-                for (item, permit) in claimed.into_iter().zip(permits) {
-                    self.spawn_item(item, permit);
+                let begin = turn.starter;
+                for work in begin.waiting {
+                    self.inflight.spawn(work);
+                }
+                // Taken like any other outcome, at the next turn, which the `ready`
+                // branch of the loop starts at once.
+                self.ready.extend(begin.other);
+                self.ready.extend(turn.unstored.into_iter().map(|done| (done.item_id, Outcome::Done(done))));
+                // A slot taken for a round that did not come is kept for the next turn.
+                if st.running() {
+                    self.spare = begin.permits.into_iter().next();
                 }
             }
             Err(e) => {
@@ -721,50 +834,12 @@ impl JobTask {
         }
     }
 
-    fn spawn_item(&mut self, row: ClaimedRow, permit: OwnedSemaphorePermit) {
-        let (item_id, lease) = (row.id, row.lease);
-        let columns = self.columns.clone();
-        let done = move |outcome: Finish, attempts: u32| Outcome::Done(Finished { item_id, lease, attempts, outcome });
-        let step = self.step.clone();
-        let max_attempts = self.inner.cfg.max_attempts.max(1);
-        let base = Duration::from_millis(self.inner.cfg.retry_base_ms);
-        let mut work = Box::pin(async move {
-            let _permit = permit;
-            let item = row.into_claimed(&columns);
-            let mut attempt = 0u32;
-            loop {
-                attempt += 1;
-                // A panicking step is a bug, but it must not leave the item `processing`
-                // for good: it fails with a reason like any other error.
-                let run = std::panic::AssertUnwindSafe(step.run(item.clone())).catch_unwind().await;
-                let run = run.unwrap_or_else(|_| Err(StepError::Permanent("internal error: the step crashed".into())));
-                match run {
-                    // Bounded and serialised here, in parallel, not under the writer.
-                    Ok(v) => return (item_id, done(Finish::completed(&bound_result(v)), attempt)),
-                    Err(StepError::Permanent(e)) => return (item_id, done(Finish::Failed(e), attempt)),
-                    Err(StepError::Transient(e)) if attempt >= max_attempts => {
-                        let reason = format!("{e} (gave up after {attempt} attempts)");
-                        return (item_id, done(Finish::Failed(reason), attempt));
-                    }
-                    Err(StepError::Transient(_)) => {
-                        tokio::time::sleep(base.saturating_mul(1 << (attempt - 1).min(10))).await;
-                    }
-                    Err(StepError::RateLimited { reason, retry_after }) => {
-                        return (item_id, Outcome::RateLimited { reason, retry_after });
-                    }
-                }
-            }
-        });
-        // A step that needs no waiting (cleaning a name, a cache hit) is done at its
-        // first poll: it then costs no task, and the turn's write carries every such
-        // result at once. Anything that has to wait goes on as a task of its own; a
-        // future may be polled by a different waker later, so nothing is lost.
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match work.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(outcome) => self.ready.push(outcome),
-            std::task::Poll::Pending => {
-                self.inflight.spawn(work);
-            }
+    fn work_maker(&self) -> WorkMaker {
+        WorkMaker {
+            step: self.step.clone(),
+            columns: self.columns.clone(),
+            max_attempts: self.inner.cfg.max_attempts.max(1),
+            base: Duration::from_millis(self.inner.cfg.retry_base_ms),
         }
     }
 
