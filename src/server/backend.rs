@@ -435,9 +435,10 @@ impl Backend {
         }
     }
 
-    /// The runner's one write per turn: stores `finished` (each only if its item is
-    /// still in flight) and claims up to `want` pending items in file order, unless the
-    /// job is paused, over or gone.
+    /// Stores `finished` (each only if its item is still in flight) and claims up to
+    /// `want` pending items in file order, unless the job is paused, over or gone, in
+    /// one transaction. The runner's turns go through [`Backend::turn`]; this writes
+    /// again what a failed turn could not store.
     pub async fn finish_and_claim(
         &self,
         kind: JobKind,

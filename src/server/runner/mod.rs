@@ -137,6 +137,8 @@ struct Begin {
     waiting: Vec<Work>,
     /// Outcomes that are not results (a rate limit), taken after the turn.
     other: Vec<(i64, Outcome)>,
+    /// Once shutdown has begun, no further round starts.
+    shutdown: CancellationToken,
 }
 
 impl Starter for Begin {
@@ -152,8 +154,9 @@ impl Starter for Begin {
                 Poll::Pending => self.waiting.push(work),
             }
         }
-        if !self.other.is_empty() {
-            // A rate limit pauses the job: nothing more starts this turn.
+        if !self.other.is_empty() || self.shutdown.is_cancelled() {
+            // A rate limit pauses the job, and shutdown stops every start: nothing
+            // more starts this turn.
             return (done, 0);
         }
         // The finished items' slots, taken again unless another job waits for them.
@@ -788,6 +791,7 @@ impl JobTask {
             permits,
             waiting: Vec::new(),
             other: Vec::new(),
+            shutdown: self.inner.shutdown.clone(),
         };
         match self.inner.db.turn(kind, id, batch.clone(), want, burst, begin).await {
             Ok(turn) => {
@@ -802,8 +806,9 @@ impl JobTask {
                 // branch of the loop starts at once.
                 self.ready.extend(begin.other);
                 self.ready.extend(turn.unstored.into_iter().map(|done| (done.item_id, Outcome::Done(done))));
-                // A slot taken for a round that did not come is kept for the next turn.
-                if st.running() {
+                // A slot taken for a round that did not come is kept for the next turn;
+                // none when the job has nothing left to start.
+                if st.running() && !turn.exhausted {
                     self.spare = begin.permits.into_iter().next();
                 }
             }
