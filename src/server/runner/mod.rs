@@ -23,7 +23,7 @@ use super::error::AppError;
 use super::notify::Notifier;
 use super::pg::backend::PgBackend;
 use super::steps::{bound_result, Step, StepError};
-use super::store::{ClaimedRow, Finish, Finished, Flags, JobColumns};
+use super::store::{Claimed, ClaimedRow, Finish, Finished, Flags, JobColumns};
 use crate::model::{JobKind, JobStatus};
 
 /// The per-item steps, one per kind of job.
@@ -79,23 +79,33 @@ type Work = Pin<Box<dyn Future<Output = (i64, Outcome)> + Send>>;
 #[derive(Clone)]
 struct WorkMaker {
     step: Arc<dyn Step>,
-    /// The job's column names and roles: each item's input, name, website and domain
-    /// are built from them when its work first runs.
+    /// The job's column names and roles: each claimed item's input, name, website and
+    /// domain are built from them.
     columns: Arc<JobColumns>,
     max_attempts: u32,
     base: Duration,
 }
 
 impl WorkMaker {
+    /// The item's result when its step needs nothing outside the item
+    /// ([`Step::run_now`]); `None` when it has to go through its work.
+    fn now(&self, item: &Claimed, lease: i64) -> Option<Finished> {
+        let outcome = match self.step.run_now(item)? {
+            Ok(v) => Finish::completed(&bound_result(v)),
+            Err(StepError::Permanent(e)) => Finish::Failed(e),
+            // Retries and rate limits are the work's to handle.
+            Err(_) => return None,
+        };
+        Some(Finished { item_id: item.id, lease, attempts: 1, outcome })
+    }
+
     /// The item's work, holding its slot of the global limit until it ends.
-    fn make(&self, row: ClaimedRow, permit: Option<OwnedSemaphorePermit>) -> Work {
-        let (item_id, lease) = (row.id, row.lease);
+    fn make(&self, item: Claimed, lease: i64, permit: Option<OwnedSemaphorePermit>) -> Work {
+        let item_id = item.id;
         let done = move |outcome: Finish, attempts: u32| Outcome::Done(Finished { item_id, lease, attempts, outcome });
-        let (step, columns, max_attempts, base) =
-            (self.step.clone(), self.columns.clone(), self.max_attempts, self.base);
+        let (step, max_attempts, base) = (self.step.clone(), self.max_attempts, self.base);
         Box::pin(async move {
             let _permit = permit;
-            let item = row.into_claimed(&columns);
             let mut attempt = 0u32;
             loop {
                 attempt += 1;
@@ -123,40 +133,37 @@ impl WorkMaker {
     }
 }
 
-/// Begins the items of a turn ([`Backend::turn`]). A step that needs no waiting
-/// (cleaning a name, a cache hit) is done at its first poll: it costs no task, and its
-/// result goes into the turn's next round, or the next turn. Anything that has to wait
-/// goes on as a task of its own once the turn has committed; a future may be polled by
-/// a different waker later, so nothing is lost.
+/// Begins the items of a turn ([`Backend::turn`]). An item whose step needs nothing
+/// outside it ([`Step::run_now`]: cleaning a name) is done right there, and its result
+/// goes into the turn's next round, or the next turn. Every other item's work starts
+/// only once the turn has committed, so nothing reaches a website for an item whose
+/// claim a crash could still undo.
 struct Begin {
     work: WorkMaker,
     global: Arc<Semaphore>,
     /// Slots of the global limit for the items still to claim.
     permits: Vec<OwnedSemaphorePermit>,
-    /// Work that has to wait, spawned once the turn has committed.
+    /// Work not started yet, to be started once the turn has committed.
     waiting: Vec<Work>,
-    /// Outcomes that are not results (a rate limit), taken after the turn.
-    other: Vec<(i64, Outcome)>,
     /// Once shutdown has begun, no further round starts.
     shutdown: CancellationToken,
 }
 
 impl Starter for Begin {
     fn start(&mut self, claimed: Vec<ClaimedRow>) -> (Vec<Finished>, usize) {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let mut done = Vec::new();
         for row in claimed {
+            let lease = row.lease;
+            let item = row.into_claimed(&self.work.columns);
             // A claim takes no more items than there are slots.
-            let mut work = self.work.make(row, self.permits.pop());
-            match work.as_mut().poll(&mut cx) {
-                Poll::Ready((_, Outcome::Done(finished))) => done.push(finished),
-                Poll::Ready(other) => self.other.push(other),
-                Poll::Pending => self.waiting.push(work),
+            let permit = self.permits.pop();
+            match self.work.now(&item, lease) {
+                Some(finished) => done.push(finished),
+                None => self.waiting.push(self.work.make(item, lease, permit)),
             }
         }
-        if !self.other.is_empty() || self.shutdown.is_cancelled() {
-            // A rate limit pauses the job, and shutdown stops every start: nothing
-            // more starts this turn.
+        if self.shutdown.is_cancelled() {
+            // Shutdown stops every start: nothing more starts this turn.
             return (done, 0);
         }
         // The finished items' slots, taken again unless another job waits for them.
@@ -790,7 +797,6 @@ impl JobTask {
             global: self.inner.global.clone(),
             permits,
             waiting: Vec::new(),
-            other: Vec::new(),
             shutdown: self.inner.shutdown.clone(),
         };
         match self.inner.db.turn(kind, id, batch.clone(), want, burst, begin).await {
@@ -799,12 +805,21 @@ impl JobTask {
                     st.exhausted = true;
                 }
                 let begin = turn.starter;
-                for work in begin.waiting {
-                    self.inflight.spawn(work);
+                // A step that needs no waiting after all (a cache hit) is done at its
+                // first poll and costs no task. Anything that has to wait goes on as a
+                // task of its own; a future may be polled by a different waker later,
+                // so nothing is lost.
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                for mut work in begin.waiting {
+                    match work.as_mut().poll(&mut cx) {
+                        Poll::Ready(outcome) => self.ready.push(outcome),
+                        Poll::Pending => {
+                            self.inflight.spawn(work);
+                        }
+                    }
                 }
                 // Taken like any other outcome, at the next turn, which the `ready`
                 // branch of the loop starts at once.
-                self.ready.extend(begin.other);
                 self.ready.extend(turn.unstored.into_iter().map(|done| (done.item_id, Outcome::Done(done))));
                 // A slot taken for a round that did not come is kept for the next turn;
                 // none when the job has nothing left to start.

@@ -30,6 +30,15 @@ pub enum StepError {
 pub trait Step: Send + Sync + 'static {
     /// Works on `item` and returns the JSON result stored with it.
     fn run(&self, item: Claimed) -> BoxFuture<'static, Result<serde_json::Value, StepError>>;
+
+    /// The result of `run` when it needs nothing outside the item (no request, no
+    /// wait): cleaning a name, say. The runner computes such results while it still
+    /// holds the write that claimed the item, and stores them in the same transaction;
+    /// so nothing may be done here that a crash before that commit should not forget.
+    /// `None`: the item goes through `run` once its claim has committed.
+    fn run_now(&self, _item: &Claimed) -> Option<Result<serde_json::Value, StepError>> {
+        None
+    }
 }
 
 /// The most a stored result may weigh, serialised (SPEC section 9: everything bounded).

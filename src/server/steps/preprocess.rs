@@ -388,13 +388,27 @@ impl Step for PreprocessStep {
     fn run(&self, item: Claimed) -> BoxFuture<'static, Result<Value, StepError>> {
         // Owned data only, so dropping the future at any await leaves nothing behind.
         let http = self.http.clone();
-        Box::pin(async move { Ok(preprocess_item(&http, item).await) })
+        Box::pin(async move { Ok(preprocess_item(&http, &item).await) })
+    }
+
+    /// A row with no site to check (a duplicate, no domain) is done without a request.
+    fn run_now(&self, item: &Claimed) -> Option<Result<Value, StepError>> {
+        match prepare(item) {
+            Prepared::Done(v) => Some(Ok(v)),
+            Prepared::Check { .. } => None,
+        }
     }
 }
 
-async fn preprocess_item(http: &Http, item: Claimed) -> Value {
-    let mut obj = match item.normalized {
-        Some(Value::Object(m)) => m,
+/// A row cleaned, with its liveness either settled or still to check.
+enum Prepared {
+    Done(Value),
+    Check { obj: serde_json::Map<String, Value>, website: Option<String>, domain: String },
+}
+
+fn prepare(item: &Claimed) -> Prepared {
+    let mut obj = match &item.normalized {
+        Some(Value::Object(m)) => m.clone(),
         // Rows imported before normalisation existed: clean what the item carries.
         _ => {
             let map = ColumnMap { name: Some(0), website: Some(1), domain: Some(2), email: None };
@@ -409,17 +423,27 @@ async fn preprocess_item(http: &Http, item: Claimed) -> Value {
         }
     };
     let text = |key: &str| obj.get(key).and_then(Value::as_str).map(str::to_string);
-    let domain = text("domain").or(item.domain);
-    let website = text("website").or(item.website);
-
-    let liveness = match (item.duplicate_of, domain) {
-        (Some(line), _) => skipped(format!("duplicate of line {line}")),
-        (None, None) => skipped("no domain".to_string()),
-        (None, Some(domain)) => check_liveness(http, website.as_deref(), &domain).await,
-    };
+    let domain = text("domain").or_else(|| item.domain.clone());
+    let website = text("website").or_else(|| item.website.clone());
     obj.insert("duplicateOf".into(), json!(item.duplicate_of));
-    obj.insert("liveness".into(), liveness);
-    Value::Object(obj)
+    let skip = match (item.duplicate_of, domain) {
+        (Some(line), _) => format!("duplicate of line {line}"),
+        (None, None) => "no domain".to_string(),
+        (None, Some(domain)) => return Prepared::Check { obj, website, domain },
+    };
+    obj.insert("liveness".into(), skipped(skip));
+    Prepared::Done(Value::Object(obj))
+}
+
+async fn preprocess_item(http: &Http, item: &Claimed) -> Value {
+    match prepare(item) {
+        Prepared::Done(v) => v,
+        Prepared::Check { mut obj, website, domain } => {
+            let liveness = check_liveness(http, website.as_deref(), &domain).await;
+            obj.insert("liveness".into(), liveness);
+            Value::Object(obj)
+        }
+    }
 }
 
 fn skipped(why: String) -> Value {
