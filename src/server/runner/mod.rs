@@ -72,6 +72,9 @@ enum Outcome {
     RateLimited { reason: String, retry_after: Duration },
 }
 
+/// The reason an item fails with when its step panics.
+const CRASHED: &str = "internal error: the step crashed";
+
 /// A claimed item's step, with its retries, as one future.
 type Work = Pin<Box<dyn Future<Output = (i64, Outcome)> + Send>>;
 
@@ -90,7 +93,10 @@ impl WorkMaker {
     /// The item's result when its step needs nothing outside the item
     /// ([`Step::run_now`]); `None` when it has to go through its work.
     fn now(&self, item: &Claimed, lease: i64) -> Option<Finished> {
-        let outcome = match self.step.run_now(item)? {
+        // A panic here would undo the whole turn, and the next would meet it again: the
+        // item fails with a reason instead, as in its work.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step.run_now(item)));
+        let outcome = match run.unwrap_or_else(|_| Some(Err(StepError::Permanent(CRASHED.into()))))? {
             Ok(v) => Finish::completed(&bound_result(v)),
             Err(StepError::Permanent(e)) => Finish::Failed(e),
             // Retries and rate limits are the work's to handle.
@@ -112,7 +118,7 @@ impl WorkMaker {
                 // A panicking step is a bug, but it must not leave the item `processing`
                 // for good: it fails with a reason like any other error.
                 let run = std::panic::AssertUnwindSafe(step.run(item.clone())).catch_unwind().await;
-                let run = run.unwrap_or_else(|_| Err(StepError::Permanent("internal error: the step crashed".into())));
+                let run = run.unwrap_or_else(|_| Err(StepError::Permanent(CRASHED.into())));
                 match run {
                     // Bounded and serialised here, not by the writer's statements.
                     Ok(v) => return (item_id, done(Finish::completed(&bound_result(v)), attempt)),
