@@ -17,7 +17,7 @@ use super::store::{self, ClaimedRow, CleanRow, Finished, Flags, Hidden, JobColum
 use crate::model::{EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobsPage, Source};
 
 /// Rounds of claims one turn of a runner may make in a single transaction (see
-/// [`Backend::turn`]). Each round is the job's window of items (its concurrency);
+/// [`Backend::turn`]). Each round claims at most the job's window (its concurrency);
 /// any write that waits for the writer ends the turn after the round in progress.
 pub const TURN_ROUNDS: usize = 4;
 
@@ -469,8 +469,8 @@ impl Backend {
     /// step that needs nothing outside the item) and no other write waits for the
     /// writer, their results are stored and as many items claimed again in the same
     /// transaction, up to [`TURN_ROUNDS`] rounds: one commit then carries many rounds
-    /// of the window instead of one. What the last round finished is returned, to be stored by the
-    /// next turn. On PostgreSQL a turn is one round.
+    /// of the window instead of one. What the last round finished is returned, to be
+    /// stored by the next turn. On PostgreSQL a turn is one round.
     ///
     /// Nothing of a turn is seen before it commits: at every commit the job's counters
     /// are exact and no more items are `processing` than the window allows. If the
