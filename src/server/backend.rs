@@ -435,32 +435,19 @@ impl Backend {
         }
     }
 
-    /// Stores `finished` (each only if its item is still in flight) and claims up to
-    /// `want` pending items in file order, unless the job is paused, over or gone, in
-    /// one transaction. The runner's turns go through [`Backend::turn`]; this writes
-    /// again what a failed turn could not store.
-    pub async fn finish_and_claim(
+    /// Stores `finished` (each only if its item is still in flight) in one
+    /// transaction: results a failed turn could not store, tried again. The runner's
+    /// turns themselves go through [`Backend::turn`].
+    pub async fn store_results(
         &self,
         kind: JobKind,
         id: i64,
-        finished: Arc<Vec<Finished>>,
-        want: usize,
+        finished: Vec<Finished>,
         burst: u32,
-    ) -> Result<Vec<ClaimedRow>, AppError> {
+    ) -> Result<(), AppError> {
         match self {
-            Self::Sqlite(db) => {
-                db.write(move |tx| {
-                    if !finished.is_empty() {
-                        store::finish_batch(tx, kind, id, &finished, burst)?;
-                    }
-                    if want == 0 {
-                        return Ok(Vec::new());
-                    }
-                    store::claim_batch(tx, kind, id, want)
-                })
-                .await
-            }
-            Self::Postgres(p) => p.finish_and_claim(kind, id, &finished, want, burst).await,
+            Self::Sqlite(db) => db.write(move |tx| store::finish_batch(tx, kind, id, &finished, burst).map(drop)).await,
+            Self::Postgres(p) => p.finish_and_claim(kind, id, &finished, 0, burst).await.map(drop),
         }
     }
 

@@ -903,7 +903,7 @@ impl JobTask {
         match owed {
             Owed::Finish(done) => {
                 let burst = self.inner.cfg.error_burst;
-                self.inner.db.finish_and_claim(kind, id, Arc::new(vec![done.clone()]), 0, burst).await?;
+                self.inner.db.store_results(kind, id, vec![done.clone()], burst).await?;
             }
             Owed::Requeue => {
                 self.inner.db.requeue(kind, id, item_id).await?;
