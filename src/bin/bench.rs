@@ -468,39 +468,75 @@ fn sqlite_import(dir: &Path, file: &Path) -> Option<f64> {
     status.success().then(|| start.elapsed().as_secs_f64())
 }
 
-/// The front end as shipped: the wasm and JS of `target/site/pkg`, compressed.
-fn frontend(out: &mut Vec<Figure>) {
-    let pkg = Path::new("target/site/pkg");
-    let Ok(entries) = std::fs::read_dir(pkg) else {
-        println!("(front end: {} not built; run `scripts/build.sh` first)", pkg.display());
-        return;
-    };
-    let (mut raw, mut gz, mut br) = (0usize, 0usize, 0usize);
-    // What the server sends a browser that takes brotli: the build's own `.br` copies.
-    let mut served: Option<usize> = Some(0);
-    for entry in entries.flatten() {
+/// The wasm and JS files of a built front end: raw, gzip -9 and brotli 11 sizes in
+/// bytes, and the size of their `.br` copies when every file has one.
+struct Bundle {
+    raw: usize,
+    gz: usize,
+    br: usize,
+    served: Option<usize>,
+}
+
+fn bundle(dir: &Path) -> Option<Bundle> {
+    let mut b = Bundle { raw: 0, gz: 0, br: 0, served: Some(0) };
+    let mut any = false;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         if ext != "wasm" && ext != "js" {
             continue;
         }
+        any = true;
         let bytes = std::fs::read(&path).unwrap();
-        raw += bytes.len();
+        b.raw += bytes.len();
+        // What the server sends a browser that takes brotli: the build's own copies.
         let copy = std::fs::metadata(format!("{}.br", path.display())).map(|m| m.len() as usize).ok();
-        served = served.zip(copy).map(|(a, b)| a + b);
-        gz += server::assets::gzip_best(&bytes).unwrap().len();
-        br += server::assets::brotli_best(&bytes).unwrap().len();
+        b.served = b.served.zip(copy).map(|(a, c)| a + c);
+        b.gz += server::assets::gzip_best(&bytes).unwrap().len();
+        b.br += server::assets::brotli_best(&bytes).unwrap().len();
     }
-    out.push(Figure::new("front end: wasm + js, raw", raw as f64 / 1024.0, "KiB", ""));
-    out.push(
-        Figure::new("front end: wasm + js, gzip -9", gz as f64 / 1024.0, "KiB", "<= 250 KB")
-            .against("hello-world Leptos 0.8, same build (from the issue)", 117.0),
-    );
-    out.push(Figure::new("front end: wasm + js, brotli 11", br as f64 / 1024.0, "KiB", ""));
-    match served {
+    any.then_some(b)
+}
+
+fn kib(bytes: usize) -> f64 {
+    bytes as f64 / 1024.0
+}
+
+/// The front end as shipped (`target/site/pkg`, from `scripts/build.sh`), beside the
+/// reference apps of `scripts/floor.sh` built the same way (`target/floor/…`).
+fn frontend(out: &mut Vec<Figure>) {
+    let Some(app) = bundle(Path::new("target/site/pkg")) else {
+        println!("(front end: target/site/pkg not built; run `scripts/build.sh` first)");
+        return;
+    };
+    let floor = |name: &str| bundle(&Path::new("target/floor").join(name)).map(|b| kib(b.gz));
+    let (hello, served, islands) = (floor("hello"), floor("served"), floor("islands"));
+    if hello.is_none() || served.is_none() || islands.is_none() {
+        println!("(front end: the reference apps are not built; run `scripts/floor.sh` for them)");
+    }
+    out.push(Figure::new("front end: wasm + js, raw", kib(app.raw), "KiB", ""));
+    let gz = Figure::new("front end: wasm + js, gzip -9", kib(app.gz), "KiB", "<= 250 KB (244 KiB)");
+    out.push(match hello {
+        Some(h) => gz.against("Leptos's starter app (router, title, a counter), same build, gzip -9", h),
+        None => gz.against("hello-world Leptos 0.8, same build (from the issue)", 117.0),
+    });
+    if let Some(s) = served {
+        out.push(
+            Figure::new("front end: wasm + js, gzip -9 (as above)", kib(app.gz), "KiB", "")
+                .against("the starter app with a server function and an action, same build, gzip -9", s),
+        );
+    }
+    if let Some(i) = islands {
+        out.push(
+            Figure::new("front end: wasm + js, gzip -9 (as above)", kib(app.gz), "KiB", "")
+                .against("that server-function page as one island of a server-rendered page, same build, gzip -9", i),
+        );
+    }
+    out.push(Figure::new("front end: wasm + js, brotli 11", kib(app.br), "KiB", ""));
+    match app.served {
         Some(bytes) => out.push(Figure::new(
             "front end: wasm + js as served to a brotli browser (the build's .br copies)",
-            bytes as f64 / 1024.0,
+            kib(bytes),
             "KiB",
             "",
         )),
