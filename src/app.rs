@@ -6,7 +6,7 @@ use leptos_meta::{provide_meta_context, HashedStylesheet, MetaTags};
 use crate::components::erase::erase;
 use crate::components::page_title::PageTitle;
 use crate::components::resource::JsonBytes;
-use leptos_router::components::{Route, Router, Routes, A};
+use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
 use crate::pages::{
@@ -25,7 +25,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
                 <HashedStylesheet options=options.clone() id="leptos" />
                 <AutoReload options=options.clone() />
-                <HydrationScripts options />
+                <HydrationScripts options islands=true />
                 <MetaTags />
             </head>
             <body>
@@ -38,12 +38,6 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
-    // Tests and people alike can tell the page is interactive once this is set.
-    Effect::new(move |_| {
-        if let Some(body) = document().body() {
-            let _ = body.set_attribute("data-hydrated", "true");
-        }
-    });
     view! {
         <PageTitle text="jobdeck" />
         <Router>
@@ -52,12 +46,12 @@ pub fn App() -> impl IntoView {
             </a>
             <header class="topbar">
                 <div class="topbar-inner">
-                    <A href="/" attr:class="brand">
+                    <a href="/" class="brand">
                         <span class="brand-mark" aria-hidden="true">
                             "▤"
                         </span>
                         "jobdeck"
-                    </A>
+                    </a>
                     <span class="tagline">"batch jobs over account lists, under your control"</span>
                     <SignOut />
                 </div>
@@ -88,6 +82,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/preprocess/progress/:id") view=|| erase(PreprocessPage()) ssr=SsrMode::Async />
                 </Routes>
             </main>
+            <Hydrated />
         </Router>
     }
 }
@@ -108,4 +103,16 @@ fn SignOut() -> impl IntoView {
             })}
         </Suspense>
     }
+}
+
+/// Marks the page interactive (`data-hydrated` on `<body>`), so tests and people alike
+/// can tell. The last island of every page: islands hydrate in document order, so when
+/// this one runs, the page's others have.
+#[island]
+fn Hydrated() -> impl IntoView {
+    Effect::new(move |_| {
+        if let Some(body) = document().body() {
+            let _ = body.set_attribute("data-hydrated", "true");
+        }
+    });
 }

@@ -99,3 +99,9 @@ fn source_text(source: Source) -> &'static str {
         Source::System => "jobdeck",
     }
 }
+
+/// [`ActivityLog`] of a job page, hydrated with the page's job.
+#[island]
+pub fn ActivityIsland(job: crate::model::Job) -> impl IntoView {
+    view! { <ActivityLog live=crate::components::live_page::page_job(job) /> }
+}

@@ -204,3 +204,9 @@ mod tests {
         assert!(announcement(&limited, &limited).is_none());
     }
 }
+
+/// [`BrowserNotify`] on a job page.
+#[island]
+pub fn NotifyIsland() -> impl IntoView {
+    view! { <BrowserNotify /> }
+}

@@ -79,3 +79,9 @@ pub fn ConcurrencyControl(live: LiveJob) -> impl IntoView {
         </Show>
     }
 }
+
+/// [`ConcurrencyControl`] of a job page, hydrated with the page's job.
+#[island]
+pub fn ConcurrencyIsland(job: crate::model::Job) -> impl IntoView {
+    view! { <ConcurrencyControl live=crate::components::live_page::page_job(job) /> }
+}

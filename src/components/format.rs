@@ -160,3 +160,14 @@ pub fn flag(tone: &str, icon: &'static str, label: String) -> impl IntoView {
         </span>
     }
 }
+
+/// Goes to another page of the app (a full page load: each page is rendered by the
+/// server, with its interactive parts hydrated as islands).
+pub fn go(url: &str) {
+    #[cfg(feature = "hydrate")]
+    {
+        let _ = window().location().set_href(url);
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = url;
+}

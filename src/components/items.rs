@@ -3,13 +3,13 @@
 use leptos::prelude::*;
 
 use crate::components::erase::Erase;
-use leptos_router::hooks::use_query_map;
+use serde::{Deserialize, Serialize};
 
 use crate::api::list_items;
 use crate::components::format::error_text;
 use crate::components::live::LiveJob;
 use crate::components::resource::resource;
-use crate::model::{Item, ItemPage, ItemStatus, Job};
+use crate::model::{Item, ItemStatus, Job};
 
 /// Items per page.
 pub const PAGE_SIZE: i64 = 50;
@@ -21,10 +21,9 @@ pub type Noun = (&'static str, &'static str);
 ///
 /// The filter and the page live in the URL (`?status=failed&offset=50`), so they are
 /// plain links: they work without JavaScript, survive a reload and can be shared.
-/// Changing them loads the new page behind a transition (the old rows stay until the
-/// new ones are in). While the job runs, every refresh of the job refetches the page
-/// and only rows whose state changed are redrawn, so nothing jumps and keyboard focus
-/// in the table survives.
+/// The server renders the list; while the job runs, the page's refresh brings the
+/// rows the server renders then in place of those that changed (see
+/// [`LivePage`](crate::components::live_page::LivePage)).
 #[component]
 pub fn ItemBrowser(
     live: LiveJob,
@@ -35,36 +34,14 @@ pub fn ItemBrowser(
     /// The cells of one row.
     row: fn(Item) -> AnyView,
     noun: Noun,
+    /// The status filter and page the address names.
+    query: ItemsQuery,
 ) -> impl IntoView {
-    let query = use_query_map();
-    let status = Memo::new(move |_| query.with(|q| q.get("status").and_then(|s| s.parse::<ItemStatus>().ok())));
-    let offset =
-        Memo::new(move |_| query.with(|q| q.get("offset").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0).max(0)));
+    let ItemsQuery { status, offset } = query;
     let (kind, id) = live.job.with_untracked(|j| (j.kind, j.id));
     let page = resource(
-        move || (status.get(), offset.get()),
-        move |(status, offset)| async move {
-            list_items(kind, id, status, offset, PAGE_SIZE).await.map_err(|e| error_text(&e))
-        },
-    );
-
-    // Newer copies of the page on screen, fetched after each refresh of the job and
-    // tagged with the filter and offset they answer.
-    let fresh = RwSignal::new(None::<(PageQuery, ItemPage)>);
-    Effect::watch(move || (status.get(), offset.get()), move |_, _, _| fresh.set(None), false);
-    Effect::watch(
-        move || live.tick.get(),
-        move |_, _, _| {
-            let wanted = (status.get_untracked(), offset.get_untracked());
-            leptos::task::spawn_local(async move {
-                // A failed refetch keeps the rows on screen; the job's own refresh
-                // already says when the server cannot be reached.
-                if let Ok(page) = list_items(kind, id, wanted.0, wanted.1, PAGE_SIZE).await {
-                    let _ = fresh.try_set(Some((wanted, page)));
-                }
-            });
-        },
-        false,
+        || (),
+        move |()| async move { list_items(kind, id, status, offset, PAGE_SIZE).await.map_err(|e| error_text(&e)) },
     );
 
     let link = {
@@ -80,7 +57,7 @@ pub fn ItemBrowser(
             counts
                 .into_iter()
                 .map(|(choice, label, count)| {
-                    let current = status.get() == choice;
+                    let current = status == choice;
                     view! {
                         <a
                             href=link(choice, 0)
@@ -105,16 +82,9 @@ pub fn ItemBrowser(
                 Ok(first) => first,
                 Err(e) => return view! { <p class="alert" role="alert">{e}</p> }.erased(),
             };
-            let shown_for = (status.get_untracked(), offset.get_untracked());
-            // What this page shows: the newest copy for its own filter and offset.
-            let current = Memo::new(move |_| {
-                fresh.with(|f| match f {
-                    Some((q, newer)) if *q == shown_for => newer.clone(),
-                    _ => first.clone(),
-                })
-            });
+            let current = StoredValue::new(first);
             let summary = move || {
-                current.with(|p| {
+                current.with_value(|p| {
                     let last = p.offset + p.items.len() as i64;
                     if p.total == 0 {
                         format!("No {}", noun.1)
@@ -126,20 +96,20 @@ pub fn ItemBrowser(
                 })
             };
             let pager = move || {
-                let (offset, shown, total) = current.with(|p| (p.offset, p.items.len() as i64, p.total));
-                let prev = (offset > 0).then(|| link(shown_for.0, (offset - PAGE_SIZE).max(0)));
-                let next = (offset + shown < total).then(|| link(shown_for.0, offset + PAGE_SIZE));
+                let (offset, shown, total) = current.with_value(|p| (p.offset, p.items.len() as i64, p.total));
+                let prev = (offset > 0).then(|| link(status, (offset - PAGE_SIZE).max(0)));
+                let next = (offset + shown < total).then(|| link(status, offset + PAGE_SIZE));
                 view! {
                     {pager_link(prev, "← Previous")}
                     {pager_link(next, "Next →")}
                 }
             };
             let empty = move || {
-                current.with(|p| {
+                current.with_value(|p| {
                     p.items.is_empty().then(|| {
                         let text = if p.total > 0 {
                             "This page is past the end of the list.".to_string()
-                        } else if shown_for.0.is_some() {
+                        } else if status.is_some() {
                             format!("No {} with this status.", noun.1)
                         } else {
                             format!("This job has no {}.", noun.1)
@@ -160,13 +130,7 @@ pub fn ItemBrowser(
                             <tr>{columns.iter().map(|c| view! { <th scope="col">{*c}</th> }).collect_view()}</tr>
                         </thead>
                         <tbody>
-                            // Keyed by what can change, so a row is redrawn only when its
-                            // item moved on.
-                            <For
-                                each=move || current.with(|p| p.items.clone())
-                                key=|item| (item.id, item.status, item.attempts, item.finished_at)
-                                children=move |item| row(item)
-                            />
+                            {current.with_value(|p| p.items.clone()).into_iter().map(row).collect_view()}
                             {empty}
                         </tbody>
                     </table>
@@ -194,8 +158,23 @@ pub fn ItemBrowser(
     }
 }
 
-/// A filter and an offset.
-type PageQuery = (Option<ItemStatus>, i64);
+/// The status filter and page of an items list, as the address names them
+/// (`?status=failed&offset=50`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ItemsQuery {
+    pub status: Option<ItemStatus>,
+    pub offset: i64,
+}
+
+impl ItemsQuery {
+    /// Reads `?status=&offset=`; anything unreadable means "all" and the first page.
+    pub fn from_params(q: &leptos_router::params::ParamsMap) -> Self {
+        Self {
+            status: q.get("status").and_then(|s| s.parse().ok()),
+            offset: q.get("offset").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0).max(0),
+        }
+    }
+}
 
 /// A Previous/Next link, or the same words greyed out at either end of the list.
 pub(crate) fn pager_link(href: Option<String>, label: &'static str) -> AnyView {

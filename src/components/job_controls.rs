@@ -2,8 +2,8 @@
 //! Archive/Restore and the keyboard shortcuts join them, and compact in each
 //! dashboard row.
 
+use crate::components::format::go;
 use leptos::prelude::*;
-use leptos_router::hooks::use_navigate;
 
 use crate::api::control_job;
 use crate::components::confirm_dialog::ConfirmDialog;
@@ -49,12 +49,11 @@ pub fn JobControls(
     let deleted = RwSignal::new(false);
     let phase = Memo::new(move |_| live.job.with(Job::phase));
 
-    let navigate = use_navigate();
     Effect::new(move |_| {
         if deleted.get() {
             match on_deleted {
                 Some(done) => done.run(()),
-                None => navigate("/", Default::default()),
+                None => go("/"),
             }
         }
     });
@@ -369,4 +368,21 @@ fn question(action: JobAction, job: &Job) -> (String, String, &'static str) {
 async fn settle() {
     #[cfg(feature = "hydrate")]
     gloo_timers::future::TimeoutFuture::new(400).await;
+}
+
+/// [`JobControls`] of a job page, hydrated in the browser with the page's job.
+#[island]
+pub fn ControlsIsland(
+    job: Job,
+    /// Centre the buttons (preprocessing).
+    centered: bool,
+    /// Where "View All Accounts" goes, on a full research page.
+    view_all: Option<String>,
+) -> impl IntoView {
+    let live = crate::components::live_page::page_job(job);
+    view! {
+        <JobControls live centered>
+            {view_all.map(|href| view! { <a class="btn btn-plain" href=href>"View All Accounts"</a> })}
+        </JobControls>
+    }
 }

@@ -4,32 +4,35 @@ use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
 use crate::components::erase::Erase;
-use leptos_router::hooks::use_params_map;
+use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::api::get_job;
 use crate::components::format::{error_text, is_not_found};
-use crate::components::live::LiveJob;
+use crate::components::items::ItemsQuery;
 use crate::components::resource::resource;
-use crate::model::JobKind;
+use crate::model::{Job, JobKind};
 
-/// Loads the job named by the route's `:id` and hands it to `render` as a [`LiveJob`].
+/// Loads the job named by the route's `:id`, titles the page with `title` and hands
+/// the job and the address's items query to `render`, which gives the page's island.
 ///
-/// The first load is a resource inside `Suspense`, so the server renders the page
-/// with its data (it reads fine with JavaScript off); from then on the [`LiveJob`]
-/// refreshes in place. An unknown id shows "No such job" with a way back.
+/// This part is rendered by the server only: the page arrives with its data (it reads
+/// fine with JavaScript off), and the island `render` gives keeps it fresh in the
+/// browser. An unknown id shows "No such job" with a way back.
 #[component]
-pub fn JobLoader(kind: JobKind, render: fn(LiveJob) -> AnyView) -> impl IntoView {
-    let params = use_params_map();
-    let id = Memo::new(move |_| params.with(|p| p.get("id").unwrap_or_default()));
-    // A new id is a new page: everything below, refresh loop included, starts afresh.
-    move || {
-        let raw = id.get();
-        view! { <LoadJob kind raw render /> }
-    }
+pub fn JobLoader(kind: JobKind, title: fn(&Job) -> String, render: fn(Job, ItemsQuery) -> AnyView) -> impl IntoView {
+    let raw = use_params_map().with_untracked(|p| p.get("id").unwrap_or_default());
+    let query = use_query_map().with_untracked(ItemsQuery::from_params);
+    view! { <LoadJob kind raw title render query /> }
 }
 
 #[component]
-fn LoadJob(kind: JobKind, raw: String, render: fn(LiveJob) -> AnyView) -> impl IntoView {
+fn LoadJob(
+    kind: JobKind,
+    raw: String,
+    title: fn(&Job) -> String,
+    render: fn(Job, ItemsQuery) -> AnyView,
+    query: ItemsQuery,
+) -> impl IntoView {
     // An id that is not a number names no job either; asking for job 0 lets the
     // server answer "not found" with its 404, as for any other missing job.
     let id = raw.parse::<i64>().ok().filter(|id| *id > 0).unwrap_or(0);
@@ -47,7 +50,11 @@ fn LoadJob(kind: JobKind, raw: String, render: fn(LiveJob) -> AnyView) -> impl I
                 let wanted = wanted.clone();
                 Suspend::new(async move {
                     match first.await {
-                        Ok(job) => render(LiveJob::new(job)),
+                        Ok(job) => view! {
+                            <PageTitle text=title(&job) />
+                            {render(job, query)}
+                        }
+                            .erased(),
                         Err(msg) if is_not_found(&msg) => view! { <NoSuchJob kind raw=wanted /> }.erased(),
                         Err(msg) => {
                             view! {

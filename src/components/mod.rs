@@ -11,6 +11,7 @@ pub mod items;
 pub mod job_controls;
 pub mod job_loader;
 pub mod live;
+pub mod live_page;
 pub mod page_title;
 pub mod progress;
 pub mod resource;

@@ -176,3 +176,9 @@ mod tests {
         }
     }
 }
+
+/// [`ScheduleControl`] of a job page, hydrated with the page's job.
+#[island]
+pub fn ScheduleIsland(job: crate::model::Job) -> impl IntoView {
+    view! { <ScheduleControl live=crate::components::live_page::page_job(job) /> }
+}

@@ -76,10 +76,7 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
             <Counts job />
             <Times job />
             <StateNote job />
-            <AutoResume live />
-            {move || {
-                live.refresh_error.get().map(|e| view! { <p class="refresh-note">"Could not refresh (" {e} "); retrying."</p> })
-            }}
+            <AutoResumeIsland job=live.job.get_untracked() />
         </section>
     }
 }
@@ -267,4 +264,10 @@ fn state_note(j: &Job) -> Option<String> {
         Phase::Pending if !j.paused => Some("Waiting to start.".into()),
         _ => None,
     }
+}
+
+/// [`AutoResume`], hydrated with the page's job.
+#[island]
+fn AutoResumeIsland(job: Job) -> impl IntoView {
+    view! { <AutoResume live=crate::components::live_page::page_job(job) /> }
 }

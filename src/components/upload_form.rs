@@ -1,10 +1,10 @@
 //! The form that starts a job from a CSV file.
 
+use crate::components::format::go;
 use leptos::ev::SubmitEvent;
 use leptos::html;
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
-use leptos_router::hooks::use_navigate;
 
 use crate::api::{upload_job, UploadJob};
 use crate::components::format::error_text;
@@ -22,11 +22,10 @@ pub fn UploadForm(kind: JobKind) -> impl IntoView {
     let form_ref = NodeRef::<html::Form>::new();
     let busy = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
-    let navigate = use_navigate();
     let created = RwSignal::new(None::<String>);
     Effect::new(move |_| {
         if let Some(url) = created.get() {
-            navigate(&url, Default::default());
+            go(&url);
         }
     });
 

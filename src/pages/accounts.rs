@@ -1,6 +1,5 @@
 //! `/processing/:id/accounts`: every account of a full research job with its result.
 
-use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
 use crate::components::erase::Erase;
@@ -8,23 +7,35 @@ use serde_json::Value;
 
 use crate::components::badge::{ItemBadge, StatusBadge};
 use crate::components::format::{external_link, list, text};
-use crate::components::items::ItemBrowser;
+use crate::components::items::{ItemBrowser, ItemsQuery};
 use crate::components::job_loader::JobLoader;
 use crate::components::live::LiveJob;
+use crate::components::live_page::LivePage;
 use crate::model::{Item, Job, JobKind};
 
 /// The accounts page: filter by status, page through, read each result or failure.
 #[component]
 pub fn AccountsPage() -> impl IntoView {
-    view! { <JobLoader kind=JobKind::Research render=accounts /> }
+    view! {
+        <JobLoader
+            kind=JobKind::Research
+            title=|job| format!("Accounts · {} · jobdeck", job.name)
+            render=|job, query| view! { <Accounts job query /> }.erased()
+        />
+    }
 }
 
-fn accounts(live: LiveJob) -> AnyView {
+/// The page as the server renders it; [`LivePage`] keeps it fresh in the browser.
+#[component]
+fn Accounts(job: Job, query: ItemsQuery) -> impl IntoView {
+    view! { <LivePage job=job.clone()>{accounts(LiveJob::fixed(job), query)}</LivePage> }
+}
+
+fn accounts(live: LiveJob, query: ItemsQuery) -> AnyView {
     let (id, name) = live.job.with_untracked(|j| (j.id, j.name.clone()));
     let phase = Signal::derive(move || live.job.with(Job::phase));
     let progress = move || live.job.with(|j| format!("{} of {} done", j.done(), j.total));
     view! {
-        <PageTitle text=format!("Accounts · {name} · jobdeck") />
         <nav class="crumbs" aria-label="Breadcrumb">
             <a href="/">"Dashboard"</a>
             <span aria-hidden="true">" / "</span>
@@ -49,6 +60,7 @@ fn accounts(live: LiveJob) -> AnyView {
                 columns=&["Line", "Account", "Status", "Research"]
                 row=account_row
                 noun=("account", "accounts")
+                query
             />
         </section>
     }

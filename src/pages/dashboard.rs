@@ -63,8 +63,17 @@ fn href_of(filter: &JobFilter, offset: i64) -> String {
 /// refreshed every 3 s while a job on it is live) beside the two upload forms.
 #[component]
 pub fn Dashboard() -> impl IntoView {
-    let query = use_query_map();
-    let wanted = Memo::new(move |_| query.with(filter_of));
+    let (filter, offset) = use_query_map().with_untracked(filter_of);
+    view! {
+        <PageTitle text="Jobs · jobdeck" />
+        <DashboardBody filter offset />
+    }
+}
+
+/// The page's live part, hydrated in the browser.
+#[island]
+fn DashboardBody(filter: JobFilter, offset: i64) -> impl IntoView {
+    let wanted = Memo::new(move |_| (filter.clone(), offset));
     let first = resource(
         move || wanted.get(),
         |(filter, offset)| async move {
@@ -72,7 +81,6 @@ pub fn Dashboard() -> impl IntoView {
         },
     );
     view! {
-        <PageTitle text="Jobs · jobdeck" />
         <div class="dashboard">
             <section class="dashboard-jobs" aria-labelledby="jobs-title">
                 <div class="jobs-head">

@@ -1,44 +1,57 @@
 //! `/preprocess/progress/:id`: one preprocessing job and its cleaned rows.
 
-use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
 use crate::components::erase::{erase, Erase};
-use leptos_router::hooks::use_navigate;
+use crate::components::format::go;
 use serde_json::Value;
 
 use crate::api::research_from_clean;
-use crate::components::activity::ActivityLog;
+use crate::components::activity::ActivityIsland;
 use crate::components::badge::ItemBadge;
-use crate::components::browser_notify::BrowserNotify;
-use crate::components::concurrency::ConcurrencyControl;
+use crate::components::browser_notify::NotifyIsland;
+use crate::components::concurrency::ConcurrencyIsland;
 use crate::components::format::{error_text, external_link, flag, list, text, Crumbs};
-use crate::components::items::ItemBrowser;
-use crate::components::job_controls::JobControls;
+use crate::components::items::{ItemBrowser, ItemsQuery};
+use crate::components::job_controls::ControlsIsland;
 use crate::components::job_loader::JobLoader;
 use crate::components::live::LiveJob;
-use crate::components::schedule::ScheduleControl;
+use crate::components::live_page::LivePage;
+use crate::components::schedule::ScheduleIsland;
 use crate::components::status_banner::StatusBanner;
-use crate::model::{Item, ItemStatus, JobKind, JobStatus};
+use crate::model::{Item, ItemStatus, Job, JobKind, JobStatus};
 
 /// The preprocessing job page: the status badge with the controls centred under it,
 /// then the cleaned rows.
 #[component]
 pub fn PreprocessPage() -> impl IntoView {
-    view! { <JobLoader kind=JobKind::Preprocess render=preprocess_job /> }
+    view! {
+        <JobLoader
+            kind=JobKind::Preprocess
+            title=|job| format!("{} · Preprocessing · jobdeck", job.name)
+            render=|job, query| view! { <PreprocessJob job query /> }.erased()
+        />
+    }
 }
 
-fn preprocess_job(live: LiveJob) -> AnyView {
-    let (id, name) = live.job.with_untracked(|j| (j.id, j.name.clone()));
+/// The page as the server renders it; [`LivePage`] keeps it fresh in the browser and
+/// the controls are islands.
+#[component]
+fn PreprocessJob(job: Job, query: ItemsQuery) -> impl IntoView {
+    view! { <LivePage job=job.clone()>{preprocess_job(LiveJob::fixed(job), query)}</LivePage> }
+}
+
+fn preprocess_job(live: LiveJob, query: ItemsQuery) -> AnyView {
+    let id = live.job.with_untracked(|j| j.id);
+    let job = move || live.job.get_untracked();
     let completed = Memo::new(move |_| live.job.with(|j| j.status == JobStatus::Completed));
     view! {
-        <PageTitle text=format!("{name} · Preprocessing · jobdeck") />
         <Crumbs here=format!("Preprocessing #{id}") />
         <StatusBanner live centered=true>
             {erase(view! {
-                <JobControls live centered=true />
-                <ConcurrencyControl live />
-                <BrowserNotify />
+                <ControlsIsland job=job() centered=true view_all=None />
+                <ConcurrencyIsland job=job() />
+                <NotifyIsland />
             })}
         </StatusBanner>
         <Show when=move || completed.get()>
@@ -52,24 +65,24 @@ fn preprocess_job(live: LiveJob) -> AnyView {
                 columns=&["Line", "Company", "Domain", "E-mail", "Checks", "Website", "Status"]
                 row=result_row
                 noun=("row", "rows")
+                query
             />
         </section>
-        <ScheduleControl live />
-        <ActivityLog live />
+        <ScheduleIsland job=job() />
+        <ActivityIsland job=job() />
     }
     .erased()
 }
 
 /// Sends the clean, unique, reachable rows on as a new full research job.
-#[component]
+#[island]
 fn ResearchFromClean(id: i64) -> impl IntoView {
     let busy = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
     let created = RwSignal::new(None::<String>);
-    let navigate = use_navigate();
     Effect::new(move |_| {
         if let Some(url) = created.get() {
-            navigate(&url, Default::default());
+            go(&url);
         }
     });
     let start = move |_| {

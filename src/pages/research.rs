@@ -1,31 +1,45 @@
 //! `/processing/:id`: one full research job.
 
-use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
 use crate::components::erase::{erase, Erase};
 
 use crate::api::list_items;
-use crate::components::activity::ActivityLog;
-use crate::components::browser_notify::BrowserNotify;
-use crate::components::concurrency::ConcurrencyControl;
+use crate::components::activity::ActivityIsland;
+use crate::components::browser_notify::NotifyIsland;
+use crate::components::concurrency::ConcurrencyIsland;
 use crate::components::format::{error_text, plural, Crumbs};
-use crate::components::job_controls::JobControls;
+use crate::components::job_controls::ControlsIsland;
 use crate::components::job_loader::JobLoader;
 use crate::components::live::LiveJob;
+use crate::components::live_page::LivePage;
 use crate::components::resource::resource;
-use crate::components::schedule::ScheduleControl;
+use crate::components::schedule::ScheduleIsland;
 use crate::components::status_banner::StatusBanner;
 use crate::model::{ItemStatus, Job, JobKind};
 
 /// The full research job page: the status banner with the controls in it.
 #[component]
 pub fn ResearchPage() -> impl IntoView {
-    view! { <JobLoader kind=JobKind::Research render=research_job /> }
+    view! {
+        <JobLoader
+            kind=JobKind::Research
+            title=|job| format!("{} · Full research · jobdeck", job.name)
+            render=|job, _| view! { <ResearchJob job /> }.erased()
+        />
+    }
+}
+
+/// The page as the server renders it; [`LivePage`] keeps it fresh in the browser and
+/// the controls are islands.
+#[component]
+fn ResearchJob(job: Job) -> impl IntoView {
+    view! { <LivePage job=job.clone()>{research_job(LiveJob::fixed(job))}</LivePage> }
 }
 
 fn research_job(live: LiveJob) -> AnyView {
-    let (id, name) = live.job.with_untracked(|j| (j.id, j.name.clone()));
+    let id = live.job.with_untracked(|j| j.id);
+    let job = move || live.job.get_untracked();
     let accounts = format!("/processing/{id}/accounts");
     let export = |format: &str| format!("{}/{id}/export?format={format}", JobKind::Research.rest_root());
     let failed = Memo::new(move |_| live.job.with(|j| j.failed));
@@ -33,19 +47,12 @@ fn research_job(live: LiveJob) -> AnyView {
     let failed_link = format!("{accounts}?status=failed");
     let view_all = accounts.clone();
     view! {
-        <PageTitle text=format!("{name} · Full research · jobdeck") />
         <Crumbs here=format!("Full research #{id}") />
         <StatusBanner live>
             {erase(view! {
-                <JobControls live>
-                    {erase(view! {
-                        <a class="btn btn-plain" href=view_all>
-                            "View All Accounts"
-                        </a>
-                    })}
-                </JobControls>
-                <ConcurrencyControl live />
-                <BrowserNotify />
+                <ControlsIsland job=job() centered=false view_all=Some(view_all) />
+                <ConcurrencyIsland job=job() />
+                <NotifyIsland />
             })}
         </StatusBanner>
         <section class="card" aria-labelledby="accounts-title">
@@ -68,8 +75,8 @@ fn research_job(live: LiveJob) -> AnyView {
                 <a href=export("json") download rel="external">"Export JSON"</a>
             </p>
         </section>
-        <ScheduleControl live />
-        <ActivityLog live />
+        <ScheduleIsland job=job() />
+        <ActivityIsland job=job() />
     }
     .erased()
 }

@@ -1,0 +1,111 @@
+import { expect, test, type Page } from "@playwright/test";
+import { cancelQuietly, restRoot, type Job, type Kind } from "./fixtures/api";
+import { openHydrated } from "./fixtures/app";
+import { accountsCsv, uniqueName } from "./fixtures/csv";
+import { JobPage } from "./fixtures/pages";
+import { TestSite } from "./fixtures/site";
+
+/** Every error the page logs or throws, to be checked at the end. */
+function collectErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on("console", (msg) => {
+    if (msg.type() === "error" || msg.type() === "warning") errors.push(`${msg.type()}: ${msg.text()}`);
+  });
+  page.on("pageerror", (e) => errors.push(`pageerror: ${e.message}`));
+  return errors;
+}
+
+// A job page is rendered by the server and brought up to date in place: what the
+// server renders later replaces what changed, with no reload, while the controls keep
+// working and keep what they have open.
+test("a running job's page follows the server's rendering in place, and its controls keep working", async ({
+  page,
+  request,
+}) => {
+  const site = await TestSite.start({ delayMs: [250, 400] });
+  let id = -1;
+  try {
+    const errors = collectErrors(page);
+    const name = uniqueName("Followed");
+    const res = await request.post(restRoot("research"), {
+      multipart: {
+        file: { name: "followed.csv", mimeType: "text/csv", buffer: Buffer.from(accountsCsv(site, 6)) },
+        name,
+        concurrency: "1",
+      },
+    });
+    expect(res.status()).toBe(201);
+    id = ((await res.json()) as Job).id;
+
+    const job = new JobPage(page, "research", id);
+    await openHydrated(page, `/processing/${id}`);
+    // A reload would drop this marker.
+    await page.evaluate(() => ((window as unknown as { __sameDocument: boolean }).__sameDocument = true));
+
+    // The cancel dialog stays open through the refreshes that change the banner below it.
+    await job.control("Cancel").click();
+    const dialog = page.getByRole("dialog");
+    await expect(dialog.getByRole("heading", { name: "Cancel this job?" })).toBeVisible();
+    const before = await job.summary.textContent();
+    await expect(job.summary).not.toHaveText(before ?? "", { timeout: 15_000 });
+    await expect(dialog).toBeVisible();
+    await dialog.getByRole("button", { name: "Keep job" }).click();
+    await expect(dialog).toBeHidden();
+
+    // The accounts section and the banner follow the job to its end.
+    await expect(job.status).toHaveText(/Completed/, { timeout: 60_000 });
+    await expect(page.getByText("6 accounts: 6 researched, 0 failed, 0 in progress, 0 waiting.")).toBeVisible();
+    await expect(job.summary).toContainText("6");
+    await expect(page.getByRole("region", { name: "Activity" })).toContainText(/completed/i);
+    expect(await page.evaluate(() => (window as unknown as { __sameDocument?: boolean }).__sameDocument)).toBe(true);
+
+    // The controls that were there from the start act on the finished job.
+    await job.confirm("Delete Job");
+    await page.waitForURL((url) => url.pathname === "/");
+    id = -1;
+    expect(errors).toEqual([]);
+  } finally {
+    if (id > 0) await cancelQuietly(request, "research", id);
+    await site.close();
+  }
+});
+
+// Every page hydrates its islands without a complaint in the console.
+test("every page hydrates without an error", async ({ page, request }) => {
+  const site = await TestSite.start();
+  const created: [Kind, number][] = [];
+  try {
+    const research = await request.post(restRoot("research"), {
+      multipart: {
+        file: { name: "quiet.csv", mimeType: "text/csv", buffer: Buffer.from(accountsCsv(site, 2)) },
+        name: uniqueName("Quiet"),
+      },
+    });
+    expect(research.status()).toBe(201);
+    const researchId = ((await research.json()) as Job).id;
+    created.push(["research", researchId]);
+    const preprocess = await request.post(restRoot("preprocess"), {
+      multipart: {
+        file: { name: "names.csv", mimeType: "text/csv", buffer: Buffer.from("Company\nAcme Inc.\nGlobex GmbH\n") },
+      },
+    });
+    expect(preprocess.status()).toBe(201);
+    const preprocessId = ((await preprocess.json()) as Job).id;
+    created.push(["preprocess", preprocessId]);
+
+    const errors = collectErrors(page);
+    for (const path of [
+      "/",
+      `/processing/${researchId}`,
+      `/processing/${researchId}/accounts`,
+      `/preprocess/progress/${preprocessId}`,
+    ]) {
+      await openHydrated(page, path);
+      await expect(page.getByRole("heading", { level: 1 })).toBeVisible();
+    }
+    expect(errors).toEqual([]);
+  } finally {
+    for (const [kind, id] of created) await cancelQuietly(request, kind, id);
+    await site.close();
+  }
+});
