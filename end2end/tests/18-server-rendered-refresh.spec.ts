@@ -2,7 +2,7 @@ import { expect, test, type Page } from "@playwright/test";
 import { cancelQuietly, restRoot, type Job, type Kind } from "./fixtures/api";
 import { openHydrated } from "./fixtures/app";
 import { accountsCsv, uniqueName } from "./fixtures/csv";
-import { JobPage } from "./fixtures/pages";
+import { DashboardPage, JobPage } from "./fixtures/pages";
 import { TestSite } from "./fixtures/site";
 
 /** Every error the page logs or throws, to be checked at the end. */
@@ -103,6 +103,62 @@ test("every page hydrates without an error", async ({ page, request }) => {
       await openHydrated(page, path);
       await expect(page.getByRole("heading", { level: 1 })).toBeVisible();
     }
+    expect(errors).toEqual([]);
+  } finally {
+    for (const [kind, id] of created) await cancelQuietly(request, kind, id);
+    await site.close();
+  }
+});
+
+// The dashboard's rows are rendered by the server too: a refresh that brings a new job
+// to the top keeps the person's choice on the job they chose, and each row's controls
+// follow their job.
+test("the dashboard keeps choices on their jobs and row controls on their job's state through refreshes", async ({
+  page,
+  request,
+}) => {
+  const site = await TestSite.start({ delayMs: [250, 400] });
+  const created: [Kind, number][] = [];
+  const start = async (name: string, count: number): Promise<number> => {
+    const res = await request.post(restRoot("research"), {
+      multipart: {
+        file: { name: "rows.csv", mimeType: "text/csv", buffer: Buffer.from(accountsCsv(site, count)) },
+        name,
+        concurrency: "1",
+      },
+    });
+    expect(res.status()).toBe(201);
+    const id = ((await res.json()) as Job).id;
+    created.push(["research", id]);
+    return id;
+  };
+  try {
+    const errors = collectErrors(page);
+    const chosenName = uniqueName("Chosen");
+    await start(chosenName, 6);
+    const dashboard = new DashboardPage(page);
+    await dashboard.open();
+    await page.evaluate(() => ((window as unknown as { __sameDocument: boolean }).__sameDocument = true));
+    const chosen = dashboard.row(chosenName);
+    await chosen.getByRole("checkbox").check();
+    const bar = page.getByRole("toolbar", { name: "Act on several jobs" });
+    await expect(bar).toContainText("1 chosen");
+
+    // A new job comes in above it: the choice stays with the chosen job.
+    const newerName = uniqueName("Newer");
+    await start(newerName, 1);
+    const newer = dashboard.row(newerName);
+    await expect(newer).toBeVisible({ timeout: 15_000 });
+    await expect(newer.getByRole("checkbox")).not.toBeChecked();
+    await expect(chosen.getByRole("checkbox")).toBeChecked();
+    await expect(bar).toContainText("1 chosen");
+
+    // The chosen job finishes: its row's controls become Delete Job.
+    await expect(chosen).toContainText("Completed", { timeout: 60_000 });
+    await expect(chosen.getByRole("button", { name: "Delete Job" })).toBeVisible();
+    await expect(chosen.getByRole("button", { name: "Pause" })).toHaveCount(0);
+    await expect(chosen.getByRole("checkbox")).toBeChecked();
+    expect(await page.evaluate(() => (window as unknown as { __sameDocument?: boolean }).__sameDocument)).toBe(true);
     expect(errors).toEqual([]);
   } finally {
     for (const [kind, id] of created) await cancelQuietly(request, kind, id);

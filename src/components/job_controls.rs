@@ -36,6 +36,9 @@ pub fn JobControls(
     /// Runs after a delete instead of going to the dashboard.
     #[prop(optional)]
     on_deleted: Option<Callback<()>>,
+    /// Runs after an action changed the job (a row refreshes its list).
+    #[prop(optional)]
+    on_changed: Option<Callback<()>>,
     /// Shown after the buttons, e.g. the "View All Accounts" link.
     #[prop(optional)]
     children: Option<Children>,
@@ -69,7 +72,12 @@ pub fn JobControls(
         let (kind, id) = live.job.with_untracked(|j| (j.kind, j.id));
         leptos::task::spawn_local(async move {
             match control_job(kind, id, action).await {
-                Ok(Some(job)) => live.apply(job),
+                Ok(Some(job)) => {
+                    live.apply(job);
+                    if let Some(changed) = on_changed {
+                        changed.run(());
+                    }
+                }
                 Ok(None) => {
                     // The buttons stay disabled while the dashboard loads.
                     deleted.set(true);

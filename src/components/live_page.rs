@@ -47,23 +47,9 @@ pub fn LivePage(job: Job, children: Children) -> impl IntoView {
     {
         PAGE.with(|p| p.set(Some(live)));
         // Each change of the job (a refresh found news, an action answered) brings the
-        // page's HTML; only the newest answer is put in place.
-        let asked = StoredValue::new(0u64);
-        Effect::watch(
-            move || live.tick.get(),
-            move |_, _, _| {
-                asked.update_value(|n| *n += 1);
-                let mine = asked.get_value();
-                leptos::task::spawn_local(async move {
-                    match client::page_html().await {
-                        Ok(html) if asked.try_get_value() == Some(mine) => client::bring_in(&html),
-                        Ok(_) => {}
-                        Err(e) => live.refresh_error.set(Some(e)),
-                    }
-                });
-            },
-            false,
-        );
+        // page's HTML.
+        let refresher = PageRefresher::new(live.refresh_error);
+        Effect::watch(move || live.tick.get(), move |_, _, _| refresher.run(), false);
     }
     view! {
         <div data-live-page="">{children()}</div>
@@ -71,6 +57,57 @@ pub fn LivePage(job: Job, children: Children) -> impl IntoView {
             live.refresh_error.get().map(|e| view! { <p class="refresh-note">"Could not refresh (" {e} "); retrying."</p> })
         }}
     }
+}
+
+/// Fetches the page's HTML and brings its live part in place; of several fetches on
+/// their way, only the newest is put in place. A failure is put in `error`.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+pub struct PageRefresher {
+    asked: StoredValue<u64>,
+    error: RwSignal<Option<String>>,
+}
+
+impl PageRefresher {
+    pub fn new(error: RwSignal<Option<String>>) -> Self {
+        Self { asked: StoredValue::new(0), error }
+    }
+
+    /// Starts one refresh of the page's HTML.
+    pub fn run(self) {
+        #[cfg(feature = "hydrate")]
+        {
+            self.asked.update_value(|n| *n += 1);
+            let mine = self.asked.get_value();
+            leptos::task::spawn_local(async move {
+                match client::page_html().await {
+                    Ok(html) if self.asked.try_get_value() == Some(mine) => {
+                        client::bring_in(&html);
+                        let _ = self.error.try_set(None);
+                        AFTER.with(|after| after.borrow().iter().for_each(|f| f()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = self.error.try_set(Some(e));
+                    }
+                }
+            });
+        }
+    }
+}
+
+#[cfg(feature = "hydrate")]
+thread_local! {
+    /// What islands asked to run after each morph (the bulk bar puts its choices back).
+    static AFTER: std::cell::RefCell<Vec<Box<dyn Fn()>>> = std::cell::RefCell::new(Vec::new());
+}
+
+/// Runs `f` after every refresh has brought the server's HTML in (in the browser).
+pub fn after_refresh(f: impl Fn() + 'static) {
+    #[cfg(feature = "hydrate")]
+    AFTER.with(|after| after.borrow_mut().push(Box::new(f)));
+    #[cfg(not(feature = "hydrate"))]
+    let _ = f;
 }
 
 #[cfg(feature = "hydrate")]
@@ -144,6 +181,12 @@ mod client {
                     if o.get_attribute("data-component") != n.get_attribute("data-component") {
                         replace(old, new);
                     }
+                    return;
+                }
+                // A keyed element (a dashboard row) that now stands for another thing
+                // is replaced whole, islands and all.
+                if o.get_attribute("data-key") != n.get_attribute("data-key") {
+                    replace(old, new);
                     return;
                 }
                 sync_attributes(o, n);

@@ -4,18 +4,19 @@
 use crate::components::page_title::PageTitle;
 use leptos::prelude::*;
 
-use crate::components::erase::{erase, Erase};
+use crate::components::erase::Erase;
 use leptos_router::hooks::use_query_map;
 use leptos_router::params::ParamsMap;
 
 use crate::api::{bulk_jobs, list_jobs};
 use crate::components::badge::StatusBadge;
-use crate::components::browser_notify::BrowserNotify;
+use crate::components::browser_notify::NotifyIsland;
 use crate::components::confirm_dialog::ConfirmDialog;
 use crate::components::format::{error_text, plural, Time};
 use crate::components::items::pager_link;
 use crate::components::job_controls::JobControls;
 use crate::components::live::{refresh_while, LiveJob};
+use crate::components::live_page::PageRefresher;
 use crate::components::progress::Progress;
 use crate::components::resource::resource;
 use crate::components::upload_form::UploadForm;
@@ -61,45 +62,45 @@ fn href_of(filter: &JobFilter, offset: i64) -> String {
 
 /// The dashboard: a page of the job list (newest first; filters and page in the URL,
 /// refreshed every 3 s while a job on it is live) beside the two upload forms.
+///
+/// Rendered by the server; in the browser [`ListLive`] keeps the list fresh, and the
+/// parts a person acts on are islands: the filters, each row's controls, the bulk bar,
+/// the upload forms and "Notify me".
 #[component]
 pub fn Dashboard() -> impl IntoView {
     let (filter, offset) = use_query_map().with_untracked(filter_of);
-    view! {
-        <PageTitle text="Jobs · jobdeck" />
-        <DashboardBody filter offset />
-    }
-}
-
-/// The page's live part, hydrated in the browser.
-#[island]
-fn DashboardBody(filter: JobFilter, offset: i64) -> impl IntoView {
-    let wanted = Memo::new(move |_| (filter.clone(), offset));
+    let wanted = filter.clone();
     let first = resource(
-        move || wanted.get(),
-        |(filter, offset)| async move {
-            list_jobs(filter.clone(), offset, JOBS_PAGE).await.map(|page| (filter, page)).map_err(|e| error_text(&e))
+        || (),
+        move |()| {
+            let filter = wanted.clone();
+            async move { list_jobs(filter, offset, JOBS_PAGE).await.map_err(|e| error_text(&e)) }
         },
     );
     view! {
+        <PageTitle text="Jobs · jobdeck" />
         <div class="dashboard">
             <section class="dashboard-jobs" aria-labelledby="jobs-title">
                 <div class="jobs-head">
                     <h1 id="jobs-title">"Jobs"</h1>
-                    <BrowserNotify />
+                    <NotifyIsland />
                 </div>
-                {move || view! { <Filters filter=wanted.get().0 /> }}
+                <Filters filter=filter.clone() />
                 <Suspense fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
-                    {move || Suspend::new(async move {
-                        match first.await {
-                            Ok((filter, page)) => view! { <JobList filter initial=page /> }.erased(),
-                            Err(e) => view! { <p class="alert" role="alert">{e}</p> }.erased(),
-                        }
-                    })}
+                    {move || {
+                        let filter = filter.clone();
+                        Suspend::new(async move {
+                            match first.await {
+                                Ok(page) => view! { <JobList filter page /> }.erased(),
+                                Err(e) => view! { <p class="alert" role="alert">{e}</p> }.erased(),
+                            }
+                        })
+                    }}
                 </Suspense>
             </section>
             <aside class="dashboard-new" aria-label="Start a job">
-                <UploadForm kind=JobKind::Research />
-                <UploadForm kind=JobKind::Preprocess />
+                <UploadIsland kind=JobKind::Research />
+                <UploadIsland kind=JobKind::Preprocess />
             </aside>
         </div>
     }
@@ -107,7 +108,7 @@ fn DashboardBody(filter: JobFilter, offset: i64) -> impl IntoView {
 
 /// The filter form: a plain GET form, so it works before (and without) the browser
 /// code; a changed choice applies at once once it runs.
-#[component]
+#[island]
 fn Filters(filter: JobFilter) -> impl IntoView {
     let option = |value: &'static str, label: &'static str, chosen: bool| {
         view! {
@@ -187,29 +188,142 @@ fn Filters(filter: JobFilter) -> impl IntoView {
         </form>
     }
 }
-/// The job table, kept fresh in place: rows are keyed by job, so a refresh changes
-/// the numbers that changed and adds or drops rows, and nothing else moves. Rows can
-/// be chosen for the bulk bar.
+/// The job table as the server renders it, inside [`ListLive`]. Rows carry their
+/// job's key, so the refresh replaces a row that now shows another job and patches
+/// the rest in place; rows can be chosen for the bulk bar.
 #[component]
-fn JobList(filter: JobFilter, initial: JobsPage) -> impl IntoView {
-    let (offset, limit) = (initial.offset, initial.limit);
-    let filter = StoredValue::new(filter);
-    let total = RwSignal::new(initial.total);
-    let jobs = RwSignal::new(initial.jobs);
+fn JobList(filter: JobFilter, page: JobsPage) -> impl IntoView {
+    let (offset, limit, total) = (page.offset, page.limit, page.total);
+    let filtered = filter != JobFilter::default();
+    let shown = page.jobs.len() as i64;
+    // Paging only once there is more than one page.
+    let pager = (total > limit || offset > 0).then(|| {
+        let href = |offset: i64| href_of(&filter, offset);
+        let prev = (offset > 0).then(|| href((offset - limit).max(0)));
+        let next = (offset + shown < total).then(|| href(offset + limit));
+        let summary = if shown == 0 {
+            format!("This page is past the end of the list of {total} jobs.")
+        } else {
+            format!("Jobs {}–{} of {total}", offset + 1, offset + shown)
+        };
+        view! {
+            <nav class="pager" aria-label="Pages of jobs">
+                <span class="pager-summary">{summary}</span>
+                {pager_link(prev, "← Newer")}
+                {pager_link(next, "Older →")}
+            </nav>
+        }
+    });
+    let body = if page.jobs.is_empty() && offset == 0 && !filtered {
+        view! {
+            <div class="card empty" data-testid="empty-state">
+                <p>
+                    <strong>"No jobs yet."</strong>
+                    " Upload a CSV to start one: full research visits each account's website, preprocessing cleans a raw list first."
+                </p>
+            </div>
+        }
+        .erased()
+    } else {
+        let table = if page.jobs.is_empty() {
+            view! { <p class="card empty muted">"No job matches this filter."</p> }.erased()
+        } else {
+            let rows = page.jobs.iter().cloned().map(|job| view! { <JobRow job /> }).collect_view();
+            view! {
+                <div class="table-wrap card card-flush" role="region" aria-label="Jobs table" tabindex="0">
+                    <table class="jobs">
+                        <thead>
+                            <tr>
+                                <th scope="col" class="choose-cell">
+                                    <input type="checkbox" aria-label="Choose every job on this page" data-choose-all="" />
+                                </th>
+                                <th scope="col">"Job"</th>
+                                <th scope="col">"Status"</th>
+                                <th scope="col">"Progress"</th>
+                                <th scope="col">"Times"</th>
+                            </tr>
+                        </thead>
+                        <tbody>{rows}</tbody>
+                    </table>
+                </div>
+            }
+            .erased()
+        };
+        view! {
+            <BulkBar filter=filter.clone() total />
+            {table}
+            {pager}
+        }
+        .erased()
+    };
+    view! {
+        <ListLive filter offset jobs=page.jobs total>
+            {body}
+        </ListLive>
+    }
+}
+
+#[cfg(feature = "hydrate")]
+thread_local! {
+    /// The list on screen, for the islands inside it.
+    static LIST: std::cell::Cell<Option<ListState>> = const { std::cell::Cell::new(None) };
+    /// Each row's job, kept fresh by the list's refresh.
+    static ROWS: std::cell::RefCell<Vec<LiveJob>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What the list's islands share.
+#[derive(Clone, Copy)]
+struct ListState {
+    total: RwSignal<i64>,
+    /// Bumped to refresh the list at once (after an action).
+    reload: RwSignal<u64>,
+}
+
+fn list_state() -> Option<ListState> {
+    #[cfg(feature = "hydrate")]
+    return LIST.with(|l| l.get());
+    #[cfg(not(feature = "hydrate"))]
+    None
+}
+
+/// Refreshes the list at once.
+fn reload_list() {
+    if let Some(list) = list_state() {
+        list.reload.update(|n| *n += 1);
+    }
+}
+
+/// Keeps the list fresh: the jobs every 3 s while one of them is live, and when they
+/// changed, the page's HTML from the server, brought in place by the same morph as a
+/// job page's; each row's controls are shown the row's new job.
+#[island]
+fn ListLive(filter: JobFilter, offset: i64, jobs: Vec<Job>, total: i64, children: Children) -> impl IntoView {
+    let jobs = RwSignal::new(jobs);
+    let total = RwSignal::new(total);
     let error = RwSignal::new(None::<String>);
-    let chosen = RwSignal::new(Vec::<JobRef>::new());
-    let live = Signal::derive(move || jobs.with(|list| list.iter().any(|j| !j.is_terminal())));
+    let reload = RwSignal::new(0u64);
+    #[cfg(feature = "hydrate")]
+    LIST.with(|l| l.set(Some(ListState { total, reload })));
+    let filter = StoredValue::new(filter);
+    let refresher = PageRefresher::new(error);
     let refresh = move || async move {
-        match list_jobs(filter.get_value(), offset, limit).await {
+        match list_jobs(filter.get_value(), offset, JOBS_PAGE).await {
             Ok(page) => {
-                if jobs.try_with_untracked(|old| *old != page.jobs) == Some(true) {
-                    // A chosen job that left the list is no longer chosen.
-                    let _ =
-                        chosen.try_update(|c| c.retain(|r| page.jobs.iter().any(|j| j.kind == r.kind && j.id == r.id)));
-                    jobs.set(page.jobs);
-                }
-                if total.try_get_untracked() != Some(page.total) {
+                let changed = jobs.try_with_untracked(|old| *old != page.jobs) == Some(true)
+                    || total.try_get_untracked() != Some(page.total);
+                if changed {
+                    #[cfg(feature = "hydrate")]
+                    ROWS.with(|rows| {
+                        for row in rows.borrow().iter() {
+                            let key = row.job.try_with_untracked(|j| (j.kind, j.id));
+                            if let Some(job) = page.jobs.iter().find(|j| Some((j.kind, j.id)) == key) {
+                                row.show(job.clone());
+                            }
+                        }
+                    });
+                    let _ = jobs.try_set(page.jobs);
                     let _ = total.try_set(page.total);
+                    refresher.run();
                 }
                 let _ = error.try_set(None);
             }
@@ -218,162 +332,45 @@ fn JobList(filter: JobFilter, initial: JobsPage) -> impl IntoView {
             }
         }
     };
+    let live = Signal::derive(move || jobs.with(|list| list.iter().any(|j| !j.is_terminal())));
     refresh_while(live, refresh);
-    let reload = Callback::new(move |()| leptos::task::spawn_local(refresh()));
-    // Paging only once there is more than one page.
-    let pager = move || {
-        let (shown, total) = (jobs.with(Vec::len) as i64, total.get());
-        (total > limit || offset > 0).then(|| {
-            let href = |offset: i64| filter.with_value(|f| href_of(f, offset));
-            let prev = (offset > 0).then(|| href((offset - limit).max(0)));
-            let next = (offset + shown < total).then(|| href(offset + limit));
-            let summary = if shown == 0 {
-                format!("This page is past the end of the list of {total} jobs.")
-            } else {
-                format!("Jobs {}–{} of {total}", offset + 1, offset + shown)
-            };
-            view! {
-                <nav class="pager" aria-label="Pages of jobs">
-                    <span class="pager-summary">{summary}</span>
-                    {pager_link(prev, "← Newer")}
-                    {pager_link(next, "Older →")}
-                </nav>
-            }
-        })
-    };
-    let all_chosen = move || {
-        jobs.with(|l| {
-            !l.is_empty() && l.iter().all(|j| chosen.with(|c| c.contains(&JobRef { kind: j.kind, id: j.id })))
-        })
-    };
-    let choose_all = move |ev: leptos::ev::Event| {
-        let on = event_target_checked(&ev);
-        chosen.set(if on {
-            jobs.with(|l| l.iter().map(|j| JobRef { kind: j.kind, id: j.id }).collect())
-        } else {
-            Vec::new()
-        });
-    };
-    let filtered = filter.with_value(|f| *f != JobFilter::default());
-
+    Effect::watch(move || reload.get(), move |_, _, _| leptos::task::spawn_local(refresh()), false);
     view! {
-        <Show
-            when=move || { jobs.with(|l| !l.is_empty()) || offset > 0 || filtered }
-            fallback=|| {
-                view! {
-                    <div class="card empty" data-testid="empty-state">
-                        <p>
-                            <strong>"No jobs yet."</strong>
-                            " Upload a CSV to start one: full research visits each account's website, preprocessing cleans a raw list first."
-                        </p>
-                    </div>
-                }
-            }
-        >
-            {erase(view! {
-                <BulkBar chosen total filter=filter.get_value() reload />
-                <Show
-                    when=move || jobs.with(|l| !l.is_empty())
-                    fallback=|| view! { <p class="card empty muted">"No job matches this filter."</p> }
-                >
-                    {erase(view! {
-                        <div class="table-wrap card card-flush" role="region" aria-label="Jobs table" tabindex="0">
-                            <table class="jobs">
-                                <thead>
-                                    <tr>
-                                        <th scope="col" class="choose-cell">
-                                            <input
-                                                type="checkbox"
-                                                aria-label="Choose every job on this page"
-                                                prop:checked=all_chosen
-                                                on:change=choose_all
-                                            />
-                                        </th>
-                                        <th scope="col">"Job"</th>
-                                        <th scope="col">"Status"</th>
-                                        <th scope="col">"Progress"</th>
-                                        <th scope="col">"Times"</th>
-                                    </tr>
-                                </thead>
-                                <tbody>
-                                    <For each=move || jobs.get() key=|j| (j.kind, j.id) let:job>
-                                        <JobRow jobs chosen reload initial=job />
-                                    </For>
-                                </tbody>
-                            </table>
-                        </div>
-                    })}
-                </Show>
-                {pager}
-            })}
-        </Show>
+        <div data-live-page="">{children()}</div>
         {move || error.get().map(|e| view! { <p class="refresh-note">"Could not refresh (" {e} "); retrying."</p> })}
     }
 }
 
 #[component]
-fn JobRow(
-    jobs: RwSignal<Vec<Job>>,
-    chosen: RwSignal<Vec<JobRef>>,
-    reload: Callback<()>,
-    initial: Job,
-) -> impl IntoView {
-    let (kind, id) = (initial.kind, initial.id);
-    let me = JobRef { kind, id };
-    let live = LiveJob::fixed(initial);
-    // This row's job from the latest list; the last known state once it leaves it.
-    Effect::new(move |_| {
-        if let Some(job) = jobs.with(|l| l.iter().find(|j| j.kind == kind && j.id == id).cloned()) {
-            live.show(job);
-        }
-    });
-    let job = live.job;
-    let phase = Signal::derive(move || job.with(Job::phase));
-    let counts = move || {
-        job.with(|j| {
-            format!(
-                "{} completed · {} failed · {} processing · {} pending",
-                j.completed, j.failed, j.processing, j.pending
-            )
-        })
-    };
-    let name = move || job.with(|j| j.name.clone());
-    let file = move || job.with(|j| j.filename.clone());
-    let archived = move || job.with(|j| j.archived_at.is_some());
-    let created = Signal::derive(move || Some(job.with(|j| j.created_at)));
-    let updated = Signal::derive(move || Some(job.with(|j| j.updated_at)));
-    let label = move || format!("Choose {}", job.with(|j| j.name.clone()));
+fn JobRow(job: Job) -> impl IntoView {
+    let (kind, id) = (job.kind, job.id);
+    let counts = format!(
+        "{} completed · {} failed · {} processing · {} pending",
+        job.completed, job.failed, job.processing, job.pending
+    );
+    let phase = Signal::stored(job.phase());
+    let created = Signal::stored(Some(job.created_at));
+    let updated = Signal::stored(Some(job.updated_at));
+    let label = format!("Choose {}", job.name);
+    let archived = job.archived_at.is_some();
     view! {
-        <tr class:row-chosen=move || chosen.with(|c| c.contains(&me))>
+        <tr data-key=format!("{}-{id}", kind.as_str())>
             <td class="choose-cell">
-                <input
-                    type="checkbox"
-                    aria-label=label
-                    prop:checked=move || chosen.with(|c| c.contains(&me))
-                    on:change=move |ev| {
-                        let on = event_target_checked(&ev);
-                        chosen.update(|c| {
-                            c.retain(|r| *r != me);
-                            if on {
-                                c.push(me);
-                            }
-                        });
-                    }
-                />
+                <input type="checkbox" aria-label=label data-choose=format!("{}:{id}", kind.as_str()) />
             </td>
             <td class="job-cell">
-                <a class="job-link" href=kind.page_url(id)>{name}</a>
+                <a class="job-link" href=kind.page_url(id)>{job.name.clone()}</a>
                 <div class="small muted">
-                    {format!("{} #{id}", kind.label())} " · " {file}
-                    {move || archived().then(|| view! { " · " <span class="tag">"Archived"</span> })}
+                    {format!("{} #{id}", kind.label())} " · " {job.filename.clone()}
+                    {archived.then(|| view! { " · " <span class="tag">"Archived"</span> })}
                 </div>
             </td>
             <td class="status-cell">
                 <StatusBadge phase />
-                <JobControls live row=true on_deleted=reload />
+                <RowControls job=job.clone() />
             </td>
             <td class="progress-cell">
-                <Progress job />
+                <Progress job=Signal::stored(job) />
                 <div class="small muted">{counts}</div>
             </td>
             <td class="time-cell">
@@ -390,15 +387,66 @@ fn JobRow(
     }
 }
 
+/// A row's Pause/Resume/Cancel/Delete, kept on the row's job by the list's refresh;
+/// an action refreshes the list at once.
+#[island]
+fn RowControls(job: Job) -> impl IntoView {
+    let live = LiveJob::fixed(job);
+    // A row that a refresh brought in again takes the place of its earlier copy, so
+    // each job on screen is shown its news (and announced) once.
+    #[cfg(feature = "hydrate")]
+    ROWS.with(|rows| {
+        let mut rows = rows.borrow_mut();
+        let key = live.job.with_untracked(|j| (j.kind, j.id));
+        rows.retain(|r| r.job.try_with_untracked(|j| (j.kind, j.id)).is_some_and(|k| k != key));
+        rows.push(live);
+    });
+    let reload = Callback::new(move |()| reload_list());
+    view! { <JobControls live row=true on_deleted=reload on_changed=reload /> }
+}
+
 /// One action on the chosen jobs, or on every job the current filter takes; then what
 /// it did to each job.
-#[component]
-fn BulkBar(
-    chosen: RwSignal<Vec<JobRef>>,
-    total: RwSignal<i64>,
-    filter: JobFilter,
-    reload: Callback<()>,
-) -> impl IntoView {
+///
+/// The rows' checkboxes are the server's plain inputs: this island follows their
+/// changes, marks the chosen rows, and puts the choices back after each refresh of the
+/// list (a job that left the page is no longer chosen).
+#[island]
+fn BulkBar(filter: JobFilter, total: i64) -> impl IntoView {
+    let total = list_state().map(|l| l.total).unwrap_or_else(|| RwSignal::new(total));
+    let chosen = RwSignal::new(Vec::<JobRef>::new());
+    #[cfg(feature = "hydrate")]
+    {
+        let handle = window_event_listener(leptos::ev::change, move |ev| {
+            use leptos::wasm_bindgen::JsCast;
+            let Some(input) = ev.target().and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok()) else {
+                return;
+            };
+            if let Some(key) = input.get_attribute("data-choose").and_then(|k| choice(&k)) {
+                let on = input.checked();
+                chosen.update(|c| {
+                    c.retain(|r| *r != key);
+                    if on {
+                        c.push(key);
+                    }
+                });
+            } else if input.has_attribute("data-choose-all") {
+                chosen.set(if input.checked() { rows_on_screen() } else { Vec::new() });
+            } else {
+                return;
+            }
+            show_choices(&chosen.get_untracked());
+        });
+        on_cleanup(move || handle.remove());
+        crate::components::live_page::after_refresh(move || {
+            let here = rows_on_screen();
+            let _ = chosen.try_update(|c| c.retain(|r| here.contains(r)));
+            if let Some(c) = chosen.try_get_untracked() {
+                show_choices(&c);
+            }
+        });
+    }
+    let reload = Callback::new(move |()| reload_list());
     let filter = StoredValue::new(filter);
     let busy = RwSignal::new(None::<JobAction>);
     let confirm = RwSignal::new(None::<JobAction>);
@@ -551,4 +599,52 @@ fn BulkBar(
         {report}
         {dialog}
     }
+}
+
+/// A row's choice from its checkbox's `data-choose` ("research:12").
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+fn choice(key: &str) -> Option<JobRef> {
+    let (kind, id) = key.split_once(':')?;
+    Some(JobRef { kind: kind.parse().ok()?, id: id.parse().ok()? })
+}
+
+/// The jobs of the rows on screen.
+#[cfg(feature = "hydrate")]
+fn rows_on_screen() -> Vec<JobRef> {
+    let Ok(list) = document().query_selector_all("input[data-choose]") else { return Vec::new() };
+    (0..list.length())
+        .filter_map(|i| list.item(i))
+        .filter_map(|n| leptos::wasm_bindgen::JsCast::dyn_into::<web_sys::Element>(n).ok())
+        .filter_map(|el| el.get_attribute("data-choose").and_then(|k| choice(&k)))
+        .collect()
+}
+
+/// Ticks the chosen rows' boxes (and "every job on this page" when all are) and marks
+/// their rows.
+#[cfg(feature = "hydrate")]
+fn show_choices(chosen: &[JobRef]) {
+    use leptos::wasm_bindgen::JsCast;
+    let Ok(list) = document().query_selector_all("input[data-choose]") else { return };
+    let mut all = list.length() > 0;
+    for input in
+        (0..list.length()).filter_map(|i| list.item(i)).filter_map(|n| n.dyn_into::<web_sys::HtmlInputElement>().ok())
+    {
+        let on = input.get_attribute("data-choose").and_then(|k| choice(&k)).is_some_and(|r| chosen.contains(&r));
+        all &= on;
+        input.set_checked(on);
+        if let Ok(Some(row)) = input.closest("tr") {
+            let _ = row.class_list().toggle_with_force("row-chosen", on);
+        }
+    }
+    if let Ok(Some(every)) = document().query_selector("input[data-choose-all]") {
+        if let Ok(every) = every.dyn_into::<web_sys::HtmlInputElement>() {
+            every.set_checked(all);
+        }
+    }
+}
+
+/// [`UploadForm`] on the dashboard.
+#[island]
+fn UploadIsland(kind: JobKind) -> impl IntoView {
+    view! { <UploadForm kind /> }
 }
