@@ -1,4 +1,4 @@
-import { expect, test, type Page } from "@playwright/test";
+import { expect, test, type APIRequestContext, type Page } from "@playwright/test";
 import { cancelQuietly, restRoot, type Job, type Kind } from "./fixtures/api";
 import { openHydrated } from "./fixtures/app";
 import { accountsCsv, uniqueName } from "./fixtures/csv";
@@ -15,6 +15,19 @@ function collectErrors(page: Page): string[] {
   return errors;
 }
 
+/** Starts a full research job of `count` accounts of `site` through the REST API. */
+async function startResearch(request: APIRequestContext, site: TestSite, name: string, count: number): Promise<number> {
+  const res = await request.post(restRoot("research"), {
+    multipart: {
+      file: { name: "accounts.csv", mimeType: "text/csv", buffer: Buffer.from(accountsCsv(site, count)) },
+      name,
+      concurrency: "1",
+    },
+  });
+  expect(res.status()).toBe(201);
+  return ((await res.json()) as Job).id;
+}
+
 // A job page is rendered by the server and brought up to date in place: what the
 // server renders later replaces what changed, with no reload, while the controls keep
 // working and keep what they have open.
@@ -26,16 +39,7 @@ test("a running job's page follows the server's rendering in place, and its cont
   let id = -1;
   try {
     const errors = collectErrors(page);
-    const name = uniqueName("Followed");
-    const res = await request.post(restRoot("research"), {
-      multipart: {
-        file: { name: "followed.csv", mimeType: "text/csv", buffer: Buffer.from(accountsCsv(site, 6)) },
-        name,
-        concurrency: "1",
-      },
-    });
-    expect(res.status()).toBe(201);
-    id = ((await res.json()) as Job).id;
+    id = await startResearch(request, site, uniqueName("Followed"), 6);
 
     const job = new JobPage(page, "research", id);
     await openHydrated(page, `/processing/${id}`);
@@ -75,14 +79,7 @@ test("every page hydrates without an error", async ({ page, request }) => {
   const site = await TestSite.start();
   const created: [Kind, number][] = [];
   try {
-    const research = await request.post(restRoot("research"), {
-      multipart: {
-        file: { name: "quiet.csv", mimeType: "text/csv", buffer: Buffer.from(accountsCsv(site, 2)) },
-        name: uniqueName("Quiet"),
-      },
-    });
-    expect(research.status()).toBe(201);
-    const researchId = ((await research.json()) as Job).id;
+    const researchId = await startResearch(request, site, uniqueName("Quiet"), 2);
     created.push(["research", researchId]);
     const preprocess = await request.post(restRoot("preprocess"), {
       multipart: {
@@ -119,18 +116,8 @@ test("the dashboard keeps choices on their jobs and row controls on their job's 
 }) => {
   const site = await TestSite.start({ delayMs: [250, 400] });
   const created: [Kind, number][] = [];
-  const start = async (name: string, count: number): Promise<number> => {
-    const res = await request.post(restRoot("research"), {
-      multipart: {
-        file: { name: "rows.csv", mimeType: "text/csv", buffer: Buffer.from(accountsCsv(site, count)) },
-        name,
-        concurrency: "1",
-      },
-    });
-    expect(res.status()).toBe(201);
-    const id = ((await res.json()) as Job).id;
-    created.push(["research", id]);
-    return id;
+  const start = async (name: string, count: number): Promise<void> => {
+    created.push(["research", await startResearch(request, site, name, count)]);
   };
   try {
     const errors = collectErrors(page);

@@ -13,11 +13,12 @@ use crate::components::resource::resource;
 use crate::model::{Job, JobKind};
 
 /// Loads the job named by the route's `:id`, titles the page with `title` and hands
-/// the job and the address's items query to `render`, which gives the page's island.
+/// the job and the address's items query to `render`, which renders the page.
 ///
-/// This part is rendered by the server only: the page arrives with its data (it reads
-/// fine with JavaScript off), and the island `render` gives keeps it fresh in the
-/// browser. An unknown id shows "No such job" with a way back.
+/// Rendered by the server only: the page arrives with its data (it reads fine with
+/// JavaScript off), and the [`LivePage`](crate::components::live_page::LivePage)
+/// island that `render` wraps it in keeps it fresh in the browser. An unknown id
+/// shows "No such job" with a way back.
 #[component]
 pub fn JobLoader(kind: JobKind, title: fn(&Job) -> String, render: fn(Job, ItemsQuery) -> AnyView) -> impl IntoView {
     let raw = use_params_map().with_untracked(|p| p.get("id").unwrap_or_default());
