@@ -152,3 +152,36 @@ test("the dashboard keeps choices on their jobs and row controls on their job's 
     await site.close();
   }
 });
+
+// The activity log is rendered by the server a page at a time; older pages are links.
+test("the activity log pages through older events with links", async ({ page, request }) => {
+  const site = await TestSite.start({ delayMs: [2000, 3000] });
+  let id = -1;
+  try {
+    id = await startResearch(request, site, uniqueName("Long log"), 3);
+    const root = `${restRoot("research")}/${id}`;
+    // 1 created + 52 paused/resumed + 1 paused: more than the log's page of 50.
+    for (let i = 0; i < 26; i++) {
+      expect((await request.post(`${root}/pause`)).status()).toBe(200);
+      expect((await request.post(`${root}/resume`)).status()).toBe(200);
+    }
+    expect((await request.post(`${root}/pause`)).status()).toBe(200);
+    await openHydrated(page, `/processing/${id}`);
+    const log = page.getByRole("region", { name: "Activity" });
+    await expect(log.getByRole("listitem")).toHaveCount(50);
+    await expect(log.getByRole("listitem").first()).toContainText("paused");
+    await expect(log.getByRole("link", { name: "← Newest" })).toHaveCount(0);
+
+    await log.getByRole("link", { name: "Show older" }).click();
+    await expect(page).toHaveURL(/before=\d+#activity$/);
+    await expect(log.getByRole("listitem").last()).toContainText("created");
+    await expect(log.getByRole("link", { name: "Show older" })).toHaveCount(0);
+
+    await log.getByRole("link", { name: "← Newest" }).click();
+    await expect(page).not.toHaveURL(/before=/);
+    await expect(log.getByRole("listitem")).toHaveCount(50);
+  } finally {
+    if (id > 0) await cancelQuietly(request, "research", id);
+    await site.close();
+  }
+});

@@ -3,9 +3,9 @@
 //! paused automatically, as their refresh sees it happen. The choice is kept in the
 //! browser (`localStorage`), so it holds on every page of this jobdeck.
 
+use leptos::either::EitherOf3;
 use leptos::prelude::*;
 
-use crate::components::erase::{erase, Erase};
 use crate::model::{Job, Phase};
 
 /// Where the choice is kept.
@@ -127,17 +127,15 @@ pub fn BrowserNotify() -> impl IntoView {
         }
         state.set(State::Off);
     };
-    move || {
-        match state.get() {
-        State::Unsupported => erase(()),
-        State::On => view! {
+    move || match state.get() {
+        State::Unsupported => EitherOf3::A(()),
+        State::On => EitherOf3::B(view! {
             <span class="notify-toggle" data-testid="browser-notify">
                 "Browser notifications on"
                 <button type="button" class="btn btn-small btn-plain" on:click=turn_off>"Turn off"</button>
             </span>
-        }
-        .erased(),
-        State::Off | State::Blocked => view! {
+        }),
+        State::Off | State::Blocked => EitherOf3::C(view! {
             <span class="notify-toggle" data-testid="browser-notify">
                 <button type="button" class="btn btn-small btn-plain" on:click=turn_on>
                     "Notify me in this browser"
@@ -145,9 +143,7 @@ pub fn BrowserNotify() -> impl IntoView {
                 {(state.get() == State::Blocked)
                     .then(|| view! { <span class="small muted">"The browser blocks notifications for this site."</span> })}
             </span>
-        }
-        .erased(),
-    }
+        }),
     }
 }
 

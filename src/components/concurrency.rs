@@ -1,9 +1,9 @@
 //! Changing a running or paused job's concurrency (SPEC section 8).
 
+use leptos::either::Either;
 use leptos::prelude::*;
 
 use crate::api::edit_job;
-use crate::components::erase::{erase, Erase};
 use crate::components::format::error_text;
 use crate::components::live::LiveJob;
 use crate::model::{MAX_CONCURRENCY, MIN_CONCURRENCY};
@@ -52,7 +52,6 @@ pub fn ConcurrencyControl(live: LiveJob) -> impl IntoView {
     };
     view! {
         <Show when=move || !live.job.with(|j| j.is_terminal())>
-            {erase(view! {
                 <form class="concurrency" on:submit=apply>
                     <label for="concurrency-input">"Items at a time"</label>
                     <input
@@ -71,11 +70,10 @@ pub fn ConcurrencyControl(live: LiveJob) -> impl IntoView {
                         {move || if busy.get() { "Applying…" } else { "Apply" }}
                     </button>
                     {move || note.get().map(|n| match n {
-                        Ok(t) => view! { <span class="small muted" role="status">{t}</span> }.erased(),
-                        Err(t) => view! { <span class="alert small" role="alert">{t}</span> }.erased(),
+                        Ok(t) => Either::Left(view! { <span class="small muted" role="status">{t}</span> }),
+                        Err(t) => Either::Right(view! { <span class="alert small" role="alert">{t}</span> }),
                     })}
                 </form>
-            })}
         </Show>
     }
 }

@@ -1,6 +1,7 @@
 //! Small text helpers every page shares: times, counts and error messages.
 
 use chrono::{DateTime, Utc};
+use leptos::either::Either;
 use leptos::prelude::*;
 
 use crate::components::erase::Erase;
@@ -61,9 +62,9 @@ pub fn Time(#[prop(into)] at: Signal<Option<DateTime<Utc>>>, #[prop(optional)] s
     move || match at.get() {
         Some(t) => {
             let text = if short { short_time_text(&t) } else { time_text(&t) };
-            view! { <time datetime=t.to_rfc3339() title=time_text(&t)>{text}</time> }.erased()
+            Either::Left(view! { <time datetime=t.to_rfc3339() title=time_text(&t)>{text}</time> })
         }
-        None => view! { <span class="muted">"—"</span> }.erased(),
+        None => Either::Right(view! { <span class="muted">"—"</span> }),
     }
 }
 

@@ -37,7 +37,7 @@ pub fn ItemBrowser(
     /// The status filter and page the address names.
     query: ItemsQuery,
 ) -> impl IntoView {
-    let ItemsQuery { status, offset } = query;
+    let ItemsQuery { status, offset, .. } = query;
     let (kind, id) = live.job.with_untracked(|j| (j.kind, j.id));
     let page = resource(
         || (),
@@ -158,12 +158,14 @@ pub fn ItemBrowser(
     }
 }
 
-/// The status filter and page of an items list, as the address names them
-/// (`?status=failed&offset=50`).
+/// What a job page's address asks for: the status filter and page of its items list
+/// (`?status=failed&offset=50`) and the page of its activity log (`&before=`, the
+/// events older than that one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ItemsQuery {
     pub status: Option<ItemStatus>,
     pub offset: i64,
+    pub before: Option<i64>,
 }
 
 impl ItemsQuery {
@@ -172,6 +174,7 @@ impl ItemsQuery {
         Self {
             status: q.get("status").and_then(|s| s.parse().ok()),
             offset: q.get("offset").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0).max(0),
+            before: q.get("before").and_then(|s| s.parse::<i64>().ok()).filter(|b| *b > 0),
         }
     }
 }
@@ -181,6 +184,16 @@ pub(crate) fn pager_link(href: Option<String>, label: &'static str) -> AnyView {
     match href {
         Some(href) => view! { <a class="btn btn-small btn-plain" href=href data-noscroll="true">{label}</a> }.erased(),
         None => view! { <span class="btn btn-small btn-plain" aria-disabled="true">{label}</span> }.erased(),
+    }
+}
+
+/// The job page at `base` with the same items list and the activity log's page that
+/// starts below `before` (the newest events with `None`), scrolled to the log.
+pub fn events_href(base: &str, query: ItemsQuery, before: Option<i64>) -> String {
+    let page = page_href(base, query.status, query.offset);
+    match before {
+        Some(b) => format!("{page}{}before={b}#activity", if page.contains('?') { '&' } else { '?' }),
+        None => format!("{page}#activity"),
     }
 }
 
@@ -220,5 +233,21 @@ mod tests {
             page_href("/processing/3/accounts", Some(ItemStatus::Failed), 50),
             "/processing/3/accounts?status=failed&offset=50"
         );
+    }
+
+    #[test]
+    fn the_activity_logs_pages_keep_the_items_list() {
+        let plain = ItemsQuery::default();
+        assert_eq!(events_href("/processing/3", plain, Some(41)), "/processing/3?before=41#activity");
+        assert_eq!(events_href("/processing/3", plain, None), "/processing/3#activity");
+        let failed = ItemsQuery { status: Some(ItemStatus::Failed), offset: 50, before: Some(41) };
+        assert_eq!(
+            events_href("/preprocess/progress/3", failed, Some(20)),
+            "/preprocess/progress/3?status=failed&offset=50&before=20#activity"
+        );
+        let mut q = leptos_router::params::ParamsMap::new();
+        q.insert("before", "41".to_string());
+        q.insert("offset", "-5".to_string());
+        assert_eq!(ItemsQuery::from_params(&q), ItemsQuery { status: None, offset: 0, before: Some(41) });
     }
 }

@@ -1,10 +1,10 @@
 //! A live job's schedule (SPEC section 8): when it pauses and resumes by itself.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use leptos::either::Either;
 use leptos::prelude::*;
 
 use crate::api::schedule_job;
-use crate::components::erase::{erase, Erase};
 use crate::components::format::{error_text, time_text};
 use crate::components::live::LiveJob;
 
@@ -94,8 +94,7 @@ pub fn ScheduleControl(live: LiveJob) -> impl IntoView {
     };
     view! {
         <Show when=move || !job.with(|j| j.is_terminal())>
-            {erase(view! {
-                <section class="card schedule" aria-labelledby="schedule-title">
+            <section class="card schedule" aria-labelledby="schedule-title">
                     <h2 id="schedule-title">"Schedule"</h2>
                     <p data-testid="schedule-summary">{summary}</p>
                     <form on:submit=save>
@@ -114,11 +113,10 @@ pub fn ScheduleControl(live: LiveJob) -> impl IntoView {
                         </button>
                     </form>
                     {move || note.get().map(|n| match n {
-                        Ok(t) => view! { <p class="small muted" role="status">{t}</p> }.erased(),
-                        Err(t) => view! { <p class="alert small" role="alert">{t}</p> }.erased(),
+                        Ok(t) => Either::Left(view! { <p class="small muted" role="status">{t}</p> }),
+                        Err(t) => Either::Right(view! { <p class="alert small" role="alert">{t}</p> }),
                     })}
                 </section>
-            })}
         </Show>
     }
 }

@@ -2,6 +2,7 @@
 //! start new ones.
 
 use crate::components::page_title::PageTitle;
+use leptos::either::Either;
 use leptos::prelude::*;
 
 use crate::components::erase::Erase;
@@ -515,7 +516,7 @@ fn BulkBar(filter: JobFilter, total: i64) -> impl IntoView {
     };
     let report = move || {
         outcome.get().map(|(action, answer)| match answer {
-            Err(e) => view! { <p class="alert" role="alert">{e}</p> }.erased(),
+            Err(e) => Either::Left(view! { <p class="alert" role="alert">{e}</p> }),
             Ok(out) => {
                 let done = out.results.iter().filter(|r| r.ok).count();
                 let refused = out.results.len() - done;
@@ -544,7 +545,7 @@ fn BulkBar(filter: JobFilter, total: i64) -> impl IntoView {
                         }
                     })
                     .collect_view();
-                view! {
+                Either::Right(view! {
                     <div class="bulk-report" role="status" data-testid="bulk-report">
                         <p>
                             <strong>{summary}</strong>
@@ -555,8 +556,7 @@ fn BulkBar(filter: JobFilter, total: i64) -> impl IntoView {
                         </p>
                         <ul>{lines}</ul>
                     </div>
-                }
-                .erased()
+                })
             }
         })
     };

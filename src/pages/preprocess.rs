@@ -7,7 +7,7 @@ use crate::components::format::go;
 use serde_json::Value;
 
 use crate::api::research_from_clean;
-use crate::components::activity::ActivityIsland;
+use crate::components::activity::ActivityLog;
 use crate::components::badge::ItemBadge;
 use crate::components::browser_notify::NotifyIsland;
 use crate::components::concurrency::ConcurrencyIsland;
@@ -69,7 +69,7 @@ fn preprocess_job(live: LiveJob, query: ItemsQuery) -> AnyView {
             />
         </section>
         <ScheduleIsland job=job() />
-        <ActivityIsland job=job() />
+        <ActivityLog live base=format!("/preprocess/progress/{id}") query />
     }
     .erased()
 }

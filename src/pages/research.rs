@@ -5,10 +5,11 @@ use leptos::prelude::*;
 use crate::components::erase::{erase, Erase};
 
 use crate::api::list_items;
-use crate::components::activity::ActivityIsland;
+use crate::components::activity::ActivityLog;
 use crate::components::browser_notify::NotifyIsland;
 use crate::components::concurrency::ConcurrencyIsland;
 use crate::components::format::{error_text, plural, Crumbs};
+use crate::components::items::ItemsQuery;
 use crate::components::job_controls::ControlsIsland;
 use crate::components::job_loader::JobLoader;
 use crate::components::live::LiveJob;
@@ -25,7 +26,7 @@ pub fn ResearchPage() -> impl IntoView {
         <JobLoader
             kind=JobKind::Research
             title=|job| format!("{} · Full research · jobdeck", job.name)
-            render=|job, _| view! { <ResearchJob job /> }.erased()
+            render=|job, query| view! { <ResearchJob job query /> }.erased()
         />
     }
 }
@@ -33,11 +34,11 @@ pub fn ResearchPage() -> impl IntoView {
 /// The page as the server renders it; [`LivePage`] keeps it fresh in the browser and
 /// the controls are islands.
 #[component]
-fn ResearchJob(job: Job) -> impl IntoView {
-    view! { <LivePage job=job.clone()>{research_job(LiveJob::fixed(job))}</LivePage> }
+fn ResearchJob(job: Job, query: ItemsQuery) -> impl IntoView {
+    view! { <LivePage job=job.clone()>{research_job(LiveJob::fixed(job), query)}</LivePage> }
 }
 
-fn research_job(live: LiveJob) -> AnyView {
+fn research_job(live: LiveJob, query: ItemsQuery) -> AnyView {
     let id = live.job.with_untracked(|j| j.id);
     let job = move || live.job.get_untracked();
     let accounts = format!("/processing/{id}/accounts");
@@ -76,7 +77,7 @@ fn research_job(live: LiveJob) -> AnyView {
             </p>
         </section>
         <ScheduleIsland job=job() />
-        <ActivityIsland job=job() />
+        <ActivityLog live base=format!("/processing/{id}") query />
     }
     .erased()
 }
