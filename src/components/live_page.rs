@@ -1,19 +1,20 @@
-//! A job page kept fresh by the server's own rendering.
+//! Pages kept fresh by the server's own rendering.
 //!
-//! The page is rendered by the server and arrives whole (it reads fine with JavaScript
+//! A page is rendered by the server and arrives whole (it reads fine with JavaScript
 //! off). In the browser only its interactive parts are hydrated, as islands: the
-//! controls, the dialogs, the forms. [`LivePage`] wraps the rest: it keeps the job
-//! fresh (the 3-second refresh of [`LiveJob`]), and whenever the job changed it asks
-//! the server for the page again and brings the new HTML in place, changing only the
-//! nodes that differ ("morphing"), so nothing flickers, focus stays where it was and a
-//! text selection survives.
+//! controls, the dialogs, the forms. [`LivePage`] wraps the rest of a job page: it
+//! keeps the job fresh (the 3-second refresh of [`LiveJob`]), and whenever the job
+//! changed it asks the server for the page again and brings the new HTML in place,
+//! changing only the nodes that differ ("morphing"), so nothing flickers, focus stays
+//! where it was and a text selection survives. The dashboard's list does the same
+//! through [`PageRefresher`].
 //!
-//! The islands on the page share the page's [`LiveJob`] ([`page_job`]), so a button's
-//! answer shows at once in every island and starts that refresh. An island's element
-//! is left alone by the morph while its properties are unchanged, so an open dialog or
-//! a half-typed value is never replaced; an island that is new in the page's HTML
-//! (the "Next step" of a preprocessing job that just completed) is hydrated as it
-//! comes in.
+//! The islands on a job page share the page's [`LiveJob`] ([`page_job`]), so a
+//! button's answer shows at once in every island and starts that refresh. The morph
+//! leaves an island in place as long as the same island stands there (it keeps itself
+//! up to date), so an open dialog or a half-typed value is never replaced; an island
+//! that is new in the page's HTML (the "Next step" of a preprocessing job that just
+//! completed) is hydrated as it comes in.
 
 use leptos::prelude::*;
 
