@@ -9,18 +9,23 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 use crate::api::get_job;
 use crate::components::format::{error_text, is_not_found};
 use crate::components::items::ItemsQuery;
+use crate::components::live::LiveJob;
+use crate::components::live_page::LivePage;
 use crate::components::resource::resource;
 use crate::model::{Job, JobKind};
 
 /// Loads the job named by the route's `:id`, titles the page with `title` and hands
-/// the job and the address's items query to `render`, which renders the page.
+/// the job and the address's query to `render`, which renders the page.
 ///
 /// Rendered by the server only: the page arrives with its data (it reads fine with
-/// JavaScript off), and the [`LivePage`](crate::components::live_page::LivePage)
-/// island that `render` wraps it in keeps it fresh in the browser. An unknown id
-/// shows "No such job" with a way back.
+/// JavaScript off), inside a [`LivePage`] that keeps it fresh in the browser. An
+/// unknown id shows "No such job" with a way back.
 #[component]
-pub fn JobLoader(kind: JobKind, title: fn(&Job) -> String, render: fn(Job, ItemsQuery) -> AnyView) -> impl IntoView {
+pub fn JobLoader(
+    kind: JobKind,
+    title: fn(&Job) -> String,
+    render: fn(LiveJob, ItemsQuery) -> AnyView,
+) -> impl IntoView {
     let raw = use_params_map().with_untracked(|p| p.get("id").unwrap_or_default());
     let query = use_query_map().with_untracked(ItemsQuery::from_params);
     view! { <LoadJob kind raw title render query /> }
@@ -31,7 +36,7 @@ fn LoadJob(
     kind: JobKind,
     raw: String,
     title: fn(&Job) -> String,
-    render: fn(Job, ItemsQuery) -> AnyView,
+    render: fn(LiveJob, ItemsQuery) -> AnyView,
     query: ItemsQuery,
 ) -> impl IntoView {
     // An id that is not a number names no job either; asking for job 0 lets the
@@ -53,7 +58,7 @@ fn LoadJob(
                     match first.await {
                         Ok(job) => view! {
                             <PageTitle text=title(&job) />
-                            {render(job, query)}
+                            <LivePage job=job.clone()>{render(LiveJob::fixed(job), query)}</LivePage>
                         }
                             .erased(),
                         Err(msg) if is_not_found(&msg) => view! { <NoSuchJob kind raw=wanted /> }.erased(),

@@ -10,7 +10,6 @@ use crate::components::format::{external_link, list, text};
 use crate::components::items::{ItemBrowser, ItemsQuery};
 use crate::components::job_loader::JobLoader;
 use crate::components::live::LiveJob;
-use crate::components::live_page::LivePage;
 use crate::model::{Item, Job, JobKind};
 
 /// The accounts page: filter by status, page through, read each result or failure.
@@ -20,15 +19,9 @@ pub fn AccountsPage() -> impl IntoView {
         <JobLoader
             kind=JobKind::Research
             title=|job| format!("Accounts · {} · jobdeck", job.name)
-            render=|job, query| view! { <Accounts job query /> }.erased()
+            render=accounts
         />
     }
-}
-
-/// The page as the server renders it; [`LivePage`] keeps it fresh in the browser.
-#[component]
-fn Accounts(job: Job, query: ItemsQuery) -> impl IntoView {
-    view! { <LivePage job=job.clone()>{accounts(LiveJob::fixed(job), query)}</LivePage> }
 }
 
 fn accounts(live: LiveJob, query: ItemsQuery) -> AnyView {

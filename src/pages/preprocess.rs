@@ -16,10 +16,9 @@ use crate::components::items::{ItemBrowser, ItemsQuery};
 use crate::components::job_controls::ControlsIsland;
 use crate::components::job_loader::JobLoader;
 use crate::components::live::LiveJob;
-use crate::components::live_page::LivePage;
 use crate::components::schedule::ScheduleIsland;
 use crate::components::status_banner::StatusBanner;
-use crate::model::{Item, ItemStatus, Job, JobKind, JobStatus};
+use crate::model::{Item, ItemStatus, JobKind, JobStatus};
 
 /// The preprocessing job page: the status badge with the controls centred under it,
 /// then the cleaned rows.
@@ -29,18 +28,12 @@ pub fn PreprocessPage() -> impl IntoView {
         <JobLoader
             kind=JobKind::Preprocess
             title=|job| format!("{} · Preprocessing · jobdeck", job.name)
-            render=|job, query| view! { <PreprocessJob job query /> }.erased()
+            render=preprocess_job
         />
     }
 }
 
-/// The page as the server renders it; [`LivePage`] keeps it fresh in the browser and
-/// the controls are islands.
-#[component]
-fn PreprocessJob(job: Job, query: ItemsQuery) -> impl IntoView {
-    view! { <LivePage job=job.clone()>{preprocess_job(LiveJob::fixed(job), query)}</LivePage> }
-}
-
+/// The page as the server renders it; the controls are islands.
 fn preprocess_job(live: LiveJob, query: ItemsQuery) -> AnyView {
     let id = live.job.with_untracked(|j| j.id);
     let job = move || live.job.get_untracked();

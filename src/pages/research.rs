@@ -13,7 +13,6 @@ use crate::components::items::ItemsQuery;
 use crate::components::job_controls::ControlsIsland;
 use crate::components::job_loader::JobLoader;
 use crate::components::live::LiveJob;
-use crate::components::live_page::LivePage;
 use crate::components::resource::resource;
 use crate::components::schedule::ScheduleIsland;
 use crate::components::status_banner::StatusBanner;
@@ -26,18 +25,12 @@ pub fn ResearchPage() -> impl IntoView {
         <JobLoader
             kind=JobKind::Research
             title=|job| format!("{} · Full research · jobdeck", job.name)
-            render=|job, query| view! { <ResearchJob job query /> }.erased()
+            render=research_job
         />
     }
 }
 
-/// The page as the server renders it; [`LivePage`] keeps it fresh in the browser and
-/// the controls are islands.
-#[component]
-fn ResearchJob(job: Job, query: ItemsQuery) -> impl IntoView {
-    view! { <LivePage job=job.clone()>{research_job(LiveJob::fixed(job), query)}</LivePage> }
-}
-
+/// The page as the server renders it; the controls are islands.
 fn research_job(live: LiveJob, query: ItemsQuery) -> AnyView {
     let id = live.job.with_untracked(|j| j.id);
     let job = move || live.job.get_untracked();
