@@ -68,6 +68,13 @@ enum Mode {
 
 async fn run(mode: Mode) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let config = Config::load()?;
+    // Every connection to a researched site, to a browser and to the database is an
+    // open file; many systems start a process with a soft limit of 1,024 and allow far
+    // more. Take what the hard limit allows, as servers commonly do.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(open_files = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
     if config.server.postgres_url().is_none() && !matches!(mode, Mode::Serve { runner: true }) {
         return Err("`jobdeck worker` and `jobdeck serve --no-runner` need JOBDECK_DATABASE_URL=postgres://…; \
                     on the SQLite file one `jobdeck serve` runs everything"

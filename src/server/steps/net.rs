@@ -105,7 +105,10 @@ impl Http {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .redirect(redirect_policy(allow_private))
-            .pool_idle_timeout(Duration::from_secs(30))
+            // An account's pages are fetched within seconds of each other, and the next
+            // account is another site: a connection idle for longer is never used again,
+            // and at thousands of sites a second those would use up the open files.
+            .pool_idle_timeout(Duration::from_secs(5))
             // A proxy from the environment would resolve names itself, past the check
             // below: requests go straight to the address the check let through.
             .no_proxy();
