@@ -131,7 +131,7 @@ impl Backend {
 
     pub async fn job(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
         match self {
-            Self::Sqlite(db) => db.read(move |c| store::require_job(c, kind, id)).await,
+            Self::Sqlite(db) => db.read_now(move |c| store::require_job(c, kind, id)).await,
             Self::Postgres(p) => p.job(kind, id).await,
         }
     }

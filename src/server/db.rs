@@ -206,6 +206,24 @@ impl Db {
         .map_err(|e| AppError::Internal(format!("reader task: {e}")))?
     }
 
+    /// Runs `f`, a read of a few rows by their keys, on a reader connection that is
+    /// free right now, on this async thread: no hand-over to a blocking thread and back,
+    /// which under a busy engine is most of a status read's tail. When every reader is
+    /// in use (an export, a long page) it waits for one as [`Db::read`] does.
+    ///
+    /// Only for reads that take microseconds: a reader in WAL mode takes no lock the
+    /// writer holds, so it does not wait for the writer.
+    pub async fn read_now<T, F>(&self, f: F) -> Result<T, AppError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, AppError> + Send + 'static,
+    {
+        match self.readers.try_get() {
+            Some(conn) => f(&conn),
+            None => self.read(f).await,
+        }
+    }
+
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer, off the async
     /// threads; commits when `f` returns `Ok`, rolls back otherwise.
     pub async fn write<T, F>(&self, f: F) -> Result<T, AppError>
