@@ -315,12 +315,18 @@ fn ListLive(filter: JobFilter, offset: i64, jobs: Vec<Job>, total: i64, children
                 if changed {
                     #[cfg(feature = "hydrate")]
                     ROWS.with(|rows| {
-                        for row in rows.borrow().iter() {
+                        // A row whose job left the page goes with it; the others are
+                        // shown their news.
+                        rows.borrow_mut().retain(|row| {
                             let key = row.job.try_with_untracked(|j| (j.kind, j.id));
-                            if let Some(job) = page.jobs.iter().find(|j| Some((j.kind, j.id)) == key) {
-                                row.show(job.clone());
+                            match page.jobs.iter().find(|j| Some((j.kind, j.id)) == key) {
+                                Some(job) => {
+                                    row.show(job.clone());
+                                    true
+                                }
+                                None => false,
                             }
-                        }
+                        });
                     });
                     let _ = jobs.try_set(page.jobs);
                     let _ = total.try_set(page.total);
