@@ -265,7 +265,8 @@ async fn engine(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
 /// items a second. A preprocessing job checks each row's website, and every website
 /// is one local server that answers 3,200 requests a second, like a rate-limited
 /// service: each request waits for its turn. Each row has its own loopback address, so
-/// no row is a duplicate of another and each check is a fresh connection.
+/// no row is a duplicate of another and each check is a fresh connection. Pause,
+/// resume and cancel are timed at the same load, four of each.
 async fn paced(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
     const RATE: f64 = 3_200.0;
     let next = std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now()));
@@ -301,6 +302,8 @@ async fn paced(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
     let path = format!("/api/preprocess/jobs/{}", job["id"]);
     let start = Instant::now();
     let (mut reads, mut health) = (Vec::new(), Vec::new());
+    // A pause, held 300 ms, and a resume at each fifth of the way.
+    let (mut pauses, mut resumes, mut paused_for) = (Vec::new(), Vec::new(), Duration::ZERO);
     loop {
         let (job, took) = server.timed(reqwest::Method::GET, &path).await;
         reads.push(took);
@@ -309,11 +312,30 @@ async fn paced(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
         if job["status"] == "completed" {
             break;
         }
+        let done = job["completed"].as_u64().unwrap_or(0) as usize;
+        if pauses.len() < 4 && done >= rows * (pauses.len() + 1) / 5 {
+            let (paused, t) = server.timed(reqwest::Method::POST, &format!("{path}/pause")).await;
+            assert_eq!(paused["paused"], true);
+            pauses.push(t);
+            let held = Instant::now();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let (_, t) = server.timed(reqwest::Method::POST, &format!("{path}/resume")).await;
+            resumes.push(t);
+            paused_for += held.elapsed();
+        }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let rate = rows as f64 / start.elapsed().as_secs_f64();
+    let rate = rows as f64 / start.elapsed().saturating_sub(paused_for).as_secs_f64();
     let served = served.load(std::sync::atomic::Ordering::Relaxed);
     assert!(served >= rows, "the site saw {served} checks for {rows} rows");
+    // Cancels, each of a new job of the same sites a moment after it starts.
+    let mut cancels = Vec::new();
+    for _ in 0..4 {
+        let (job, _) = server.upload("/api/preprocess/jobs", &file, 8).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, t) = server.timed(reqwest::Method::POST, &format!("/api/preprocess/jobs/{}/cancel", job["id"])).await;
+        cancels.push(t);
+    }
     reads.sort();
     health.sort();
     out.push(Figure::new(
@@ -335,6 +357,20 @@ async fn paced(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
             ms(percentile(&health, 0.99)),
         ),
     );
+    for (what, mut times, keep) in
+        [("pause", pauses, "keep"), ("resume", resumes, "keep (4 ms)"), ("cancel", cancels, "keep (1.3 ms)")]
+    {
+        times.sort();
+        out.push(
+            Figure::new(
+                format!("{what} answered, engine held near 3,200 items/s, slowest of 4"),
+                ms(times[3]),
+                "ms",
+                keep,
+            )
+            .against("the median of the 4", ms((times[1] + times[2]) / 2)),
+        );
+    }
 }
 
 /// A database of `path` as the server configures it (WAL, synchronous NORMAL), with
