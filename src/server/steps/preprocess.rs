@@ -493,8 +493,9 @@ async fn fetch(http: &Http, url: url::Url) -> Result<Value, (String, bool)> {
         Ok(response) => {
             let status = response.status();
             let final_url = response.url().to_string();
-            // The body is never read: dropping the response closes the connection
-            // instead of downloading a page nobody looks at.
+            // The body is never read: dropping the response (asked for with
+            // `Connection: close`) closes the connection instead of downloading a page
+            // nobody looks at.
             drop(response);
             Ok(json!({
                 "checked": true,
