@@ -54,10 +54,13 @@ pub fn LivePage(job: Job, children: Children) -> impl IntoView {
     }
     view! {
         <div data-live-page="">{children()}</div>
-        {move || {
-            live.refresh_error.get().map(|e| view! { <p class="refresh-note">"Could not refresh (" {e} "); retrying."</p> })
-        }}
+        {refresh_note(live.refresh_error)}
     }
+}
+
+/// The note a live page shows while its refresh fails (it keeps retrying).
+pub fn refresh_note(error: RwSignal<Option<String>>) -> impl IntoView {
+    move || error.get().map(|e| view! { <p class="refresh-note">"Could not refresh (" {e} "); retrying."</p> })
 }
 
 /// Fetches the page's HTML and brings its live part in place; of several fetches on

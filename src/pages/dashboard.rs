@@ -17,7 +17,7 @@ use crate::components::format::{error_text, plural, Time};
 use crate::components::items::pager_link;
 use crate::components::job_controls::JobControls;
 use crate::components::live::{refresh_while, LiveJob};
-use crate::components::live_page::PageRefresher;
+use crate::components::live_page::{refresh_note, PageRefresher};
 use crate::components::progress::Progress;
 use crate::components::resource::resource;
 use crate::components::upload_form::UploadForm;
@@ -344,7 +344,7 @@ fn ListLive(filter: JobFilter, offset: i64, jobs: Vec<Job>, total: i64, children
     Effect::watch(move || reload.get(), move |_, _, _| leptos::task::spawn_local(refresh()), false);
     view! {
         <div data-live-page="">{children()}</div>
-        {move || error.get().map(|e| view! { <p class="refresh-note">"Could not refresh (" {e} "); retrying."</p> })}
+        {refresh_note(error)}
     }
 }
 
@@ -614,15 +614,18 @@ fn choice(key: &str) -> Option<JobRef> {
     Some(JobRef { kind: kind.parse().ok()?, id: id.parse().ok()? })
 }
 
+/// The rows' checkboxes on screen.
+#[cfg(feature = "hydrate")]
+fn choice_boxes() -> Vec<web_sys::HtmlInputElement> {
+    use leptos::wasm_bindgen::JsCast;
+    let Ok(list) = document().query_selector_all("input[data-choose]") else { return Vec::new() };
+    (0..list.length()).filter_map(|i| list.item(i)).filter_map(|n| n.dyn_into().ok()).collect()
+}
+
 /// The jobs of the rows on screen.
 #[cfg(feature = "hydrate")]
 fn rows_on_screen() -> Vec<JobRef> {
-    let Ok(list) = document().query_selector_all("input[data-choose]") else { return Vec::new() };
-    (0..list.length())
-        .filter_map(|i| list.item(i))
-        .filter_map(|n| leptos::wasm_bindgen::JsCast::dyn_into::<web_sys::Element>(n).ok())
-        .filter_map(|el| el.get_attribute("data-choose").and_then(|k| choice(&k)))
-        .collect()
+    choice_boxes().iter().filter_map(|input| input.get_attribute("data-choose").and_then(|k| choice(&k))).collect()
 }
 
 /// Ticks the chosen rows' boxes (and "every job on this page" when all are) and marks
@@ -630,11 +633,9 @@ fn rows_on_screen() -> Vec<JobRef> {
 #[cfg(feature = "hydrate")]
 fn show_choices(chosen: &[JobRef]) {
     use leptos::wasm_bindgen::JsCast;
-    let Ok(list) = document().query_selector_all("input[data-choose]") else { return };
-    let mut all = list.length() > 0;
-    for input in
-        (0..list.length()).filter_map(|i| list.item(i)).filter_map(|n| n.dyn_into::<web_sys::HtmlInputElement>().ok())
-    {
+    let boxes = choice_boxes();
+    let mut all = !boxes.is_empty();
+    for input in boxes {
         let on = input.get_attribute("data-choose").and_then(|k| choice(&k)).is_some_and(|r| chosen.contains(&r));
         all &= on;
         input.set_checked(on);
