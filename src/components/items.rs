@@ -82,46 +82,31 @@ pub fn ItemBrowser(
                 Ok(first) => first,
                 Err(e) => return view! { <p class="alert" role="alert">{e}</p> }.erased(),
             };
-            let current = StoredValue::new(first);
-            let summary = move || {
-                current.with_value(|p| {
-                    let last = p.offset + p.items.len() as i64;
-                    if p.total == 0 {
-                        format!("No {}", noun.1)
-                    } else if p.items.is_empty() {
-                        format!("Nothing here: the list has {}", p.total)
-                    } else {
-                        format!("Showing {}–{last} of {}", p.offset + 1, p.total)
-                    }
-                })
+            // Rendered once, by the server: the page's refresh brings a newer rendering.
+            let (offset, shown, total) = (first.offset, first.items.len() as i64, first.total);
+            let summary = if total == 0 {
+                format!("No {}", noun.1)
+            } else if shown == 0 {
+                format!("Nothing here: the list has {total}")
+            } else {
+                format!("Showing {}–{} of {total}", offset + 1, offset + shown)
             };
-            let pager = move || {
-                let (offset, shown, total) = current.with_value(|p| (p.offset, p.items.len() as i64, p.total));
-                let prev = (offset > 0).then(|| link(status, (offset - PAGE_SIZE).max(0)));
-                let next = (offset + shown < total).then(|| link(status, offset + PAGE_SIZE));
+            let prev = (offset > 0).then(|| link(status, (offset - PAGE_SIZE).max(0)));
+            let next = (offset + shown < total).then(|| link(status, offset + PAGE_SIZE));
+            let empty = (shown == 0).then(|| {
+                let text = if total > 0 {
+                    "This page is past the end of the list.".to_string()
+                } else if status.is_some() {
+                    format!("No {} with this status.", noun.1)
+                } else {
+                    format!("This job has no {}.", noun.1)
+                };
                 view! {
-                    {pager_link(prev, "← Previous")}
-                    {pager_link(next, "Next →")}
+                    <tr>
+                        <td class="empty-row" colspan=columns.len().to_string()>{text}</td>
+                    </tr>
                 }
-            };
-            let empty = move || {
-                current.with_value(|p| {
-                    p.items.is_empty().then(|| {
-                        let text = if p.total > 0 {
-                            "This page is past the end of the list.".to_string()
-                        } else if status.is_some() {
-                            format!("No {} with this status.", noun.1)
-                        } else {
-                            format!("This job has no {}.", noun.1)
-                        };
-                        view! {
-                            <tr>
-                                <td class="empty-row" colspan=columns.len().to_string()>{text}</td>
-                            </tr>
-                        }
-                    })
-                })
-            };
+            });
             view! {
                 <p class="pager-summary" aria-live="polite">{summary}</p>
                 <div class="table-wrap" role="region" aria-label=format!("{} table", noun.1) tabindex="0">
@@ -130,12 +115,15 @@ pub fn ItemBrowser(
                             <tr>{columns.iter().map(|c| view! { <th scope="col">{*c}</th> }).collect_view()}</tr>
                         </thead>
                         <tbody>
-                            {current.with_value(|p| p.items.clone()).into_iter().map(row).collect_view()}
+                            {first.items.into_iter().map(row).collect_view()}
                             {empty}
                         </tbody>
                     </table>
                 </div>
-                <nav class="pager" aria-label="Pages">{pager}</nav>
+                <nav class="pager" aria-label="Pages">
+                    {pager_link(prev, "← Previous")}
+                    {pager_link(next, "Next →")}
+                </nav>
             }
             .erased()
         })
