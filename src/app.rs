@@ -98,6 +98,10 @@ fn SignOut() -> impl IntoView {
                 signed_in.await.unwrap_or(false).then(|| view! {
                     <form method="post" action="/signout" class="signout">
                         <button type="submit" class="btn btn-small btn-plain">"Sign out"</button>
+                        <button type="submit" name="everywhere" value="1" class="btn btn-small btn-plain"
+                            title="End every signed-in session of this jobdeck, in every browser">
+                            "Sign out everywhere"
+                        </button>
                     </form>
                 })
             })}

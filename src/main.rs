@@ -88,6 +88,9 @@ async fn run(mode: Mode) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     if let Some(refusal) = config.server.open_refusal(addr) {
         return Err(refusal.into());
     }
+    if let Some(refusal) = server::access::token_refusal(&config.server.token) {
+        return Err(refusal.into());
+    }
     if config.server.token.trim().is_empty() {
         if addr.ip().is_loopback() {
             tracing::info!("no JOBDECK_TOKEN: open to anyone on this machine (loopback only)");
@@ -131,7 +134,7 @@ async fn run(mode: Mode) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!("jobdeck is serving on http://{addr}");
     let draining = std::sync::Arc::new(tokio::sync::Notify::new());
-    let serve = axum::serve(listener, app).with_graceful_shutdown({
+    let serve = server::http::serve(listener, app, {
         let draining = draining.clone();
         async move {
             shutdown_signal().await;
@@ -164,13 +167,12 @@ async fn run_worker(
         .route("/health", axum::routing::get(|| async { axum::Json(serde_json::json!({"ok": true})) }));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!("jobdeck worker is running; health at http://{addr}/health");
-    axum::serve(listener, health)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: finishing in-flight items");
-            runner.shutdown().await;
-        })
-        .await?;
+    server::http::serve(listener, health, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight items");
+        runner.shutdown().await;
+    })
+    .await?;
     tracing::info!("jobdeck worker stopped");
     Ok(())
 }

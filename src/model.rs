@@ -259,6 +259,13 @@ pub const JOBS_PAGE: i64 = 50;
 
 /// The largest page the API hands out.
 pub const MAX_PAGE: i64 = 500;
+/// `GET /api/process` and `GET /api/preprocess/jobs`: jobs per answer unless `limit`
+/// says otherwise, and the most one answer holds (SPEC section 11).
+pub const JOB_LIST_LIMIT: i64 = 200;
+pub const MAX_JOB_LIST_LIMIT: i64 = 1000;
+/// The furthest a list of jobs pages by offset: each page reads the newest
+/// `offset + limit` jobs of a kind, so the offset is what bounds that read.
+pub const MAX_JOBS_OFFSET: i64 = 100_000;
 /// The concurrency bounds of SPEC section 2.
 pub const MIN_CONCURRENCY: u32 = 1;
 pub const MAX_CONCURRENCY: u32 = 64;

@@ -48,6 +48,11 @@ impl Store {
 
     /// A started service (a process: UI, API and runner) on this store.
     async fn service(&self, config: Config) -> Service {
+        self.state(config).await.service
+    }
+
+    /// The state of a started process on this store, as the router takes it.
+    async fn state(&self, config: Config) -> jobdeck::server::state::AppState {
         let options = leptos::config::LeptosOptions::builder().output_name("jobdeck").build();
         let state = match self {
             Self::Sqlite(_) => jobdeck::server::build_state(config, options).expect("state builds"),
@@ -58,7 +63,7 @@ impl Store {
             }
         };
         state.service.runner().start().await.expect("runner starts");
-        state.service
+        state
     }
 
     /// Per-status item counts read straight from the items, to check the counters.
@@ -569,8 +574,8 @@ async fn archive_hides_a_finished_job_until_restored(store: Store) {
     assert_eq!(again.archived_at, archived.archived_at, "archiving twice changes nothing");
     let ids = |jobs: Vec<Job>| jobs.into_iter().map(|j| j.id).collect::<Vec<_>>();
     assert_eq!(ids(service.list(R).await.unwrap()), vec![running.id]);
-    assert_eq!(ids(service.list_archived(R, Archived::Only).await.unwrap()), vec![job.id]);
-    assert_eq!(ids(service.list_archived(R, Archived::All).await.unwrap()), vec![job.id, running.id]);
+    assert_eq!(ids(service.list_archived(R, Archived::Only, 0, 200).await.unwrap().jobs), vec![job.id]);
+    assert_eq!(ids(service.list_archived(R, Archived::All, 0, 200).await.unwrap().jobs), vec![job.id, running.id]);
     let page = service.page_all(0, 50).await.unwrap();
     assert_eq!((page.total, ids(page.jobs)), (1, vec![running.id]));
     let filter = JobFilter { archived: Archived::Only, ..JobFilter::default() };
@@ -692,6 +697,7 @@ async fn an_error_burst_pauses_the_job_until_a_person_resumes(store: Store) {
     let mut config = store.config();
     config.runner.error_burst = 3;
     config.notify.webhook_url = format!("http://{hook}/hook");
+    config.notify.webhook_secret = "burst-secret".into();
     let service = store.service(config).await;
     // `/missing/…` answers 404: a permanent failure, at once. One success first.
     let mut items = paths("/f/", 1);
@@ -1051,4 +1057,68 @@ async fn an_email_goes_out_through_smtp(store: Store) {
     let sent = wait_event(&service, R, job.id, EventAction::Notified).await;
     assert_eq!(sent.detail.as_deref(), Some("e-mail job.cancelled sent to ops@example.com"));
     assert_eq!(mail.lock().unwrap().len(), 1, "one e-mail per event");
+}
+
+// ---- SPEC section 11: sign-in sessions kept by the store ----
+
+on_both_stores!(signing_out_ends_the_session_on_the_server_and_everywhere_ends_all);
+
+/// Sessions live in the store: signing out ends that session (a copy of its cookie is
+/// dead), the others go on; "sign out everywhere" ends them all, and only a signed-in
+/// browser can ask for it.
+async fn signing_out_ends_the_session_on_the_server_and_everywhere_ends_all(store: Store) {
+    use axum::body::Body;
+    use axum::http::{header, Request, StatusCode};
+    use tower::ServiceExt;
+    const TOKEN: &str = "a token of sixteen or more";
+    let mut config = store.config();
+    config.server.token = TOKEN.into();
+    let app = jobdeck::server::app(store.state(config).await);
+    let status = |req: Request<Body>| {
+        let app = app.clone();
+        async move { app.oneshot(req).await.unwrap() }
+    };
+    let form = |uri: &str, body: String, cookie: Option<&str>| {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(cookie) = cookie {
+            req = req.header(header::COOKIE, cookie);
+        }
+        req.body(Body::from(body)).unwrap()
+    };
+    let sign_in = || async {
+        let res = status(form("/signin", format!("token={}&next=%2F", TOKEN.replace(' ', "+")), None)).await;
+        assert_eq!(res.status(), StatusCode::SEE_OTHER);
+        res.headers()[header::SET_COOKIE].to_str().unwrap().split(';').next().unwrap().to_string()
+    };
+    let list_with = |cookie: &str| {
+        Request::builder().uri("/api/process").header(header::COOKIE, cookie).body(Body::empty()).unwrap()
+    };
+    let (a, b, c) = (sign_in().await, sign_in().await, sign_in().await);
+    assert!(a != b && b != c, "each sign-in is a session of its own");
+    for cookie in [&a, &b, &c] {
+        assert_eq!(status(list_with(cookie)).await.status(), StatusCode::OK);
+    }
+    // Sign out A: A (and any copy of its cookie) is dead, B and C go on.
+    let out = status(form("/signout", String::new(), Some(&a))).await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    assert_eq!(status(list_with(&a)).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(status(list_with(&b)).await.status(), StatusCode::OK);
+    // "Everywhere" from a browser that is not signed in ends nothing.
+    let _ = status(form("/signout", "everywhere=1".into(), Some(&a))).await;
+    assert_eq!(status(list_with(&b)).await.status(), StatusCode::OK);
+    // From B: every session ends.
+    let _ = status(form("/signout", "everywhere=1".into(), Some(&b))).await;
+    for cookie in [&a, &b, &c] {
+        assert_eq!(status(list_with(cookie)).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    // The bearer token is no session and still works.
+    let bearer = Request::builder()
+        .uri("/api/process")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(status(bearer).await.status(), StatusCode::OK);
 }

@@ -414,3 +414,38 @@ async fn without_a_token_a_reachable_address_is_refused_unless_allowed() {
     open.signal("TERM");
     assert!(open.wait_exit(Duration::from_secs(20)).await);
 }
+
+/// SPEC section 11: a token anyone could guess, or a webhook that would go out
+/// unsigned, stops start-up with a sentence that says what to do.
+#[test]
+fn a_short_token_or_an_unsigned_webhook_stops_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let run = |vars: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jobdeck"));
+        command
+            .env("JOBDECK_CONFIG", Path::new(env!("CARGO_MANIFEST_DIR")).join("Leptos.toml"))
+            .env("LEPTOS_SITE_ADDR", format!("127.0.0.1:{port}"))
+            .env("LEPTOS_SITE_ROOT", dir.path())
+            .env("JOBDECK_DB", &db)
+            .env_remove("JOBDECK_TOKEN")
+            .env_remove("JOBDECK_WEBHOOK_URL")
+            .env_remove("JOBDECK_WEBHOOK_SECRET")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        let out = command.output().expect("the jobdeck binary runs");
+        assert!(!out.status.success(), "{vars:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for token in ["a", "fifteen chars!!"] {
+        let stderr = run(&[("JOBDECK_TOKEN", token)]);
+        assert!(stderr.contains("JOBDECK_TOKEN is") && stderr.contains("at least 16"), "{stderr}");
+    }
+    let stderr = run(&[("JOBDECK_WEBHOOK_URL", "http://127.0.0.1:9/hook")]);
+    assert!(stderr.contains("JOBDECK_WEBHOOK_SECRET is empty"), "{stderr}");
+}

@@ -619,6 +619,41 @@ impl Backend {
         }
     }
 
+    // ---- sign-in sessions (SPEC section 11) ----
+
+    /// Records a session stored under `key` (see `server::access`), valid until
+    /// `expires` (Unix seconds); expired sessions go at the same time.
+    pub async fn session_start(&self, key: String, created: i64, expires: i64) -> Result<(), AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(move |tx| store::sessions::start(tx, &key, created, expires)).await,
+            Self::Postgres(p) => p.session_start(&key, created, expires).await,
+        }
+    }
+
+    /// Whether `key` names a session that has neither ended nor expired at `now`.
+    pub async fn session_alive(&self, key: String, now: i64) -> Result<bool, AppError> {
+        match self {
+            Self::Sqlite(db) => db.read_now(move |c| store::sessions::alive(c, &key, now)).await,
+            Self::Postgres(p) => p.session_alive(&key, now).await,
+        }
+    }
+
+    /// Ends the session stored under `key`.
+    pub async fn session_end(&self, key: String) -> Result<(), AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(move |tx| store::sessions::end(tx, &key)).await,
+            Self::Postgres(p) => p.session_end(&key).await,
+        }
+    }
+
+    /// Ends every session.
+    pub async fn sessions_end_all(&self) -> Result<(), AppError> {
+        match self {
+            Self::Sqlite(db) => db.write(|tx| store::sessions::end_all(tx).map(drop)).await,
+            Self::Postgres(p) => p.sessions_end_all().await.map(drop),
+        }
+    }
+
     /// Marks a live job with nothing left `completed`; `true` if it is now over or gone.
     pub async fn complete_if_done(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {
         match self {

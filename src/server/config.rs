@@ -31,6 +31,9 @@ pub struct ServerConfig {
     pub token: String,
     /// Serve without a token on an address other machines can reach.
     pub allow_open: bool,
+    /// Host names requests may name besides loopback, the served address and the
+    /// public URL's host (SPEC section 11), comma-separated; `*` takes any.
+    pub allowed_hosts: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -95,6 +98,7 @@ impl Default for ServerConfig {
             database_url: String::new(),
             token: String::new(),
             allow_open: false,
+            allowed_hosts: String::new(),
         }
     }
 }
@@ -223,6 +227,7 @@ impl Config {
         set(&lookup, "JOBDECK_BUSY_TIMEOUT_MS", &mut s.busy_timeout_ms)?;
         set(&lookup, "JOBDECK_DATABASE_URL", &mut s.database_url)?;
         set(&lookup, "JOBDECK_TOKEN", &mut s.token)?;
+        set(&lookup, "JOBDECK_ALLOWED_HOSTS", &mut s.allowed_hosts)?;
         if let Some(value) = lookup("JOBDECK_ALLOW_OPEN") {
             s.allow_open = parse_bool(&value).ok_or(ConfigError::Env { name: "JOBDECK_ALLOW_OPEN", value })?;
         }

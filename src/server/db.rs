@@ -22,6 +22,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0006_item_ranges.sql")),
         M::up(include_str!("../../migrations/0007_research_roles.sql")),
         M::up(include_str!("../../migrations/0008_pending_off_the_index.sql")),
+        M::up(include_str!("../../migrations/0009_sessions.sql")),
     ])
 }
 

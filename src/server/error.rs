@@ -10,6 +10,9 @@ pub enum AppError {
     BadInput(String),
     #[error("{0}")]
     TooLarge(String),
+    /// A body in a format the endpoint does not take (415).
+    #[error("{0}")]
+    WrongMediaType(String),
     #[error("no {kind} job with id {id}")]
     NotFound { kind: &'static str, id: String },
     /// The job is completed, failed or cancelled and cannot be paused or resumed.
@@ -35,6 +38,7 @@ impl AppError {
         match self {
             Self::BadInput(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::WrongMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::AlreadyTerminal(_) | Self::StillProcessing | Self::WrongState(_) => StatusCode::CONFLICT,
             Self::Db(_) | Self::Pg(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -6,8 +6,10 @@ pub mod backend;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod http;
 pub mod import;
 pub mod notify;
+pub mod origin;
 pub mod pg;
 pub mod policy;
 pub mod rest;
@@ -40,8 +42,14 @@ pub fn app(state: AppState) -> Router {
     let hashed = state.leptos_options.hash_files;
     let guard = access::Guard {
         access: access::Access::new(&state.config.server.token),
+        store: state.service.clone(),
         pkg_dir: state.leptos_options.site_pkg_dir.to_string(),
     };
+    let hosts = origin::Hosts::new(
+        &state.config.server.site_addr,
+        &state.config.notify.public_url,
+        &state.config.server.allowed_hosts,
+    );
     let sign_in = Router::new()
         .route("/signin", axum::routing::post(access::sign_in))
         .route("/signout", axum::routing::post(access::sign_out))
@@ -70,8 +78,13 @@ pub fn app(state: AppState) -> Router {
             CompressionLayer::new()
                 .compress_when(SizeAbove::new(1024).and(NotForContentType::GRPC).and(NotForContentType::IMAGES)),
         )
-        // Outermost: a body over its limit is refused before anything reads it.
+        // A body over its limit is refused before anything reads it.
         .layer(from_fn_with_state(limits, upload::bound_body))
+        // SPEC section 11: another site's page cannot change anything through the
+        // browser, and a name this server does not answer to (DNS rebinding) reaches
+        // nothing; both before any body is read, the Host check first of all.
+        .layer(from_fn_with_state(hosts.clone(), origin::check_origin))
+        .layer(from_fn_with_state(hosts, origin::check_host))
         .with_state(state)
 }
 

@@ -97,6 +97,12 @@ impl Notifier {
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https"))
                     .ok_or_else(|| format!("JOBDECK_WEBHOOK_URL `{url}` is not an http(s) URL"))?;
+                if cfg.webhook_secret.trim().is_empty() {
+                    return Err(format!(
+                        "JOBDECK_WEBHOOK_URL is set to {url} but JOBDECK_WEBHOOK_SECRET is empty: set a secret to \
+                         sign the webhook with (the receiver checks X-Jobdeck-Signature), or unset the URL"
+                    ));
+                }
                 let client = reqwest::Client::builder()
                     .timeout(TRY_TIMEOUT)
                     .redirect(reqwest::redirect::Policy::none())

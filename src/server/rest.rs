@@ -3,7 +3,7 @@
 use axum::body::Body;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -15,7 +15,7 @@ use super::error::AppError;
 use super::service::{self, BulkTarget, Service};
 use super::state::AppState;
 use super::upload::{multipart_of, read_upload};
-use crate::model::{Archived, Item, ItemStatus, JobAction, JobFilter, JobKind, JobRef, EVENTS_PAGE};
+use crate::model::{Archived, Item, ItemStatus, JobAction, JobFilter, JobKind, JobRef, EVENTS_PAGE, JOB_LIST_LIMIT};
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
@@ -84,6 +84,8 @@ async fn create(
 #[derive(Deserialize)]
 struct ListQuery {
     archived: Option<String>,
+    offset: Option<String>,
+    limit: Option<String>,
 }
 
 fn archived_param(raw: Option<&str>) -> Result<Archived, AppError> {
@@ -93,7 +95,33 @@ fn archived_param(raw: Option<&str>) -> Result<Archived, AppError> {
 
 async fn list(kind: JobKind, State(service): State<Service>, Query(q): Query<ListQuery>) -> Result<Response, AppError> {
     let archived = archived_param(q.archived.as_deref())?;
-    Ok(Json(service.list_archived(kind, archived).await?).into_response())
+    let offset = number("offset", q.offset.as_deref(), 0)?;
+    let limit = number("limit", q.limit.as_deref(), JOB_LIST_LIMIT)?;
+    let page = service.list_archived(kind, archived, offset, limit).await?;
+    // The list stays a JSON array; how many jobs the whole list holds goes beside it.
+    Ok(([("x-total-count", page.total.to_string())], Json(page.jobs)).into_response())
+}
+
+/// A JSON endpoint's body: only with `Content-Type: application/json` (SPEC section
+/// 11: a page of another site can send `text/plain` without asking the browser's
+/// leave, never JSON), checked before the body is read.
+pub struct JsonBody(bytes::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Response> {
+        let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            let shown = if essence.is_empty() { "none".to_string() } else { essence.chars().take(100).collect() };
+            return Err(AppError::WrongMediaType(format!(
+                "send the body as JSON with `Content-Type: application/json` (this request's type: {shown})"
+            ))
+            .into_response());
+        }
+        bytes::Bytes::from_request(request, state).await.map(Self).map_err(IntoResponse::into_response)
+    }
 }
 
 /// A JSON request body, or a 400 that says what is wrong with it.
@@ -124,7 +152,7 @@ async fn edit(
     kind: JobKind,
     State(service): State<Service>,
     Path(id): Path<String>,
-    body: bytes::Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
     let id = job_id(kind, &id)?;
     let body = json_fields(&body, &["name", "concurrency"], |key| {
@@ -151,7 +179,7 @@ async fn schedule(
     kind: JobKind,
     State(service): State<Service>,
     Path(id): Path<String>,
-    body: bytes::Bytes,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
     let id = job_id(kind, &id)?;
     let body = json_fields(&body, &["pauseAt", "resumeAt"], |key| {
@@ -199,7 +227,7 @@ async fn events(
 
 /// `POST /api/jobs/bulk` with `{"action", "jobs": [{"kind", "id"}]}` or
 /// `{"action", "filter": {"kind"?, "status"?, "archived"?}}`.
-async fn bulk(State(service): State<Service>, body: bytes::Bytes) -> Result<Response, AppError> {
+async fn bulk(State(service): State<Service>, JsonBody(body): JsonBody) -> Result<Response, AppError> {
     let body = json_body(&body)?;
     let action = match body.get("action").and_then(|v| v.as_str()) {
         Some(a) => a.parse::<JobAction>().map_err(|_| {
@@ -354,11 +382,15 @@ fn result_columns(kind: JobKind) -> &'static [&'static str] {
     }
 }
 
-/// Cells that a spreadsheet would run as a formula get a leading apostrophe.
+/// Cells that a spreadsheet would run as a formula get a leading apostrophe: those
+/// that begin with `=`, `+`, `-` or `@`, also after blanks or control characters
+/// (spreadsheets skip those), and those that begin with a tab or a carriage return.
 pub fn neutralise(cell: &str) -> String {
-    match cell.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
-        _ => cell.to_string(),
+    let first = cell.trim_start_matches(|c: char| c.is_whitespace() || c.is_control()).chars().next();
+    if cell.starts_with(['\t', '\r']) || matches!(first, Some('=' | '+' | '-' | '@')) {
+        format!("'{cell}")
+    } else {
+        cell.to_string()
     }
 }
 
@@ -470,5 +502,10 @@ mod tests {
         assert_eq!(neutralise("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(neutralise("Acme"), "Acme");
         assert_eq!(neutralise(""), "");
+        // After blanks or control characters, which spreadsheets skip.
+        for hidden in [" =1+1", "\t=cmd", "\r\n=cmd", "  @SUM(A1)", "\u{0}+1", "\u{a0}-2"] {
+            assert_eq!(neutralise(hidden), format!("'{hidden}"), "{hidden:?}");
+        }
+        assert_eq!(neutralise("  Acme = best"), "  Acme = best");
     }
 }

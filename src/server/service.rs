@@ -11,7 +11,8 @@ use super::runner::Runner;
 use super::store::{self, Hidden, NewItem};
 use crate::model::{
     Archived, BulkOutcome, BulkResult, ItemPage, ItemStatus, Job, JobAction, JobEvent, JobFilter, JobKind, JobRef,
-    JobStatus, JobsPage, Source, MAX_NAME_CHARS, MAX_PAGE, MAX_SEARCH_CHARS,
+    JobStatus, JobsPage, Source, JOB_LIST_LIMIT, MAX_JOBS_OFFSET, MAX_JOB_LIST_LIMIT, MAX_NAME_CHARS, MAX_PAGE,
+    MAX_SEARCH_CHARS,
 };
 
 /// The service layer; cheap to clone.
@@ -61,6 +62,28 @@ impl Service {
 
     pub fn runner(&self) -> &Runner {
         &self.runner
+    }
+
+    /// Records a sign-in session stored under `key`, valid until `expires` (Unix
+    /// seconds). Sessions are the access layer's (`server::access`); the store keeps them
+    /// so every server on one database shares them.
+    pub async fn session_start(&self, key: String, created: i64, expires: i64) -> Result<(), AppError> {
+        self.db.session_start(key, created, expires).await
+    }
+
+    /// Whether `key` names a live session at `now`.
+    pub async fn session_alive(&self, key: String, now: i64) -> Result<bool, AppError> {
+        self.db.session_alive(key, now).await
+    }
+
+    /// Ends one session (sign out).
+    pub async fn session_end(&self, key: String) -> Result<(), AppError> {
+        self.db.session_end(key).await
+    }
+
+    /// Ends every session (sign out everywhere).
+    pub async fn sessions_end_all(&self) -> Result<(), AppError> {
+        self.db.sessions_end_all().await
     }
 
     /// Checks the whole upload off the async threads and without the writer, then
@@ -140,18 +163,30 @@ impl Service {
     /// `offset + limit` of each kind, however many jobs there are.
     pub async fn page(&self, filter: JobFilter, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
         let filter = check_filter(filter)?;
-        self.db.page(filter, offset.max(0), limit.clamp(1, MAX_PAGE)).await
+        self.db.page(filter, offset.clamp(0, MAX_JOBS_OFFSET), limit.clamp(1, MAX_PAGE)).await
     }
 
-    /// Jobs of one kind that are not archived, newest first.
+    /// The newest jobs of one kind that are not archived (at most
+    /// [`JOB_LIST_LIMIT`]).
     pub async fn list(&self, kind: JobKind) -> Result<Vec<Job>, AppError> {
-        self.list_archived(kind, Archived::Hide).await
+        Ok(self.list_archived(kind, Archived::Hide, 0, JOB_LIST_LIMIT).await?.jobs)
     }
 
-    /// Jobs of one kind, newest first, by archive state.
-    pub async fn list_archived(&self, kind: JobKind, archived: Archived) -> Result<Vec<Job>, AppError> {
+    /// A page of the jobs of one kind, newest first, by archive state: at most
+    /// [`MAX_JOB_LIST_LIMIT`] of them, from at most [`MAX_JOBS_OFFSET`] in, so no
+    /// request reads a whole table.
+    pub async fn list_archived(
+        &self,
+        kind: JobKind,
+        archived: Archived,
+        offset: i64,
+        limit: i64,
+    ) -> Result<JobsPage, AppError> {
+        if offset < 0 || limit < 1 {
+            return Err(AppError::BadInput("offset must be 0 or more and limit 1 or more".into()));
+        }
         let filter = JobFilter { kind: Some(kind), archived, ..JobFilter::default() };
-        Ok(self.db.page(filter, 0, i64::MAX / 2).await?.jobs)
+        self.db.page(filter, offset.min(MAX_JOBS_OFFSET), limit.min(MAX_JOB_LIST_LIMIT)).await
     }
 
     /// A page of the job's activity log, newest first (ids below `before`).

@@ -10,6 +10,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::error::AppError;
+
+pub mod sessions;
 use super::import::{ColumnMap, ResearchFields};
 use super::notify;
 use crate::model::{

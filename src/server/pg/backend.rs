@@ -312,7 +312,7 @@ impl PgBackend {
         shard_of(self.worker_id)
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, AppError> {
+    pub(super) async fn client(&self) -> Result<deadpool_postgres::Object, AppError> {
         self.pool.get().await.map_err(|e| AppError::Internal(format!("PostgreSQL pool: {e}")))
     }
 

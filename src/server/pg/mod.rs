@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, NoTls, Transaction};
 
 pub mod backend;
+mod sessions;
 
 use super::error::AppError;
 use super::import::NewJob;
@@ -27,6 +28,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../../migrations/postgres/0003_paused_flag.sql"),
     include_str!("../../../migrations/postgres/0004_operator_controls.sql"),
     include_str!("../../../migrations/postgres/0005_auto_control.sql"),
+    include_str!("../../../migrations/postgres/0006_sessions.sql"),
 ];
 
 /// The channel pause, resume and cancel are announced on, in the same transaction as

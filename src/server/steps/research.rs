@@ -280,8 +280,11 @@ pub fn extract(page_url: &Url, html: &str, headers: &HeaderMap) -> Extracted {
             "link" => {
                 let Some(href) = e.attr("href").and_then(|h| page_url.join(h.trim()).ok()) else { continue };
                 let rel = e.attr("rel").unwrap_or("").to_ascii_lowercase();
+                // Only web addresses are kept: a `javascript:` or `data:` "canonical"
+                // would be a link that runs script wherever it is shown or exported.
                 if out.canonical.is_none()
                     && rel.split_ascii_whitespace().any(|r| r == "canonical")
+                    && matches!(href.scheme(), "http" | "https")
                     && href.as_str().chars().count() <= MAX_URL_CHARS
                 {
                     out.canonical = Some(href.to_string());
@@ -863,6 +866,20 @@ mod tests {
 
         let json = serde_json::to_value(&ex).unwrap();
         assert!(json.get("technologies").is_some() && json.get("links").is_none());
+    }
+
+    #[test]
+    fn a_canonical_that_is_not_a_web_address_is_not_kept() {
+        for href in
+            ["javascript:alert(document.cookie)", "JavaScript:alert(1)", "data:text/html,<b>x</b>", "ftp://x.example/"]
+        {
+            let html = format!(r#"<html><head><link rel="canonical" href="{href}"></head><body>Hi</body></html>"#);
+            let ex = extract(&page_url(), &html, &HeaderMap::new());
+            assert_eq!(ex.canonical, None, "{href}");
+        }
+        let html = r#"<html><head><link rel="canonical" href="javascript:void(0)"><link rel="canonical" href="/en/"></head></html>"#;
+        let ex = extract(&page_url(), html, &HeaderMap::new());
+        assert_eq!(ex.canonical.as_deref(), Some("https://www.acme.example/en/"), "the first web address is kept");
     }
 
     #[test]
