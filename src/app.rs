@@ -10,8 +10,11 @@ use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{path, SsrMode};
 
 use crate::pages::{
-    accounts::AccountsPage, dashboard::Dashboard, preprocess::PreprocessPage, research::ResearchPage,
-    signin::SignInPage,
+    accounts::AccountsPage,
+    dashboard::Dashboard,
+    preprocess::PreprocessPage,
+    research::ResearchPage,
+    signin::{SignInPage, SignOutEverywherePage},
 };
 
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -76,6 +79,7 @@ pub fn App() -> impl IntoView {
                     // Async: the server answers once the data is in, so the HTML is complete
                     // for readers without JavaScript and "no such job" can be a real 404.
                     <Route path=path!("/signin") view=|| erase(SignInPage()) />
+                    <Route path=path!("/signout-everywhere") view=|| erase(SignOutEverywherePage()) />
                     <Route path=path!("/") view=|| erase(Dashboard()) ssr=SsrMode::Async />
                     <Route path=path!("/processing/:id") view=|| erase(ResearchPage()) ssr=SsrMode::Async />
                     <Route path=path!("/processing/:id/accounts") view=|| erase(AccountsPage()) ssr=SsrMode::Async />
@@ -97,11 +101,8 @@ fn SignOut() -> impl IntoView {
             {move || Suspend::new(async move {
                 signed_in.await.unwrap_or(false).then(|| view! {
                     <form method="post" action="/signout" class="signout">
+                        <a href="/signout-everywhere" class="signout-everywhere">"Sign out everywhere…"</a>
                         <button type="submit" class="btn btn-small btn-plain">"Sign out"</button>
-                        <button type="submit" name="everywhere" value="1" class="btn btn-small btn-plain"
-                            title="End every signed-in session of this jobdeck, in every browser">
-                            "Sign out everywhere"
-                        </button>
                     </form>
                 })
             })}

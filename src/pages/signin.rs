@@ -28,3 +28,28 @@ pub fn SignInPage() -> impl IntoView {
         </section>
     }
 }
+
+/// `/signout-everywhere`: ends every session of this jobdeck (SPEC section 11), after
+/// saying what that does. A page of its own, not a button beside "Sign out": it signs
+/// out every browser, and a copied cookie with them.
+#[component]
+pub fn SignOutEverywherePage() -> impl IntoView {
+    view! {
+        <PageTitle text="Sign out everywhere · jobdeck" />
+        <section class="card signin" aria-labelledby="everywhere-title">
+            <h1 id="everywhere-title">"Sign out everywhere"</h1>
+            <p>
+                "This ends every signed-in session of this jobdeck: this browser, any other browser, and any "
+                "copy of a session cookie. Everyone signs in again with the access token. Scripts that send "
+                "the token itself are not affected."
+            </p>
+            <form method="post" action="/signout">
+                <input type="hidden" name="everywhere" value="1" />
+                <button type="submit" class="btn btn-danger">"Sign out everywhere"</button>
+            </form>
+            <p>
+                <a href="/">"Back to the dashboard"</a>
+            </p>
+        </section>
+    }
+}

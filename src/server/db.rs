@@ -423,7 +423,8 @@ mod tests {
                 "outbox",
                 "preprocessing_jobs",
                 "preprocessing_results",
-                "processing_jobs"
+                "processing_jobs",
+                "sessions"
             ]
         );
         for table in ["processing_jobs", "preprocessing_jobs"] {

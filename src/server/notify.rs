@@ -248,15 +248,14 @@ impl Notifier {
         match sent.channel.as_str() {
             WEBHOOK => {
                 let hook = self.webhook.as_ref().ok_or("the webhook is no longer configured")?;
-                let mut request = hook
+                // Always signed: a webhook without a secret stops start-up (SPEC section 11).
+                let request = hook
                     .client
                     .post(hook.url.clone())
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .header("X-Jobdeck-Event", &sent.event)
-                    .header("X-Jobdeck-Delivery", sent.id.to_string());
-                if !hook.secret.is_empty() {
-                    request = request.header("X-Jobdeck-Signature", signature(&hook.secret, sent.payload.as_bytes()));
-                }
+                    .header("X-Jobdeck-Delivery", sent.id.to_string())
+                    .header("X-Jobdeck-Signature", signature(&hook.secret, sent.payload.as_bytes()));
                 let response = request.body(sent.payload.clone()).send().await.map_err(|e| short_error(&e))?;
                 let status = response.status();
                 if status.is_success() {
