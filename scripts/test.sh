@@ -12,22 +12,29 @@ echo "== clippy (ssr)"
 cargo clippy --features ssr --all-targets -- -D warnings
 echo "== clippy (hydrate, wasm32)"
 cargo clippy --features hydrate --lib --target wasm32-unknown-unknown -- -D warnings
-# The PostgreSQL tests (tests/postgres.rs) run when a server answers and pass with a
-# "skipped" line each when none does; say which before they run.
-PG_URL="${JOBDECK_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
-read -r PG_HOST PG_PORT <<<"$(sed -E 's#^postgres(ql)?://([^@/]*@)?([^/:?]+)(:([0-9]+))?.*#\3 \5#' <<<"$PG_URL")"
-if timeout 3 bash -c "exec 3<>/dev/tcp/$PG_HOST/${PG_PORT:-5432}" 2>/dev/null; then
-  echo "== PostgreSQL tests: running against $PG_URL"
-else
-  echo "== PostgreSQL tests: skipped, no server at $PG_URL (set JOBDECK_TEST_DATABASE_URL to run them)"
-fi
+# The PostgreSQL tests need a server: the one configured, or a throwaway one
+# (scripts/pg-for-tests.sh). Each test that finds none records itself here.
+WORK_DIR="$(mktemp -d)"
+source scripts/pg-for-tests.sh
+trap 'pg_stop_throwaway; rm -rf "$WORK_DIR"' EXIT
+export JOBDECK_PG_SKIP_LOG="$WORK_DIR/pg-left-out.txt"
+: >"$JOBDECK_PG_SKIP_LOG"
+pg_left_out() {
+  local n
+  n="$(sort -u "$JOBDECK_PG_SKIP_LOG" | grep -c . || true)"
+  if [[ "$n" == 0 ]]; then
+    echo "== PostgreSQL tests: every one ran against a server"
+  else
+    echo "== PostgreSQL tests: $n left out, no server answered (JOBDECK_REQUIRE_PG=1 makes that an error):"
+    sort -u "$JOBDECK_PG_SKIP_LOG" | sed 's/^/   /'
+  fi
+}
 echo "== cargo test --features ssr"
 cargo test --features ssr
+pg_left_out
 
 echo "== end-to-end (cargo leptos end-to-end, Debian chromium)"
-E2E_DIR="$(mktemp -d)"
-trap 'rm -rf "$E2E_DIR"' EXIT
-export JOBDECK_DB="$E2E_DIR/e2e.sqlite3"
+export JOBDECK_DB="$WORK_DIR/e2e.sqlite3"
 export JOBDECK_ALLOW_PRIVATE_TARGETS=1
 export JOBDECK_PAUSE_POLL_MS=500
 export JOBDECK_RETRY_BASE_MS=50
@@ -39,3 +46,4 @@ export JOBDECK_LLM_MODEL="fake"
 export JOBDECK_E2E_BIN="$CARGO_TARGET_DIR/debug/jobdeck"
 export E2E_ARTIFACTS="${E2E_ARTIFACTS:-$PWD/end2end/artifacts}"
 cargo leptos end-to-end
+pg_left_out

@@ -641,6 +641,8 @@ pub fn list_items(
     let job = require_job(conn, kind, job_id)?;
     let columns = job_columns(conn, kind, job_id)?;
     let total = job.count_of(status);
+    // Past the last item there is nothing to read: the scan stays within the job.
+    let offset = offset.min(total);
     let mut stmt = conn.prepare_cached(&items_query(kind, status))?;
     let items = stmt
         .query_map(params![job_id, limit, offset], |r| item_from_row(&columns, r))?

@@ -398,6 +398,8 @@ impl PgBackend {
         let job = read_job(&*tx, kind, id).await?;
         let columns = columns_of(&*tx, kind, id).await?;
         let total = job.count_of(status);
+        // Past the last item there is nothing to read: the scan stays within the job.
+        let offset = offset.min(total);
         let rows = tx
             .query(
                 &format!(
