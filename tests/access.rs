@@ -13,14 +13,6 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "correct horse battery staple";
 
-async fn app_with_token(dir: &std::path::Path) -> Router {
-    let mut config = test_config(dir);
-    config.server.token = TOKEN.into();
-    let state = state(config);
-    state.service.runner().start().await.unwrap();
-    jobdeck::server::app(state)
-}
-
 struct Answer {
     status: StatusCode,
     location: Option<String>,
@@ -44,19 +36,12 @@ fn get(uri: &str, auth: Option<(&str, &str)>) -> Request<Body> {
     req.body(Body::empty()).unwrap()
 }
 
-fn form(uri: &str, body: &str) -> Request<Body> {
-    Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(body.to_string()))
-        .unwrap()
-}
+use common::form_post as form;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_needs_the_bearer_token() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_with_token(dir.path()).await;
+    let app = app_with_token(dir.path(), TOKEN).await;
     let bearer = format!("Bearer {TOKEN}");
     for auth in [None, Some(("authorization", "Bearer wrong")), Some(("authorization", TOKEN))] {
         let answer = send(&app, get("/api/process", auth)).await;
@@ -75,7 +60,7 @@ async fn the_api_needs_the_bearer_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_and_server_functions_need_a_session_from_the_sign_in_form() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_with_token(dir.path()).await;
+    let app = app_with_token(dir.path(), TOKEN).await;
 
     // A page goes to the sign-in form, which brings the person back after.
     let answer = send(&app, get("/processing/7?x=1", None)).await;

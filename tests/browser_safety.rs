@@ -205,15 +205,6 @@ async fn a_name_this_server_does_not_answer_to_reaches_nothing() {
     assert_eq!(send(&app, get("evil.example", "/api/process")).await.status, StatusCode::MISDIRECTED_REQUEST);
 }
 
-/// An app with the access token set.
-async fn app_with_token(dir: &std::path::Path) -> Router {
-    let mut config = test_config(dir);
-    config.server.token = TOKEN.into();
-    let state = state(config);
-    state.service.runner().start().await.unwrap();
-    jobdeck::server::app(state)
-}
-
 /// `req` as if it came from `client`.
 fn from(client: &str, mut req: Request<Body>) -> Request<Body> {
     let addr: SocketAddr = format!("{client}:50000").parse().unwrap();
@@ -221,14 +212,7 @@ fn from(client: &str, mut req: Request<Body>) -> Request<Body> {
     req
 }
 
-fn form(uri: &str, body: &str) -> Request<Body> {
-    Request::builder()
-        .method("POST")
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(body.to_string()))
-        .unwrap()
-}
+use common::form_post as form;
 
 fn bearer(token: &str) -> Request<Body> {
     Request::builder()
@@ -246,7 +230,7 @@ fn sign_in_body(token: &str, next: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_tokens_are_throttled_on_the_form_and_on_the_header() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_with_token(dir.path()).await;
+    let app = app_with_token(dir.path(), TOKEN).await;
 
     // The header: ten wrong guesses are answered 401, the eleventh 429 with Retry-After.
     for n in 0..10 {
@@ -281,7 +265,7 @@ async fn wrong_tokens_are_throttled_on_the_form_and_on_the_header() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_goes_only_to_a_path_here_even_with_characters_browsers_drop() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_with_token(dir.path()).await;
+    let app = app_with_token(dir.path(), TOKEN).await;
     for next in ["/\t/evil.example/", "/\r/evil.example/", "/\n/evil.example", "\t//evil.example", "/\\evil.example"] {
         let answer = send(&app, from("192.0.2.30", form("/signin", &sign_in_body(TOKEN, next)))).await;
         assert_eq!(answer.status, StatusCode::SEE_OTHER, "{next:?}");
@@ -310,7 +294,7 @@ fn list() -> Request<Body> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copied_cookie_is_dead_after_sign_out() {
     let dir = tempfile::tempdir().unwrap();
-    let app = app_with_token(dir.path()).await;
+    let app = app_with_token(dir.path(), TOKEN).await;
     let cookie = signed_in(&app).await;
     let copy = cookie.clone();
     assert_eq!(send(&app, with_cookie(list(), &cookie)).await.status, StatusCode::OK);

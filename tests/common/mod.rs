@@ -324,3 +324,22 @@ impl Random {
         self.0
     }
 }
+
+/// A form post as a browser sends one without script (the sign-in form, say).
+pub fn form_post(uri: &str, body: &str) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::builder()
+        .method("POST")
+        .uri(uri)
+        .header(axum::http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap()
+}
+
+/// The whole router of a started server whose access token is `token`.
+pub async fn app_with_token(dir: &std::path::Path, token: &str) -> Router {
+    let mut config = test_config(dir);
+    config.server.token = token.into();
+    let state = state(config);
+    state.service.runner().start().await.unwrap();
+    jobdeck::server::app(state)
+}
