@@ -63,6 +63,18 @@ impl JobStatus {
 }
 
 impl JobKind {
+    /// Both kinds, in the order lists show them.
+    pub const ALL: [JobKind; 2] = [JobKind::Research, JobKind::Preprocess];
+
+    /// The tables of this kind's jobs and items (SPEC section 1), in both stores.
+    #[cfg(feature = "ssr")]
+    pub const fn tables(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Research => ("processing_jobs", "accounts"),
+            Self::Preprocess => ("preprocessing_jobs", "preprocessing_results"),
+        }
+    }
+
     /// The page that shows one job of this kind.
     pub fn page_url(self, id: i64) -> String {
         match self {
@@ -355,7 +367,7 @@ impl JobFilter {
     pub fn kinds(&self) -> Vec<JobKind> {
         match self.kind {
             Some(kind) => vec![kind],
-            None => vec![JobKind::Research, JobKind::Preprocess],
+            None => JobKind::ALL.to_vec(),
         }
     }
 }

@@ -120,7 +120,7 @@ fn Filters(filter: JobFilter) -> impl IntoView {
     };
     let kinds = [("", "All kinds", filter.kind.is_none())]
         .into_iter()
-        .chain([JobKind::Research, JobKind::Preprocess].map(|k| (k.as_str(), k.label(), filter.kind == Some(k))))
+        .chain(JobKind::ALL.map(|k| (k.as_str(), k.label(), filter.kind == Some(k))))
         .map(|(v, l, c)| option(v, l, c))
         .collect_view();
     let statuses = [("", "Any status", filter.status.is_none())]

@@ -13,6 +13,8 @@ use super::db::Db;
 use super::error::AppError;
 use super::import::{NewJob, CHUNK_ROWS};
 use super::pg::backend::PgBackend;
+/// What the runner hands the store's cluster part, and how much of it a process runs.
+pub use super::pg::node::{Hooks as NodeHooks, Role as NodeRole};
 use super::store::{self, ClaimedRow, CleanRow, Finished, Flags, Hidden, JobColumns, NewItem};
 use crate::model::{EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobsPage, Source};
 
@@ -616,6 +618,34 @@ impl Backend {
         match self {
             Self::Sqlite(db) => db.read(store::next_outgoing).await,
             Self::Postgres(p) => p.next_outgoing(&channels).await,
+        }
+    }
+
+    // ---- this process among others ----
+
+    /// Starts what makes this process one of many, with its tasks on `tracker` until
+    /// `shutdown`: on PostgreSQL its heartbeat and, for a runner, its bid for the
+    /// leader's lease and its listener for other processes' control actions
+    /// (`pg::node`). Nothing on SQLite, where one process runs everything.
+    pub fn start_node(
+        &self,
+        role: NodeRole,
+        worker_timeout: std::time::Duration,
+        tracker: &tokio_util::task::TaskTracker,
+        shutdown: tokio_util::sync::CancellationToken,
+        hooks: NodeHooks,
+    ) {
+        if let Self::Postgres(p) = self {
+            super::pg::node::Node::start(p.clone(), role, worker_timeout, tracker, shutdown, hooks);
+        }
+    }
+
+    /// Signs this process off once it holds no item (PostgreSQL; nothing on SQLite).
+    pub async fn leave(&self) {
+        if let Self::Postgres(p) = self {
+            if let Err(e) = p.leave().await {
+                tracing::warn!(worker = p.worker_id, error = %e, "could not sign this worker off");
+            }
         }
     }
 

@@ -129,9 +129,10 @@ pub struct Sql {
 
 impl Sql {
     fn new(kind: JobKind) -> Self {
-        let (jobs, items, extra) = match kind {
-            JobKind::Research => ("processing_jobs", "accounts", "NULL, NULL"),
-            JobKind::Preprocess => ("preprocessing_jobs", "preprocessing_results", "normalized, duplicate_of"),
+        let (jobs, items) = kind.tables();
+        let extra = match kind {
+            JobKind::Research => "NULL, NULL",
+            JobKind::Preprocess => "normalized, duplicate_of",
         };
         let live = format!("status IN ('{J_PENDING}', '{J_PROCESSING}')");
         let visible = "hidden IS NULL";
@@ -525,7 +526,7 @@ pub fn require_job(conn: &Connection, kind: JobKind, id: i64) -> Result<Job, App
 /// Ids of every job that may still run, of both kinds.
 pub fn live_jobs(conn: &Connection) -> Result<Vec<(JobKind, i64)>, AppError> {
     let mut out = Vec::new();
-    for kind in [JobKind::Research, JobKind::Preprocess] {
+    for kind in JobKind::ALL {
         let mut stmt = conn.prepare_cached(&sql(kind).live_jobs)?;
         for id in stmt.query_map([], |r| r.get::<_, i64>(0))? {
             out.push((kind, id?));
@@ -954,7 +955,7 @@ pub fn reset_processing(conn: &Connection, kind: JobKind, job_id: i64) -> Result
 /// Ids of jobs with items in flight (after a crash: all of them need a reset).
 pub fn jobs_with_processing(conn: &Connection) -> Result<Vec<(JobKind, i64)>, AppError> {
     let mut out = Vec::new();
-    for kind in [JobKind::Research, JobKind::Preprocess] {
+    for kind in JobKind::ALL {
         let mut stmt = conn.prepare_cached(&sql(kind).with_processing)?;
         for id in stmt.query_map([], |r| r.get::<_, i64>(0))? {
             out.push((kind, id?));
@@ -1008,7 +1009,7 @@ pub fn hide_job(conn: &Connection, kind: JobKind, job_id: i64, why: Hidden) -> R
 /// Every hidden job: deletes to finish and imports a crash cut short.
 pub fn hidden_jobs(conn: &Connection) -> Result<Vec<(JobKind, i64, Hidden)>, AppError> {
     let mut out = Vec::new();
-    for kind in [JobKind::Research, JobKind::Preprocess] {
+    for kind in JobKind::ALL {
         let mut stmt =
             conn.prepare_cached(&format!("SELECT id, hidden FROM {} WHERE hidden IS NOT NULL", sql(kind).jobs))?;
         for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))? {
@@ -1283,7 +1284,7 @@ type DueSchedule = (i64, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 /// is logged. Returns the jobs it changed.
 pub fn fire_schedules(conn: &Connection, at: DateTime<Utc>) -> Result<Vec<(JobKind, i64)>, AppError> {
     let mut fired = Vec::new();
-    for kind in [JobKind::Research, JobKind::Preprocess] {
+    for kind in JobKind::ALL {
         let s = sql(kind);
         let due: Vec<DueSchedule> = conn
             .prepare_cached(&s.due_schedules)?
@@ -1364,7 +1365,7 @@ pub fn plan_schedule(
 /// When the next scheduled pause or resume of a live job is due, if any is set.
 pub fn next_schedule(conn: &Connection) -> Result<Option<DateTime<Utc>>, AppError> {
     let mut next: Option<DateTime<Utc>> = None;
-    for kind in [JobKind::Research, JobKind::Preprocess] {
+    for kind in JobKind::ALL {
         let at: Option<String> = conn.prepare_cached(&sql(kind).next_schedule)?.query_row([], |r| r.get(0))?;
         if let Some(at) = parse_ts(at) {
             next = Some(next.map_or(at, |n| n.min(at)));
@@ -1462,7 +1463,7 @@ pub fn retry_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: i64) ->
 /// stopped (a crash) before the job ran again.
 pub fn retries_cut_short(conn: &Connection) -> Result<Vec<(JobKind, i64)>, AppError> {
     let mut out = Vec::new();
-    for kind in [JobKind::Research, JobKind::Preprocess] {
+    for kind in JobKind::ALL {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT id FROM {} WHERE status = '{J_COMPLETED}' AND pending_count > 0 AND hidden IS NULL",
             sql(kind).jobs
@@ -1599,7 +1600,7 @@ mod tests {
     fn every_statement_prepares() {
         let mut conn = Connection::open_in_memory().unwrap();
         super::super::db::migrations().to_latest(&mut conn).unwrap();
-        for kind in [JobKind::Research, JobKind::Preprocess] {
+        for kind in JobKind::ALL {
             let s = sql(kind);
             for text in [
                 &s.get_job,
@@ -1655,7 +1656,7 @@ mod tests {
             }
             steps.join("; ")
         };
-        for kind in [JobKind::Research, JobKind::Preprocess] {
+        for kind in JobKind::ALL {
             let items = sql(kind).items;
             let range = format!("SEARCH {items} USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)");
             let index = format!("INDEX {items}_job_status (job_id=? AND status=?)");
@@ -1707,7 +1708,7 @@ mod tests {
     fn items_go_in_whole_and_in_order_in_groups_and_one_by_one() {
         let conn = fresh();
         let columns: Vec<String> = ["company", "website", "domain"].map(String::from).to_vec();
-        for kind in [JobKind::Research, JobKind::Preprocess] {
+        for kind in JobKind::ALL {
             for n in [1, INSERT_ROWS - 1, INSERT_ROWS, 2 * INSERT_ROWS + 3] {
                 let id = insert_job(&conn, kind, "j", "j.csv", 2, &columns).unwrap();
                 let items: Vec<NewItem> = (0..n)

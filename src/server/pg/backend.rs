@@ -258,7 +258,7 @@ impl PgBackend {
         let tx = c.transaction().await?;
         let mut rescued = super::rescue_dead(&tx, self.worker_id, timeout).await?;
         // An import whose importer is gone never finishes: it becomes a delete.
-        for kind in [JobKind::Research, JobKind::Preprocess] {
+        for kind in JobKind::ALL {
             let rows = tx
                 .query(
                     &format!(
@@ -615,7 +615,7 @@ impl PgBackend {
     pub async fn recover(&self) -> Result<(usize, Vec<(JobKind, i64, Hidden)>), AppError> {
         let c = self.client().await?;
         let mut hidden = Vec::new();
-        for kind in [JobKind::Research, JobKind::Preprocess] {
+        for kind in JobKind::ALL {
             let t = tables(kind);
             c.execute(
                 &format!(
@@ -636,7 +636,7 @@ impl PgBackend {
     pub async fn live_jobs(&self) -> Result<Vec<(JobKind, i64)>, AppError> {
         let c = self.client().await?;
         let mut out = Vec::new();
-        for kind in [JobKind::Research, JobKind::Preprocess] {
+        for kind in JobKind::ALL {
             let rows = c
                 .query(
                     &format!(
@@ -756,7 +756,7 @@ impl PgBackend {
     /// firing are skipped, so each fires once over all processes.
     pub async fn fire_schedules(&self) -> Result<Vec<(JobKind, i64)>, AppError> {
         let mut fired = Vec::new();
-        for kind in [JobKind::Research, JobKind::Preprocess] {
+        for kind in JobKind::ALL {
             let mut c = self.client().await?;
             let tx = c.transaction().await?;
             let due = tx
@@ -796,7 +796,7 @@ impl PgBackend {
     pub async fn next_schedule(&self) -> Result<Option<DateTime<Utc>>, AppError> {
         let c = self.client().await?;
         let mut next: Option<DateTime<Utc>> = None;
-        for kind in [JobKind::Research, JobKind::Preprocess] {
+        for kind in JobKind::ALL {
             let at: Option<DateTime<Utc>> = c
                 .query_one(
                     &format!(
@@ -917,6 +917,6 @@ impl PgBackend {
 /// `kind:id` as [`super::CONTROL_CHANNEL`] carries it, read back.
 pub fn parse_control(payload: &str) -> Option<(JobKind, i64)> {
     let (kind, id) = payload.split_once(':')?;
-    let kind = [JobKind::Research, JobKind::Preprocess].into_iter().find(|k| kind_word(*k) == kind)?;
+    let kind = JobKind::ALL.into_iter().find(|k| kind_word(*k) == kind)?;
     Some((kind, id.parse().ok()?))
 }

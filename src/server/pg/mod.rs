@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, NoTls, Transaction};
 
 pub mod backend;
+pub mod node;
 mod sessions;
 
 use super::error::AppError;
@@ -108,19 +109,12 @@ struct Tables {
 }
 
 fn tables(kind: JobKind) -> Tables {
+    let (jobs, items) = kind.tables();
     match kind {
-        JobKind::Research => Tables {
-            jobs: "processing_jobs",
-            items: "accounts",
-            counts: "processing_job_counts",
-            extra: "NULL::text, NULL::bigint",
-        },
-        JobKind::Preprocess => Tables {
-            jobs: "preprocessing_jobs",
-            items: "preprocessing_results",
-            counts: "preprocessing_job_counts",
-            extra: "normalized, duplicate_of",
-        },
+        JobKind::Research => Tables { jobs, items, counts: "processing_job_counts", extra: "NULL::text, NULL::bigint" },
+        JobKind::Preprocess => {
+            Tables { jobs, items, counts: "preprocessing_job_counts", extra: "normalized, duplicate_of" }
+        }
     }
 }
 
@@ -612,7 +606,7 @@ pub async fn rescue_dead(tx: &Transaction<'_>, rescuer: i64, timeout: Duration) 
         .collect();
     let mut rescued = Rescued { workers: dead, items: Vec::new(), abandoned: Vec::new() };
     rescued.workers.sort_unstable();
-    for kind in [JobKind::Research, JobKind::Preprocess] {
+    for kind in JobKind::ALL {
         let rows = tx
             .query(
                 &format!(

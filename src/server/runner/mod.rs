@@ -17,11 +17,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::backend::{Backend, Starter};
+use super::backend::{Backend, NodeHooks, NodeRole, Starter};
 use super::config::RunnerConfig;
 use super::error::AppError;
 use super::notify::Notifier;
-use super::pg::backend::PgBackend;
 use super::steps::{bound_result, Step, StepError};
 use super::store::{Claimed, ClaimedRow, Finish, Finished, Flags, JobColumns};
 use crate::model::{JobKind, JobStatus};
@@ -218,7 +217,7 @@ impl Runner {
     /// every job that may still run (paused ones wait for a resume), and starts the
     /// sweep that restarts a task for any live job left without one.
     pub async fn start(&self) -> Result<(), AppError> {
-        self.start_node();
+        self.start_node(NodeRole::Runner);
         let (recovered, hidden) = self.inner.db.recover().await?;
         if recovered > 0 {
             tracing::info!(items = recovered, "recovered items left processing by an earlier run");
@@ -307,113 +306,19 @@ impl Runner {
     /// heartbeats, so its imports are known to be alive.
     pub fn start_without_jobs(&self) {
         self.inner.runs_jobs.store(false, std::sync::atomic::Ordering::SeqCst);
-        if let Backend::Postgres(pg) = &self.inner.db {
-            let pg = pg.clone();
-            let runner = self.clone();
-            self.inner.tracker.spawn(async move { runner.heartbeat(pg).await });
-        }
+        self.start_node(NodeRole::HeartbeatOnly);
     }
 
-    /// On PostgreSQL, what makes this process one of many: its heartbeat, its bid for
-    /// the leader's lease (the leader rescues dead workers' items), and a listener that
-    /// wakes a job's task the moment another process pauses, resumes or cancels it.
-    fn start_node(&self) {
-        let Backend::Postgres(pg) = &self.inner.db else { return };
-        for part in 0..3 {
-            let (pg, runner) = (pg.clone(), self.clone());
-            self.inner.tracker.spawn(async move {
-                match part {
-                    0 => runner.heartbeat(pg).await,
-                    1 => runner.lead(pg).await,
-                    _ => runner.listen(pg).await,
-                }
-            });
-        }
-    }
-
-    /// Beats four times per worker timeout. A worker found declared dead (silent too
-    /// long: its items went to others) joins again under the same id; what it still
-    /// finishes of the items it lost is discarded by the store's fence.
-    async fn heartbeat(&self, pg: Arc<PgBackend>) {
-        let every = self.inner.cfg.worker_timeout() / 4;
-        let shutdown = self.inner.shutdown.clone();
-        loop {
-            match pg.heartbeat().await {
-                Ok(true) => {}
-                Ok(false) => tracing::error!(worker = pg.worker_id, "this worker was declared dead; joining again"),
-                Err(e) => tracing::warn!(worker = pg.worker_id, error = %e, "heartbeat failed; will retry"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
-            }
-        }
-    }
-
-    /// Bids for the leader's lease every quarter of the worker timeout; while it holds
-    /// it, puts the items of workers silent past the timeout back to `pending`.
-    async fn lead(&self, pg: Arc<PgBackend>) {
-        let timeout = self.inner.cfg.worker_timeout();
-        let shutdown = self.inner.shutdown.clone();
-        loop {
-            match pg.rescue_if_leader(timeout).await {
-                Ok(Some(rescued)) => {
-                    if !rescued.workers.is_empty() {
-                        tracing::warn!(workers = ?rescued.workers, items = ?rescued.items, "rescued the items of dead workers");
-                    }
-                    for (kind, id, _) in rescued.items {
-                        self.wake(kind, id);
-                    }
-                    for (kind, id) in rescued.abandoned {
-                        tracing::warn!(kind = %kind, job = id, "removing an import whose importer is gone");
-                        self.purge(kind, id);
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "the leader's round failed; will retry"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(timeout / 4) => {}
-            }
-        }
-    }
-
-    /// Listens for control changes on a connection of its own and wakes the job's task.
-    /// Notifications sent while the connection is down are lost, so after every
-    /// (re)connect every live job is woken to re-read its state.
-    async fn listen(&self, pg: Arc<PgBackend>) {
-        let shutdown = self.inner.shutdown.clone();
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            match pg.listen(tx).await {
-                Ok(()) => {
-                    backoff = Duration::from_millis(100);
-                    if let Ok(live) = self.inner.db.live_jobs().await {
-                        for (kind, id) in live {
-                            self.wake(kind, id);
-                        }
-                    }
-                    loop {
-                        tokio::select! {
-                            () = shutdown.cancelled() => return,
-                            heard = rx.recv() => match heard {
-                                Some((kind, id)) => self.wake(kind, id),
-                                None => break,
-                            },
-                        }
-                    }
-                    tracing::warn!("the control listener's connection closed; reconnecting");
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot listen for control changes; will retry"),
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+    /// This process's part among others on one database (see [`Backend::start_node`]):
+    /// what the store learns there wakes a job's task or removes an abandoned import.
+    fn start_node(&self, role: NodeRole) {
+        let (woken, purged) = (self.clone(), self.clone());
+        let hooks = NodeHooks {
+            wake: Arc::new(move |kind, id| woken.wake(kind, id)),
+            purge: Arc::new(move |kind, id| purged.purge(kind, id)),
+        };
+        let inner = &self.inner;
+        inner.db.start_node(role, inner.cfg.worker_timeout(), &inner.tracker, inner.shutdown.clone(), hooks);
     }
 
     /// Every `pause_poll_ms`, starts a task for each live job that has none (one whose
@@ -504,11 +409,7 @@ impl Runner {
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
         // Everything this process held is back to pending: it signs off.
-        if let Backend::Postgres(pg) = &self.inner.db {
-            if let Err(e) = pg.leave().await {
-                tracing::warn!(worker = pg.worker_id, error = %e, "could not sign this worker off");
-            }
-        }
+        self.inner.db.leave().await;
     }
 }
 
