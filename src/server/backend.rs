@@ -15,7 +15,9 @@ use super::import::{NewJob, CHUNK_ROWS};
 use super::pg::backend::PgBackend;
 /// What the runner hands the store's cluster part, and how much of it a process runs.
 pub use super::pg::node::{Hooks as NodeHooks, Role as NodeRole};
-use super::store::{self, ClaimedRow, CleanRow, Finished, Flags, Hidden, JobColumns, NewItem};
+pub use super::store::types::{Change, Rule};
+use super::store::types::{ClaimedRow, CleanRow, Finished, Flags, Hidden, JobColumns, NewItem};
+use super::store::{self};
 use crate::model::{EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobsPage, Source};
 
 /// Rounds of claims one turn of a runner may make in a single transaction (see
@@ -37,81 +39,6 @@ pub struct Turn<S> {
     pub unstored: Vec<Finished>,
     pub exhausted: bool,
 }
-
-/// A change a control action makes to a job, decided by the service's rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    Pause,
-    Resume,
-    Cancel,
-    /// A completed job's failed items go back to `pending`; the job runs again.
-    /// `premoved` went back already, in batches before this change ([`Backend::retry_batch`]).
-    Retry {
-        premoved: i64,
-    },
-    Archive,
-    Unarchive,
-    /// A new name and/or concurrency.
-    Edit {
-        name: Option<String>,
-        concurrency: Option<u32>,
-    },
-    /// When the job pauses and resumes by itself; two `None`s clear the schedule.
-    Schedule {
-        pause_at: Option<DateTime<Utc>>,
-        resume_at: Option<DateTime<Utc>>,
-    },
-}
-
-impl Change {
-    /// How the activity log names it.
-    pub fn action(&self) -> EventAction {
-        match self {
-            Self::Pause => EventAction::Paused,
-            Self::Resume => EventAction::Resumed,
-            Self::Cancel => EventAction::Cancelled,
-            Self::Retry { .. } => EventAction::Retried,
-            Self::Archive => EventAction::Archived,
-            Self::Unarchive => EventAction::Unarchived,
-            Self::Edit { .. } => EventAction::Changed,
-            Self::Schedule { .. } => EventAction::Scheduled,
-        }
-    }
-
-    /// The log entry's detail, given the job before the change and, for a retry, how
-    /// many items went back.
-    pub fn detail(&self, before: &Job, moved: i64) -> Option<String> {
-        match self {
-            Self::Retry { premoved } => {
-                let moved = premoved + moved;
-                Some(format!("{moved} failed item{} back to pending", if moved == 1 { "" } else { "s" }))
-            }
-            Self::Edit { name, concurrency } => {
-                let mut parts = Vec::new();
-                if let Some(name) = name.as_ref().filter(|n| **n != before.name) {
-                    parts.push(format!("name “{}” → “{name}”", before.name));
-                }
-                if let Some(c) = concurrency.filter(|c| *c != before.concurrency) {
-                    parts.push(format!("concurrency {} → {c}", before.concurrency));
-                }
-                Some(parts.join(", "))
-            }
-            Self::Schedule { pause_at, resume_at } => {
-                let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                let parts: Vec<String> = [("pause at", pause_at), ("resume at", resume_at)]
-                    .into_iter()
-                    .filter_map(|(what, t)| t.as_ref().map(|t| format!("{what} {}", at(t))))
-                    .collect();
-                Some(if parts.is_empty() { "schedule cleared".into() } else { parts.join(", ") })
-            }
-            _ => None,
-        }
-    }
-}
-
-/// What the store does to a job a control action names, given the job as it is inside
-/// the action's transaction: `Ok(None)` leaves it as it is, an error refuses.
-pub type Rule = Box<dyn FnOnce(&Job) -> Result<Option<Change>, AppError> + Send>;
 
 /// Where jobdeck keeps its jobs; cheap to clone.
 #[derive(Clone)]
@@ -594,7 +521,7 @@ impl Backend {
         lease: std::time::Duration,
         limit: i64,
         channels: Vec<&'static str>,
-    ) -> Result<Vec<store::Outgoing>, AppError> {
+    ) -> Result<Vec<store::types::Outgoing>, AppError> {
         match self {
             Self::Sqlite(db) => {
                 let now = Utc::now();
@@ -606,7 +533,11 @@ impl Backend {
     }
 
     /// Records one try of a notification (see [`store::settle_outgoing`]).
-    pub async fn settle_outgoing(&self, sent: store::Outgoing, outcome: store::Settled) -> Result<(), AppError> {
+    pub async fn settle_outgoing(
+        &self,
+        sent: store::types::Outgoing,
+        outcome: store::types::Settled,
+    ) -> Result<(), AppError> {
         match self {
             Self::Sqlite(db) => db.write(move |tx| store::settle_outgoing(tx, &sent, &outcome)).await,
             Self::Postgres(p) => p.settle_outgoing(&sent, &outcome).await,

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::error::AppError;
 use super::steps::preprocess;
-use super::store::NewItem;
+use super::store::types::NewItem;
 use crate::model::{JobKind, MAX_CONCURRENCY, MAX_NAME_CHARS, MIN_CONCURRENCY};
 
 /// An upload as both the REST API and the UI hand it over.

@@ -17,7 +17,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::backend::Backend;
 use super::config::NotifyConfig;
-use super::store::Outgoing;
+use super::store::types::Outgoing;
 use crate::model::{EventAction, Job, JobKind};
 
 /// The events that are sent out; the rest stay in the activity log only.

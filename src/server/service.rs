@@ -8,7 +8,8 @@ use super::backend::{terminal_word, Backend, Change, Rule};
 use super::error::AppError;
 use super::import::{self, cut_chars, Limits, NewJob, Upload};
 use super::runner::Runner;
-use super::store::{self, Hidden, NewItem};
+use super::store::types::{Hidden, NewItem};
+use super::store::{self};
 use crate::model::{
     Archived, BulkOutcome, BulkResult, ItemPage, ItemStatus, Job, JobAction, JobEvent, JobFilter, JobKind, JobRef,
     JobStatus, JobsPage, Source, JOB_LIST_LIMIT, MAX_JOBS_OFFSET, MAX_JOB_LIST_LIMIT, MAX_NAME_CHARS, MAX_PAGE,

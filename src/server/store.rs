@@ -1,5 +1,7 @@
-//! Every SQL statement of jobdeck. Functions take a connection or transaction and
-//! never decide business rules; the service and the runner do.
+//! The SQLite store's statements (PostgreSQL's are under `pg/`). Functions take a
+//! connection or transaction and never decide business rules; the service and the
+//! runner do. The rows both stores speak are in [`types`], the decisions both apply in
+//! [`rules`]; both are re-exported here while the rest of the layout follows.
 //!
 //! The statements are built once per kind of job ([`sql`]) from the table names and
 //! the state spellings of [`crate::model`], so no state is written as a literal here.
@@ -11,12 +13,17 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::error::AppError;
 
+pub mod rules;
 pub mod sessions;
+pub mod types;
+
 use super::import::{ColumnMap, ResearchFields};
 use super::notify;
 use crate::model::{
     Archived, EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobStatus, Phase, Source,
 };
+pub use rules::*;
+pub use types::*;
 
 /// Current time as stored: RFC 3339, UTC, milliseconds.
 pub fn now() -> DateTime<Utc> {
@@ -33,24 +40,6 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, AppError> {
 
 fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
     s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok()).map(|t| t.with_timezone(&Utc))
-}
-
-/// Why a job is hidden from every read (migration 0003).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Hidden {
-    /// Its items are still being inserted, in chunks.
-    Importing,
-    /// It was deleted; its items are being removed, in batches.
-    Deleting,
-}
-
-impl Hidden {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Importing => "importing",
-            Self::Deleting => "deleting",
-        }
-    }
 }
 
 const J_PENDING: &str = JobStatus::Pending.as_str();
@@ -334,20 +323,6 @@ fn job_from_row(kind: JobKind, row: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
-/// A new item as import produces it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct NewItem {
-    pub line: i64,
-    pub name: Option<String>,
-    pub website: Option<String>,
-    pub domain: Option<String>,
-    /// JSON array of the row's values, in the job's column order.
-    pub input: String,
-    /// Preprocessing only: the import-time cleaning result (JSON) and dedupe key.
-    pub normalized: Option<String>,
-    pub dedupe_key: Option<String>,
-}
-
 /// Creates a job row (status `pending`, no items yet), hidden from every read until
 /// [`reveal_job`]: its items go in by chunks in later transactions.
 pub fn insert_job(
@@ -535,40 +510,6 @@ pub fn live_jobs(conn: &Connection) -> Result<Vec<(JobKind, i64)>, AppError> {
     Ok(out)
 }
 
-/// A job's input column names, in file order, and for a research job created since
-/// migration 0007 its roles: which columns hold its items' name, website and domain,
-/// which are then read from the input instead of being stored beside it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JobColumns {
-    pub names: Vec<String>,
-    pub roles: Option<ColumnMap>,
-}
-
-impl JobColumns {
-    /// Column names alone: items carry their own name, website and domain.
-    pub fn names(names: Vec<String>) -> Self {
-        Self { names, roles: None }
-    }
-
-    /// An item's input keyed by column name (empty trailing cells filled in), and its
-    /// name, website and domain: read through the roles, else `stored`.
-    pub(crate) fn read(
-        &self,
-        input: &str,
-        stored: ResearchFields,
-    ) -> (serde_json::Map<String, serde_json::Value>, ResearchFields) {
-        let values: Vec<serde_json::Value> = serde_json::from_str(input).unwrap_or_default();
-        let fields = match &self.roles {
-            Some(map) => {
-                let cells: Vec<&str> = values.iter().map(|v| v.as_str().unwrap_or_default()).collect();
-                map.research_fields(&cells)
-            }
-            None => stored,
-        };
-        (input_values_map(&self.names, values), fields)
-    }
-}
-
 /// The job's input column names, in file order, and its roles.
 pub fn job_columns(conn: &Connection, kind: JobKind, job_id: i64) -> Result<JobColumns, AppError> {
     let (names, roles): (String, Option<String>) = conn
@@ -691,54 +632,6 @@ pub fn items_after(
     Ok((columns.names, items))
 }
 
-/// An item handed to a step.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    pub id: i64,
-    pub line: i64,
-    pub name: Option<String>,
-    pub website: Option<String>,
-    pub domain: Option<String>,
-    pub input: serde_json::Map<String, serde_json::Value>,
-    pub normalized: Option<serde_json::Value>,
-    pub duplicate_of: Option<i64>,
-}
-
-/// A claimed item as stored. Parsing it into a [`Claimed`] is left to the caller, so
-/// it happens off the writer.
-#[derive(Debug, Clone)]
-pub struct ClaimedRow {
-    pub id: i64,
-    pub(crate) line: i64,
-    pub(crate) name: Option<String>,
-    pub(crate) website: Option<String>,
-    pub(crate) domain: Option<String>,
-    pub(crate) input: String,
-    pub(crate) normalized: Option<String>,
-    pub(crate) duplicate_of: Option<i64>,
-    /// What the item's result must name to be written: on PostgreSQL the number a claim
-    /// hands out, so a worker that lost the item writes nothing; 0 on SQLite.
-    pub lease: i64,
-}
-
-impl ClaimedRow {
-    /// The item with its input keyed by the job's column names.
-    pub fn into_claimed(self, columns: &JobColumns) -> Claimed {
-        let stored = ResearchFields { name: self.name, website: self.website, domain: self.domain };
-        let (input, ResearchFields { name, website, domain }) = columns.read(&self.input, stored);
-        Claimed {
-            id: self.id,
-            line: self.line,
-            name,
-            website,
-            domain,
-            input,
-            normalized: self.normalized.and_then(|s| serde_json::from_str(&s).ok()),
-            duplicate_of: self.duplicate_of,
-        }
-    }
-}
-
 /// Moves up to `limit` pending items, in file order, to `processing` in one statement
 /// that also checks the job is still running and unpaused, so no claim slips past a
 /// pause or cancel.
@@ -780,31 +673,6 @@ pub fn claim_next(
     columns: &JobColumns,
 ) -> Result<Option<Claimed>, AppError> {
     Ok(claim_batch(conn, kind, job_id, 1)?.pop().map(|row| row.into_claimed(columns)))
-}
-
-/// How an item ended. A result is serialised before it reaches the writer, so the
-/// write transaction only copies bytes.
-#[derive(Debug, Clone)]
-pub enum Finish {
-    /// The result as JSON text.
-    Completed(String),
-    Failed(String),
-}
-
-impl Finish {
-    pub fn completed(value: &serde_json::Value) -> Self {
-        Self::Completed(value.to_string())
-    }
-}
-
-/// One item's outcome, to be written.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub item_id: i64,
-    /// The lease the item was claimed under ([`ClaimedRow::lease`]).
-    pub lease: i64,
-    pub attempts: u32,
-    pub outcome: Finish,
 }
 
 /// Writes a batch of outcomes and the job's counters together, each item only if it is
@@ -867,42 +735,6 @@ pub fn finish_batch(
         }
     }
     Ok((ok + failed) as usize)
-}
-
-/// How a batch of written outcomes moves a job's count of failures in a row.
-#[derive(Default)]
-pub struct Streak<'a> {
-    /// An item of the batch completed: the count starts again from `trailing`.
-    pub reset: bool,
-    /// The failures before the first completed item (all of them when none completed),
-    /// which add to the count stored before the batch.
-    pub leading: i64,
-    /// The longest run of failures after the batch's first completed item.
-    pub peak: i64,
-    /// The failures after the last completed item (all of them when none completed).
-    pub trailing: i64,
-    /// The error of the last failure.
-    pub last_error: Option<&'a str>,
-}
-
-impl<'a> Streak<'a> {
-    pub fn add(&mut self, outcome: &'a Finish) {
-        match outcome {
-            Finish::Completed(_) => {
-                self.reset = true;
-                self.trailing = 0;
-            }
-            Finish::Failed(e) => {
-                self.trailing += 1;
-                if self.reset {
-                    self.peak = self.peak.max(self.trailing);
-                } else {
-                    self.leading += 1;
-                }
-                self.last_error = Some(e.as_str());
-            }
-        }
-    }
 }
 
 /// One item's outcome, as [`finish_batch`] of one. Returns whether it wrote.
@@ -1039,15 +871,6 @@ pub fn purge_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: i64) ->
     Ok(true)
 }
 
-/// What the runner re-reads every poll: the flags a person may have set by hand.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Flags {
-    pub status: JobStatus,
-    pub paused: bool,
-    pub concurrency: u32,
-    pub resume_at: Option<DateTime<Utc>>,
-}
-
 pub fn job_flags(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Option<Flags>, AppError> {
     Ok(conn
         .prepare_cached(&sql(kind).flags)?
@@ -1061,17 +884,6 @@ pub fn job_flags(conn: &Connection, kind: JobKind, job_id: i64) -> Result<Option
             })
         })
         .optional()?)
-}
-
-/// A preprocessing row fit for research: completed, first of its key, valid, and its
-/// website reachable. This is the one place that rule lives.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CleanRow {
-    pub id: i64,
-    pub company: Option<String>,
-    /// Where the liveness check ended up, else the cleaned website.
-    pub website: Option<String>,
-    pub domain: Option<String>,
 }
 
 /// Up to `limit` clean rows of a preprocessing job after item id `after`.
@@ -1190,10 +1002,6 @@ pub fn claim_outbox(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// One try of a notification: `Ok` with what was done, or `Err` with why it failed
-/// and when to try again (`None`: given up).
-pub type Settled = Result<String, (String, Option<DateTime<Utc>>)>;
-
 /// What became of one try of a notification: `Ok` delivered (it leaves the outbox),
 /// `Err` failed, with when to try again (`None`: given up, it leaves the outbox). Either
 /// way the job's activity log says so, while the job exists. A try whose lease ran out
@@ -1239,22 +1047,6 @@ pub fn next_outgoing(conn: &Connection) -> Result<Option<DateTime<Utc>>, AppErro
         )?
         .query_row([], |r| r.get(0))?;
     Ok(parse_ts(next))
-}
-
-/// A notification being delivered.
-#[derive(Clone, Debug)]
-pub struct Outgoing {
-    pub id: i64,
-    pub channel: String,
-    pub event: String,
-    pub kind: JobKind,
-    pub job_id: i64,
-    /// The JSON body, as it was when the event happened.
-    pub payload: String,
-    /// Tries before this one.
-    pub attempts: u32,
-    /// Until when this process holds it.
-    pub lease: Option<DateTime<Utc>>,
 }
 
 /// Sets (or with two `None`s clears) when a live job pauses and resumes by itself.
@@ -1306,60 +1098,6 @@ pub fn fire_schedules(conn: &Connection, at: DateTime<Utc>) -> Result<Vec<(JobKi
         }
     }
     Ok(fired)
-}
-
-/// What firing a job's due schedule does (both stores apply it): the times that stay
-/// set, and each due step in time order.
-pub struct SchedulePlan {
-    pub keep: (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
-    pub steps: Vec<ScheduledStep>,
-}
-
-/// One scheduled pause or resume: the pause flag it sets, if it changes the job, and
-/// its entry in the activity log.
-pub struct ScheduledStep {
-    pub set_paused: Option<bool>,
-    pub action: EventAction,
-    pub detail: String,
-}
-
-/// Works out a due schedule from the job's state before (`paused`, and whether that
-/// pause is a rate limit's, `limited`). When both times are due, the earlier goes
-/// first. A scheduled pause takes over a rate limit's (which would lift by itself); a
-/// scheduled resume leaves a rate limit's pause to lift at its time. A step that
-/// changes nothing is still logged.
-pub fn plan_schedule(
-    pause_at: Option<DateTime<Utc>>,
-    resume_at: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-    mut paused: bool,
-    mut limited: bool,
-) -> SchedulePlan {
-    let mut due: Vec<(DateTime<Utc>, bool)> = Vec::new();
-    due.extend(pause_at.filter(|t| *t <= now).map(|t| (t, true)));
-    due.extend(resume_at.filter(|t| *t <= now).map(|t| (t, false)));
-    due.sort();
-    let keep = |t: Option<DateTime<Utc>>| t.filter(|t| *t > now);
-    let mut steps = Vec::new();
-    for (when, pause) in due {
-        let when = ts(when);
-        let acts = if pause { !paused || limited } else { paused && !limited };
-        steps.push(if acts {
-            (paused, limited) = (pause, false);
-            let action = if pause { EventAction::Paused } else { EventAction::Resumed };
-            ScheduledStep { set_paused: Some(pause), action, detail: format!("as scheduled for {when}") }
-        } else {
-            let detail = if pause {
-                format!("the pause scheduled for {when} found the job already paused")
-            } else if limited {
-                format!("the resume scheduled for {when} left the job's rate-limit pause to lift at its own time")
-            } else {
-                format!("the resume scheduled for {when} found the job already running")
-            };
-            ScheduledStep { set_paused: None, action: EventAction::Scheduled, detail }
-        });
-    }
-    SchedulePlan { keep: (keep(pause_at), keep(resume_at)), steps }
 }
 
 /// When the next scheduled pause or resume of a live job is due, if any is set.

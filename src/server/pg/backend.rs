@@ -13,7 +13,8 @@ use crate::model::{
 use crate::server::backend::{Change, Rule};
 use crate::server::error::AppError;
 use crate::server::import::NewJob;
-use crate::server::store::{self, input_map, ClaimedRow, CleanRow, Finished, Flags, Hidden, NewItem};
+use crate::server::store::types::{ClaimedRow, CleanRow, Finished, Flags, Hidden, NewItem};
+use crate::server::store::{self, input_map};
 
 /// A process's handle on the PostgreSQL store; cheap to clone.
 #[derive(Clone)]
@@ -777,7 +778,7 @@ impl PgBackend {
                 let (paused, rate_limited) =
                     (row.get::<_, i32>(3) != 0, row.get::<_, Option<DateTime<Utc>>>(4).is_some());
                 let now: DateTime<Utc> = row.get(5);
-                let plan = store::plan_schedule(pause_at, resume_at, now, paused, paused && rate_limited);
+                let plan = store::rules::plan_schedule(pause_at, resume_at, now, paused, paused && rate_limited);
                 let sql = "SET scheduled_pause_at = $2, scheduled_resume_at = $3, updated_at = now() WHERE id = $1";
                 change_job(&tx, kind, id, sql, &[&id, &plan.keep.0, &plan.keep.1]).await?;
                 for step in plan.steps {
@@ -833,7 +834,7 @@ impl PgBackend {
         lease: std::time::Duration,
         limit: i64,
         channels: &[&str],
-    ) -> Result<Vec<store::Outgoing>, AppError> {
+    ) -> Result<Vec<store::types::Outgoing>, AppError> {
         let c = self.client().await?;
         let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
         // The lease is the database's time, as the times it is compared with are.
@@ -850,7 +851,7 @@ impl PgBackend {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| store::Outgoing {
+            .map(|r| store::types::Outgoing {
                 id: r.get(0),
                 channel: r.get(1),
                 event: r.get(2),
@@ -863,7 +864,11 @@ impl PgBackend {
             .collect())
     }
 
-    pub async fn settle_outgoing(&self, sent: &store::Outgoing, outcome: &store::Settled) -> Result<(), AppError> {
+    pub async fn settle_outgoing(
+        &self,
+        sent: &store::types::Outgoing,
+        outcome: &store::types::Settled,
+    ) -> Result<(), AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         // Only while this process still holds the row (its lease did not run out).

@@ -19,7 +19,7 @@ mod sessions;
 
 use super::error::AppError;
 use super::import::NewJob;
-use super::store::{ClaimedRow, Finish, Finished, NewItem};
+use super::store::types::{ClaimedRow, Finish, Finished, NewItem};
 use crate::model::{EventAction, JobKind, Source};
 
 /// The embedded migrations, in order; the `n`th is version `n + 1`.
@@ -427,7 +427,7 @@ pub async fn finish_batch(
     let failed = written.len() as i64 - completed;
     add_counts(tx, kind, job_id, shard_of(worker_id), [0, -(completed + failed), completed, failed]).await?;
     let kept: std::collections::HashSet<i64> = written.iter().map(|r| r.get(0)).collect();
-    let mut streak = super::store::Streak::default();
+    let mut streak = super::store::rules::Streak::default();
     for o in outcomes.iter().filter(|o| kept.contains(&o.item_id)) {
         streak.add(&o.outcome);
     }
@@ -443,7 +443,7 @@ async fn error_burst(
     tx: &Transaction<'_>,
     kind: JobKind,
     job_id: i64,
-    streak: &super::store::Streak<'_>,
+    streak: &super::store::rules::Streak<'_>,
     burst: u32,
 ) -> Result<(), AppError> {
     let t = tables(kind);

@@ -22,7 +22,7 @@ use super::config::RunnerConfig;
 use super::error::AppError;
 use super::notify::Notifier;
 use super::steps::{bound_result, Step, StepError};
-use super::store::{Claimed, ClaimedRow, Finish, Finished, Flags, JobColumns};
+use super::store::types::{Claimed, ClaimedRow, Finish, Finished, Flags, JobColumns};
 use crate::model::{JobKind, JobStatus};
 
 /// The per-item steps, one per kind of job.

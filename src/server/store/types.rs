@@ -1,0 +1,265 @@
+//! The rows and changes both stores speak: what an import produces, what a claim hands
+//! the runner, what a finished item writes, what a control action changes, what the
+//! outbox delivers. No SQL and no backend here; `store` (SQLite), `pg` (PostgreSQL),
+//! the service and the runner import them from this one place.
+
+use chrono::{DateTime, Utc};
+
+use super::input_values_map;
+use crate::model::{EventAction, Job, JobKind, JobStatus};
+use crate::server::error::AppError;
+use crate::server::import::{ColumnMap, ResearchFields};
+
+/// Why a job is hidden from every read (migration 0003).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hidden {
+    /// Its items are still being inserted, in chunks.
+    Importing,
+    /// It was deleted; its items are being removed, in batches.
+    Deleting,
+}
+
+impl Hidden {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Importing => "importing",
+            Self::Deleting => "deleting",
+        }
+    }
+}
+
+/// A new item as import produces it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewItem {
+    pub line: i64,
+    pub name: Option<String>,
+    pub website: Option<String>,
+    pub domain: Option<String>,
+    /// JSON array of the row's values, in the job's column order.
+    pub input: String,
+    /// Preprocessing only: the import-time cleaning result (JSON) and dedupe key.
+    pub normalized: Option<String>,
+    pub dedupe_key: Option<String>,
+}
+
+/// A job's input column names, in file order, and for a research job created since
+/// migration 0007 its roles: which columns hold its items' name, website and domain,
+/// which are then read from the input instead of being stored beside it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobColumns {
+    pub names: Vec<String>,
+    pub roles: Option<ColumnMap>,
+}
+
+impl JobColumns {
+    /// Column names alone: items carry their own name, website and domain.
+    pub fn names(names: Vec<String>) -> Self {
+        Self { names, roles: None }
+    }
+
+    /// An item's input keyed by column name (empty trailing cells filled in), and its
+    /// name, website and domain: read through the roles, else `stored`.
+    pub(crate) fn read(
+        &self,
+        input: &str,
+        stored: ResearchFields,
+    ) -> (serde_json::Map<String, serde_json::Value>, ResearchFields) {
+        let values: Vec<serde_json::Value> = serde_json::from_str(input).unwrap_or_default();
+        let fields = match &self.roles {
+            Some(map) => {
+                let cells: Vec<&str> = values.iter().map(|v| v.as_str().unwrap_or_default()).collect();
+                map.research_fields(&cells)
+            }
+            None => stored,
+        };
+        (input_values_map(&self.names, values), fields)
+    }
+}
+
+/// An item handed to a step.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub line: i64,
+    pub name: Option<String>,
+    pub website: Option<String>,
+    pub domain: Option<String>,
+    pub input: serde_json::Map<String, serde_json::Value>,
+    pub normalized: Option<serde_json::Value>,
+    pub duplicate_of: Option<i64>,
+}
+
+/// A claimed item as stored. Parsing it into a [`Claimed`] is left to the caller, so
+/// it happens off the writer.
+#[derive(Debug, Clone)]
+pub struct ClaimedRow {
+    pub id: i64,
+    pub(crate) line: i64,
+    pub(crate) name: Option<String>,
+    pub(crate) website: Option<String>,
+    pub(crate) domain: Option<String>,
+    pub(crate) input: String,
+    pub(crate) normalized: Option<String>,
+    pub(crate) duplicate_of: Option<i64>,
+    /// What the item's result must name to be written: on PostgreSQL the number a claim
+    /// hands out, so a worker that lost the item writes nothing; 0 on SQLite.
+    pub lease: i64,
+}
+
+impl ClaimedRow {
+    /// The item with its input keyed by the job's column names.
+    pub fn into_claimed(self, columns: &JobColumns) -> Claimed {
+        let stored = ResearchFields { name: self.name, website: self.website, domain: self.domain };
+        let (input, ResearchFields { name, website, domain }) = columns.read(&self.input, stored);
+        Claimed {
+            id: self.id,
+            line: self.line,
+            name,
+            website,
+            domain,
+            input,
+            normalized: self.normalized.and_then(|s| serde_json::from_str(&s).ok()),
+            duplicate_of: self.duplicate_of,
+        }
+    }
+}
+
+/// How an item ended. A result is serialised before it reaches the writer, so the
+/// write transaction only copies bytes.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    /// The result as JSON text.
+    Completed(String),
+    Failed(String),
+}
+
+impl Finish {
+    pub fn completed(value: &serde_json::Value) -> Self {
+        Self::Completed(value.to_string())
+    }
+}
+
+/// One item's outcome, to be written.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub item_id: i64,
+    /// The lease the item was claimed under ([`ClaimedRow::lease`]).
+    pub lease: i64,
+    pub attempts: u32,
+    pub outcome: Finish,
+}
+
+/// What the runner re-reads every poll: the flags a person may have set by hand.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flags {
+    pub status: JobStatus,
+    pub paused: bool,
+    pub concurrency: u32,
+    pub resume_at: Option<DateTime<Utc>>,
+}
+
+/// A preprocessing row fit for research: completed, first of its key, valid, and its
+/// website reachable. This is the one place that rule lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CleanRow {
+    pub id: i64,
+    pub company: Option<String>,
+    /// Where the liveness check ended up, else the cleaned website.
+    pub website: Option<String>,
+    pub domain: Option<String>,
+}
+
+/// One try of a notification: `Ok` with what was done, or `Err` with why it failed
+/// and when to try again (`None`: given up).
+pub type Settled = Result<String, (String, Option<DateTime<Utc>>)>;
+
+/// A notification being delivered.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub id: i64,
+    pub channel: String,
+    pub event: String,
+    pub kind: JobKind,
+    pub job_id: i64,
+    /// The JSON body, as it was when the event happened.
+    pub payload: String,
+    /// Tries before this one.
+    pub attempts: u32,
+    /// Until when this process holds it.
+    pub lease: Option<DateTime<Utc>>,
+}
+
+/// A change a control action makes to a job, decided by the service's rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Pause,
+    Resume,
+    Cancel,
+    /// A completed job's failed items go back to `pending`; the job runs again.
+    /// `premoved` went back already, in batches before this change ([`Backend::retry_batch`]).
+    Retry {
+        premoved: i64,
+    },
+    Archive,
+    Unarchive,
+    /// A new name and/or concurrency.
+    Edit {
+        name: Option<String>,
+        concurrency: Option<u32>,
+    },
+    /// When the job pauses and resumes by itself; two `None`s clear the schedule.
+    Schedule {
+        pause_at: Option<DateTime<Utc>>,
+        resume_at: Option<DateTime<Utc>>,
+    },
+}
+
+impl Change {
+    /// How the activity log names it.
+    pub fn action(&self) -> EventAction {
+        match self {
+            Self::Pause => EventAction::Paused,
+            Self::Resume => EventAction::Resumed,
+            Self::Cancel => EventAction::Cancelled,
+            Self::Retry { .. } => EventAction::Retried,
+            Self::Archive => EventAction::Archived,
+            Self::Unarchive => EventAction::Unarchived,
+            Self::Edit { .. } => EventAction::Changed,
+            Self::Schedule { .. } => EventAction::Scheduled,
+        }
+    }
+
+    /// The log entry's detail, given the job before the change and, for a retry, how
+    /// many items went back.
+    pub fn detail(&self, before: &Job, moved: i64) -> Option<String> {
+        match self {
+            Self::Retry { premoved } => {
+                let moved = premoved + moved;
+                Some(format!("{moved} failed item{} back to pending", if moved == 1 { "" } else { "s" }))
+            }
+            Self::Edit { name, concurrency } => {
+                let mut parts = Vec::new();
+                if let Some(name) = name.as_ref().filter(|n| **n != before.name) {
+                    parts.push(format!("name “{}” → “{name}”", before.name));
+                }
+                if let Some(c) = concurrency.filter(|c| *c != before.concurrency) {
+                    parts.push(format!("concurrency {} → {c}", before.concurrency));
+                }
+                Some(parts.join(", "))
+            }
+            Self::Schedule { pause_at, resume_at } => {
+                let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let parts: Vec<String> = [("pause at", pause_at), ("resume at", resume_at)]
+                    .into_iter()
+                    .filter_map(|(what, t)| t.as_ref().map(|t| format!("{what} {}", at(t))))
+                    .collect();
+                Some(if parts.is_empty() { "schedule cleared".into() } else { parts.join(", ") })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What the store does to a job a control action names, given the job as it is inside
+/// the action's transaction: `Ok(None)` leaves it as it is, an error refuses.
+pub type Rule = Box<dyn FnOnce(&Job) -> Result<Option<Change>, AppError> + Send>;
