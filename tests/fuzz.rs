@@ -5,8 +5,9 @@
 
 use jobdeck::model::JobKind;
 use jobdeck::server::error::AppError;
-use jobdeck::server::import::{self, ColumnMap, Limits, Upload};
-use jobdeck::server::steps::preprocess::{domain_from, normalize};
+use jobdeck::server::import::{self, Limits, Upload};
+use jobdeck::server::rows::ColumnMap;
+use jobdeck::server::rows::{domain_from, normalize};
 use proptest::prelude::*;
 
 const LIMITS: Limits = Limits { max_bytes: 64 * 1024, max_rows: 500, default_concurrency: 5 };

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::error::AppError;
-use super::steps::preprocess;
+use super::rows::{self, ColumnMap, ResearchFields};
 use super::store::types::NewItem;
 use crate::model::{JobKind, MAX_CONCURRENCY, MAX_NAME_CHARS, MIN_CONCURRENCY};
 
@@ -38,108 +38,6 @@ pub fn parse_concurrency(text: &str) -> Result<Option<u32>, AppError> {
         .map_err(|_| AppError::BadInput(format!("concurrency must be a whole number from 1 to 64, not `{text}`")))
 }
 
-/// Which input column plays which role, found by header name. A research job keeps
-/// its map (`roles`) and reads its items' name, website and domain through it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct ColumnMap {
-    pub name: Option<usize>,
-    pub website: Option<usize>,
-    pub domain: Option<usize>,
-    pub email: Option<usize>,
-}
-
-const NAME_WORDS: &[&str] = &[
-    "company",
-    "company name",
-    "companyname",
-    "account",
-    "account name",
-    "accountname",
-    "organization",
-    "organisation",
-    "organization name",
-    "organisation name",
-    "org",
-    "org name",
-    "business",
-    "business name",
-    "name",
-    "employer",
-    "firm",
-];
-const WEBSITE_WORDS: &[&str] = &[
-    "website",
-    "web site",
-    "url",
-    "homepage",
-    "home page",
-    "web",
-    "site",
-    "website url",
-    "company website",
-    "company url",
-    "web address",
-    "www",
-];
-const DOMAIN_WORDS: &[&str] = &["domain", "company domain", "website domain", "domain name", "email domain"];
-const EMAIL_WORDS: &[&str] =
-    &["email", "e mail", "email address", "e mail address", "work email", "contact email", "mail"];
-
-fn fold_header(h: &str) -> String {
-    h.trim()
-        .to_lowercase()
-        .chars()
-        .map(|c| if c == '_' || c == '-' || c == '.' { ' ' } else { c })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-impl ColumnMap {
-    /// Maps headers case-insensitively by common synonyms; an exact synonym beats a
-    /// header that merely contains a key word.
-    pub fn from_headers(headers: &[String]) -> Self {
-        let folded: Vec<String> = headers.iter().map(|h| fold_header(h)).collect();
-        let find = |words: &[&str], key: &[&str], taken: &[Option<usize>]| -> Option<usize> {
-            let free = |i: &usize| !taken.contains(&Some(*i));
-            folded
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| free(i))
-                .find(|(_, h)| words.contains(&h.as_str()))
-                .or_else(|| {
-                    folded.iter().enumerate().filter(|(i, _)| free(i)).find(|(_, h)| key.iter().any(|k| h.contains(k)))
-                })
-                .map(|(i, _)| i)
-        };
-        let email = find(EMAIL_WORDS, &["email", "e mail"], &[]);
-        let domain = find(DOMAIN_WORDS, &["domain"], &[email]);
-        let website = find(WEBSITE_WORDS, &["website", "url", "homepage"], &[email, domain]);
-        let name = find(NAME_WORDS, &["company", "account", "organization", "organisation"], &[email, domain, website]);
-        Self { name, website, domain, email }
-    }
-
-    /// An account's name, website and domain as research reads them from its input
-    /// row: the trimmed cells of those columns, the domain else from the e-mail.
-    pub fn research_fields<S: AsRef<str>>(&self, values: &[S]) -> ResearchFields {
-        ResearchFields {
-            name: cell(values, self.name),
-            website: cell(values, self.website),
-            domain: cell(values, self.domain)
-                .or_else(|| cell(values, self.email).and_then(|e| preprocess::domain_from(&e))),
-        }
-    }
-}
-
-/// What [`ColumnMap::research_fields`] finds in a row.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResearchFields {
-    pub name: Option<String>,
-    pub website: Option<String>,
-    pub domain: Option<String>,
-}
-
 /// Picks the delimiter that splits the header line most: comma, semicolon or tab.
 pub fn detect_delimiter(bytes: &[u8]) -> u8 {
     let mut counts = [0usize; 3];
@@ -156,10 +54,6 @@ pub fn detect_delimiter(bytes: &[u8]) -> u8 {
     }
     let best = (0..3).max_by_key(|&i| (counts[i], std::cmp::Reverse(i))).unwrap_or(0);
     [b',', b';', b'\t'][best]
-}
-
-fn cell<S: AsRef<str>>(row: &[S], index: Option<usize>) -> Option<String> {
-    index.and_then(|i| row.get(i)).map(|s| s.as_ref().trim()).filter(|s| !s.is_empty()).map(str::to_string)
 }
 
 /// How many rows go into one write transaction: small enough that control actions
@@ -429,7 +323,7 @@ fn research_cells<'a>(map: &ColumnMap, get: impl Fn(usize) -> Option<&'a str>) -
     filled(map.name).is_some()
         || filled(map.website).is_some()
         || filled(map.domain).is_some()
-        || filled(map.email).and_then(preprocess::domain_from).is_some()
+        || filled(map.email).and_then(rows::domain_from).is_some()
 }
 
 fn no_research_cells(line: i64) -> AppError {
@@ -448,7 +342,7 @@ fn new_item(kind: JobKind, map: &ColumnMap, line: i64, cells: &[&str]) -> Result
         }
         JobKind::Preprocess => {
             let values: Vec<String> = cells.iter().map(|c| c.to_string()).collect();
-            let n = preprocess::normalize(map, &values);
+            let n = rows::normalize(map, &values);
             let normalized = serde_json::to_string(&n.json).map_err(|e| AppError::Internal(e.to_string()))?;
             Ok(NewItem {
                 line,

@@ -13,6 +13,7 @@ pub mod origin;
 pub mod pg;
 pub mod policy;
 pub mod rest;
+pub mod rows;
 pub mod runner;
 pub mod service;
 pub mod state;

@@ -18,29 +18,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use super::backend::Backend;
 use super::config::NotifyConfig;
 use super::store::types::Outgoing;
-use crate::model::{EventAction, Job, JobKind};
-
-/// The events that are sent out; the rest stay in the activity log only.
-pub fn worth_notifying(action: EventAction) -> bool {
-    matches!(action, EventAction::Completed | EventAction::Cancelled | EventAction::AutoPaused)
-}
-
-/// The notification's name for a logged event. A job that finished with every item
-/// failed (and none completed) is `job.failed`; `job.completed` otherwise.
-pub fn event_name(action: EventAction, job: &Job) -> Option<&'static str> {
-    match action {
-        EventAction::Completed if job.completed == 0 && job.failed > 0 => Some("job.failed"),
-        EventAction::Completed => Some("job.completed"),
-        EventAction::Cancelled => Some("job.cancelled"),
-        EventAction::AutoPaused => Some("job.auto_paused"),
-        _ => None,
-    }
-}
-
-/// The body every channel is built from: `{"event", "job", "at"}`.
-pub fn payload(event: &str, job: &Job, at: DateTime<Utc>) -> String {
-    serde_json::json!({ "event": event, "job": job, "at": at }).to_string()
-}
+use crate::model::{Job, JobKind};
 
 /// The value of `X-Jobdeck-Signature` for `body`: `sha256=` and the hex HMAC.
 pub fn signature(secret: &str, body: &[u8]) -> String {

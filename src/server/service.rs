@@ -517,7 +517,7 @@ impl Service {
             concurrency: pre.concurrency,
             columns: CLEAN_COLUMNS.map(String::from).to_vec(),
         };
-        let map = import::ColumnMap::from_headers(&job.columns);
+        let map = super::rows::ColumnMap::from_headers(&job.columns);
         let (tx, rx) = mpsc::channel(2);
         let db = self.db.clone();
         tokio::spawn(async move {
@@ -608,9 +608,9 @@ const CLEAN_COLUMNS: [&str; 3] = ["company", "website", "domain"];
 
 /// A clean preprocessing row as a research item with the columns company, website,
 /// domain; its name, website and domain are what research reads from those cells.
-fn clean_row_item(map: &import::ColumnMap, line: i64, row: store::CleanRow) -> NewItem {
+fn clean_row_item(map: &super::rows::ColumnMap, line: i64, row: store::CleanRow) -> NewItem {
     let values = [row.company, row.website, row.domain].map(Option::unwrap_or_default);
-    let import::ResearchFields { name, website, domain } = map.research_fields(&values);
+    let super::rows::ResearchFields { name, website, domain } = map.research_fields(&values);
     NewItem {
         line,
         input: serde_json::to_string(&values).unwrap_or_else(|_| "[]".into()),

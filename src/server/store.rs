@@ -17,8 +17,7 @@ pub mod rules;
 pub mod sessions;
 pub mod types;
 
-use super::import::{ColumnMap, ResearchFields};
-use super::notify;
+use super::rows::{ColumnMap, ResearchFields};
 use crate::model::{
     Archived, EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobStatus, Phase, Source,
 };
@@ -929,7 +928,7 @@ pub fn add_event(
         "INSERT INTO job_events (kind, job_id, at, action, source, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![kind.as_str(), job_id, ts(at), action.as_str(), source.as_str(), detail])?;
-    if notify::worth_notifying(action) {
+    if rules::worth_notifying(action) {
         queue_notification(conn, kind, job_id, action, at)?;
     }
     Ok(())
@@ -950,8 +949,8 @@ fn queue_notification(
         return Ok(());
     }
     let Some(job) = get_job(conn, kind, job_id)? else { return Ok(()) };
-    let Some(event) = notify::event_name(action, &job) else { return Ok(()) };
-    let payload = notify::payload(event, &job, at);
+    let Some(event) = rules::event_name(action, &job) else { return Ok(()) };
+    let payload = rules::payload(event, &job, at);
     conn.prepare_cached(
         "INSERT INTO outbox (channel, event, kind, job_id, payload, next_at, created_at)
          SELECT channel, ?1, ?2, ?3, ?4, ?5, ?5 FROM notify_channels",

@@ -10,9 +10,9 @@ use super::{add_counts, add_event, kind_word, notify_control, shard_of, tables};
 use crate::model::{
     EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobStatus, JobsPage, Source,
 };
-use crate::server::backend::{Change, Rule};
 use crate::server::error::AppError;
 use crate::server::import::NewJob;
+use crate::server::store::types::{Change, Rule};
 use crate::server::store::types::{ClaimedRow, CleanRow, Finished, Flags, Hidden, NewItem};
 use crate::server::store::{self, input_map};
 

@@ -532,12 +532,12 @@ pub async fn add_event(
         )
         .await?
         .get(0);
-    if super::notify::worth_notifying(action) {
+    if super::store::rules::worth_notifying(action) {
         let any: bool = c.query_one("SELECT EXISTS (SELECT 1 FROM notify_channels)", &[]).await?.get(0);
         if any {
             let job = backend::read_job(c, kind, job_id).await?;
-            if let Some(event) = super::notify::event_name(action, &job) {
-                let payload = super::notify::payload(event, &job, at);
+            if let Some(event) = super::store::rules::event_name(action, &job) {
+                let payload = super::store::rules::payload(event, &job, at);
                 c.execute(
                     "INSERT INTO outbox (channel, event, kind, job_id, payload, next_at, created_at)
                      SELECT channel, $1, $2, $3, $4, $5, $5 FROM notify_channels",

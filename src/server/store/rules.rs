@@ -1,12 +1,13 @@
 //! Decisions both stores apply the same way, as pure functions: how a batch of
-//! outcomes moves a job's failure streak (the error-burst rule), and what a due
-//! schedule does to a job.
+//! outcomes moves a job's failure streak (the error-burst rule), what a due schedule
+//! does to a job, and which logged events become notifications in the outbox, with
+//! what body.
 
 use chrono::{DateTime, Utc};
 
 use super::ts;
 use super::types::Finish;
-use crate::model::EventAction;
+use crate::model::{EventAction, Job};
 
 /// How a batch of written outcomes moves a job's count of failures in a row.
 #[derive(Default)]
@@ -96,4 +97,26 @@ pub fn plan_schedule(
         });
     }
     SchedulePlan { keep: (keep(pause_at), keep(resume_at)), steps }
+}
+
+/// The events that are sent out; the rest stay in the activity log only.
+pub fn worth_notifying(action: EventAction) -> bool {
+    matches!(action, EventAction::Completed | EventAction::Cancelled | EventAction::AutoPaused)
+}
+
+/// The notification's name for a logged event. A job that finished with every item
+/// failed (and none completed) is `job.failed`; `job.completed` otherwise.
+pub fn event_name(action: EventAction, job: &Job) -> Option<&'static str> {
+    match action {
+        EventAction::Completed if job.completed == 0 && job.failed > 0 => Some("job.failed"),
+        EventAction::Completed => Some("job.completed"),
+        EventAction::Cancelled => Some("job.cancelled"),
+        EventAction::AutoPaused => Some("job.auto_paused"),
+        _ => None,
+    }
+}
+
+/// The body every channel is built from: `{"event", "job", "at"}`.
+pub fn payload(event: &str, job: &Job, at: DateTime<Utc>) -> String {
+    serde_json::json!({ "event": event, "job": job, "at": at }).to_string()
 }

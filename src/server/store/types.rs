@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::input_values_map;
 use crate::model::{EventAction, Job, JobKind, JobStatus};
 use crate::server::error::AppError;
-use crate::server::import::{ColumnMap, ResearchFields};
+use crate::server::rows::{ColumnMap, ResearchFields};
 
 /// Why a job is hidden from every read (migration 0003).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
