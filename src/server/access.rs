@@ -10,8 +10,9 @@
 //! all, a copy of the table signs no one in, and changing the token signs everyone out.
 //!
 //! Wrong tokens are throttled per client address, on the form and on `Authorization`
-//! alike: ten a minute, then 429 with `Retry-After`. While a client is held back, no
-//! token it sends is even compared, so the throttle bounds how fast anyone can guess.
+//! alike: at most ten a minute, then 429 with `Retry-After`. A try over the quota is
+//! refused before its token is compared, so the throttle bounds how fast anyone can
+//! guess, also with many requests at once.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -59,37 +60,63 @@ pub fn token_refusal(token: &str) -> Option<String> {
 #[derive(Clone, Copy, Debug)]
 pub struct SignedIn;
 
-/// Wrong tokens per client address: a GCRA limiter counts them, and a client over its
-/// quota is held back until the limiter has room again.
+/// Token tries per client address. Each address has a limiter of its own (governor's
+/// GCRA: a burst of [`WRONG_TOKENS_PER_MINUTE`], then one more per minute, so no minute
+/// holds more), and a try takes its cell *before* the token is compared: a try over
+/// the quota is refused without being looked at, however many arrive at once. The
+/// right token wipes the address's limiter, so a script that knows it is never held
+/// back and only wrong tokens add up. IPv6 addresses count by their /64, which one
+/// client usually holds whole.
 struct Throttle {
-    limiter: governor::DefaultKeyedRateLimiter<IpAddr>,
-    held: Mutex<HashMap<IpAddr, Instant>>,
+    quota: governor::Quota,
+    clients: Mutex<HashMap<IpAddr, (Arc<governor::DefaultDirectRateLimiter>, Instant)>>,
 }
+
+/// An address's limiter is full again this long after its last try: forgetting it
+/// then loses nothing.
+const THROTTLE_MEMORY: Duration = Duration::from_secs(60 * WRONG_TOKENS_PER_MINUTE as u64);
 
 impl Throttle {
     fn new(per_minute: NonZeroU32) -> Self {
-        Self { limiter: governor::RateLimiter::keyed(governor::Quota::per_minute(per_minute)), held: Mutex::default() }
+        let quota = governor::Quota::with_period(Duration::from_secs(60))
+            .expect("a minute is not zero")
+            .allow_burst(per_minute);
+        Self { quota, clients: Mutex::default() }
     }
 
-    /// How long `client` must still wait before a token of its is looked at.
-    fn held_back(&self, client: IpAddr) -> Option<Duration> {
-        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.get(&client).and_then(|until| until.checked_duration_since(Instant::now())).filter(|d| !d.is_zero())
-    }
-
-    /// Counts a wrong token from `client`; how long it is held back when this one was
-    /// over the quota.
-    fn wrong(&self, client: IpAddr) -> Option<Duration> {
-        let not_until = self.limiter.check_key(&client).err()?;
-        let wait = not_until.wait_time_from(self.limiter.clock().now()).max(Duration::from_secs(1));
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        if held.len() >= 4096 {
-            let now = Instant::now();
-            held.retain(|_, until| *until > now);
-            self.limiter.retain_recent();
+    /// The key a client counts under.
+    fn key(client: IpAddr) -> IpAddr {
+        match client {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("mapped")),
+            v4 => v4,
         }
-        held.insert(client, Instant::now() + wait);
-        Some(wait)
+    }
+
+    /// Takes a try for `client`: `Err(wait)` when it is over its quota (the token is
+    /// then not to be compared).
+    fn take(&self, client: IpAddr) -> Result<(), Duration> {
+        let now = Instant::now();
+        let limiter = {
+            let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            if clients.len() >= 4096 {
+                clients.retain(|_, (_, last)| now.duration_since(*last) < THROTTLE_MEMORY);
+            }
+            let entry = clients
+                .entry(Self::key(client))
+                .or_insert_with(|| (Arc::new(governor::RateLimiter::direct(self.quota)), now));
+            entry.1 = now;
+            entry.0.clone()
+        };
+        limiter.check().map_err(|not_until| not_until.wait_time_from(limiter.clock().now()).max(Duration::from_secs(1)))
+    }
+
+    /// The right token: `client` starts afresh.
+    fn forget(&self, client: IpAddr) {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner()).remove(&Self::key(client));
     }
 }
 
@@ -139,16 +166,12 @@ impl Access {
     /// Checks a token `client` sent: `Ok(true)` it is the token, `Ok(false)` it is not
     /// (and was counted), `Err(wait)` the client is held back.
     fn try_token(&self, client: IpAddr, given: &str) -> Result<bool, Duration> {
-        if let Some(wait) = self.throttle.held_back(client) {
-            return Err(wait);
+        self.throttle.take(client)?;
+        let right = self.token_matches(given);
+        if right {
+            self.throttle.forget(client);
         }
-        if self.token_matches(given) {
-            return Ok(true);
-        }
-        match self.throttle.wrong(client) {
-            Some(wait) => Err(wait),
-            None => Ok(false),
-        }
+        Ok(right)
     }
 }
 
@@ -417,6 +440,29 @@ mod tests {
         // Held back, even the right token is not looked at; another address goes on.
         assert!(access.try_token(a, "correct horse battery").is_err());
         assert_eq!(access.try_token(b, "correct horse battery"), Ok(true));
+    }
+
+    #[test]
+    fn the_try_over_the_quota_is_never_compared_and_the_right_token_starts_afresh() {
+        let access = Access::new("correct horse battery");
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        for _ in 0..WRONG_TOKENS_PER_MINUTE - 1 {
+            assert_eq!(access.try_token(c, "guess"), Ok(false));
+        }
+        // The right token, inside the quota: in, and the wrong ones before it forgotten.
+        assert_eq!(access.try_token(c, "correct horse battery"), Ok(true));
+        for _ in 0..WRONG_TOKENS_PER_MINUTE {
+            assert_eq!(access.try_token(c, "guess"), Ok(false));
+        }
+        // The eleventh try is refused before its token is looked at, right or not.
+        assert!(access.try_token(c, "correct horse battery").is_err());
+        // One IPv6 client holds a /64: its addresses share one quota.
+        let (v6a, v6b): (IpAddr, IpAddr) = ("2001:db8::1".parse().unwrap(), "2001:db8::ffff:2".parse().unwrap());
+        for _ in 0..WRONG_TOKENS_PER_MINUTE {
+            assert_eq!(access.try_token(v6a, "guess"), Ok(false));
+        }
+        assert!(access.try_token(v6b, "guess").is_err());
+        assert_eq!(access.try_token("2001:db8:1::1".parse().unwrap(), "guess"), Ok(false), "another /64");
     }
 
     #[test]
