@@ -30,6 +30,7 @@ use governor::clock::Clock;
 use hmac::{KeyInit, Mac};
 
 use super::error::AppError;
+use super::policy::is_api_path;
 use super::service::Service;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
@@ -219,16 +220,12 @@ fn open_path(path: &str, pkg: &str) -> bool {
         || path.strip_prefix('/').and_then(|p| p.strip_prefix(pkg)).is_some_and(|rest| rest.starts_with('/'))
 }
 
-fn is_api(path: &str) -> bool {
-    path == "/api" || path.starts_with("/api/")
-}
-
-/// What the guard needs: who may pass, where sessions are kept, and the folder of the
-/// front end's files.
+/// What the guard needs: who may pass, the service that keeps sessions, and the folder
+/// of the front end's files.
 #[derive(Clone)]
 pub struct Guard {
     pub access: Access,
-    pub store: Service,
+    pub service: Service,
     pub pkg_dir: String,
 }
 
@@ -236,7 +233,7 @@ impl Guard {
     /// Whether the request's session cookie names a live session.
     async fn session_alive(&self, headers: &HeaderMap) -> Result<bool, AppError> {
         let Some(key) = session_cookie(headers).and_then(|id| self.access.session_key(&id)) else { return Ok(false) };
-        self.store.session_alive(key, unix_now()).await
+        self.service.session_alive(key, unix_now()).await
     }
 }
 
@@ -272,7 +269,7 @@ pub async fn guard(State(guard): State<Guard>, mut request: Request, next: Next)
     if !guard.access.enabled() || open_path(request.uri().path(), &guard.pkg_dir) {
         return next.run(request).await;
     }
-    let api = is_api(request.uri().path());
+    let api = is_api_path(request.uri().path());
     if let Some(given) = bearer(request.headers()) {
         match guard.access.try_token(client_of(&request), given) {
             Ok(true) => return next.run(request).await,
@@ -325,7 +322,7 @@ pub async fn sign_in(State(guard): State<Guard>, request: Request) -> Response {
         let id = new_session_id()?;
         let key = guard.access.session_key(&id).ok_or_else(|| AppError::Internal("no token".into()))?;
         let now = unix_now();
-        guard.store.session_start(key, now, now + SESSION.as_secs() as i64).await?;
+        guard.service.session_start(key, now, now + SESSION.as_secs() as i64).await?;
         Ok::<_, AppError>(id)
     };
     match started.await {
@@ -355,9 +352,9 @@ pub async fn sign_out(State(guard): State<Guard>, request: Request) -> Response 
     if guard.access.enabled() {
         let ended = async {
             if form.everywhere.trim() == "1" && guard.session_alive(&headers).await? {
-                guard.store.sessions_end_all().await?;
+                guard.service.sessions_end_all().await?;
             } else if let Some(key) = session_cookie(&headers).and_then(|id| guard.access.session_key(&id)) {
-                guard.store.session_end(key).await?;
+                guard.service.session_end(key).await?;
             }
             Ok::<_, AppError>(())
         };

@@ -43,7 +43,7 @@ pub fn app(state: AppState) -> Router {
     let hashed = state.leptos_options.hash_files;
     let guard = access::Guard {
         access: access::Access::new(&state.config.server.token),
-        store: state.service.clone(),
+        service: state.service.clone(),
         pkg_dir: state.leptos_options.site_pkg_dir.to_string(),
     };
     let hosts = origin::Hosts::new(

@@ -47,6 +47,11 @@ pub async fn safety_headers(request: Request, next: Next) -> Response {
     response
 }
 
+/// Whether `path` is under `/api`, where every answer is JSON.
+pub fn is_api_path(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
 /// The paths of the server functions, whose error answers the UI decodes itself.
 #[derive(Clone)]
 pub struct ServerFnPaths(pub Arc<HashSet<String>>);
@@ -63,7 +68,7 @@ impl ServerFnPaths {
 pub async fn api_errors(State(server_fns): State<ServerFnPaths>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_string();
     let method = request.method().clone();
-    let is_rest = (path == "/api" || path.starts_with("/api/")) && !server_fns.0.contains(&path);
+    let is_rest = is_api_path(&path) && !server_fns.0.contains(&path);
     let response = next.run(request).await;
     let status = response.status();
     let is_json = response
