@@ -11,11 +11,10 @@ use std::time::Duration;
 use common::pg::{url, Schema};
 use common::*;
 use jobdeck::model::{Archived, EventAction, Job, JobAction, JobFilter, JobKind, JobRef, JobStatus, Phase, Source};
-use jobdeck::server::backend::Backend;
 use jobdeck::server::config::Config;
 use jobdeck::server::error::AppError;
-use jobdeck::server::pg::backend::PgBackend;
 use jobdeck::server::service::{BulkTarget, Service};
+use jobdeck::server::store::postgres::PgStore;
 
 const R: JobKind = JobKind::Research;
 const P: JobKind = JobKind::Preprocess;
@@ -57,9 +56,8 @@ impl Store {
         let state = match self {
             Self::Sqlite(_) => jobdeck::server::build_state(config, options).expect("state builds"),
             Self::Postgres(schema) => {
-                let pg = PgBackend::open(&url(), Some(&schema.name), 16).await.expect("PostgreSQL opens");
-                jobdeck::server::build_state_with(Backend::Postgres(std::sync::Arc::new(pg)), config, options)
-                    .expect("state builds")
+                let pg = PgStore::open(&url(), Some(&schema.name), 16).await.expect("PostgreSQL opens");
+                jobdeck::server::build_state_with(pg.into(), config, options).expect("state builds")
             }
         };
         state.service.runner().start().await.expect("runner starts");
@@ -416,9 +414,8 @@ async fn a_worker_hears_control_changes_again_after_its_listener_reconnects() {
     let worker = store.service(config.clone()).await;
     // Another process that serves the API and runs nothing.
     let options = leptos::config::LeptosOptions::builder().output_name("jobdeck").build();
-    let pg = PgBackend::open(&url(), Some(&schema.name), 4).await.unwrap();
-    let api =
-        jobdeck::server::build_state_with(Backend::Postgres(std::sync::Arc::new(pg)), config, options).unwrap().service;
+    let pg = PgStore::open(&url(), Some(&schema.name), 4).await.unwrap();
+    let api = jobdeck::server::build_state_with(pg.into(), config, options).unwrap().service;
     api.runner().start_without_jobs();
 
     let job = api.create_job(R, upload(research_csv(&site, &paths("/g/", 10)), 2)).await.unwrap();

@@ -197,7 +197,7 @@ struct BuggyStep;
 impl jobdeck::server::steps::Step for BuggyStep {
     fn run(
         &self,
-        item: jobdeck::server::steps::Claimed,
+        item: jobdeck::server::store::types::Claimed,
     ) -> futures::future::BoxFuture<'static, Result<serde_json::Value, jobdeck::server::steps::StepError>> {
         Box::pin(async move {
             if item.name.as_deref() == Some("boom") {
@@ -210,7 +210,7 @@ impl jobdeck::server::steps::Step for BuggyStep {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_step_fails_its_item_and_the_job_still_completes() {
-    use jobdeck::server::{db::Db, import::Limits, runner, service::Service};
+    use jobdeck::server::{import::Limits, runner, service::Service, store::sqlite::db::Db};
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();

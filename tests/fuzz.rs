@@ -38,7 +38,7 @@ proptest! {
 
     #[test]
     fn any_bytes_are_imported_or_refused_with_a_message(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
-        for kind in [JobKind::Research, JobKind::Preprocess] {
+        for kind in JobKind::ALL {
             if let Err(e) = import::check(kind, &upload(bytes.clone()), LIMITS) {
                 prop_assert!(refused_cleanly(&e), "{e:?}");
             }
@@ -47,7 +47,7 @@ proptest! {
 
     #[test]
     fn csv_like_text_is_imported_or_refused_with_a_message(bytes in csv_like()) {
-        for kind in [JobKind::Research, JobKind::Preprocess] {
+        for kind in JobKind::ALL {
             match import::check(kind, &upload(bytes.clone()), LIMITS) {
                 Ok(_) => {}
                 Err(e) => prop_assert!(refused_cleanly(&e), "{e:?}"),

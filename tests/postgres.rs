@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use jobdeck::model::JobKind;
-use jobdeck::server::import::NewJob;
-use jobdeck::server::pg;
-use jobdeck::server::store::{ClaimedRow, Finish, Finished, NewItem};
+
+use jobdeck::server::store::postgres::sql;
+use jobdeck::server::store::types::{ClaimedRow, Finish, Finished, NewItem, NewJob};
 
 mod common;
 
@@ -42,11 +42,11 @@ async fn job(s: &Schema, n: usize, concurrency: u32) -> i64 {
         concurrency,
         columns: vec!["company".into()],
     };
-    let id = pg::insert_job(&tx, &new_job, None).await.unwrap();
+    let id = sql::insert_job(&tx, &new_job, None).await.unwrap();
     for chunk in items(n).chunks(1000) {
-        pg::insert_items(&*tx, JobKind::Preprocess, id, chunk).await.unwrap();
+        sql::insert_items(&*tx, JobKind::Preprocess, id, chunk).await.unwrap();
     }
-    pg::reveal_job(&*tx, JobKind::Preprocess, id, n as i64).await.unwrap();
+    sql::reveal_job(&*tx, JobKind::Preprocess, id, n as i64).await.unwrap();
     tx.commit().await.unwrap();
     id
 }
@@ -54,7 +54,7 @@ async fn job(s: &Schema, n: usize, concurrency: u32) -> i64 {
 async fn claim(s: &Schema, job: i64, worker: i64, want: usize) -> Vec<ClaimedRow> {
     let mut c = s.pool.get().await.unwrap();
     let tx = c.transaction().await.unwrap();
-    let got = pg::claim_batch(&tx, JobKind::Preprocess, job, worker, want).await.unwrap();
+    let got = sql::claim_batch(&tx, JobKind::Preprocess, job, worker, want).await.unwrap();
     tx.commit().await.unwrap();
     got
 }
@@ -71,7 +71,7 @@ async fn finish(s: &Schema, job: i64, worker: i64, leases: &[ClaimedRow]) -> usi
         .collect();
     let mut c = s.pool.get().await.unwrap();
     let tx = c.transaction().await.unwrap();
-    let n = pg::finish_batch(&tx, JobKind::Preprocess, job, worker, &outcomes, 0).await.unwrap();
+    let n = sql::finish_batch(&tx, JobKind::Preprocess, job, worker, &outcomes, 0).await.unwrap();
     tx.commit().await.unwrap();
     n
 }
@@ -79,13 +79,13 @@ async fn finish(s: &Schema, job: i64, worker: i64, leases: &[ClaimedRow]) -> usi
 async fn set_paused(s: &Schema, job: i64, paused: bool) -> bool {
     let mut c = s.pool.get().await.unwrap();
     let tx = c.transaction().await.unwrap();
-    let changed = pg::set_paused(&tx, JobKind::Preprocess, job, paused).await.unwrap();
+    let changed = sql::set_paused(&tx, JobKind::Preprocess, job, paused).await.unwrap();
     tx.commit().await.unwrap();
     changed
 }
 
-async fn counts(s: &Schema, job: i64) -> pg::Counts {
-    pg::counts(&**s.pool.get().await.unwrap(), JobKind::Preprocess, job).await.unwrap()
+async fn counts(s: &Schema, job: i64) -> sql::Counts {
+    sql::counts(&**s.pool.get().await.unwrap(), JobKind::Preprocess, job).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,18 +94,18 @@ async fn migrations_apply_once_when_processes_start_together() {
     let mut tasks = Vec::new();
     for _ in 0..3 {
         let mut client = s.connect().await;
-        tasks.push(tokio::spawn(async move { pg::migrate(&mut client).await.unwrap() }));
+        tasks.push(tokio::spawn(async move { sql::migrate(&mut client).await.unwrap() }));
     }
     let mut applied = 0;
     for t in tasks {
         applied += t.await.unwrap();
     }
-    assert_eq!(applied, pg::MIGRATIONS.len(), "one starter migrates, the others find nothing to do");
+    assert_eq!(applied, sql::MIGRATIONS.len(), "one starter migrates, the others find nothing to do");
     let c = s.pool.get().await.unwrap();
     let versions: i64 = c.query_one("SELECT count(*) FROM jobdeck_migrations", &[]).await.unwrap().get(0);
-    assert_eq!(versions, pg::MIGRATIONS.len() as i64);
+    assert_eq!(versions, sql::MIGRATIONS.len() as i64);
     let mut again = s.connect().await;
-    assert_eq!(pg::migrate(&mut again).await.unwrap(), 0);
+    assert_eq!(sql::migrate(&mut again).await.unwrap(), 0);
 }
 
 /// Three workers claim from one job at once, each up to 4 at a time; the job's
@@ -124,7 +124,7 @@ async fn a_jobs_concurrency_holds_over_all_workers() {
     for w in 0..3 {
         let (s, in_flight, most) = (s.clone(), in_flight.clone(), most.clone());
         workers.push(tokio::spawn(async move {
-            let worker = pg::register_worker(&**s.pool.get().await.unwrap(), &format!("w{w}")).await.unwrap();
+            let worker = sql::register_worker(&**s.pool.get().await.unwrap(), &format!("w{w}")).await.unwrap();
             let mut done = 0usize;
             loop {
                 let got = claim(&s, id, worker, 4).await;
@@ -155,10 +155,10 @@ async fn a_jobs_concurrency_holds_over_all_workers() {
         most.load(Ordering::SeqCst)
     );
     let c = counts(&s, id).await;
-    assert_eq!(c, pg::Counts { pending: 0, processing: 0, completed: total as i64, failed: 0 });
+    assert_eq!(c, sql::Counts { pending: 0, processing: 0, completed: total as i64, failed: 0 });
     let mut client = s.pool.get().await.unwrap();
     let tx = client.transaction().await.unwrap();
-    assert!(pg::complete_if_done(&tx, JobKind::Preprocess, id).await.unwrap());
+    assert!(sql::complete_if_done(&tx, JobKind::Preprocess, id).await.unwrap());
     tx.commit().await.unwrap();
     let row = client
         .query_one(
@@ -181,7 +181,8 @@ async fn a_pause_is_ordered_after_a_claim_in_progress_and_stops_the_next() {
     let id = job(&s, 20, 10).await;
 
     // A worker listening for control changes, on a connection of its own.
-    let (listener, mut conn) = pg::config(&url(), Some(&s.name)).unwrap().connect(tokio_postgres::NoTls).await.unwrap();
+    let (listener, mut conn) =
+        sql::config(&url(), Some(&s.name)).unwrap().connect(tokio_postgres::NoTls).await.unwrap();
     let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
@@ -191,12 +192,12 @@ async fn a_pause_is_ordered_after_a_claim_in_progress_and_stops_the_next() {
             }
         }
     });
-    listener.batch_execute(&format!("LISTEN {}", pg::CONTROL_CHANNEL)).await.unwrap();
+    listener.batch_execute(&format!("LISTEN {}", sql::CONTROL_CHANNEL)).await.unwrap();
 
     // A claim in progress: the job's row is held until it commits.
     let mut holder = s.pool.get().await.unwrap();
     let claiming = holder.transaction().await.unwrap();
-    let first = pg::claim_batch(&claiming, JobKind::Preprocess, id, 1, 2).await.unwrap();
+    let first = sql::claim_batch(&claiming, JobKind::Preprocess, id, 1, 2).await.unwrap();
     assert_eq!(first.len(), 2);
 
     let pausing = {
@@ -231,7 +232,7 @@ async fn a_pause_is_ordered_after_a_claim_in_progress_and_stops_the_next() {
     assert_eq!(payload, format!("preprocess:{id}"));
 
     assert!(claim(&s, id, 2, 5).await.is_empty(), "nothing starts after the pause returned");
-    assert_eq!(counts(&s, id).await, pg::Counts { pending: 18, processing: 2, completed: 0, failed: 0 });
+    assert_eq!(counts(&s, id).await, sql::Counts { pending: 18, processing: 2, completed: 0, failed: 0 });
     assert!(set_paused(&s, id, false).await);
     assert_eq!(claim(&s, id, 2, 5).await.len(), 5, "a resume lets claims go on");
 }
@@ -244,8 +245,8 @@ async fn a_dead_workers_items_are_rescued_and_its_late_results_discarded() {
     let Some(s) = Schema::new(true).await else { return };
     let id = job(&s, 10, 5).await;
     let c = s.pool.get().await.unwrap();
-    let a = pg::register_worker(&**c, "a").await.unwrap();
-    let b = pg::register_worker(&**c, "b").await.unwrap();
+    let a = sql::register_worker(&**c, "a").await.unwrap();
+    let b = sql::register_worker(&**c, "b").await.unwrap();
     let held = claim(&s, id, a, 3).await;
     assert_eq!(held.len(), 3);
     // `a` has been silent for an hour.
@@ -253,22 +254,22 @@ async fn a_dead_workers_items_are_rescued_and_its_late_results_discarded() {
     drop(c);
 
     let mut c = s.pool.get().await.unwrap();
-    assert!(pg::acquire_lease(&**c, "leader", b, Duration::from_secs(30)).await.unwrap());
+    assert!(sql::acquire_lease(&**c, "leader", b, Duration::from_secs(30)).await.unwrap());
     let tx = c.transaction().await.unwrap();
-    let rescued = pg::rescue_dead(&tx, b, Duration::from_secs(30)).await.unwrap();
+    let rescued = sql::rescue_dead(&tx, b, Duration::from_secs(30)).await.unwrap();
     tx.commit().await.unwrap();
     assert_eq!(rescued.workers, vec![a]);
     assert_eq!(rescued.items, vec![(JobKind::Preprocess, id, 3)]);
-    assert!(!pg::heartbeat(&**c, a).await.unwrap(), "the dead worker learns it was removed");
-    assert!(pg::heartbeat(&**c, b).await.unwrap());
-    assert_eq!(counts(&s, id).await, pg::Counts { pending: 10, processing: 0, completed: 0, failed: 0 });
+    assert!(!sql::heartbeat(&**c, a).await.unwrap(), "the dead worker learns it was removed");
+    assert!(sql::heartbeat(&**c, b).await.unwrap());
+    assert_eq!(counts(&s, id).await, sql::Counts { pending: 10, processing: 0, completed: 0, failed: 0 });
 
     let retaken = claim(&s, id, b, 3).await;
     let ids = |l: &[ClaimedRow]| l.iter().map(|l| l.id).collect::<Vec<_>>();
     assert_eq!(ids(&retaken), ids(&held), "the same items, in file order");
     assert_eq!(finish(&s, id, a, &held).await, 0, "the dead worker's late results are discarded");
     assert_eq!(finish(&s, id, b, &retaken).await, 3);
-    assert_eq!(counts(&s, id).await, pg::Counts { pending: 7, processing: 0, completed: 3, failed: 0 });
+    assert_eq!(counts(&s, id).await, sql::Counts { pending: 7, processing: 0, completed: 3, failed: 0 });
     let attempts: i64 = c
         .query_one("SELECT COALESCE(SUM(attempts), 0)::bigint FROM preprocessing_results WHERE job_id = $1", &[&id])
         .await
@@ -282,23 +283,23 @@ async fn the_leader_lease_has_one_holder_until_it_expires() {
     let Some(s) = Schema::new(true).await else { return };
     let c = s.pool.get().await.unwrap();
     let ttl = Duration::from_secs(30);
-    assert!(pg::acquire_lease(&**c, "leader", 1, ttl).await.unwrap());
-    assert!(!pg::acquire_lease(&**c, "leader", 2, ttl).await.unwrap(), "one holder at a time");
-    assert!(pg::acquire_lease(&**c, "leader", 1, ttl).await.unwrap(), "the holder renews");
+    assert!(sql::acquire_lease(&**c, "leader", 1, ttl).await.unwrap());
+    assert!(!sql::acquire_lease(&**c, "leader", 2, ttl).await.unwrap(), "one holder at a time");
+    assert!(sql::acquire_lease(&**c, "leader", 1, ttl).await.unwrap(), "the holder renews");
     // The holder went silent and its lease ran out.
     c.execute("UPDATE leases SET expires_at = now() - interval '1 second' WHERE name = 'leader'", &[]).await.unwrap();
-    assert!(pg::acquire_lease(&**c, "leader", 2, ttl).await.unwrap(), "another takes an expired lease");
-    assert!(!pg::acquire_lease(&**c, "leader", 1, ttl).await.unwrap());
+    assert!(sql::acquire_lease(&**c, "leader", 2, ttl).await.unwrap(), "another takes an expired lease");
+    assert!(!sql::acquire_lease(&**c, "leader", 1, ttl).await.unwrap());
 }
 
 /// An import cut short by its importer's death never shows: the leader turns it into a
 /// delete, while an import whose importer is alive is left to finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_whose_importer_is_gone_becomes_a_delete() {
-    use jobdeck::server::pg::backend::PgBackend;
+    use jobdeck::server::store::postgres::PgStore;
     let Some(s) = Schema::new(false).await else { return };
-    let importer = PgBackend::open(&url(), Some(&s.name), 4).await.unwrap();
-    let leader = PgBackend::open(&url(), Some(&s.name), 4).await.unwrap();
+    let importer = PgStore::open(&url(), Some(&s.name), 4).await.unwrap();
+    let leader = PgStore::open(&url(), Some(&s.name), 4).await.unwrap();
     let new_job = || NewJob {
         kind: JobKind::Research,
         name: "import".into(),

@@ -380,27 +380,28 @@ fn seeded_db(
     path: &Path,
     rows: usize,
     normalized: impl Fn(usize) -> Option<String>,
-) -> (rusqlite::Connection, i64, server::store::JobColumns) {
+) -> (rusqlite::Connection, i64, server::store::types::JobColumns) {
     use jobdeck::model::JobKind;
-    use jobdeck::server::store;
+    use jobdeck::server::store::sqlite::{items, jobs};
+    use jobdeck::server::store::types::NewItem;
     let mut conn = rusqlite::Connection::open(path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
-    server::db::migrations().to_latest(&mut conn).unwrap();
+    server::store::sqlite::db::migrations().to_latest(&mut conn).unwrap();
     let columns = vec!["company".to_string()];
     let tx = conn.transaction().unwrap();
-    let id = store::insert_job(&tx, JobKind::Preprocess, "seeded", "seeded.csv", 8, &columns).unwrap();
-    let items: Vec<store::NewItem> = (0..rows)
-        .map(|i| store::NewItem {
+    let id = jobs::insert_job(&tx, JobKind::Preprocess, "seeded", "seeded.csv", 8, &columns).unwrap();
+    let items: Vec<NewItem> = (0..rows)
+        .map(|i| NewItem {
             line: i as i64 + 2,
             input: format!("[\"Company {i}\"]"),
             normalized: normalized(i),
             ..Default::default()
         })
         .collect();
-    store::insert_items(&tx, JobKind::Preprocess, id, &items).unwrap();
-    store::reveal_job(&tx, JobKind::Preprocess, id, rows as i64).unwrap();
-    let columns = store::job_columns(&tx, JobKind::Preprocess, id).unwrap();
+    items::insert_items(&tx, JobKind::Preprocess, id, &items).unwrap();
+    jobs::reveal_job(&tx, JobKind::Preprocess, id, rows as i64).unwrap();
+    let columns = jobs::job_columns(&tx, JobKind::Preprocess, id).unwrap();
     tx.commit().unwrap();
     (conn, id, columns)
 }
@@ -409,17 +410,19 @@ fn seeded_db(
 /// transaction per item, through jobdeck's own statements, nothing else.
 fn bare_loop(dir: &Path, rows: usize) -> f64 {
     use jobdeck::model::JobKind;
-    use jobdeck::server::store;
+    use jobdeck::server::store::sqlite::items;
+    use jobdeck::server::store::types::{Finish, Finished};
     let (mut conn, id, columns) = seeded_db(&dir.join("bare.sqlite3"), rows, |_| None);
-    let result = store::Finish::completed(&json!({"company": "Company", "valid": false}));
+    let result = Finish::completed(&json!({"company": "Company", "valid": false}));
     let start = Instant::now();
     loop {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
-        let claimed = store::claim_next(&tx, JobKind::Preprocess, id, &columns).unwrap();
+        let claimed = items::claim_batch(&tx, JobKind::Preprocess, id, 1).unwrap().pop();
         tx.commit().unwrap();
-        let Some(item) = claimed else { break };
+        let Some(item) = claimed.map(|row| row.into_claimed(&columns)) else { break };
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
-        store::finish_item(&tx, JobKind::Preprocess, id, item.id, 1, &result).unwrap();
+        let one = Finished { item_id: item.id, lease: 0, attempts: 1, outcome: result.clone() };
+        items::finish_batch(&tx, JobKind::Preprocess, id, &[one], 0).unwrap();
         tx.commit().unwrap();
     }
     rows as f64 / start.elapsed().as_secs_f64()
@@ -429,7 +432,8 @@ fn bare_loop(dir: &Path, rows: usize) -> f64 {
 /// per turn that writes `batch` results and claims `batch` items, on one thread.
 fn batched_sql_loop(dir: &Path, rows: usize, batch: usize) -> f64 {
     use jobdeck::model::JobKind;
-    use jobdeck::server::store;
+    use jobdeck::server::store::sqlite::items;
+    use jobdeck::server::store::types::{Claimed, Finish, Finished};
     let (mut conn, id, columns) = seeded_db(&dir.join(format!("batched-{batch}.sqlite3")), rows, |i| {
         Some(format!("{{\"company\":\"Company {i}\",\"valid\":false,\"reasons\":[\"no domain\"]}}"))
     });
@@ -439,17 +443,12 @@ fn batched_sql_loop(dir: &Path, rows: usize, batch: usize) -> f64 {
     let mut inflight: Vec<i64> = Vec::new();
     loop {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).unwrap();
-        let done: Vec<store::Finished> = inflight
+        let done: Vec<Finished> = inflight
             .drain(..)
-            .map(|item_id| store::Finished {
-                item_id,
-                lease: 0,
-                attempts: 1,
-                outcome: store::Finish::completed(&result),
-            })
+            .map(|item_id| Finished { item_id, lease: 0, attempts: 1, outcome: Finish::completed(&result) })
             .collect();
-        store::finish_batch(&tx, JobKind::Preprocess, id, &done, 0).unwrap();
-        let claimed: Vec<store::Claimed> = store::claim_batch(&tx, JobKind::Preprocess, id, batch)
+        items::finish_batch(&tx, JobKind::Preprocess, id, &done, 0).unwrap();
+        let claimed: Vec<Claimed> = items::claim_batch(&tx, JobKind::Preprocess, id, batch)
             .unwrap()
             .into_iter()
             .map(|row| row.into_claimed(&columns))

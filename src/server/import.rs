@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::error::AppError;
 use super::rows::{self, ColumnMap, ResearchFields};
-use super::store::types::NewItem;
+use super::store::types::{NewItem, NewJob, CHUNK_ROWS};
 use crate::model::{JobKind, MAX_CONCURRENCY, MAX_NAME_CHARS, MIN_CONCURRENCY};
 
 /// An upload as both the REST API and the UI hand it over.
@@ -56,10 +56,6 @@ pub fn detect_delimiter(bytes: &[u8]) -> u8 {
     [b',', b';', b'\t'][best]
 }
 
-/// How many rows go into one write transaction: small enough that control actions
-/// and the runner's writes get the writer between chunks.
-pub const CHUNK_ROWS: usize = 5000;
-
 /// The longest file name kept; longer ones are cut.
 const MAX_FILENAME_CHARS: usize = 255;
 /// The most columns a file may have: exports of real systems stay far below it.
@@ -67,16 +63,6 @@ pub const MAX_COLUMNS: usize = 1000;
 /// The longest cell an upload may hold (64 KiB): names, websites and notes are far
 /// shorter; a longer cell is a broken file or an attack on every page that shows it.
 pub const MAX_CELL_BYTES: usize = 64 * 1024;
-
-/// A job about to be created: its name and settings, checked.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub kind: JobKind,
-    pub name: String,
-    pub filename: String,
-    pub concurrency: u32,
-    pub columns: Vec<String>,
-}
 
 /// An upload that passed every check: each row is known to import. Nothing has
 /// been written yet; [`Checked::chunks`] yields its items for insertion.

@@ -2,15 +2,12 @@
 
 pub mod access;
 pub mod assets;
-pub mod backend;
 pub mod config;
-pub mod db;
 pub mod error;
 pub mod http;
 pub mod import;
 pub mod notify;
 pub mod origin;
-pub mod pg;
 pub mod policy;
 pub mod rest;
 pub mod rows;
@@ -107,7 +104,7 @@ pub fn build_state(
     config: config::Config,
     leptos_options: leptos::config::LeptosOptions,
 ) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
-    let db = db::Db::open(&config.server.db, config.server.busy_timeout())?;
+    let db = store::sqlite::db::Db::open(&config.server.db, config.server.busy_timeout())?;
     build_state_with(db.into(), config, leptos_options)
 }
 
@@ -121,19 +118,19 @@ pub async fn open_state(
         Some(url) => {
             // The runner's global cap plus room for status reads and control actions.
             let size = config.runner.global_concurrency.clamp(4, 64) + 8;
-            let pg = pg::backend::PgBackend::open(url, None, size)
+            let pg = store::postgres::PgStore::open(url, None, size)
                 .await
                 .map_err(|e| format!("cannot open the PostgreSQL database: {}", e.detail()))?;
             tracing::info!(worker = pg.worker_id, name = %pg.name, "on PostgreSQL");
-            build_state_with(backend::Backend::Postgres(std::sync::Arc::new(pg)), config, leptos_options)
+            build_state_with(pg.into(), config, leptos_options)
         }
         None => build_state(config, leptos_options),
     }
 }
 
-/// Builds the steps, the runner and the service over `backend`.
+/// Builds the steps, the runner and the service over `store`.
 pub fn build_state_with(
-    backend: backend::Backend,
+    store: store::Store,
     config: config::Config,
     leptos_options: leptos::config::LeptosOptions,
 ) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
@@ -145,13 +142,13 @@ pub fn build_state_with(
         research: Arc::new(steps::research::ResearchStep::new(http.clone(), llm, config.runner.max_extra_pages)),
         preprocess: Arc::new(steps::preprocess::PreprocessStep::new(http)),
     };
-    let runner = runner::Runner::new(backend.clone(), config.runner.clone(), steps);
+    let runner = runner::Runner::new(store.clone(), config.runner.clone(), steps);
     runner.set_notifier(notify::Notifier::new(&config.notify, &config.server.site_addr)?);
     let limits = import::Limits {
         max_bytes: config.server.max_upload_bytes,
         max_rows: config.server.max_rows,
         default_concurrency: config.runner.default_concurrency,
     };
-    let service = service::Service::new(backend, runner, limits);
+    let service = service::Service::new(store, runner, limits);
     Ok(AppState { leptos_options, service, config: Arc::new(config) })
 }

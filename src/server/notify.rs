@@ -2,7 +2,7 @@
 //! HMAC-SHA256, and e-mail through SMTP.
 //!
 //! Delivery is durable. The event is queued in the outbox, once per configured channel,
-//! in the same transaction that logs it (`store::add_event`, `pg::add_event`). The
+//! in the same transaction that logs it (`add_event` in each store). The
 //! notifier takes due rows under a lease, tries each, and then either removes the row
 //! (delivered, or given up after the configured tries) or sets the time of the next
 //! try. Each outcome goes into the job's activity log. A restart loses nothing: a row
@@ -15,9 +15,9 @@ use hmac::{KeyInit, Mac};
 use lettre::message::header::ContentType;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::backend::Backend;
 use super::config::NotifyConfig;
 use super::store::types::Outgoing;
+use super::store::Store;
 use crate::model::{Job, JobKind};
 
 /// The value of `X-Jobdeck-Signature` for `body`: `sha256=` and the hex HMAC.
@@ -139,7 +139,7 @@ impl Notifier {
 
     /// Delivers what falls due until `shutdown`: at most every `poll` it looks for
     /// notifications queued by any process.
-    pub async fn run(self, db: Backend, poll: Duration, shutdown: tokio_util::sync::CancellationToken) {
+    pub async fn run(self, store: Store, poll: Duration, shutdown: tokio_util::sync::CancellationToken) {
         if self.channels().is_empty() {
             return;
         }
@@ -149,7 +149,7 @@ impl Notifier {
             // when the lease runs out.
             let round = tokio::select! {
                 () = shutdown.cancelled() => return,
-                round = self.round(&db) => round,
+                round = self.round(&store) => round,
             };
             match round {
                 Ok(Some(next)) => {
@@ -167,15 +167,15 @@ impl Notifier {
     }
 
     /// Tries every due notification once; returns when the next one falls due.
-    async fn round(&self, db: &Backend) -> Result<Option<DateTime<Utc>>, super::error::AppError> {
+    async fn round(&self, store: &Store) -> Result<Option<DateTime<Utc>>, super::error::AppError> {
         loop {
             // A read first: the write that takes notifications runs only when one is due.
-            let next = db.next_outgoing(self.channels()).await?;
+            let next = store.next_outgoing(self.channels()).await?;
             let now = Utc::now();
             if next.is_none_or(|at| at > now) {
                 return Ok(next);
             }
-            let due = db.claim_outbox(LEASE, BATCH, self.channels()).await?;
+            let due = store.claim_outbox(LEASE, BATCH, self.channels()).await?;
             if due.is_empty() {
                 // Held elsewhere, or not due by the database's clock: look again soon.
                 return Ok(Some(now + chrono::Duration::milliseconds(200)));
@@ -211,7 +211,7 @@ impl Notifier {
                 if let Err((text, None)) = &settled {
                     tracing::warn!(kind = %sent.kind, job = sent.job_id, "{text}");
                 }
-                db.settle_outgoing(sent.clone(), settled).await?;
+                store.settle_outgoing(sent.clone(), settled).await?;
             }
         }
     }

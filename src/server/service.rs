@@ -4,12 +4,11 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::mpsc;
 
-use super::backend::{terminal_word, Backend, Change, Rule};
 use super::error::AppError;
-use super::import::{self, cut_chars, Limits, NewJob, Upload};
+use super::import::{self, cut_chars, Limits, Upload};
 use super::runner::Runner;
-use super::store::types::{Hidden, NewItem};
-use super::store::{self};
+use super::store::types::{Change, CleanRow, Hidden, NewItem, NewJob, Rule, CHUNK_ROWS};
+use super::store::Store;
 use crate::model::{
     Archived, BulkOutcome, BulkResult, ItemPage, ItemStatus, Job, JobAction, JobEvent, JobFilter, JobKind, JobRef,
     JobStatus, JobsPage, Source, JOB_LIST_LIMIT, MAX_JOBS_OFFSET, MAX_JOB_LIST_LIMIT, MAX_NAME_CHARS, MAX_PAGE,
@@ -19,7 +18,7 @@ use crate::model::{
 /// The service layer; cheap to clone.
 #[derive(Clone)]
 pub struct Service {
-    db: Backend,
+    store: Store,
     runner: Runner,
     limits: Limits,
     /// Who the actions of this handle are logged as (SPEC section 8): `api` unless
@@ -52,8 +51,8 @@ fn over(job: &Job, what: &str) -> Result<(), AppError> {
 type Chunks = mpsc::Receiver<Result<Vec<NewItem>, AppError>>;
 
 impl Service {
-    pub fn new(db: impl Into<Backend>, runner: Runner, limits: Limits) -> Self {
-        Self { db: db.into(), runner, limits, source: Source::Api }
+    pub fn new(store: impl Into<Store>, runner: Runner, limits: Limits) -> Self {
+        Self { store: store.into(), runner, limits, source: Source::Api }
     }
 
     /// The same service, logging its actions as done by `source`.
@@ -69,22 +68,22 @@ impl Service {
     /// seconds). Sessions are the access layer's (`server::access`); the store keeps them
     /// so every server on one database shares them.
     pub async fn session_start(&self, key: String, created: i64, expires: i64) -> Result<(), AppError> {
-        self.db.session_start(key, created, expires).await
+        self.store.session_start(key, created, expires).await
     }
 
     /// Whether `key` names a live session at `now`.
     pub async fn session_alive(&self, key: String, now: i64) -> Result<bool, AppError> {
-        self.db.session_alive(key, now).await
+        self.store.session_alive(key, now).await
     }
 
     /// Ends one session (sign out).
     pub async fn session_end(&self, key: String) -> Result<(), AppError> {
-        self.db.session_end(key).await
+        self.store.session_end(key).await
     }
 
     /// Ends every session (sign out everywhere).
     pub async fn sessions_end_all(&self) -> Result<(), AppError> {
-        self.db.sessions_end_all().await
+        self.store.sessions_end_all().await
     }
 
     /// Checks the whole upload off the async threads and without the writer, then
@@ -121,21 +120,21 @@ impl Service {
 
     async fn insert_job_inner(&self, job: NewJob, mut chunks: Chunks) -> Result<Job, AppError> {
         let kind = job.kind;
-        let id = self.db.insert_job(job).await?;
+        let id = self.store.insert_job(job).await?;
         let filled = async {
             let mut count = 0i64;
             while let Some(chunk) = chunks.recv().await {
                 let chunk = chunk?;
                 count += chunk.len() as i64;
-                self.db.insert_items(kind, id, chunk).await?;
+                self.store.insert_items(kind, id, chunk).await?;
             }
             if count == 0 {
                 return Err(AppError::BadInput("the file has a header row but no rows".into()));
             }
             if kind == JobKind::Preprocess {
-                self.db.link_duplicates(id).await?;
+                self.store.link_duplicates(id).await?;
             }
-            self.db.reveal(kind, id, count, self.source).await
+            self.store.reveal(kind, id, count, self.source).await
         };
         match filled.await {
             Ok(job) => {
@@ -144,7 +143,7 @@ impl Service {
             }
             Err(e) => {
                 // Nobody ever saw the job: remove what went in.
-                match self.db.hide(kind, id, Hidden::Deleting).await {
+                match self.store.hide(kind, id, Hidden::Deleting).await {
                     Ok(()) => self.runner.purge(kind, id),
                     Err(e) => {
                         tracing::warn!(kind = %kind, job = id, error = %e, "an unfinished import stays until restart")
@@ -164,7 +163,7 @@ impl Service {
     /// `offset + limit` of each kind, however many jobs there are.
     pub async fn page(&self, filter: JobFilter, offset: i64, limit: i64) -> Result<JobsPage, AppError> {
         let filter = check_filter(filter)?;
-        self.db.page(filter, offset.clamp(0, MAX_JOBS_OFFSET), limit.clamp(1, MAX_PAGE)).await
+        self.store.page(filter, offset.clamp(0, MAX_JOBS_OFFSET), limit.clamp(1, MAX_PAGE)).await
     }
 
     /// The newest jobs of one kind that are not archived (at most
@@ -187,7 +186,7 @@ impl Service {
             return Err(AppError::BadInput("offset must be 0 or more and limit 1 or more".into()));
         }
         let filter = JobFilter { kind: Some(kind), archived, ..JobFilter::default() };
-        self.db.page(filter, offset.min(MAX_JOBS_OFFSET), limit.min(MAX_JOB_LIST_LIMIT)).await
+        self.store.page(filter, offset.min(MAX_JOBS_OFFSET), limit.min(MAX_JOB_LIST_LIMIT)).await
     }
 
     /// A page of the job's activity log, newest first (ids below `before`).
@@ -201,11 +200,11 @@ impl Service {
         if limit < 1 {
             return Err(AppError::BadInput("limit must be 1 or more".into()));
         }
-        self.db.events(kind, id, before, limit.min(MAX_PAGE)).await
+        self.store.events(kind, id, before, limit.min(MAX_PAGE)).await
     }
 
     pub async fn get(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
-        self.db.job(kind, id).await
+        self.store.job(kind, id).await
     }
 
     /// A page of items; `limit` is capped at [`MAX_PAGE`].
@@ -221,14 +220,14 @@ impl Service {
             return Err(AppError::BadInput("offset must be 0 or more and limit 1 or more".into()));
         }
         let limit = limit.min(MAX_PAGE);
-        self.db.items(kind, id, status, offset, limit).await
+        self.store.items(kind, id, status, offset, limit).await
     }
 
     /// Runs one control action in one transaction, logged as done by this handle's
     /// source, then wakes the job's runner task. `rule` says what to change, given the
     /// job as it is inside the transaction (`None`: already so, a no-op).
     async fn control(&self, kind: JobKind, id: i64, rule: Rule) -> Result<Job, AppError> {
-        let job = self.db.control(kind, id, self.source, rule).await?;
+        let job = self.store.control(kind, id, self.source, rule).await?;
         self.runner.wake(kind, id);
         Ok(job)
     }
@@ -320,7 +319,7 @@ impl Service {
     }
 
     /// Sets when a live job pauses and resumes by itself (each fires once; see
-    /// `Backend::fire_schedules`); two `None`s clear the schedule. Times must be in the
+    /// `Store::fire_schedules`); two `None`s clear the schedule. Times must be in the
     /// future (`BadInput`); a job that is over: `AlreadyTerminal`.
     pub async fn schedule(
         &self,
@@ -364,10 +363,10 @@ impl Service {
     /// starts and other writers wait a moment at most), then one transaction runs the
     /// job again; a restart in between finishes the retry at start-up.
     pub async fn retry(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
-        retryable(&self.db.job(kind, id).await?)?;
+        retryable(&self.store.job(kind, id).await?)?;
         let mut premoved = 0;
         loop {
-            let moved = self.db.retry_batch(kind, id, RETRY_BATCH).await?;
+            let moved = self.store.retry_batch(kind, id, RETRY_BATCH).await?;
             if moved == 0 {
                 break;
             }
@@ -456,7 +455,7 @@ impl Service {
             }
             BulkTarget::Filter(filter) => {
                 let filter = check_filter(filter)?;
-                let page = self.db.page(filter, 0, MAX_BULK_JOBS as i64 + 1).await?;
+                let page = self.store.page(filter, 0, MAX_BULK_JOBS as i64 + 1).await?;
                 if page.total > MAX_BULK_JOBS as i64 {
                     return Err(AppError::BadInput(format!(
                         "the filter takes {} jobs; a bulk action takes at most {MAX_BULK_JOBS}: narrow it",
@@ -487,7 +486,9 @@ impl Service {
     /// read; its items are then removed in batches in the background (SPEC section 2),
     /// and a removal cut short by a crash is finished at the next start.
     pub async fn delete(&self, kind: JobKind, id: i64) -> Result<(), AppError> {
-        self.db.delete(kind, id, |job| if job.is_terminal() { Ok(()) } else { Err(AppError::StillProcessing) }).await?;
+        self.store
+            .delete(kind, id, |job| if job.is_terminal() { Ok(()) } else { Err(AppError::StillProcessing) })
+            .await?;
         self.runner.purge(kind, id);
         Ok(())
     }
@@ -499,11 +500,11 @@ impl Service {
         if pre.status != JobStatus::Completed {
             return Err(AppError::WrongState("the preprocessing job has not completed yet".into()));
         }
-        let page = import::CHUNK_ROWS as i64;
+        let page = CHUNK_ROWS as i64;
         // Each page is read in one snapshot with the job still there: a delete of the
         // preprocessing job half-way fails this import instead of cutting it short.
-        let read_page = move |db: Backend, after: i64| async move { db.clean_rows(pre_id, after, page).await };
-        let first = read_page(self.db.clone(), 0).await?;
+        let read_page = move |store: Store, after: i64| async move { store.clean_rows(pre_id, after, page).await };
+        let first = read_page(self.store.clone(), 0).await?;
         if first.is_empty() {
             return Err(AppError::BadInput("no row is clean, unique and reachable; nothing to research".into()));
         }
@@ -519,7 +520,7 @@ impl Service {
         };
         let map = super::rows::ColumnMap::from_headers(&job.columns);
         let (tx, rx) = mpsc::channel(2);
-        let db = self.db.clone();
+        let store = self.store.clone();
         tokio::spawn(async move {
             let mut rows = first;
             let mut line = 1i64;
@@ -534,7 +535,7 @@ impl Service {
                 if tx.send(Ok(chunk)).await.is_err() {
                     return;
                 }
-                rows = match read_page(db.clone(), last).await {
+                rows = match read_page(store.clone(), last).await {
                     Ok(rows) => rows,
                     Err(e) => {
                         let _ = tx.send(Err(e)).await;
@@ -548,7 +549,7 @@ impl Service {
 
     /// The job's input column names, in file order.
     pub async fn columns(&self, kind: JobKind, id: i64) -> Result<Vec<String>, AppError> {
-        Ok(self.db.columns(kind, id).await?.names)
+        Ok(self.store.columns(kind, id).await?.names)
     }
 
     /// Streams pages of a job's items after item id `after`, for exports.
@@ -559,7 +560,7 @@ impl Service {
         after: i64,
         limit: i64,
     ) -> Result<(Vec<String>, Vec<crate::model::Item>), AppError> {
-        self.db.items_after(kind, id, after, limit).await
+        self.store.items_after(kind, id, after, limit).await
     }
 }
 
@@ -608,7 +609,7 @@ const CLEAN_COLUMNS: [&str; 3] = ["company", "website", "domain"];
 
 /// A clean preprocessing row as a research item with the columns company, website,
 /// domain; its name, website and domain are what research reads from those cells.
-fn clean_row_item(map: &super::rows::ColumnMap, line: i64, row: store::CleanRow) -> NewItem {
+fn clean_row_item(map: &super::rows::ColumnMap, line: i64, row: CleanRow) -> NewItem {
     let values = [row.company, row.website, row.domain].map(Option::unwrap_or_default);
     let super::rows::ResearchFields { name, website, domain } = map.research_fields(&values);
     NewItem {
@@ -637,4 +638,13 @@ fn clip(text: &str) -> String {
         out.push('…');
     }
     out
+}
+
+/// The word for a job that can no longer change.
+fn terminal_word(job: &Job) -> &'static str {
+    match job.phase() {
+        crate::model::Phase::Cancelled => "cancelled",
+        crate::model::Phase::Completed => "completed",
+        _ => "failed",
+    }
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use jobdeck::server::pg;
+use jobdeck::server::store::postgres::sql;
 
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -47,7 +47,7 @@ impl Schema {
     /// `None` (after saying so) when no server answers.
     pub async fn new(migrated: bool) -> Option<Self> {
         let url = url();
-        let config = pg::config(&url, None).expect("the test database URL reads");
+        let config = sql::config(&url, None).expect("the test database URL reads");
         let connected = tokio::time::timeout(Duration::from_secs(5), config.connect(tokio_postgres::NoTls)).await;
         let (client, conn) = match connected {
             Ok(Ok(pair)) => pair,
@@ -62,11 +62,11 @@ impl Schema {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()
         );
         client.batch_execute(&format!("CREATE SCHEMA {name}")).await.unwrap();
-        let pool = pg::pool(pg::config(&url, Some(&name)).unwrap(), 16).unwrap();
+        let pool = sql::pool(sql::config(&url, Some(&name)).unwrap(), 16).unwrap();
         let schema = Self { name, pool };
         if migrated {
             let mut client = schema.connect().await;
-            pg::migrate(&mut client).await.unwrap();
+            sql::migrate(&mut client).await.unwrap();
         }
         Some(schema)
     }
@@ -74,7 +74,7 @@ impl Schema {
     /// A connection of its own (not pooled), in this schema.
     pub async fn connect(&self) -> tokio_postgres::Client {
         let (client, conn) =
-            pg::config(&url(), Some(&self.name)).unwrap().connect(tokio_postgres::NoTls).await.unwrap();
+            sql::config(&url(), Some(&self.name)).unwrap().connect(tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(conn);
         client
     }
@@ -87,7 +87,7 @@ impl Drop for Schema {
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                if let Ok((client, conn)) = pg::config(&url(), None).unwrap().connect(tokio_postgres::NoTls).await {
+                if let Ok((client, conn)) = sql::config(&url(), None).unwrap().connect(tokio_postgres::NoTls).await {
                     tokio::spawn(conn);
                     let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await;
                 }

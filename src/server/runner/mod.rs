@@ -17,12 +17,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::backend::{Backend, NodeHooks, NodeRole, Starter};
 use super::config::RunnerConfig;
 use super::error::AppError;
 use super::notify::Notifier;
 use super::steps::{bound_result, Step, StepError};
 use super::store::types::{Claimed, ClaimedRow, Finish, Finished, Flags, JobColumns};
+use super::store::types::{NodeHooks, NodeRole, Starter};
+use super::store::Store;
 use crate::model::{JobKind, JobStatus};
 
 /// The per-item steps, one per kind of job.
@@ -44,7 +45,7 @@ impl Steps {
 type Key = (JobKind, i64);
 
 struct Inner {
-    db: Backend,
+    store: Store,
     cfg: RunnerConfig,
     steps: Steps,
     global: Arc<Semaphore>,
@@ -138,7 +139,7 @@ impl WorkMaker {
     }
 }
 
-/// Begins the items of a turn ([`Backend::turn`]). An item whose step needs nothing
+/// Begins the items of a turn ([`Store::turn`]). An item whose step needs nothing
 /// outside it ([`Step::run_now`]: cleaning a name) is done right there, and its result
 /// goes into the turn's next round, or the next turn. Every other item's work starts
 /// only once the turn has committed, so nothing reaches a website for an item whose
@@ -194,11 +195,11 @@ const MAX_WRITE_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Runner {
     /// A runner that has not started anything yet; call [`Runner::start`].
-    pub fn new(db: impl Into<Backend>, cfg: RunnerConfig, steps: Steps) -> Self {
+    pub fn new(store: impl Into<Store>, cfg: RunnerConfig, steps: Steps) -> Self {
         let global = Arc::new(Semaphore::new(cfg.global_concurrency.max(1)));
         Self {
             inner: Arc::new(Inner {
-                db: db.into(),
+                store: store.into(),
                 cfg,
                 steps,
                 global,
@@ -218,7 +219,7 @@ impl Runner {
     /// sweep that restarts a task for any live job left without one.
     pub async fn start(&self) -> Result<(), AppError> {
         self.start_node(NodeRole::Runner);
-        let (recovered, hidden) = self.inner.db.recover().await?;
+        let (recovered, hidden) = self.inner.store.recover().await?;
         if recovered > 0 {
             tracing::info!(items = recovered, "recovered items left processing by an earlier run");
         }
@@ -230,11 +231,11 @@ impl Runner {
         // channels, and a scheduled pause that came due while it was down holds its
         // job before an item starts.
         let channels = self.inner.notifier.get().map(Notifier::channels).unwrap_or_default();
-        self.inner.db.set_channels(channels).await?;
-        if let Err(e) = self.inner.db.fire_schedules().await {
+        self.inner.store.set_channels(channels).await?;
+        if let Err(e) = self.inner.store.fire_schedules().await {
             tracing::warn!(error = %e, "schedules that came due while the server was down could not fire yet");
         }
-        for (kind, id) in self.inner.db.live_jobs().await? {
+        for (kind, id) in self.inner.store.live_jobs().await? {
             self.wake(kind, id);
         }
         let runner = self.clone();
@@ -242,9 +243,9 @@ impl Runner {
         let runner = self.clone();
         self.inner.tracker.spawn(async move { runner.schedules().await });
         if let Some(notifier) = self.inner.notifier.get().cloned() {
-            let (db, shutdown) = (self.inner.db.clone(), self.inner.shutdown.clone());
+            let (store, shutdown) = (self.inner.store.clone(), self.inner.shutdown.clone());
             let poll = self.inner.cfg.pause_poll().min(Duration::from_secs(1));
-            self.inner.tracker.spawn(notifier.run(db, poll, shutdown));
+            self.inner.tracker.spawn(notifier.run(store, poll, shutdown));
         }
         Ok(())
     }
@@ -268,9 +269,9 @@ impl Runner {
         let poll = self.inner.cfg.pause_poll();
         loop {
             // A read first: the write that fires runs only when something is due.
-            let mut next = self.inner.db.next_schedule().await;
+            let mut next = self.inner.store.next_schedule().await;
             if matches!(next, Ok(Some(at)) if at <= chrono::Utc::now()) {
-                match self.inner.db.fire_schedules().await {
+                match self.inner.store.fire_schedules().await {
                     Ok(fired) => {
                         for (kind, id) in fired {
                             self.wake(kind, id);
@@ -278,7 +279,7 @@ impl Runner {
                     }
                     Err(e) => tracing::warn!(error = %e, "scheduled pauses and resumes could not be fired; will retry"),
                 }
-                next = self.inner.db.next_schedule().await;
+                next = self.inner.store.next_schedule().await;
             }
             let wait = match next {
                 // At least a moment: a time the database still holds back (its clock,
@@ -309,7 +310,7 @@ impl Runner {
         self.start_node(NodeRole::HeartbeatOnly);
     }
 
-    /// This process's part among others on one database (see [`Backend::start_node`]):
+    /// This process's part among others on one database (see [`Store::start_node`]):
     /// what the store learns there wakes a job's task or removes an abandoned import.
     fn start_node(&self, role: NodeRole) {
         let (woken, purged) = (self.clone(), self.clone());
@@ -318,7 +319,7 @@ impl Runner {
             purge: Arc::new(move |kind, id| purged.purge(kind, id)),
         };
         let inner = &self.inner;
-        inner.db.start_node(role, inner.cfg.worker_timeout(), &inner.tracker, inner.shutdown.clone(), hooks);
+        inner.store.start_node(role, inner.cfg.worker_timeout(), &inner.tracker, inner.shutdown.clone(), hooks);
     }
 
     /// Every `pause_poll_ms`, starts a task for each live job that has none (one whose
@@ -331,7 +332,7 @@ impl Runner {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.inner.cfg.pause_poll()) => {}
             }
-            match self.inner.db.live_jobs().await {
+            match self.inner.store.live_jobs().await {
                 Ok(live) => {
                     for (kind, id) in live {
                         self.start_task(kind, id, false);
@@ -370,7 +371,7 @@ impl Runner {
                 // in-flight work was dropped with it, so its items go back to `pending`
                 // and the sweep starts a fresh task.
                 tracing::error!(kind = %kind, job = id, "the job's task crashed; its items go back to pending");
-                if let Err(e) = inner.db.release_held(kind, id).await {
+                if let Err(e) = inner.store.release_held(kind, id).await {
                     tracing::error!(kind = %kind, job = id, error = %e, "could not reset the items of a crashed task");
                 }
             }
@@ -387,7 +388,7 @@ impl Runner {
                 if inner.shutdown.is_cancelled() {
                     return;
                 }
-                match inner.db.purge_batch(kind, id, PURGE_BATCH).await {
+                match inner.store.purge_batch(kind, id, PURGE_BATCH).await {
                     Ok(true) => return,
                     Ok(false) => tokio::task::yield_now().await,
                     Err(e) => {
@@ -409,7 +410,9 @@ impl Runner {
         self.inner.tracker.close();
         self.inner.tracker.wait().await;
         // Everything this process held is back to pending: it signs off.
-        self.inner.db.leave().await;
+        if let Err(e) = self.inner.store.leave().await {
+            tracing::warn!(error = %e, "could not sign this process off");
+        }
     }
 }
 
@@ -510,7 +513,7 @@ impl JobTask {
     /// the next successful one.
     async fn flags(&self) -> Option<Flags> {
         let (kind, id) = (self.kind, self.id);
-        match self.inner.db.flags(kind, id).await {
+        match self.inner.store.flags(kind, id).await {
             Ok(flags) => flags,
             Err(e) => {
                 tracing::warn!(kind = %kind, job = id, error = %e, "cannot read job flags; will retry");
@@ -522,7 +525,7 @@ impl JobTask {
     async fn run(mut self) {
         let (kind, id) = (self.kind, self.id);
         let Some(flags) = self.flags().await else { return };
-        match self.inner.db.columns(kind, id).await {
+        match self.inner.store.columns(kind, id).await {
             Ok(columns) => self.columns = Arc::new(columns),
             Err(e) => {
                 // Gone (deleted) or unreadable: the sweep starts a fresh task later.
@@ -562,7 +565,7 @@ impl JobTask {
                 break;
             }
             if st.running() && st.exhausted && idle {
-                match self.inner.db.complete_if_done(kind, id).await {
+                match self.inner.store.complete_if_done(kind, id).await {
                     Ok(true) => return,
                     Ok(false) => {}
                     Err(e) => tracing::warn!(kind = %kind, job = id, error = %e, "completion check failed"),
@@ -605,7 +608,7 @@ impl JobTask {
                     None
                 }
                 () = tokio::time::sleep_until(resume_at.unwrap_or_else(Instant::now)), if resume_at.is_some() => {
-                    if let Err(e) = self.inner.db.auto_resume(kind, id).await {
+                    if let Err(e) = self.inner.store.auto_resume(kind, id).await {
                         tracing::warn!(kind = %kind, job = id, error = %e, "could not lift a rate-limit pause; will retry");
                         tokio::time::sleep(write_backoff(4)).await;
                     }
@@ -644,7 +647,7 @@ impl JobTask {
             }
         }
         // Shutting down: nothing in flight any more; what did not finish runs again next start.
-        if let Err(e) = self.inner.db.release_held(kind, id).await {
+        if let Err(e) = self.inner.store.release_held(kind, id).await {
             tracing::error!(kind = %kind, job = id, error = %e, "could not reset in-flight items at shutdown");
         }
     }
@@ -706,7 +709,7 @@ impl JobTask {
             waiting: Vec::new(),
             shutdown: self.inner.shutdown.clone(),
         };
-        match self.inner.db.turn(kind, id, batch.clone(), want, burst, begin).await {
+        match self.inner.store.turn(kind, id, batch.clone(), want, burst, begin).await {
             Ok(turn) => {
                 if turn.exhausted {
                     st.exhausted = true;
@@ -756,7 +759,7 @@ impl JobTask {
         self.ready.clear();
         // A job marked failed by hand (not through the service) may still have items
         // `processing`; they go back to `pending` as a cancel puts them.
-        if let Err(e) = self.inner.db.release_held(kind, id).await {
+        if let Err(e) = self.inner.store.release_held(kind, id).await {
             tracing::warn!(kind = %kind, job = id, error = %e, "could not reset items of a finished job");
         }
     }
@@ -784,7 +787,7 @@ impl JobTask {
             Outcome::RateLimited { reason, retry_after } => {
                 let resume_at = chrono::Utc::now()
                     + chrono::Duration::from_std(retry_after).unwrap_or_else(|_| chrono::Duration::seconds(60));
-                let res = self.inner.db.rate_limited(kind, id, item_id, reason, resume_at).await;
+                let res = self.inner.store.rate_limited(kind, id, item_id, reason, resume_at).await;
                 if let Err(e) = res {
                     tracing::warn!(kind = %kind, job = id, error = %e, "could not pause a rate-limited job; will retry the item");
                     self.unsaved.push(Unsaved {
@@ -804,10 +807,10 @@ impl JobTask {
         match owed {
             Owed::Finish(done) => {
                 let burst = self.inner.cfg.error_burst;
-                self.inner.db.store_results(kind, id, vec![done.clone()], burst).await?;
+                self.inner.store.store_results(kind, id, vec![done.clone()], burst).await?;
             }
             Owed::Requeue => {
-                self.inner.db.requeue(kind, id, item_id).await?;
+                self.inner.store.requeue(kind, id, item_id).await?;
             }
         }
         Ok(())

@@ -9,7 +9,7 @@ pub mod research;
 use futures::future::BoxFuture;
 use std::time::Duration;
 
-pub use super::store::types::Claimed;
+use super::store::types::Claimed;
 
 /// Why a step did not produce a result.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

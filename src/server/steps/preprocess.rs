@@ -5,8 +5,9 @@ use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
 use super::net::{self, Http};
-use super::{Claimed, Step, StepError};
+use super::{Step, StepError};
 use crate::server::rows::{normalize, ColumnMap};
+use crate::server::store::types::Claimed;
 
 /// The per-item step of a preprocess job: the import-time cleaning result plus the
 /// duplicate link and a liveness check of the website.

@@ -14,7 +14,8 @@ use tokio::sync::Semaphore;
 
 use super::llm::Llm;
 use super::net::{self, Http};
-use super::{Claimed, Step, StepError};
+use super::{Step, StepError};
+use crate::server::store::types::Claimed;
 
 /// Visible text kept per page, enough for a profile without flooding the LLM.
 const MAX_TEXT_CHARS: usize = 2000;

@@ -1,13 +1,12 @@
 //! Decisions both stores apply the same way, as pure functions: how a batch of
 //! outcomes moves a job's failure streak (the error-burst rule), what a due schedule
 //! does to a job, and which logged events become notifications in the outbox, with
-//! what body.
+//! what body; and the SQL conditions a job filter is made of, the same on both stores.
 
 use chrono::{DateTime, Utc};
 
-use super::ts;
-use super::types::Finish;
-use crate::model::{EventAction, Job};
+use super::types::{ts, Finish};
+use crate::model::{Archived, EventAction, Job, JobFilter, JobStatus, Phase};
 
 /// How a batch of written outcomes moves a job's count of failures in a row.
 #[derive(Default)]
@@ -119,4 +118,47 @@ pub fn event_name(action: EventAction, job: &Job) -> Option<&'static str> {
 /// The body every channel is built from: `{"event", "job", "at"}`.
 pub fn payload(event: &str, job: &Job, at: DateTime<Utc>) -> String {
     serde_json::json!({ "event": event, "job": job, "at": at }).to_string()
+}
+
+/// The SQL condition (on the job table's own columns) that picks the jobs a filter's
+/// status and archive state name; the kind and the name search are bound apart.
+pub fn filter_condition(filter: &JobFilter) -> String {
+    let mut cond = vec!["hidden IS NULL".to_string()];
+    if let Some(phase) = filter.status {
+        cond.push(phase_condition(phase));
+    }
+    match filter.archived {
+        Archived::Hide => cond.push("archived_at IS NULL".into()),
+        Archived::Only => cond.push("archived_at IS NOT NULL".into()),
+        Archived::All => {}
+    }
+    cond.join(" AND ")
+}
+
+/// The stored columns a phase is made of ([`Job::phase`]); the same on both stores.
+pub fn phase_condition(phase: Phase) -> String {
+    let (pending, processing) = (JobStatus::Pending.as_str(), JobStatus::Processing.as_str());
+    let (completed, failed) = (JobStatus::Completed.as_str(), JobStatus::Failed.as_str());
+    match phase {
+        Phase::Pending => format!("status = '{pending}' AND paused = 0"),
+        Phase::Processing => format!("status = '{processing}' AND paused = 0"),
+        Phase::Paused => format!("status IN ('{pending}', '{processing}') AND paused = 1"),
+        Phase::Completed => format!("status = '{completed}'"),
+        Phase::Failed => format!("status = '{failed}' AND cancelled_at IS NULL"),
+        Phase::Cancelled => format!("status = '{failed}' AND cancelled_at IS NOT NULL"),
+    }
+}
+
+/// A name search as a LIKE pattern: `%` and `_` match themselves (escaped with `\`).
+pub fn like_pattern(search: &str) -> String {
+    let mut p = String::with_capacity(search.len() + 2);
+    p.push('%');
+    for c in search.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
 }

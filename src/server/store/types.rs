@@ -1,14 +1,46 @@
 //! The rows and changes both stores speak: what an import produces, what a claim hands
 //! the runner, what a finished item writes, what a control action changes, what the
-//! outbox delivers. No SQL and no backend here; `store` (SQLite), `pg` (PostgreSQL),
-//! the service and the runner import them from this one place.
+//! outbox delivers. No SQL and no store's name here; both stores, the service and the
+//! runner import them from this one place.
 
-use chrono::{DateTime, Utc};
+use std::sync::Arc;
 
-use super::input_values_map;
+use chrono::{DateTime, SecondsFormat, Utc};
+
 use crate::model::{EventAction, Job, JobKind, JobStatus};
 use crate::server::error::AppError;
 use crate::server::rows::{ColumnMap, ResearchFields};
+
+/// How many rows go into one write transaction: small enough that control actions
+/// and the runner's writes get the writer between chunks.
+pub const CHUNK_ROWS: usize = 5000;
+
+/// A time as both stores keep it in text (and notifications carry it): RFC 3339, UTC,
+/// milliseconds.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A job about to be created: its name and settings, checked.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: JobKind,
+    pub name: String,
+    pub filename: String,
+    pub concurrency: u32,
+    pub columns: Vec<String>,
+}
+
+/// An item's input as column name → value, in file order. Rows are stored without
+/// their empty trailing cells; every column is filled in here.
+pub(crate) fn input_map(columns: &[String], stored: &str) -> serde_json::Map<String, serde_json::Value> {
+    input_values_map(columns, serde_json::from_str(stored).unwrap_or_default())
+}
+
+fn input_values_map(columns: &[String], values: Vec<serde_json::Value>) -> serde_json::Map<String, serde_json::Value> {
+    let empty = std::iter::repeat(serde_json::Value::String(String::new()));
+    columns.iter().cloned().zip(values.into_iter().chain(empty)).collect()
+}
 
 /// Why a job is hidden from every read (migration 0003).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -263,3 +295,37 @@ impl Change {
 /// What the store does to a job a control action names, given the job as it is inside
 /// the action's transaction: `Ok(None)` leaves it as it is, an error refuses.
 pub type Rule = Box<dyn FnOnce(&Job) -> Result<Option<Change>, AppError> + Send>;
+
+/// What begins the items a turn claims (see [`super::Store::turn`]).
+pub trait Starter: Send + 'static {
+    /// Begins the claimed items. Returns the results of those that finished at once,
+    /// and how many items may be claimed in their place (0: claim no more this turn).
+    fn start(&mut self, claimed: Vec<ClaimedRow>) -> (Vec<Finished>, usize);
+}
+
+/// What a turn leaves: the starter, with what it began, the results of the last
+/// round, not stored yet, and whether a claim found fewer items than it wanted.
+pub struct Turn<S> {
+    pub starter: S,
+    pub unstored: Vec<Finished>,
+    pub exhausted: bool,
+}
+
+/// What a store's part in a cluster tells the runner (see [`super::Store::start_node`]).
+#[derive(Clone)]
+pub struct NodeHooks {
+    /// A job's state may have changed (another process acted on it, or its items came
+    /// back from a dead worker): its task re-reads it, or starts.
+    pub wake: Arc<dyn Fn(JobKind, i64) + Send + Sync>,
+    /// A job whose import was abandoned by a dead importer: its rows are to be removed.
+    pub purge: Arc<dyn Fn(JobKind, i64) + Send + Sync>,
+}
+
+/// How much of a cluster's part a process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeRole {
+    /// A process that runs jobs: heartbeat, leader bid and control listener.
+    Runner,
+    /// `serve --no-runner`: the heartbeat only, so its imports are known to be alive.
+    HeartbeatOnly,
+}

@@ -1,24 +1,28 @@
-//! The store boundary's methods on PostgreSQL ([`crate::server::backend::Backend`]),
-//! for one process of many: it knows its own worker id, holds items under leases, and
-//! leaves other processes' items alone.
+//! The store over PostgreSQL (SPEC section 10), for one process of many: it knows its
+//! own worker id, holds items under leases, and leaves other processes' items alone.
+//! The statements are in [`sql`], the runner's operations in `work`, the process's
+//! part in the cluster (heartbeat, leader, rescue, LISTEN) in [`node`].
+
+pub mod node;
+mod sessions;
+pub mod sql;
+mod work;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use tokio_postgres::{GenericClient, Row};
 
-use super::{add_counts, add_event, kind_word, notify_control, shard_of, tables};
 use crate::model::{
     EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobStatus, JobsPage, Source,
 };
 use crate::server::error::AppError;
-use crate::server::import::NewJob;
-use crate::server::store::types::{Change, Rule};
-use crate::server::store::types::{ClaimedRow, CleanRow, Finished, Flags, Hidden, NewItem};
-use crate::server::store::{self, input_map};
+use crate::server::store::rules;
+use crate::server::store::types::{input_map, Change, CleanRow, Hidden, JobColumns, NewItem, NewJob, Rule};
+use sql::{add_counts, add_event, notify_control, shard_of, tables};
 
 /// A process's handle on the PostgreSQL store; cheap to clone.
 #[derive(Clone)]
-pub struct PgBackend {
+pub struct PgStore {
     pub pool: Pool,
     /// This process's row in `workers`: it marks the items it holds and picks its
     /// counter shard.
@@ -202,111 +206,28 @@ async fn change_job(
     Ok(changed)
 }
 
-impl PgBackend {
+impl PgStore {
     /// Connects, applies the migrations this build has (under the advisory lock, so
     /// processes starting together do it once), and registers this process as a worker.
     /// `schema`, when given, is the connection's `search_path`.
     pub async fn open(url: &str, schema: Option<&str>, pool_size: usize) -> Result<Self, AppError> {
-        let config = super::config(url, schema)?;
+        let config = sql::config(url, schema)?;
         let (mut client, conn) = config
             .connect(tokio_postgres::NoTls)
             .await
             .map_err(|e| AppError::Internal(format!("cannot connect to PostgreSQL: {e}")))?;
         let conn = tokio::spawn(conn);
-        let applied = super::migrate(&mut client).await?;
+        let applied = sql::migrate(&mut client).await?;
         if applied > 0 {
             tracing::info!(migrations = applied, "migrated the PostgreSQL schema");
         }
         let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
         let name = format!("{}:{}", if host.is_empty() { "jobdeck" } else { &host }, std::process::id());
-        let worker_id = super::register_worker(&client, &name).await?;
+        let worker_id = sql::register_worker(&client, &name).await?;
         drop(client);
         let _ = conn.await;
-        let pool = super::pool(config.clone(), pool_size)?;
+        let pool = sql::pool(config.clone(), pool_size)?;
         Ok(Self { pool, worker_id, name, config })
-    }
-
-    /// Beats; if this worker was declared dead meanwhile, joins again under the same id
-    /// and says so (`false`).
-    pub async fn heartbeat(&self) -> Result<bool, AppError> {
-        let c = self.client().await?;
-        if super::heartbeat(&**c, self.worker_id).await? {
-            return Ok(true);
-        }
-        c.execute(
-            "INSERT INTO workers (id, name) OVERRIDING SYSTEM VALUE VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-            &[&self.worker_id, &self.name],
-        )
-        .await?;
-        Ok(false)
-    }
-
-    /// Signs this worker off at a graceful stop (its items were put back already).
-    pub async fn leave(&self) -> Result<(), AppError> {
-        let c = self.client().await?;
-        c.execute("DELETE FROM workers WHERE id = $1", &[&self.worker_id]).await?;
-        c.execute("DELETE FROM leases WHERE holder = $1", &[&self.worker_id]).await?;
-        Ok(())
-    }
-
-    /// Takes or keeps the leader's lease for one worker timeout; while it holds it,
-    /// rescues dead workers. `None` when another process leads.
-    pub async fn rescue_if_leader(&self, timeout: std::time::Duration) -> Result<Option<super::Rescued>, AppError> {
-        let mut c = self.client().await?;
-        if !super::acquire_lease(&**c, "leader", self.worker_id, timeout).await? {
-            return Ok(None);
-        }
-        let tx = c.transaction().await?;
-        let mut rescued = super::rescue_dead(&tx, self.worker_id, timeout).await?;
-        // An import whose importer is gone never finishes: it becomes a delete.
-        for kind in JobKind::ALL {
-            let rows = tx
-                .query(
-                    &format!(
-                        "UPDATE {} AS j SET hidden = 'deleting' WHERE hidden = 'importing'
-                           AND NOT EXISTS (SELECT 1 FROM workers AS w WHERE w.id = j.importer) RETURNING id",
-                        tables(kind).jobs
-                    ),
-                    &[],
-                )
-                .await?;
-            rescued.abandoned.extend(rows.iter().map(|r| (kind, r.get::<_, i64>(0))));
-        }
-        tx.commit().await?;
-        Ok(Some(rescued))
-    }
-
-    /// Opens a connection of its own, LISTENs on the control channel and sends every
-    /// job it hears of to `heard`. When the connection ends, `heard` is dropped; when
-    /// the receiver is gone, the connection is closed.
-    pub async fn listen(&self, heard: tokio::sync::mpsc::UnboundedSender<(JobKind, i64)>) -> Result<(), AppError> {
-        use futures::StreamExt;
-        let (client, mut conn) = self.config.connect(tokio_postgres::NoTls).await?;
-        let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel::<String>();
-        // Drives the connection; ends with it.
-        tokio::spawn(async move {
-            let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
-            while let Some(Ok(message)) = messages.next().await {
-                if let tokio_postgres::AsyncMessage::Notification(n) = message {
-                    if notes_tx.send(n.payload().to_string()).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        client.batch_execute(&format!("LISTEN {}", super::CONTROL_CHANNEL)).await?;
-        // Holds the session open while anyone listens.
-        tokio::spawn(async move {
-            let _session = client;
-            while let Some(payload) = notes.recv().await {
-                if let Some(job) = parse_control(&payload) {
-                    if heard.send(job).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(())
     }
 
     fn shard(&self) -> i32 {
@@ -326,8 +247,8 @@ impl PgBackend {
         // One snapshot, so the count agrees with the page.
         let tx = snapshot(&mut c).await?;
         let newest = offset.saturating_add(limit);
-        let cond = store::filter_condition(&filter);
-        let pattern = filter.search.as_deref().map(store::like_pattern);
+        let cond = rules::filter_condition(&filter);
+        let pattern = filter.search.as_deref().map(rules::like_pattern);
         let (mut jobs, mut total) = (Vec::new(), 0i64);
         for kind in filter.kinds() {
             let rows = tx
@@ -414,8 +335,9 @@ impl PgBackend {
         Ok(ItemPage { items: rows.iter().map(|r| item_from_row(&columns, r)).collect(), total, offset, limit })
     }
 
-    pub async fn columns(&self, kind: JobKind, id: i64) -> Result<Vec<String>, AppError> {
-        columns_of(&**self.client().await?, kind, id).await
+    /// Every item keeps its name, website and domain here: the names alone.
+    pub async fn columns(&self, kind: JobKind, id: i64) -> Result<JobColumns, AppError> {
+        columns_of(&**self.client().await?, kind, id).await.map(JobColumns::names)
     }
 
     pub async fn items_after(
@@ -467,13 +389,13 @@ impl PgBackend {
     pub async fn insert_job(&self, job: NewJob) -> Result<i64, AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let id = super::insert_job(&tx, &job, Some(self.worker_id)).await?;
+        let id = sql::insert_job(&tx, &job, Some(self.worker_id)).await?;
         tx.commit().await?;
         Ok(id)
     }
 
     pub async fn insert_items(&self, kind: JobKind, id: i64, chunk: Vec<NewItem>) -> Result<(), AppError> {
-        super::insert_items(&**self.client().await?, kind, id, &chunk).await
+        sql::insert_items(&**self.client().await?, kind, id, &chunk).await
     }
 
     pub async fn link_duplicates(&self, id: i64) -> Result<(), AppError> {
@@ -493,7 +415,7 @@ impl PgBackend {
     pub async fn reveal(&self, kind: JobKind, id: i64, count: i64, source: Source) -> Result<Job, AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        super::reveal_job(&*tx, kind, id, count).await?;
+        sql::reveal_job(&*tx, kind, id, count).await?;
         add_event(&*tx, kind, id, EventAction::Created, source, None).await?;
         let job = read_job(&*tx, kind, id).await?;
         tx.commit().await?;
@@ -541,7 +463,7 @@ impl PgBackend {
         let mut moved = 0;
         match &change {
             Change::Pause | Change::Resume => {
-                super::set_paused(&tx, kind, id, change == Change::Pause).await?;
+                sql::set_paused(&tx, kind, id, change == Change::Pause).await?;
             }
             Change::Cancel => {
                 // Every worker's items in flight go back; their late results find
@@ -633,295 +555,4 @@ impl PgBackend {
         }
         Ok((0, hidden))
     }
-
-    pub async fn live_jobs(&self) -> Result<Vec<(JobKind, i64)>, AppError> {
-        let c = self.client().await?;
-        let mut out = Vec::new();
-        for kind in JobKind::ALL {
-            let rows = c
-                .query(
-                    &format!(
-                        "SELECT id FROM {} WHERE status IN ('pending', 'processing') AND hidden IS NULL ORDER BY id",
-                        tables(kind).jobs
-                    ),
-                    &[],
-                )
-                .await?;
-            out.extend(rows.iter().map(|r| (kind, r.get(0))));
-        }
-        Ok(out)
-    }
-
-    pub async fn flags(&self, kind: JobKind, id: i64) -> Result<Option<Flags>, AppError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &format!(
-                    "SELECT status, paused, concurrency, resume_at FROM {} WHERE id = $1 AND hidden IS NULL",
-                    tables(kind).jobs
-                ),
-                &[&id],
-            )
-            .await?;
-        Ok(row.map(|r| Flags {
-            status: r.get::<_, &str>(0).parse().unwrap_or(JobStatus::Failed),
-            paused: r.get::<_, i32>(1) != 0,
-            concurrency: r.get::<_, i32>(2).max(0) as u32,
-            resume_at: r.get(3),
-        }))
-    }
-
-    pub async fn finish_and_claim(
-        &self,
-        kind: JobKind,
-        id: i64,
-        finished: &[Finished],
-        want: usize,
-        burst: u32,
-    ) -> Result<Vec<ClaimedRow>, AppError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        super::finish_batch(&tx, kind, id, self.worker_id, finished, burst).await?;
-        let claimed =
-            if want > 0 { super::claim_batch(&tx, kind, id, self.worker_id, want).await? } else { Vec::new() };
-        tx.commit().await?;
-        if !finished.is_empty() && claimed.len() < want {
-            // Possibly the last results. Read after this commit, the sums show nothing
-            // left to whichever of several workers finishing at once commits last; only
-            // then is the job row locked to complete it (see `complete_if_done`).
-            let left = super::counts(&**c, kind, id).await?;
-            if left.pending == 0 && left.processing == 0 {
-                self.complete_if_done(kind, id).await?;
-            }
-        }
-        Ok(claimed)
-    }
-
-    pub async fn release_held(&self, kind: JobKind, id: i64) -> Result<usize, AppError> {
-        let c = self.client().await?;
-        Ok(put_back(&**c, kind, id, Some(self.worker_id), None, self.shard()).await? as usize)
-    }
-
-    pub async fn requeue(&self, kind: JobKind, id: i64, item_id: i64) -> Result<bool, AppError> {
-        let c = self.client().await?;
-        Ok(put_back(&**c, kind, id, Some(self.worker_id), Some(item_id), self.shard()).await? == 1)
-    }
-
-    pub async fn rate_limited(
-        &self,
-        kind: JobKind,
-        id: i64,
-        item_id: i64,
-        reason: String,
-        resume_at: DateTime<Utc>,
-    ) -> Result<bool, AppError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        put_back(&*tx, kind, id, Some(self.worker_id), Some(item_id), self.shard()).await?;
-        // A pause with a resume time is a rate limit's own; a person's is never taken
-        // over; a second rate limit keeps the later time.
-        let sql = "SET paused = 1, paused_reason = $2, updated_at = now(), status = 'processing',
-                       resume_at = CASE WHEN paused = 1 AND resume_at > $3 THEN resume_at ELSE $3 END
-                   WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL
-                     AND (paused = 0 OR resume_at IS NOT NULL)";
-        let was_paused = tx
-            .query_opt(&format!("SELECT paused FROM {} WHERE id = $1 FOR NO KEY UPDATE", tables(kind).jobs), &[&id])
-            .await?
-            .is_some_and(|r| r.get::<_, i32>(0) != 0);
-        let changed = change_job(&tx, kind, id, sql, &[&id, &reason, &resume_at]).await?;
-        // Only the pause itself is logged and notified; later 429s move the time.
-        if changed && !was_paused {
-            add_event(&*tx, kind, id, EventAction::AutoPaused, Source::RateLimit, Some(&reason)).await?;
-        }
-        tx.commit().await?;
-        Ok(changed)
-    }
-
-    pub async fn auto_resume(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let sql = "SET paused = 0, paused_reason = NULL, resume_at = NULL, updated_at = now()
-                   WHERE id = $1 AND paused = 1 AND resume_at IS NOT NULL AND resume_at <= now()
-                     AND status IN ('pending', 'processing') AND hidden IS NULL";
-        let changed = change_job(&tx, kind, id, sql, &[&id]).await?;
-        if changed {
-            add_event(&*tx, kind, id, EventAction::AutoResumed, Source::RateLimit, None).await?;
-        }
-        tx.commit().await?;
-        Ok(changed)
-    }
-
-    /// Fires the due scheduled pauses and resumes, as `store::fire_schedules` does on
-    /// SQLite. Each job's row is locked and re-read first, and rows another process is
-    /// firing are skipped, so each fires once over all processes.
-    pub async fn fire_schedules(&self) -> Result<Vec<(JobKind, i64)>, AppError> {
-        let mut fired = Vec::new();
-        for kind in JobKind::ALL {
-            let mut c = self.client().await?;
-            let tx = c.transaction().await?;
-            let due = tx
-                .query(
-                    &format!(
-                        "SELECT id, scheduled_pause_at, scheduled_resume_at, paused, resume_at, now() FROM {}
-                         WHERE status IN ('pending', 'processing') AND hidden IS NULL
-                           AND (scheduled_pause_at <= now() OR scheduled_resume_at <= now())
-                         FOR NO KEY UPDATE SKIP LOCKED",
-                        tables(kind).jobs
-                    ),
-                    &[],
-                )
-                .await?;
-            for row in due {
-                let id: i64 = row.get(0);
-                let (pause_at, resume_at): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (row.get(1), row.get(2));
-                let (paused, rate_limited) =
-                    (row.get::<_, i32>(3) != 0, row.get::<_, Option<DateTime<Utc>>>(4).is_some());
-                let now: DateTime<Utc> = row.get(5);
-                let plan = store::rules::plan_schedule(pause_at, resume_at, now, paused, paused && rate_limited);
-                let sql = "SET scheduled_pause_at = $2, scheduled_resume_at = $3, updated_at = now() WHERE id = $1";
-                change_job(&tx, kind, id, sql, &[&id, &plan.keep.0, &plan.keep.1]).await?;
-                for step in plan.steps {
-                    if let Some(pause) = step.set_paused {
-                        super::set_paused(&tx, kind, id, pause).await?;
-                    }
-                    add_event(&*tx, kind, id, step.action, Source::Schedule, Some(&step.detail)).await?;
-                }
-                fired.push((kind, id));
-            }
-            tx.commit().await?;
-        }
-        Ok(fired)
-    }
-
-    pub async fn next_schedule(&self) -> Result<Option<DateTime<Utc>>, AppError> {
-        let c = self.client().await?;
-        let mut next: Option<DateTime<Utc>> = None;
-        for kind in JobKind::ALL {
-            let at: Option<DateTime<Utc>> = c
-                .query_one(
-                    &format!(
-                        "SELECT MIN(LEAST(scheduled_pause_at, scheduled_resume_at)) FROM {}
-                         WHERE status IN ('pending', 'processing') AND hidden IS NULL",
-                        tables(kind).jobs
-                    ),
-                    &[],
-                )
-                .await?
-                .get(0);
-            if let Some(at) = at {
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
-        }
-        Ok(next)
-    }
-
-    pub async fn set_channels(&self, channels: &[&str]) -> Result<(), AppError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        tx.execute("DELETE FROM notify_channels", &[]).await?;
-        for channel in channels {
-            tx.execute("INSERT INTO notify_channels (channel) VALUES ($1)", &[channel]).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Takes due notifications no other process holds (its lease ran out or it never
-    /// had one), skipping rows another process is taking at this moment.
-    pub async fn claim_outbox(
-        &self,
-        lease: std::time::Duration,
-        limit: i64,
-        channels: &[&str],
-    ) -> Result<Vec<store::types::Outgoing>, AppError> {
-        let c = self.client().await?;
-        let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
-        // The lease is the database's time, as the times it is compared with are.
-        let rows = c
-            .query(
-                "UPDATE outbox SET locked_until = now() + $1::float8 * interval '1 second'
-                 WHERE id IN (SELECT id FROM outbox
-                              WHERE next_at <= now() AND (locked_until IS NULL OR locked_until <= now())
-                                AND channel = ANY($3)
-                              ORDER BY next_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)
-                 RETURNING id, channel, event, kind, job_id, payload, attempts, locked_until",
-                &[&lease.as_secs_f64(), &limit, &channels],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| store::types::Outgoing {
-                id: r.get(0),
-                channel: r.get(1),
-                event: r.get(2),
-                kind: r.get::<_, &str>(3).parse().unwrap_or(JobKind::Research),
-                job_id: r.get(4),
-                payload: r.get(5),
-                attempts: r.get::<_, i32>(6).max(0) as u32,
-                lease: r.get(7),
-            })
-            .collect())
-    }
-
-    pub async fn settle_outgoing(
-        &self,
-        sent: &store::types::Outgoing,
-        outcome: &store::types::Settled,
-    ) -> Result<(), AppError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        // Only while this process still holds the row (its lease did not run out).
-        let (changed, action, detail) = match outcome {
-            Ok(detail) => {
-                let n = tx
-                    .execute("DELETE FROM outbox WHERE id = $1 AND locked_until = $2", &[&sent.id, &sent.lease])
-                    .await?;
-                (n, EventAction::Notified, detail.as_str())
-            }
-            Err((error, Some(next))) => {
-                let n = tx
-                    .execute(
-                        "UPDATE outbox SET attempts = attempts + 1, next_at = $2, locked_until = NULL, last_error = $3
-                         WHERE id = $1 AND locked_until = $4",
-                        &[&sent.id, next, error, &sent.lease],
-                    )
-                    .await?;
-                (n, EventAction::NotifyFailed, error.as_str())
-            }
-            Err((error, None)) => {
-                let n = tx
-                    .execute("DELETE FROM outbox WHERE id = $1 AND locked_until = $2", &[&sent.id, &sent.lease])
-                    .await?;
-                (n, EventAction::NotifyFailed, error.as_str())
-            }
-        };
-        if changed == 1 && read_job(&*tx, sent.kind, sent.job_id).await.is_ok() {
-            add_event(&*tx, sent.kind, sent.job_id, action, Source::System, Some(detail)).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn next_outgoing(&self, channels: &[&str]) -> Result<Option<DateTime<Utc>>, AppError> {
-        let c = self.client().await?;
-        let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
-        let sql = "SELECT MIN(GREATEST(next_at, COALESCE(locked_until, next_at))) FROM outbox WHERE channel = ANY($1)";
-        Ok(c.query_one(sql, &[&channels]).await?.get(0))
-    }
-
-    pub async fn complete_if_done(&self, kind: JobKind, id: i64) -> Result<bool, AppError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let done = super::complete_if_done(&tx, kind, id).await?;
-        tx.commit().await?;
-        Ok(done)
-    }
-}
-
-/// `kind:id` as [`super::CONTROL_CHANNEL`] carries it, read back.
-pub fn parse_control(payload: &str) -> Option<(JobKind, i64)> {
-    let (kind, id) = payload.split_once(':')?;
-    let kind = JobKind::ALL.into_iter().find(|k| kind_word(*k) == kind)?;
-    Some((kind, id.parse().ok()?))
 }

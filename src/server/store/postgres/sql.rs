@@ -4,8 +4,8 @@
 //! workers, results fenced by the lease a claim hands out, counters in shards,
 //! workers' heartbeats, the leader's lease and the rescue of a dead worker's items.
 //!
-//! Every function takes a client or a transaction, so the service can compose them
-//! the way it composes the SQLite ones. Table names are unqualified: a deployment
+//! Every function takes a client or a transaction; [`super::PgStore`] composes them
+//! into the store's operations. Table names are unqualified: a deployment
 //! puts jobdeck in the connection's `search_path` (tests give each run its own schema).
 
 use std::time::Duration;
@@ -13,23 +13,19 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, NoTls, Transaction};
 
-pub mod backend;
-pub mod node;
-mod sessions;
-
-use super::error::AppError;
-use super::import::NewJob;
-use super::store::types::{ClaimedRow, Finish, Finished, NewItem};
 use crate::model::{EventAction, JobKind, Source};
+use crate::server::error::AppError;
+use crate::server::store::rules::{self, Streak};
+use crate::server::store::types::{ClaimedRow, Finish, Finished, NewItem, NewJob};
 
 /// The embedded migrations, in order; the `n`th is version `n + 1`.
 pub const MIGRATIONS: &[&str] = &[
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-    include_str!("../../../migrations/postgres/0002_importer.sql"),
-    include_str!("../../../migrations/postgres/0003_paused_flag.sql"),
-    include_str!("../../../migrations/postgres/0004_operator_controls.sql"),
-    include_str!("../../../migrations/postgres/0005_auto_control.sql"),
-    include_str!("../../../migrations/postgres/0006_sessions.sql"),
+    include_str!("../../../../migrations/postgres/0001_init.sql"),
+    include_str!("../../../../migrations/postgres/0002_importer.sql"),
+    include_str!("../../../../migrations/postgres/0003_paused_flag.sql"),
+    include_str!("../../../../migrations/postgres/0004_operator_controls.sql"),
+    include_str!("../../../../migrations/postgres/0005_auto_control.sql"),
+    include_str!("../../../../migrations/postgres/0006_sessions.sql"),
 ];
 
 /// The channel pause, resume and cancel are announced on, in the same transaction as
@@ -100,15 +96,15 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, AppEr
     Ok(MIGRATIONS.len() - done)
 }
 
-struct Tables {
-    jobs: &'static str,
-    items: &'static str,
-    counts: &'static str,
+pub(super) struct Tables {
+    pub(super) jobs: &'static str,
+    pub(super) items: &'static str,
+    pub(super) counts: &'static str,
     /// The preprocessing columns a claim returns (NULLs for research).
-    extra: &'static str,
+    pub(super) extra: &'static str,
 }
 
-fn tables(kind: JobKind) -> Tables {
+pub(super) fn tables(kind: JobKind) -> Tables {
     let (jobs, items) = kind.tables();
     match kind {
         JobKind::Research => Tables { jobs, items, counts: "processing_job_counts", extra: "NULL::text, NULL::bigint" },
@@ -118,7 +114,7 @@ fn tables(kind: JobKind) -> Tables {
     }
 }
 
-fn kind_word(kind: JobKind) -> &'static str {
+pub(super) fn kind_word(kind: JobKind) -> &'static str {
     match kind {
         JobKind::Research => "processing",
         JobKind::Preprocess => "preprocess",
@@ -131,7 +127,7 @@ pub fn shard_of(worker_id: i64) -> i32 {
 }
 
 /// Adds to a job's counters in one shard.
-async fn add_counts(
+pub(super) async fn add_counts(
     c: &impl GenericClient,
     kind: JobKind,
     job_id: i64,
@@ -427,7 +423,7 @@ pub async fn finish_batch(
     let failed = written.len() as i64 - completed;
     add_counts(tx, kind, job_id, shard_of(worker_id), [0, -(completed + failed), completed, failed]).await?;
     let kept: std::collections::HashSet<i64> = written.iter().map(|r| r.get(0)).collect();
-    let mut streak = super::store::rules::Streak::default();
+    let mut streak = Streak::default();
     for o in outcomes.iter().filter(|o| kept.contains(&o.item_id)) {
         streak.add(&o.outcome);
     }
@@ -439,11 +435,11 @@ pub async fn finish_batch(
 /// job when it reaches `burst` (0 = off): with the count and the last error as its
 /// reason and no resume time. The job row is written only when the count changes, so
 /// batches of successes on many workers do not queue on it.
-async fn error_burst(
+pub(super) async fn error_burst(
     tx: &Transaction<'_>,
     kind: JobKind,
     job_id: i64,
-    streak: &super::store::rules::Streak<'_>,
+    streak: &Streak<'_>,
     burst: u32,
 ) -> Result<(), AppError> {
     let t = tables(kind);
@@ -532,12 +528,12 @@ pub async fn add_event(
         )
         .await?
         .get(0);
-    if super::store::rules::worth_notifying(action) {
+    if rules::worth_notifying(action) {
         let any: bool = c.query_one("SELECT EXISTS (SELECT 1 FROM notify_channels)", &[]).await?.get(0);
         if any {
-            let job = backend::read_job(c, kind, job_id).await?;
-            if let Some(event) = super::store::rules::event_name(action, &job) {
-                let payload = super::store::rules::payload(event, &job, at);
+            let job = super::read_job(c, kind, job_id).await?;
+            if let Some(event) = rules::event_name(action, &job) {
+                let payload = rules::payload(event, &job, at);
                 c.execute(
                     "INSERT INTO outbox (channel, event, kind, job_id, payload, next_at, created_at)
                      SELECT channel, $1, $2, $3, $4, $5, $5 FROM notify_channels",

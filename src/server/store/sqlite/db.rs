@@ -9,20 +9,20 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::error::AppError;
+use crate::server::error::AppError;
 
 /// The embedded, append-only migrations.
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
-        M::up(include_str!("../../migrations/0001_init.sql")),
-        M::up(include_str!("../../migrations/0002_items_by_job.sql")),
-        M::up(include_str!("../../migrations/0003_hidden_jobs.sql")),
-        M::up(include_str!("../../migrations/0004_operator_controls.sql")),
-        M::up(include_str!("../../migrations/0005_auto_control.sql")),
-        M::up(include_str!("../../migrations/0006_item_ranges.sql")),
-        M::up(include_str!("../../migrations/0007_research_roles.sql")),
-        M::up(include_str!("../../migrations/0008_pending_off_the_index.sql")),
-        M::up(include_str!("../../migrations/0009_sessions.sql")),
+        M::up(include_str!("../../../../migrations/sqlite/0001_init.sql")),
+        M::up(include_str!("../../../../migrations/sqlite/0002_items_by_job.sql")),
+        M::up(include_str!("../../../../migrations/sqlite/0003_hidden_jobs.sql")),
+        M::up(include_str!("../../../../migrations/sqlite/0004_operator_controls.sql")),
+        M::up(include_str!("../../../../migrations/sqlite/0005_auto_control.sql")),
+        M::up(include_str!("../../../../migrations/sqlite/0006_item_ranges.sql")),
+        M::up(include_str!("../../../../migrations/sqlite/0007_research_roles.sql")),
+        M::up(include_str!("../../../../migrations/sqlite/0008_pending_off_the_index.sql")),
+        M::up(include_str!("../../../../migrations/sqlite/0009_sessions.sql")),
     ])
 }
 
@@ -305,7 +305,8 @@ mod tests {
         assert_eq!(ranges, [(1, Some(10), Some(14)), (2, Some(11), Some(13)), (3, None, None)]);
         let lines = |job: i64| -> Vec<i64> {
             let (_, items) =
-                crate::server::store::items_after(&conn, crate::model::JobKind::Research, job, 0, 100).unwrap();
+                crate::server::store::sqlite::items::items_after(&conn, crate::model::JobKind::Research, job, 0, 100)
+                    .unwrap();
             items.iter().map(|i| i.line).collect()
         };
         assert_eq!(lines(1), [2, 3, 4]);
@@ -326,7 +327,8 @@ mod tests {
     #[test]
     fn items_of_older_jobs_keep_their_stored_fields_and_new_ones_read_their_input() {
         use crate::model::JobKind;
-        use crate::server::store;
+        use crate::server::store::sqlite::{items, jobs};
+        use crate::server::store::types::NewItem;
         let mut conn = migrated_to(6);
         conn.execute_batch(
             r#"INSERT INTO processing_jobs (id, name, filename, columns, created_at, updated_at, first_item, last_item)
@@ -337,15 +339,15 @@ mod tests {
         .unwrap();
         migrations().to_latest(&mut conn).unwrap();
         let fields = |conn: &Connection, job: i64| {
-            let (_, items) = store::items_after(conn, JobKind::Research, job, 0, 10).unwrap();
+            let (_, items) = items::items_after(conn, JobKind::Research, job, 0, 10).unwrap();
             items.into_iter().map(|i| (i.name, i.website, i.domain)).collect::<Vec<_>>()
         };
         let some = |s: &str| Some(s.to_string());
         assert_eq!(fields(&conn, 1), [(some("Stored Ltd"), some("https://stored.example/"), some("stored.example"))]);
 
         let columns = ["Account", "E-mail", "Site"].map(String::from);
-        let id = store::insert_job(&conn, JobKind::Research, "new", "new.csv", 2, &columns).unwrap();
-        let item = store::NewItem {
+        let id = jobs::insert_job(&conn, JobKind::Research, "new", "new.csv", 2, &columns).unwrap();
+        let item = NewItem {
             line: 2,
             name: some("New Ltd"),
             website: some("https://new.example/"),
@@ -353,8 +355,8 @@ mod tests {
             input: r#"[" New Ltd ","ann@new.example","https://new.example/"]"#.into(),
             ..Default::default()
         };
-        store::insert_items(&conn, JobKind::Research, id, &[item]).unwrap();
-        store::reveal_job(&conn, JobKind::Research, id, 1).unwrap();
+        items::insert_items(&conn, JobKind::Research, id, &[item]).unwrap();
+        jobs::reveal_job(&conn, JobKind::Research, id, 1).unwrap();
         let stored: (Option<String>, Option<String>, Option<String>) = conn
             .query_row("SELECT name, website, domain FROM accounts WHERE job_id = ?1", [id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -370,7 +372,8 @@ mod tests {
     #[test]
     fn jobs_from_before_the_claim_cursor_claim_in_file_order() {
         use crate::model::{ItemStatus, JobKind};
-        use crate::server::store;
+        use crate::server::store::sqlite::{items, jobs};
+
         let mut conn = migrated_to(7);
         conn.execute_batch(
             "INSERT INTO processing_jobs (id, name, filename, status, total, pending_count, processing_count,
@@ -385,15 +388,15 @@ mod tests {
         migrations().to_latest(&mut conn).unwrap();
         let k = JobKind::Research;
         let claim = |conn: &Connection, n| -> Vec<i64> {
-            store::claim_batch(conn, k, 1, n).unwrap().iter().map(|c| c.id).collect()
+            items::claim_batch(conn, k, 1, n).unwrap().iter().map(|c| c.id).collect()
         };
         assert_eq!(claim(&conn, 2), [13, 14]);
         // A restart puts item 11 back: it comes before the rest.
-        assert_eq!(store::reset_processing(&conn, k, 1).unwrap(), 3);
-        let pending = store::list_items(&conn, k, 1, Some(ItemStatus::Pending), 0, 10).unwrap();
+        assert_eq!(items::reset_processing(&conn, k, 1).unwrap(), 3);
+        let pending = items::list_items(&conn, k, 1, Some(ItemStatus::Pending), 0, 10).unwrap();
         assert_eq!(pending.items.iter().map(|i| i.id).collect::<Vec<_>>(), [11, 13, 14, 15]);
         assert_eq!(claim(&conn, 10), [11, 13, 14, 15]);
-        let job = store::require_job(&conn, k, 1).unwrap();
+        let job = jobs::require_job(&conn, k, 1).unwrap();
         assert_eq!((job.pending, job.processing, job.completed), (0, 4, 2));
 
         let index: String = conn

@@ -1,7 +1,7 @@
 //! What makes a process one of many on PostgreSQL (SPEC section 10): its heartbeat,
 //! its bid for the leader's lease (the leader rescues the items of dead workers), and a
 //! listener that hears pause, resume and cancel from other processes. The runner hands
-//! it what to do with what it learns ([`Hooks`]) and never sees PostgreSQL itself.
+//! it what to do with what it learns ([`NodeHooks`]) and never sees PostgreSQL itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,50 +9,131 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::backend::PgBackend;
+use super::sql::{self, kind_word, tables};
+use super::PgStore;
 use crate::model::JobKind;
-
-/// What the node tells the runner.
-#[derive(Clone)]
-pub struct Hooks {
-    /// A job's state may have changed (another process acted on it, or its items came
-    /// back from a dead worker): its task re-reads it, or starts.
-    pub wake: Arc<dyn Fn(JobKind, i64) + Send + Sync>,
-    /// A job whose import was abandoned by a dead importer: its rows are to be removed.
-    pub purge: Arc<dyn Fn(JobKind, i64) + Send + Sync>,
-}
-
-/// How much of a node a process runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// A process that runs jobs: heartbeat, leader bid and control listener.
-    Runner,
-    /// `serve --no-runner`: the heartbeat only, so its imports are known to be alive.
-    HeartbeatOnly,
-}
+use crate::server::error::AppError;
+use crate::server::store::types::{NodeHooks, NodeRole};
 
 /// One process's part in the cluster.
 pub struct Node {
-    pg: Arc<PgBackend>,
+    pg: Arc<PgStore>,
     worker_timeout: Duration,
     shutdown: CancellationToken,
-    hooks: Hooks,
+    hooks: NodeHooks,
+}
+
+impl PgStore {
+    /// Beats; if this worker was declared dead meanwhile, joins again under the same id
+    /// and says so (`false`).
+    pub async fn heartbeat(&self) -> Result<bool, AppError> {
+        let c = self.client().await?;
+        if sql::heartbeat(&**c, self.worker_id).await? {
+            return Ok(true);
+        }
+        c.execute(
+            "INSERT INTO workers (id, name) OVERRIDING SYSTEM VALUE VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            &[&self.worker_id, &self.name],
+        )
+        .await?;
+        Ok(false)
+    }
+
+    /// Signs this worker off at a graceful stop (its items were put back already).
+    pub async fn leave(&self) -> Result<(), AppError> {
+        let c = self.client().await?;
+        c.execute("DELETE FROM workers WHERE id = $1", &[&self.worker_id]).await?;
+        c.execute("DELETE FROM leases WHERE holder = $1", &[&self.worker_id]).await?;
+        Ok(())
+    }
+
+    /// Takes or keeps the leader's lease for one worker timeout; while it holds it,
+    /// rescues dead workers. `None` when another process leads.
+    pub async fn rescue_if_leader(&self, timeout: std::time::Duration) -> Result<Option<sql::Rescued>, AppError> {
+        let mut c = self.client().await?;
+        if !sql::acquire_lease(&**c, "leader", self.worker_id, timeout).await? {
+            return Ok(None);
+        }
+        let tx = c.transaction().await?;
+        let mut rescued = sql::rescue_dead(&tx, self.worker_id, timeout).await?;
+        // An import whose importer is gone never finishes: it becomes a delete.
+        for kind in JobKind::ALL {
+            let rows = tx
+                .query(
+                    &format!(
+                        "UPDATE {} AS j SET hidden = 'deleting' WHERE hidden = 'importing'
+                           AND NOT EXISTS (SELECT 1 FROM workers AS w WHERE w.id = j.importer) RETURNING id",
+                        tables(kind).jobs
+                    ),
+                    &[],
+                )
+                .await?;
+            rescued.abandoned.extend(rows.iter().map(|r| (kind, r.get::<_, i64>(0))));
+        }
+        tx.commit().await?;
+        Ok(Some(rescued))
+    }
+
+    /// Opens a connection of its own, LISTENs on the control channel and sends every
+    /// job it hears of to `heard`. When the connection ends, `heard` is dropped; when
+    /// the receiver is gone, the connection is closed.
+    pub async fn listen(&self, heard: tokio::sync::mpsc::UnboundedSender<(JobKind, i64)>) -> Result<(), AppError> {
+        use futures::StreamExt;
+        let (client, mut conn) = self.config.connect(tokio_postgres::NoTls).await?;
+        let (notes_tx, mut notes) = tokio::sync::mpsc::unbounded_channel::<String>();
+        // Drives the connection; ends with it.
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    if notes_tx.send(n.payload().to_string()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        client.batch_execute(&format!("LISTEN {}", sql::CONTROL_CHANNEL)).await?;
+        // Holds the session open while anyone listens.
+        tokio::spawn(async move {
+            let _session = client;
+            while let Some(payload) = notes.recv().await {
+                if let Some(job) = parse_control(&payload) {
+                    if heard.send(job).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Starts this process's part in the cluster (see [`Node::start`]).
+    pub fn start_node(
+        self: &Arc<Self>,
+        role: NodeRole,
+        worker_timeout: Duration,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+        hooks: NodeHooks,
+    ) {
+        Node::start(self.clone(), role, worker_timeout, tracker, shutdown, hooks);
+    }
 }
 
 impl Node {
     /// Starts the node's tasks on `tracker`; they end when `shutdown` is cancelled.
     pub fn start(
-        pg: Arc<PgBackend>,
-        role: Role,
+        pg: Arc<PgStore>,
+        role: NodeRole,
         worker_timeout: Duration,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
-        hooks: Hooks,
+        hooks: NodeHooks,
     ) {
         let node = Arc::new(Self { pg, worker_timeout, shutdown, hooks });
         let node2 = node.clone();
         tracker.spawn(async move { node2.heartbeat().await });
-        if role == Role::Runner {
+        if role == NodeRole::Runner {
             let node2 = node.clone();
             tracker.spawn(async move { node2.lead().await });
             tracker.spawn(async move { node.listen().await });
@@ -142,4 +223,11 @@ impl Node {
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
+}
+
+/// `kind:id` as [`sql::CONTROL_CHANNEL`] carries it, read back.
+pub fn parse_control(payload: &str) -> Option<(JobKind, i64)> {
+    let (kind, id) = payload.split_once(':')?;
+    let kind = JobKind::ALL.into_iter().find(|k| kind_word(*k) == kind)?;
+    Some((kind, id.parse().ok()?))
 }
