@@ -211,9 +211,9 @@ impl Store {
     /// hands them to `starter`. On SQLite, while the starter finishes items at once (a
     /// step that needs nothing outside the item) and no other write waits for the
     /// writer, their results are stored and as many items claimed again in the same
-    /// transaction, up to [`TURN_ROUNDS`] rounds: one commit then carries many rounds
-    /// of the window instead of one. What the last round finished is returned, to be
-    /// stored by the next turn. On PostgreSQL a turn is one round.
+    /// transaction, up to [`TURN_ROUNDS`](sqlite::TURN_ROUNDS) rounds: one commit then
+    /// carries many rounds of the window instead of one. What the last round finished
+    /// is returned, to be stored by the next turn. On PostgreSQL a turn is one round.
     ///
     /// Nothing of a turn is seen before it commits: at every commit the job's counters
     /// are exact and no more items are `processing` than the window allows. If the

@@ -228,7 +228,7 @@ pub enum Change {
     Resume,
     Cancel,
     /// A completed job's failed items go back to `pending`; the job runs again.
-    /// `premoved` went back already, in batches before this change ([`Backend::retry_batch`]).
+    /// `premoved` went back already, in batches before this change ([`Store::retry_batch`](super::Store::retry_batch)).
     Retry {
         premoved: i64,
     },

@@ -1,4 +1,4 @@
-//! Sign-in sessions on PostgreSQL, as `store::sessions` on SQLite.
+//! Sign-in sessions on PostgreSQL, as `sqlite::sessions` on SQLite.
 
 use super::PgStore;
 use crate::server::error::AppError;

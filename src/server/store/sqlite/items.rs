@@ -406,9 +406,9 @@ pub fn retry_failed(conn: &Connection, kind: JobKind, job_id: i64) -> Result<i64
 }
 
 /// Moves up to `limit` failed items of a visible completed job back to `pending`,
-/// counters to match, leaving the job completed (see [`Backend::retry_batch`]).
+/// counters to match, leaving the job completed (see [`Store::retry_batch`]).
 ///
-/// [`Backend::retry_batch`]: super::backend::Backend::retry_batch
+/// [`Store::retry_batch`]: crate::server::store::Store::retry_batch
 pub fn retry_batch(conn: &Connection, kind: JobKind, job_id: i64, limit: i64) -> Result<i64, AppError> {
     let s = sql(kind);
     // The batch takes the first failed items, so the first of them is where the
