@@ -70,7 +70,7 @@ fn options() -> Options {
             "--only" => o.only = args.next().map(|v| v.split(',').map(str::to_string).collect()),
             "-h" | "--help" => {
                 println!(
-                    "bench [--rows N] [--json PATH] [--only engine,paced,import,delete,frontend,dashboard,bulk,window]"
+                    "bench [--rows N] [--json PATH] [--only engine,pg,paced,import,delete,frontend,dashboard,bulk,window]"
                 );
                 std::process::exit(0);
             }
@@ -88,6 +88,11 @@ struct Server {
 }
 
 async fn start_server(dir: &Path, tune: impl FnOnce(&mut Config)) -> Server {
+    start_server_on(dir, None, tune).await
+}
+
+/// As [`start_server`], on PostgreSQL when `pg` names a database URL and a fresh schema.
+async fn start_server_on(dir: &Path, pg: Option<(&str, &str)>, tune: impl FnOnce(&mut Config)) -> Server {
     let mut config = Config::default();
     config.server.db = dir.join("bench.sqlite3");
     config.server.max_upload_bytes = 200 << 20;
@@ -96,7 +101,15 @@ async fn start_server(dir: &Path, tune: impl FnOnce(&mut Config)) -> Server {
     config.runner.max_extra_pages = 0;
     tune(&mut config);
     let options = leptos::config::LeptosOptions::builder().output_name("jobdeck").site_root("target/site").build();
-    let state = server::build_state(config, options).expect("the server state builds");
+    let state = match pg {
+        None => server::build_state(config, options).expect("the server state builds"),
+        Some((url, schema)) => {
+            let size = config.runner.global_concurrency.clamp(4, 64) + 8;
+            let store =
+                server::store::postgres::PgStore::open(url, Some(schema), size).await.expect("PostgreSQL opens");
+            server::build_state_with(store.into(), config, options).expect("the server state builds")
+        }
+    };
     let service = state.service.clone();
     service.runner().start().await.expect("the runner starts");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -259,6 +272,60 @@ async fn engine(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
         "MiB",
         "keep (79 MB)",
     ));
+}
+
+/// The same name-only job, concurrency 8, on PostgreSQL (a fresh schema of the database
+/// at `JOBDECK_BENCH_DATABASE_URL`, default the local test database) and on SQLite, one
+/// after the other in this run. Left out, with a line saying so, when no server answers.
+async fn pg_engine(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
+    let url = std::env::var("JOBDECK_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        println!("pg: {url} is not a PostgreSQL URL; left out");
+        return;
+    };
+    let Ok((admin, conn)) = config.connect(tokio_postgres::NoTls).await else {
+        println!("pg: no PostgreSQL answers at {url}; left out");
+        return;
+    };
+    tokio::spawn(conn);
+    let schema = format!("jobdeck_bench_{}", std::process::id());
+    admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).await.unwrap();
+    let rows = o.rows.min(200_000);
+    let file = dir.join("pg-names.csv");
+    write_csv(&file, "company", rows, |i| format!("Company {i}"));
+    let run = |server: Server| {
+        let file = file.clone();
+        async move {
+            let (job, _) = server.upload("/api/preprocess/jobs", &file, 8).await;
+            let path = format!("/api/preprocess/jobs/{}", job["id"].as_i64().unwrap());
+            let start = Instant::now();
+            loop {
+                let (job, _) = server.timed(reqwest::Method::GET, &path).await;
+                if job["status"] == "completed" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            rows as f64 / start.elapsed().as_secs_f64()
+        }
+    };
+    let pg_dir = dir.join("pg");
+    std::fs::create_dir_all(&pg_dir).unwrap();
+    let on_pg = run(start_server_on(&pg_dir, Some((&url, &schema)), |_| {}).await).await;
+    let lite_dir = dir.join("sqlite");
+    std::fs::create_dir_all(&lite_dir).unwrap();
+    let on_sqlite = run(start_server(&lite_dir, |_| {}).await).await;
+    out.push(
+        Figure::new(
+            format!("PostgreSQL engine: items/s, instant step, {rows} rows, concurrency 8"),
+            on_pg,
+            "items/s",
+            ">= 20,000/s and >= 0.3x SQLite",
+        )
+        .against("the same job on SQLite, same run", on_sqlite),
+    );
+    let _ = admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
 }
 
 /// Status reads at the load the issue measured them under: the engine held at 3,200
@@ -909,6 +976,10 @@ async fn main() {
     if want("engine") {
         println!("engine: {} rows…", o.rows);
         engine(&o, &tmp.join("engine"), &mut figures).await;
+    }
+    if want("pg") {
+        println!("PostgreSQL engine…");
+        pg_engine(&o, &tmp.join("engine"), &mut figures).await;
     }
     if want("paced") {
         println!("status reads, engine held near 3,200 items/s…");
