@@ -217,6 +217,7 @@ on_both_stores!(
     a_preprocessing_job_completes_with_exact_counters,
     an_llm_rate_limit_pauses_the_job_and_it_resumes_by_itself,
     a_pause_flag_set_by_hand_is_honoured_within_the_poll,
+    a_pause_during_instant_rounds_stops_the_next_claim,
 );
 
 /// SPEC section 2: `paused` is an INTEGER flag, and one set by hand in the database is
@@ -244,6 +245,32 @@ async fn a_pause_flag_set_by_hand_is_honoured_within_the_poll(store: Store) {
     store.by_hand("UPDATE processing_jobs SET paused = 0 WHERE id = CAST(? AS INTEGER)", &[&id]).await;
     wait_for(LONG, "work to restart after the flag is cleared", || async { site.hit_count() > seen }).await;
     service.cancel(R, job.id).await.unwrap();
+}
+
+/// Items a step finishes at once run in rounds, many a transaction on either store; a
+/// pause that commits while they run is seen by the next claim: what was held at the
+/// pause finishes, nothing else starts.
+async fn a_pause_during_instant_rounds_stops_the_next_claim(store: Store) {
+    let service = store.service(store.config()).await;
+    let csv: String =
+        std::iter::once("Company\n".to_string()).chain((0..200_000).map(|i| format!("Company {i}\n"))).collect();
+    let job = service.create_job(P, upload(csv.into_bytes(), 8)).await.unwrap();
+    wait_job(&service, P, job.id, LONG, |j| j.completed >= 2_000).await;
+    let paused = service.pause(P, job.id).await.unwrap();
+    assert!(paused.paused && paused.status == JobStatus::Processing, "paused mid-run: {paused:?}");
+    let held = paused.processing;
+    let done_at_pause = paused.completed + paused.failed;
+    let job = wait_job(&service, P, job.id, LONG, |j| j.processing == 0).await;
+    assert!(
+        job.completed + job.failed <= done_at_pause + held,
+        "only what was held at the pause finished: {done_at_pause} + {held} at the pause, {} now",
+        job.completed + job.failed
+    );
+    several_polls().await;
+    let later = service.get(P, job.id).await.unwrap();
+    assert_eq!((later.completed, later.failed, later.pending), (job.completed, job.failed, job.pending));
+    assert!(later.pending > 100_000, "most of the job still waits: {later:?}");
+    store.assert_counters_match(&later).await;
 }
 
 async fn pause_stops_new_starts_and_in_flight_items_finish(store: Store) {

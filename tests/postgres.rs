@@ -330,3 +330,60 @@ async fn an_import_whose_importer_is_gone_becomes_a_delete() {
         c.query_one("SELECT hidden FROM processing_jobs WHERE id = $1", &[&going_on]).await.unwrap().get(0);
     assert_eq!(hidden.as_deref(), Some("importing"), "a live importer's job is left alone");
 }
+
+/// Items go in through `COPY`: every field of every row reads back as written, and a
+/// chunk with one bad row (here: a job that does not exist) leaves no row at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_copied_in_read_back_whole_and_a_bad_chunk_leaves_nothing() {
+    let Some(s) = Schema::new(false).await else { return };
+    let mut written = items(3000);
+    for (i, it) in written.iter_mut().enumerate() {
+        it.website = (i % 3 == 0).then(|| format!("https://e{i}.example/\tpath\\n"));
+        it.domain = (i % 3 == 0).then(|| format!("e{i}.example"));
+        it.dedupe_key = (i % 2 == 0).then(|| format!("key \"{i}\""));
+        it.input = format!("[\"Company {i}\",\"line\\nbreak, comma; \\\"quote\\\" é\"]");
+    }
+    let id = job(&s, 0, 1).await;
+    let mut c = s.pool.get().await.unwrap();
+    let tx = c.transaction().await.unwrap();
+    sql::insert_items(&tx, JobKind::Preprocess, id, &written).await.unwrap();
+    tx.commit().await.unwrap();
+    let rows = c
+        .query(
+            "SELECT line, name, website, domain, input, normalized, dedupe_key FROM preprocessing_results
+             WHERE job_id = $1 ORDER BY line",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), written.len());
+    for (r, it) in rows.iter().zip(&written) {
+        let got = (
+            r.get::<_, i64>(0),
+            r.get::<_, Option<String>>(1),
+            r.get::<_, Option<String>>(2),
+            r.get::<_, Option<String>>(3),
+            r.get::<_, String>(4),
+            r.get::<_, Option<String>>(5),
+            r.get::<_, Option<String>>(6),
+        );
+        let want = (
+            it.line,
+            it.name.clone(),
+            it.website.clone(),
+            it.domain.clone(),
+            it.input.clone(),
+            it.normalized.clone(),
+            it.dedupe_key.clone(),
+        );
+        assert_eq!(got, want);
+    }
+
+    let tx = c.transaction().await.unwrap();
+    let gone = id + 1_000_000;
+    assert!(sql::insert_items(&tx, JobKind::Preprocess, gone, &items(2000)).await.is_err(), "no such job");
+    drop(tx);
+    let left: i64 =
+        c.query_one("SELECT count(*) FROM preprocessing_results WHERE job_id = $1", &[&gone]).await.unwrap().get(0);
+    assert_eq!(left, 0, "nothing of the bad chunk stayed");
+}

@@ -395,7 +395,11 @@ impl PgStore {
     }
 
     pub async fn insert_items(&self, kind: JobKind, id: i64, chunk: Vec<NewItem>) -> Result<(), AppError> {
-        sql::insert_items(&**self.client().await?, kind, id, &chunk).await
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        sql::insert_items(&tx, kind, id, &chunk).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn link_duplicates(&self, id: i64) -> Result<(), AppError> {

@@ -8,6 +8,7 @@
 //! into the store's operations. Table names are unqualified: a deployment
 //! puts jobdeck in the connection's `search_path` (tests give each run its own schema).
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -100,17 +101,13 @@ pub(super) struct Tables {
     pub(super) jobs: &'static str,
     pub(super) items: &'static str,
     pub(super) counts: &'static str,
-    /// The preprocessing columns a claim returns (NULLs for research).
-    pub(super) extra: &'static str,
 }
 
 pub(super) fn tables(kind: JobKind) -> Tables {
     let (jobs, items) = kind.tables();
     match kind {
-        JobKind::Research => Tables { jobs, items, counts: "processing_job_counts", extra: "NULL::text, NULL::bigint" },
-        JobKind::Preprocess => {
-            Tables { jobs, items, counts: "preprocessing_job_counts", extra: "normalized, duplicate_of" }
-        }
+        JobKind::Research => Tables { jobs, items, counts: "processing_job_counts" },
+        JobKind::Preprocess => Tables { jobs, items, counts: "preprocessing_job_counts" },
     }
 }
 
@@ -201,38 +198,32 @@ pub async fn insert_job(tx: &Transaction<'_>, job: &NewJob, importer: Option<i64
     Ok(row.get(0))
 }
 
-/// Inserts a chunk of items in one statement.
-pub async fn insert_items(
-    c: &impl GenericClient,
-    kind: JobKind,
-    job_id: i64,
-    items: &[NewItem],
-) -> Result<(), AppError> {
-    let line: Vec<i64> = items.iter().map(|i| i.line).collect();
-    let name: Vec<Option<&str>> = items.iter().map(|i| i.name.as_deref()).collect();
-    let website: Vec<Option<&str>> = items.iter().map(|i| i.website.as_deref()).collect();
-    let domain: Vec<Option<&str>> = items.iter().map(|i| i.domain.as_deref()).collect();
-    let input: Vec<&str> = items.iter().map(|i| i.input.as_str()).collect();
-    match kind {
-        JobKind::Research => {
-            c.execute(
-                "INSERT INTO accounts (job_id, line, name, website, domain, input)
-                 SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[])",
-                &[&job_id, &line, &name, &website, &domain, &input],
-            )
-            .await?;
-        }
-        JobKind::Preprocess => {
-            let normalized: Vec<Option<&str>> = items.iter().map(|i| i.normalized.as_deref()).collect();
-            let dedupe: Vec<Option<&str>> = items.iter().map(|i| i.dedupe_key.as_deref()).collect();
-            c.execute(
-                "INSERT INTO preprocessing_results (job_id, line, name, website, domain, input, normalized, dedupe_key)
-                 SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])",
-                &[&job_id, &line, &name, &website, &domain, &input, &normalized, &dedupe],
-            )
-            .await?;
-        }
+/// Inserts a chunk of items with `COPY … FROM STDIN` in binary, the database's own
+/// loader: one statement, so the chunk goes in whole or not at all.
+pub async fn insert_items(tx: &Transaction<'_>, kind: JobKind, job_id: i64, items: &[NewItem]) -> Result<(), AppError> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::{ToSql, Type};
+    let preprocess = kind == JobKind::Preprocess;
+    let (columns, types): (&str, &[Type]) = if preprocess {
+        (
+            "job_id, line, name, website, domain, input, normalized, dedupe_key",
+            &[Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT],
+        )
+    } else {
+        (
+            "job_id, line, name, website, domain, input",
+            &[Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT],
+        )
+    };
+    let sink = tx.copy_in(&format!("COPY {} ({columns}) FROM STDIN (FORMAT binary)", tables(kind).items)).await?;
+    let writer = BinaryCopyInWriter::new(sink, types);
+    futures::pin_mut!(writer);
+    for it in items {
+        let row: [&(dyn ToSql + Sync); 8] =
+            [&job_id, &it.line, &it.name, &it.website, &it.domain, &it.input, &it.normalized, &it.dedupe_key];
+        writer.as_mut().write(&row[..types.len()]).await?;
     }
+    writer.finish().await?;
     Ok(())
 }
 
@@ -281,60 +272,173 @@ pub async fn notify_control(c: &impl GenericClient, kind: JobKind, job_id: i64) 
     Ok(())
 }
 
-/// Claims up to `want` pending items of a job for `worker_id`, in file order, never
-/// taking the job over its `concurrency` counted over all workers.
-///
-/// The job's row is locked first, in its own statement: claims of one job take turns,
-/// and a pause or cancel (which update that row) is ordered against them. A pause that
-/// commits first is seen by the claim, which then takes nothing; a claim that holds the
-/// lock first makes the pause wait for its commit, so the items it took started before
-/// the pause returned. The count of items in flight is read in a second statement, whose
-/// snapshot is taken after the lock, so it sees every claim that went before.
-pub async fn claim_batch(
-    tx: &Transaction<'_>,
+/// The statements of a turn's round on one kind of job, built once.
+struct RoundSql {
+    /// Takes the job's row for the rest of the transaction if it may run: claims on a
+    /// job take turns on it, so the claim after it reads the in-flight count with every
+    /// other worker's claims committed.
+    lock: String,
+    /// Claims up to `$3` pending items within the job's concurrency over all workers,
+    /// moves the counters in shard `$4` and marks the job started, in one statement.
+    claim: String,
+    /// Writes outcomes fenced by their leases and moves the counters in shard `$9`.
+    finish: String,
+    /// Moves the job's count of failures in a row (see [`error_burst`]).
+    streak: String,
+}
+
+impl RoundSql {
+    fn new(kind: JobKind) -> Self {
+        let t = tables(kind);
+        let (jobs, items, counts) = (t.jobs, t.items, t.counts);
+        let extra = match kind {
+            JobKind::Research => "NULL::text AS normalized, NULL::bigint AS duplicate_of",
+            JobKind::Preprocess => "i.normalized, i.duplicate_of",
+        };
+        let runnable = "status IN ('pending', 'processing') AND paused = 0 AND hidden IS NULL";
+        Self {
+            lock: format!("SELECT 1 FROM {jobs} WHERE id = $1 AND {runnable} FOR NO KEY UPDATE"),
+            claim: format!(
+                "WITH job AS (SELECT concurrency FROM {jobs} WHERE id = $1 AND {runnable}),
+                 picked AS (
+                     SELECT id FROM {items} WHERE job_id = $1 AND status = 'pending' ORDER BY id
+                     LIMIT GREATEST(0, LEAST($3::bigint, COALESCE((SELECT concurrency FROM job), 0)
+                         - (SELECT count(*) FROM {items} WHERE job_id = $1 AND status = 'processing')))
+                     FOR UPDATE SKIP LOCKED),
+                 claimed AS (
+                     UPDATE {items} AS i SET status = 'processing', worker_id = $2, lease = i.lease + 1,
+                         started_at = now()
+                     FROM picked WHERE i.id = picked.id
+                     RETURNING i.id, i.line, i.name, i.website, i.domain, i.input, {extra}, i.lease),
+                 counted AS (
+                     INSERT INTO {counts} AS c (job_id, shard, pending, processing, completed, failed)
+                     SELECT $1, $4, -count(*), count(*), 0, 0 FROM claimed HAVING count(*) > 0
+                     ON CONFLICT (job_id, shard) DO UPDATE SET
+                         pending = c.pending + EXCLUDED.pending, processing = c.processing + EXCLUDED.processing),
+                 started AS (
+                     UPDATE {jobs} SET status = 'processing', started_at = COALESCE(started_at, now()),
+                         updated_at = now()
+                     WHERE id = $1 AND status = 'pending' AND EXISTS (SELECT 1 FROM claimed))
+                 SELECT * FROM claimed ORDER BY id"
+            ),
+            finish: format!(
+                "WITH written AS (
+                     UPDATE {items} AS i SET status = r.status, result = r.result, error = r.error,
+                         attempts = i.attempts + r.attempts, finished_at = now(), worker_id = NULL
+                     FROM UNNEST($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::text[], $8::text[])
+                         AS r(id, lease, attempts, status, result, error)
+                     WHERE i.id = r.id AND i.job_id = $1 AND i.status = 'processing'
+                       AND i.worker_id = $2 AND i.lease = r.lease
+                     RETURNING i.id, i.status),
+                 counted AS (
+                     INSERT INTO {counts} AS c (job_id, shard, pending, processing, completed, failed)
+                     SELECT $1, $9, 0, -count(*), count(*) FILTER (WHERE status = 'completed'),
+                         count(*) FILTER (WHERE status = 'failed')
+                     FROM written HAVING count(*) > 0
+                     ON CONFLICT (job_id, shard) DO UPDATE SET processing = c.processing + EXCLUDED.processing,
+                         completed = c.completed + EXCLUDED.completed, failed = c.failed + EXCLUDED.failed)
+                 SELECT id FROM written"
+            ),
+            streak: format!(
+                "UPDATE {jobs} SET fail_streak = CASE WHEN $2 THEN $3 ELSE fail_streak + $3 END
+                 WHERE id = $1 AND ($3 > 0 OR fail_streak <> 0)"
+            ),
+        }
+    }
+}
+
+static ROUND_SQL: LazyLock<[RoundSql; 2]> = LazyLock::new(|| JobKind::ALL.map(RoundSql::new));
+
+fn round_sql(kind: JobKind) -> &'static RoundSql {
+    &ROUND_SQL[JobKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)]
+}
+
+/// One round of a turn, in the caller's transaction: writes a worker's `outcomes` (each
+/// only if that worker still holds the item under that lease: a worker declared dead,
+/// whose items went to another, writes nothing), applies the error-burst rule to what
+/// was written, then claims up to `want` pending items within the job's concurrency
+/// over all workers, oldest first, skipping rows another worker is claiming. Counters
+/// move in the worker's shard. Statements are prepared once per connection; those that
+/// need nothing back from the one before are sent together (one round trip), which the
+/// server still runs in order. Returns how many outcomes were written and the claims.
+pub async fn round(
+    tx: &deadpool_postgres::Transaction<'_>,
     kind: JobKind,
     job_id: i64,
     worker_id: i64,
+    outcomes: &[Finished],
     want: usize,
-) -> Result<Vec<ClaimedRow>, AppError> {
-    let t = tables(kind);
-    let job = tx
-        .query_opt(
-            &format!(
-                "SELECT concurrency FROM {} WHERE id = $1 AND status IN ('pending', 'processing')
-                   AND paused = 0 AND hidden IS NULL FOR NO KEY UPDATE",
-                t.jobs
-            ),
-            &[&job_id],
-        )
-        .await?;
-    let Some(job) = job else { return Ok(Vec::new()) };
-    let concurrency: i32 = job.get(0);
-    let in_flight: i64 = tx
-        .query_one(&format!("SELECT count(*) FROM {} WHERE job_id = $1 AND status = 'processing'", t.items), &[&job_id])
-        .await?
-        .get(0);
-    let room = (i64::from(concurrency) - in_flight).clamp(0, want as i64);
-    if room == 0 {
-        return Ok(Vec::new());
+    burst: u32,
+) -> Result<(usize, Vec<ClaimedRow>), AppError> {
+    let q = round_sql(kind);
+    let shard = shard_of(worker_id);
+    let mut written = 0;
+    let mut streak_args: Option<(bool, i32)> = None;
+    if !outcomes.is_empty() {
+        let finish = tx.prepare_cached(&q.finish).await?;
+        let ids: Vec<i64> = outcomes.iter().map(|o| o.item_id).collect();
+        let leases: Vec<i64> = outcomes.iter().map(|o| o.lease).collect();
+        let attempts: Vec<i32> = outcomes.iter().map(|o| o.attempts as i32).collect();
+        let statuses: Vec<&str> = outcomes
+            .iter()
+            .map(|o| match o.outcome {
+                Finish::Completed(_) => "completed",
+                Finish::Failed(_) => "failed",
+            })
+            .collect();
+        let results: Vec<Option<&str>> = outcomes
+            .iter()
+            .map(|o| match &o.outcome {
+                Finish::Completed(v) => Some(v.as_str()),
+                Finish::Failed(_) => None,
+            })
+            .collect();
+        let errors: Vec<Option<&str>> = outcomes
+            .iter()
+            .map(|o| match &o.outcome {
+                Finish::Completed(_) => None,
+                Finish::Failed(e) => Some(e.as_str()),
+            })
+            .collect();
+        let kept: std::collections::HashSet<i64> = tx
+            .query(&finish, &[&job_id, &worker_id, &ids, &leases, &attempts, &statuses, &results, &errors, &shard])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        written = kept.len();
+        let mut streak = Streak::default();
+        for o in outcomes.iter().filter(|o| kept.contains(&o.item_id)) {
+            streak.add(&o.outcome);
+        }
+        if streak.last_error.is_some() && burst > 0 {
+            // Failures may pause the job: decided before anything is claimed.
+            error_burst(tx, kind, job_id, &streak, burst).await?;
+        } else {
+            streak_args = Some((streak.reset, streak.trailing as i32));
+        }
     }
-    let rows = tx
-        .query(
-            &format!(
-                "WITH picked AS (
-                     SELECT id FROM {items} WHERE job_id = $1 AND status = 'pending'
-                     ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
-                 UPDATE {items} AS i SET status = 'processing', worker_id = $2, lease = i.lease + 1,
-                     started_at = now()
-                 FROM picked WHERE i.id = picked.id
-                 RETURNING i.id, i.line, i.name, i.website, i.domain, i.input, {extra}, i.lease",
-                items = t.items,
-                extra = t.extra.replace("normalized", "i.normalized").replace("duplicate_of", "i.duplicate_of"),
-            ),
-            &[&job_id, &worker_id, &room],
-        )
-        .await?;
-    let mut leases: Vec<ClaimedRow> = rows
+    if want == 0 {
+        if let Some((reset, trailing)) = streak_args {
+            let streak = tx.prepare_cached(&q.streak).await?;
+            tx.execute(&streak, &[&job_id, &reset, &trailing]).await?;
+        }
+        return Ok((written, Vec::new()));
+    }
+    // Prepared first, so the three go out in this order and together.
+    let (streak, lock, claim) =
+        futures::try_join!(tx.prepare_cached(&q.streak), tx.prepare_cached(&q.lock), tx.prepare_cached(&q.claim))?;
+    let want = want as i64;
+    let lock_args: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&job_id];
+    let claim_args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&job_id, &worker_id, &want, &shard];
+    let moved = async {
+        match streak_args {
+            Some((reset, trailing)) => tx.execute(&streak, &[&job_id, &reset, &trailing]).await.map(drop),
+            None => Ok(()),
+        }
+    };
+    let (_, _, rows) = futures::try_join!(moved, tx.query_opt(&lock, &lock_args), tx.query(&claim, &claim_args))?;
+    let claimed = rows
         .iter()
         .map(|r| ClaimedRow {
             id: r.get(0),
@@ -348,87 +452,31 @@ pub async fn claim_batch(
             lease: r.get(8),
         })
         .collect();
-    if !leases.is_empty() {
-        let n = leases.len() as i64;
-        add_counts(tx, kind, job_id, shard_of(worker_id), [-n, n, 0, 0]).await?;
-        tx.execute(
-            &format!(
-                "UPDATE {} SET status = 'processing', started_at = COALESCE(started_at, now()), updated_at = now()
-                 WHERE id = $1 AND status = 'pending'",
-                t.jobs
-            ),
-            &[&job_id],
-        )
-        .await?;
-    }
-    leases.sort_by_key(|l| l.id);
-    Ok(leases)
+    Ok((written, claimed))
 }
 
-/// Writes a worker's outcomes in one statement, each only if that worker still holds
-/// the item under that lease: a worker declared dead, whose items went to another,
-/// writes nothing. Counters move in the worker's shard. Returns how many were written.
+/// Claims up to `want` items of a job for `worker_id` (a [`round`] with no outcomes).
+pub async fn claim_batch(
+    tx: &deadpool_postgres::Transaction<'_>,
+    kind: JobKind,
+    job_id: i64,
+    worker_id: i64,
+    want: usize,
+) -> Result<Vec<ClaimedRow>, AppError> {
+    Ok(round(tx, kind, job_id, worker_id, &[], want, 0).await?.1)
+}
+
+/// Writes a worker's outcomes (a [`round`] that claims nothing); returns how many were
+/// written.
 pub async fn finish_batch(
-    tx: &Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     kind: JobKind,
     job_id: i64,
     worker_id: i64,
     outcomes: &[Finished],
     burst: u32,
 ) -> Result<usize, AppError> {
-    if outcomes.is_empty() {
-        return Ok(0);
-    }
-    let t = tables(kind);
-    let ids: Vec<i64> = outcomes.iter().map(|o| o.item_id).collect();
-    let leases: Vec<i64> = outcomes.iter().map(|o| o.lease).collect();
-    let attempts: Vec<i32> = outcomes.iter().map(|o| o.attempts as i32).collect();
-    let statuses: Vec<&str> = outcomes
-        .iter()
-        .map(|o| match o.outcome {
-            Finish::Completed(_) => "completed",
-            Finish::Failed(_) => "failed",
-        })
-        .collect();
-    let results: Vec<Option<&str>> = outcomes
-        .iter()
-        .map(|o| match &o.outcome {
-            Finish::Completed(v) => Some(v.as_str()),
-            Finish::Failed(_) => None,
-        })
-        .collect();
-    let errors: Vec<Option<&str>> = outcomes
-        .iter()
-        .map(|o| match &o.outcome {
-            Finish::Completed(_) => None,
-            Finish::Failed(e) => Some(e.as_str()),
-        })
-        .collect();
-    let written = tx
-        .query(
-            &format!(
-                "UPDATE {items} AS i SET status = r.status, result = r.result, error = r.error,
-                     attempts = i.attempts + r.attempts, finished_at = now(), worker_id = NULL
-                 FROM UNNEST($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::text[], $8::text[])
-                     AS r(id, lease, attempts, status, result, error)
-                 WHERE i.id = r.id AND i.job_id = $1 AND i.status = 'processing'
-                   AND i.worker_id = $2 AND i.lease = r.lease
-                 RETURNING i.id, i.status",
-                items = t.items
-            ),
-            &[&job_id, &worker_id, &ids, &leases, &attempts, &statuses, &results, &errors],
-        )
-        .await?;
-    let completed = written.iter().filter(|r| r.get::<_, &str>(1) == "completed").count() as i64;
-    let failed = written.len() as i64 - completed;
-    add_counts(tx, kind, job_id, shard_of(worker_id), [0, -(completed + failed), completed, failed]).await?;
-    let kept: std::collections::HashSet<i64> = written.iter().map(|r| r.get(0)).collect();
-    let mut streak = Streak::default();
-    for o in outcomes.iter().filter(|o| kept.contains(&o.item_id)) {
-        streak.add(&o.outcome);
-    }
-    error_burst(tx, kind, job_id, &streak, burst).await?;
-    Ok(written.len())
+    Ok(round(tx, kind, job_id, worker_id, outcomes, 0, burst).await?.0)
 }
 
 /// Moves the job's count of items failed in a row by a written batch, and pauses the

@@ -11,7 +11,13 @@ use super::{add_event, change_job, put_back, read_job, PgStore};
 use crate::model::{EventAction, JobKind, JobStatus, Source};
 use crate::server::error::AppError;
 use crate::server::store::rules;
-use crate::server::store::types::{ClaimedRow, Finished, Flags, Outgoing, Settled, Starter, Turn};
+use crate::server::store::types::{Finished, Flags, Outgoing, Settled, Starter, Turn};
+
+/// Rounds of claims one turn may make in a single transaction (see [`PgStore::turn`]).
+pub const TURN_ROUNDS: usize = 64;
+/// After this long, a turn ends with the round in progress: what holds the job's row
+/// (a pause, another worker's claim) waits at most about this long.
+pub const TURN_TIME: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl PgStore {
     pub async fn live_jobs(&self) -> Result<Vec<(JobKind, i64)>, AppError> {
@@ -60,10 +66,24 @@ impl PgStore {
         finished: Vec<Finished>,
         burst: u32,
     ) -> Result<(), AppError> {
-        self.finish_and_claim(kind, id, &finished, 0, burst).await.map(drop)
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let stored = sql::finish_batch(&tx, kind, id, self.worker_id, &finished, burst).await?;
+        tx.commit().await?;
+        if stored > 0 {
+            self.complete_after(&c, kind, id).await?;
+        }
+        Ok(())
     }
 
-    /// A turn is one round: the results stored and the claim made in one transaction.
+    /// A turn stores `finished` and claims up to `want` items in one transaction and
+    /// hands them to `starter`. While the starter finishes items at once (a step that
+    /// needs nothing outside the item), their results are stored and as many items
+    /// claimed again in the same transaction, up to [`TURN_ROUNDS`] rounds or
+    /// [`TURN_TIME`]: one commit then carries many rounds of the window. Each round
+    /// holds the job's row, so a pause or cancel committed by another process waits
+    /// for the turn's commit at most [`TURN_TIME`] and is seen by the next claim; items
+    /// finished inside the transaction are never seen in flight by anyone else.
     pub async fn turn<S: Starter>(
         &self,
         kind: JobKind,
@@ -73,9 +93,31 @@ impl PgStore {
         burst: u32,
         mut starter: S,
     ) -> Result<Turn<S>, AppError> {
-        let claimed = self.finish_and_claim(kind, id, &finished, want, burst).await?;
-        let exhausted = claimed.len() < want;
-        let (unstored, _) = starter.start(claimed);
+        let began = std::time::Instant::now();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let mut store_now: &[Finished] = &finished;
+        let mut done;
+        let (mut want, mut round, mut stored) = (want, 0, 0);
+        let (unstored, exhausted) = loop {
+            round += 1;
+            let (written, claimed) = sql::round(&tx, kind, id, self.worker_id, store_now, want, burst).await?;
+            stored += written;
+            if want == 0 {
+                break (Vec::new(), false);
+            }
+            let exhausted = claimed.len() < want;
+            (done, want) = starter.start(claimed);
+            let again = round < TURN_ROUNDS && !exhausted && !done.is_empty() && began.elapsed() < TURN_TIME;
+            if !again {
+                break (done, exhausted);
+            }
+            store_now = &done;
+        };
+        tx.commit().await?;
+        if stored > 0 && exhausted {
+            self.complete_after(&c, kind, id).await?;
+        }
         Ok(Turn { starter, unstored, exhausted })
     }
 
@@ -85,29 +127,15 @@ impl PgStore {
         Ok(0)
     }
 
-    async fn finish_and_claim(
-        &self,
-        kind: JobKind,
-        id: i64,
-        finished: &[Finished],
-        want: usize,
-        burst: u32,
-    ) -> Result<Vec<ClaimedRow>, AppError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        sql::finish_batch(&tx, kind, id, self.worker_id, finished, burst).await?;
-        let claimed = if want > 0 { sql::claim_batch(&tx, kind, id, self.worker_id, want).await? } else { Vec::new() };
-        tx.commit().await?;
-        if !finished.is_empty() && claimed.len() < want {
-            // Possibly the last results. Read after this commit, the sums show nothing
-            // left to whichever of several workers finishing at once commits last; only
-            // then is the job row locked to complete it (see `complete_if_done`).
-            let left = sql::counts(&**c, kind, id).await?;
-            if left.pending == 0 && left.processing == 0 {
-                self.complete_if_done(kind, id).await?;
-            }
+    /// Possibly a job's last results were just committed. Read after that commit, the
+    /// sums show nothing left to whichever of several workers finishing at once commits
+    /// last; only then is the job row locked to complete it (see `complete_if_done`).
+    async fn complete_after(&self, c: &deadpool_postgres::Object, kind: JobKind, id: i64) -> Result<(), AppError> {
+        let left = sql::counts(&***c, kind, id).await?;
+        if left.pending == 0 && left.processing == 0 {
+            self.complete_if_done(kind, id).await?;
         }
-        Ok(claimed)
+        Ok(())
     }
 
     pub async fn release_held(&self, kind: JobKind, id: i64) -> Result<usize, AppError> {
