@@ -335,7 +335,7 @@ async fn an_import_whose_importer_is_gone_becomes_a_delete() {
 /// chunk with one bad row (here: a job that does not exist) leaves no row at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_copied_in_read_back_whole_and_a_bad_chunk_leaves_nothing() {
-    let Some(s) = Schema::new(false).await else { return };
+    let Some(s) = Schema::new(true).await else { return };
     let mut written = items(3000);
     for (i, it) in written.iter_mut().enumerate() {
         it.website = (i % 3 == 0).then(|| format!("https://e{i}.example/\tpath\\n"));
