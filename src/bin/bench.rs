@@ -274,6 +274,21 @@ async fn engine(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
     ));
 }
 
+/// Items a second of a name-only preprocessing job of `rows` rows at concurrency 8.
+async fn name_job_rate(server: &Server, file: &Path, rows: usize) -> f64 {
+    let (job, _) = server.upload("/api/preprocess/jobs", file, 8).await;
+    let path = format!("/api/preprocess/jobs/{}", job["id"].as_i64().unwrap());
+    let start = Instant::now();
+    loop {
+        let (job, _) = server.timed(reqwest::Method::GET, &path).await;
+        if job["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    rows as f64 / start.elapsed().as_secs_f64()
+}
+
 /// The same name-only job, concurrency 8, on PostgreSQL (a fresh schema of the database
 /// at `JOBDECK_BENCH_DATABASE_URL`, default the local test database) and on SQLite, one
 /// after the other in this run. Left out, with a line saying so, when no server answers.
@@ -294,28 +309,13 @@ async fn pg_engine(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
     let rows = o.rows.min(200_000);
     let file = dir.join("pg-names.csv");
     write_csv(&file, "company", rows, |i| format!("Company {i}"));
-    let run = |server: Server| {
-        let file = file.clone();
-        async move {
-            let (job, _) = server.upload("/api/preprocess/jobs", &file, 8).await;
-            let path = format!("/api/preprocess/jobs/{}", job["id"].as_i64().unwrap());
-            let start = Instant::now();
-            loop {
-                let (job, _) = server.timed(reqwest::Method::GET, &path).await;
-                if job["status"] == "completed" {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            rows as f64 / start.elapsed().as_secs_f64()
-        }
-    };
     let pg_dir = dir.join("pg");
     std::fs::create_dir_all(&pg_dir).unwrap();
-    let on_pg = run(start_server_on(&pg_dir, Some((&url, &schema)), |_| {}).await).await;
+    let pg_server = start_server_on(&pg_dir, Some((&url, &schema)), |_| {}).await;
+    let on_pg = name_job_rate(&pg_server, &file, rows).await;
     let lite_dir = dir.join("sqlite");
     std::fs::create_dir_all(&lite_dir).unwrap();
-    let on_sqlite = run(start_server(&lite_dir, |_| {}).await).await;
+    let on_sqlite = name_job_rate(&start_server(&lite_dir, |_| {}).await, &file, rows).await;
     out.push(
         Figure::new(
             format!("PostgreSQL engine: items/s, instant step, {rows} rows, concurrency 8"),
@@ -325,6 +325,30 @@ async fn pg_engine(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
         )
         .against("the same job on SQLite, same run", on_sqlite),
     );
+
+    // An import of `rows` rows and three columns, against psql's `\copy` of the file.
+    let import_file = dir.join("pg-import.csv");
+    write_csv(&import_file, "company,website,notes", o.rows, |i| format!("Company {i},https://c{i}.example,note {i}"));
+    let (_, took) = pg_server.upload("/api/process", &import_file, 8).await;
+    admin
+        .batch_execute(&format!("CREATE TABLE {schema}.copied (company text, website text, notes text)"))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let copied = Command::new("psql")
+        .arg(&url)
+        .arg("-qc")
+        .arg(format!("\\copy {schema}.copied FROM '{}' CSV HEADER", import_file.display()))
+        .status()
+        .is_ok_and(|s| s.success());
+    let reference = start.elapsed().as_secs_f64();
+    let figure = Figure::new(
+        format!("PostgreSQL import: REST upload of {} rows (3 columns) to 201", o.rows),
+        took.as_secs_f64(),
+        "s",
+        "<= 1.5x psql \\copy",
+    );
+    out.push(if copied { figure.against("psql \\copy of the same file", reference) } else { figure });
     let _ = admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await;
 }
 
