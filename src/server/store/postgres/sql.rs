@@ -274,9 +274,11 @@ pub async fn notify_control(c: &impl GenericClient, kind: JobKind, job_id: i64) 
 
 /// The statements of a turn's round on one kind of job, built once.
 struct RoundSql {
-    /// Takes the job's row for the rest of the transaction if it may run: claims on a
-    /// job take turns on it, so the claim after it reads the in-flight count with every
-    /// other worker's claims committed.
+    /// Takes the job's row for the rest of the transaction, whatever its state: claims
+    /// on a job take turns on it, so the claim after it, whose snapshot is taken once
+    /// the row is held, reads the job's state and in-flight count with every other
+    /// worker's claims and every control action committed. (Locking only a runnable
+    /// row would let a claim run unlocked when a resume commits between the two.)
     lock: String,
     /// Claims up to `$3` pending items within the job's concurrency over all workers,
     /// moves the counters in shard `$4` and marks the job started, in one statement.
@@ -297,7 +299,7 @@ impl RoundSql {
         };
         let runnable = "status IN ('pending', 'processing') AND paused = 0 AND hidden IS NULL";
         Self {
-            lock: format!("SELECT 1 FROM {jobs} WHERE id = $1 AND {runnable} FOR NO KEY UPDATE"),
+            lock: format!("SELECT 1 FROM {jobs} WHERE id = $1 FOR NO KEY UPDATE"),
             claim: format!(
                 "WITH job AS (SELECT concurrency FROM {jobs} WHERE id = $1 AND {runnable}),
                  picked AS (

@@ -158,6 +158,12 @@ impl PgStore {
     ) -> Result<bool, AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        // The job's row first, as a turn takes it, then the item and its counter shard:
+        // the same order as every turn, so the two never wait on each other.
+        let was_paused = tx
+            .query_opt(&format!("SELECT paused FROM {} WHERE id = $1 FOR NO KEY UPDATE", tables(kind).jobs), &[&id])
+            .await?
+            .is_some_and(|r| r.get::<_, i32>(0) != 0);
         put_back(&*tx, kind, id, Some(self.worker_id), Some(item_id), self.shard()).await?;
         // A pause with a resume time is a rate limit's own; a person's is never taken
         // over; a second rate limit keeps the later time.
@@ -165,10 +171,6 @@ impl PgStore {
                        resume_at = CASE WHEN paused = 1 AND resume_at > $3 THEN resume_at ELSE $3 END
                    WHERE id = $1 AND status IN ('pending', 'processing') AND hidden IS NULL
                      AND (paused = 0 OR resume_at IS NOT NULL)";
-        let was_paused = tx
-            .query_opt(&format!("SELECT paused FROM {} WHERE id = $1 FOR NO KEY UPDATE", tables(kind).jobs), &[&id])
-            .await?
-            .is_some_and(|r| r.get::<_, i32>(0) != 0);
         let changed = change_job(&tx, kind, id, sql, &[&id, &reason, &resume_at]).await?;
         // Only the pause itself is logged and notified; later 429s move the time.
         if changed && !was_paused {
