@@ -282,6 +282,9 @@ struct RoundSql {
     lock: String,
     /// Claims up to `$3` pending items within the job's concurrency over all workers,
     /// moves the counters in shard `$4` and marks the job started, in one statement.
+    /// The picked ids are handed to the update as an array: joined as a table, whose
+    /// size the planner cannot know from a computed LIMIT, they made it hash the whole
+    /// items table on every claim (15 ms at 50,000 items).
     claim: String,
     /// Writes outcomes fenced by their leases and moves the counters in shard `$9`.
     finish: String,
@@ -310,7 +313,7 @@ impl RoundSql {
                  claimed AS (
                      UPDATE {items} AS i SET status = 'processing', worker_id = $2, lease = i.lease + 1,
                          started_at = now()
-                     FROM picked WHERE i.id = picked.id
+                     WHERE i.id = ANY(ARRAY(SELECT id FROM picked))
                      RETURNING i.id, i.line, i.name, i.website, i.domain, i.input, {extra}, i.lease),
                  counted AS (
                      INSERT INTO {counts} AS c (job_id, shard, pending, processing, completed, failed)
