@@ -44,7 +44,7 @@ async fn job(s: &Schema, n: usize, concurrency: u32) -> i64 {
     };
     let id = sql::insert_job(&tx, &new_job, None).await.unwrap();
     for chunk in items(n).chunks(1000) {
-        sql::insert_items(&*tx, JobKind::Preprocess, id, chunk).await.unwrap();
+        sql::insert_items(&tx, JobKind::Preprocess, id, chunk).await.unwrap();
     }
     sql::reveal_job(&*tx, JobKind::Preprocess, id, n as i64).await.unwrap();
     tx.commit().await.unwrap();
