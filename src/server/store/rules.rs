@@ -162,3 +162,32 @@ pub fn like_pattern(search: &str) -> String {
     p.push('%');
     p
 }
+
+/// Whether a runner's turn claims again in the transaction it is in, after round
+/// `round` of at most `max_rounds`: only while its claims found all they asked for and
+/// some of them finished at once (their places are free again), and while the store
+/// has nothing better to do with its transaction (`store_allows`: on SQLite no other
+/// write waits for the writer, on PostgreSQL the turn is still within its time).
+pub fn another_round(
+    round: usize,
+    max_rounds: usize,
+    exhausted: bool,
+    finished_at_once: usize,
+    store_allows: bool,
+) -> bool {
+    round < max_rounds && !exhausted && finished_at_once > 0 && store_allows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::another_round;
+
+    #[test]
+    fn a_turn_claims_again_only_while_every_condition_holds() {
+        assert!(another_round(1, 4, false, 8, true));
+        assert!(!another_round(4, 4, false, 8, true), "the last round");
+        assert!(!another_round(1, 4, true, 8, true), "nothing left to claim");
+        assert!(!another_round(1, 4, false, 0, true), "nothing finished at once: no slot is free");
+        assert!(!another_round(1, 4, false, 8, false), "the store needs its transaction back");
+    }
+}

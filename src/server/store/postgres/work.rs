@@ -86,8 +86,8 @@ impl PgStore {
     /// [`TURN_TIME`]: one commit then carries many rounds of the window. Each round
     /// holds the job's row, so a pause or cancel from another process waits for the
     /// turn's commit (about [`TURN_TIME`] and the round in progress) and is seen by the
-    /// next claim; items
-    /// finished inside the transaction are never seen in flight by anyone else.
+    /// next claim; items finished inside the transaction are never seen in flight by
+    /// anyone else.
     pub async fn turn<S: Starter>(
         &self,
         kind: JobKind,
@@ -112,7 +112,7 @@ impl PgStore {
             }
             let exhausted = claimed.len() < want;
             (done, want) = starter.start(claimed);
-            let again = round < TURN_ROUNDS && !exhausted && !done.is_empty() && began.elapsed() < TURN_TIME;
+            let again = rules::another_round(round, TURN_ROUNDS, exhausted, done.len(), began.elapsed() < TURN_TIME);
             if !again {
                 break (done, exhausted);
             }

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use self::db::Db;
 use crate::model::{EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobsPage, Source};
 use crate::server::error::AppError;
+use crate::server::store::rules;
 use crate::server::store::types::{
     Change, CleanRow, Finished, Flags, Hidden, JobColumns, NewItem, NewJob, NodeHooks, NodeRole, Outgoing, Rule,
     Settled, Starter, Turn, CHUNK_ROWS,
@@ -295,10 +296,8 @@ impl SqliteStore {
                     let claimed = items::claim_batch(tx, kind, id, want)?;
                     let exhausted = claimed.len() < want;
                     (done, want) = starter.start(claimed);
-                    let again = round < TURN_ROUNDS
-                        && !exhausted
-                        && !done.is_empty()
-                        && waiting.load(std::sync::atomic::Ordering::Relaxed) == 0;
+                    let free = waiting.load(std::sync::atomic::Ordering::Relaxed) == 0;
+                    let again = rules::another_round(round, TURN_ROUNDS, exhausted, done.len(), free);
                     if !again {
                         return Ok(Turn { starter, unstored: done, exhausted });
                     }
