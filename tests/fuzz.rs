@@ -5,15 +5,18 @@
 
 use jobdeck::model::JobKind;
 use jobdeck::server::error::AppError;
-use jobdeck::server::import::{self, Limits, Upload};
+use jobdeck::server::import::{self, Limits};
 use jobdeck::server::rows::ColumnMap;
 use jobdeck::server::rows::{domain_from, normalize};
 use proptest::prelude::*;
 
 const LIMITS: Limits = Limits { max_bytes: 64 * 1024, max_rows: 500, default_concurrency: 5 };
 
-fn upload(bytes: Vec<u8>) -> Upload {
-    Upload { filename: "fuzz.csv".into(), name: None, concurrency: None, bytes: bytes.into() }
+/// Reads a whole file as an upload is read, in one piece.
+fn parse(kind: JobKind, bytes: Vec<u8>) -> Result<(), AppError> {
+    let (columns, items) = import::parse_whole(kind, bytes.into(), LIMITS)?;
+    assert!(!columns.is_empty() && !items.is_empty(), "an accepted file has columns and rows");
+    Ok(())
 }
 
 /// A refusal is always a 400 or a 413 with a message, never anything else.
@@ -39,7 +42,7 @@ proptest! {
     #[test]
     fn any_bytes_are_imported_or_refused_with_a_message(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         for kind in JobKind::ALL {
-            if let Err(e) = import::check(kind, &upload(bytes.clone()), LIMITS) {
+            if let Err(e) = parse(kind, bytes.clone()) {
                 prop_assert!(refused_cleanly(&e), "{e:?}");
             }
         }
@@ -48,7 +51,7 @@ proptest! {
     #[test]
     fn csv_like_text_is_imported_or_refused_with_a_message(bytes in csv_like()) {
         for kind in JobKind::ALL {
-            match import::check(kind, &upload(bytes.clone()), LIMITS) {
+            match parse(kind, bytes.clone()) {
                 Ok(_) => {}
                 Err(e) => prop_assert!(refused_cleanly(&e), "{e:?}"),
             }

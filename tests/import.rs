@@ -162,3 +162,60 @@ async fn size_and_row_limits_answer_413_and_change_nothing() {
     let job = service.create_job(JobKind::Research, up(b"Company\na\nb\nc\n")).await.unwrap();
     assert_eq!(job.total, 3);
 }
+
+/// A file is read as it arrives and written a chunk at a time: a bad row far into it,
+/// after many chunks went in, still leaves nothing, by the time the error is answered.
+#[tokio::test]
+async fn a_bad_row_far_into_a_long_file_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let service = paused_service(dir.path()).await;
+    let good = 23_456;
+    for kind in JobKind::ALL {
+        let mut file = String::from("Company,Website\n");
+        for i in 0..good {
+            file.push_str(&format!("Company {i},https://c{i}.example\n"));
+        }
+        file.push_str("Acme,acme.com,surplus\n");
+        let err = service.create_job(kind, up(file.as_bytes())).await.unwrap_err();
+        let line = good + 2;
+        assert_eq!(err.to_string(), format!("line {line}: the row has 3 fields but the header has 2"));
+        assert_eq!(table_rows(&db), [0, 0, 0, 0], "{kind:?} left rows behind");
+    }
+    // A quote that never closes is known only at the end of the file.
+    let mut file = String::from("Company,Notes\n");
+    for i in 0..good {
+        file.push_str(&format!("Company {i},x\n"));
+    }
+    file.push_str("Last,\"open\nand more\n");
+    let err = service.create_job(JobKind::Research, up(file.as_bytes())).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("line {}: a quoted field is never closed", good + 2));
+    assert_eq!(table_rows(&db), [0, 0, 0, 0]);
+    // Past the row limit, however far in, is a 413 that leaves nothing.
+    let mut config = test_config(dir.path());
+    config.server.db = dir.path().join("limit.sqlite3");
+    config.server.max_rows = 12_000;
+    let limited = state(config).service;
+    let err = limited.create_job(JobKind::Preprocess, up(file.as_bytes())).await.unwrap_err();
+    assert_eq!(err.status_code(), 413, "{err}");
+    assert_eq!(table_rows(&dir.path().join("limit.sqlite3")), [0, 0, 0, 0]);
+}
+
+/// A row that runs on without end (a quote never closed in a huge file) is refused at
+/// a fixed length, naming where the quote opened, instead of being held whole.
+#[tokio::test]
+async fn a_row_without_end_is_refused_at_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("jobdeck.sqlite3");
+    let mut config = test_config(dir.path());
+    config.server.max_upload_bytes = 16 * 1024 * 1024;
+    let service = state(config).service;
+    let mut file = String::from("Company,Notes\nAcme,\"opens here\n");
+    file.push_str(&"more text, never closed\n".repeat(250_000));
+    let err = service.create_job(JobKind::Research, up(file.as_bytes())).await.unwrap_err();
+    assert_eq!(err.status_code(), 400);
+    let text = err.to_string();
+    assert!(text.starts_with("line 2: the row is longer than 4 MiB"), "{text}");
+    assert!(text.contains("opened on line 2"), "{text}");
+    assert_eq!(table_rows(&db), [0, 0, 0, 0]);
+}

@@ -743,3 +743,65 @@ async fn the_dashboard_renders_while_other_routers_are_built() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     builder.join().unwrap();
 }
+
+/// A form's fields may come in any order: a name and concurrency sent after the file
+/// still set the job's; the UI form's kind must come before its file.
+#[tokio::test]
+async fn settings_sent_after_the_file_still_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = jobdeck::server::app(state(test_config(dir.path())));
+    let mut body = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"late.csv\"\r\n\r\nCompany\nAcme\nGlobex\n\r\n"
+    );
+    for (name, value) in [("name", "Named after the file"), ("concurrency", "7")] {
+        body.push_str(&format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"));
+    }
+    body.push_str(&format!("--{BOUNDARY}--\r\n"));
+    let req = Request::post("/api/preprocess/jobs")
+        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(Body::from(body.clone()))
+        .unwrap();
+    let (status, bytes, _) = send(&app, req).await;
+    assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&bytes));
+    let job: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(
+        (job["name"].as_str(), job["concurrency"].as_i64(), job["total"].as_i64()),
+        (Some("Named after the file"), Some(7), Some(2))
+    );
+
+    // A bad setting after the file refuses the whole upload and leaves no job.
+    let bad = body.replace("\r\n7\r\n", "\r\n70\r\n");
+    let req = Request::post("/api/process")
+        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(Body::from(bad))
+        .unwrap();
+    let (status, bytes, _) = send(&app, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&bytes).contains("concurrency must be between 1 and 64"));
+    let (_, jobs) = json(&app, "GET", "/api/process").await;
+    assert_eq!(jobs, serde_json::json!([]));
+}
+
+/// An upload whose body breaks off half-way (the client went away) leaves nothing.
+#[tokio::test]
+async fn an_upload_that_breaks_off_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = jobdeck::server::app(state(test_config(dir.path())));
+    let head =
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.csv\"\r\n\r\nCompany\n");
+    let rows: String = (0..20_000).map(|i| format!("Company {i}\n")).collect();
+    let pieces: Vec<Result<String, std::io::Error>> =
+        vec![Ok(head), Ok(rows), Err(std::io::Error::other("the client went away"))];
+    let req = Request::post("/api/process")
+        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(Body::from_stream(futures::stream::iter(pieces)))
+        .unwrap();
+    let (status, _, _) = send(&app, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, jobs) = json(&app, "GET", "/api/process").await;
+    assert_eq!(jobs, serde_json::json!([]));
+    let conn = rusqlite::Connection::open(dir.path().join("jobdeck.sqlite3")).unwrap();
+    let rows: i64 = conn.query_row("SELECT COUNT(*) FROM accounts", [], |r| r.get(0)).unwrap();
+    let jobs: i64 = conn.query_row("SELECT COUNT(*) FROM processing_jobs", [], |r| r.get(0)).unwrap();
+    assert_eq!((rows, jobs), (0, 0));
+}

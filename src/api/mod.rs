@@ -133,17 +133,13 @@ pub async fn control_job(kind: JobKind, id: i64, action: JobAction) -> Result<Op
 /// `name`, `concurrency`. Read by the same bounded reader as the REST upload.
 #[server(endpoint = "upload_job", input = MultipartFormData)]
 pub async fn upload_job(data: MultipartData) -> Result<Job, ServerFnError> {
-    use crate::server::error::AppError;
-    use crate::server::upload::read_upload;
+    use crate::server::upload::import_upload;
 
     let state = ssr::state()?;
     let form = data.into_inner().ok_or_else(|| ServerFnError::new("the upload could not be read"))?;
-    let form = read_upload(form, state.config.server.max_upload_bytes).await.map_err(ssr::fail)?;
-    if !form.has_file {
-        return Err(ssr::fail(AppError::BadInput("choose a CSV file to upload".into())));
-    }
-    let kind = form.kind.unwrap_or(JobKind::Research);
-    state.service.by(crate::model::Source::Ui).create_job(kind, form.upload).await.map_err(ssr::fail)
+    let service = state.service.by(crate::model::Source::Ui);
+    let max_bytes = state.config.server.max_upload_bytes;
+    import_upload(&service, None, form, max_bytes, "choose a CSV file to upload").await.map_err(ssr::fail)
 }
 
 /// Starts full research of a completed preprocessing job's clean rows.

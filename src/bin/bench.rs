@@ -119,21 +119,44 @@ async fn start_server_on(dir: &Path, pg: Option<(&str, &str)>, tune: impl FnOnce
 }
 
 impl Server {
+    /// Uploads `file` as `curl -F` would, read from disk while it is sent, and times
+    /// the answer.
     async fn upload(&self, root: &str, file: &Path, concurrency: u32) -> (Value, Duration) {
+        use std::io::Read;
         let boundary = "jobdeck-bench-boundary";
-        let mut body = format!(
+        let head = format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"concurrency\"\r\n\r\n{concurrency}\r\n\
              --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bench.csv\"\r\n\r\n"
-        )
-        .into_bytes();
-        body.extend(tokio::fs::read(file).await.unwrap());
-        body.extend(format!("\r\n--{boundary}--\r\n").bytes());
+        );
+        let tail = format!("\r\n--{boundary}--\r\n");
+        let size = head.len() as u64 + std::fs::metadata(file).unwrap().len() + tail.len() as u64;
+        // Read a piece at a time as the body goes out (from the page cache: quick).
+        let opened = std::fs::File::open(file).unwrap();
+        let pieces =
+            futures::stream::unfold((Some(head), Some(opened), Some(tail)), |(head, opened, tail)| async move {
+                if let Some(head) = head {
+                    return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(head)), (None, opened, tail)));
+                }
+                if let Some(mut f) = opened {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    match f.read(&mut buf) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            buf.truncate(n);
+                            return Some((Ok(bytes::Bytes::from(buf)), (None, Some(f), tail)));
+                        }
+                        Err(e) => return Some((Err(e), (None, None, None))),
+                    }
+                }
+                tail.map(|t| (Ok(bytes::Bytes::from(t)), (None, None, None)))
+            });
         let start = Instant::now();
         let res = self
             .client
             .post(format!("{}{root}", self.base))
             .header("content-type", format!("multipart/form-data; boundary={boundary}"))
-            .body(body)
+            .header("content-length", size)
+            .body(reqwest::Body::wrap_stream(pieces))
             .send()
             .await
             .unwrap();
@@ -155,11 +178,14 @@ impl Server {
 }
 
 fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// A field of `/proc/self/status` in KiB (`VmRSS:`, `VmHWM:`).
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
         .unwrap_or(0)
 }
 
@@ -601,9 +627,24 @@ async fn import_and_delete(o: &Options, dir: &Path, out: &mut Vec<Figure>, want_
         format!("Company {i:07} Ltd,https://www.company-{i:07}.example/,Springfield,customer since 2019")
     });
     let size = std::fs::metadata(&file).unwrap().len();
+    // The process's peak memory counts from here (writing 5 resets it).
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let before = rss_kib();
     let (job, took) = server.upload("/api/process", &file, 1).await;
+    let peak = status_kib("VmHWM:");
     let id = job["id"].as_i64().unwrap();
     server.timed(reqwest::Method::POST, &format!("/api/process/{id}/pause")).await;
+    if reset {
+        out.push(
+            Figure::new(
+                format!("import: peak memory of the process while {} rows are uploaded and imported", o.rows),
+                peak as f64 / 1024.0,
+                "MiB",
+                "< 120 MiB, flat in the file's size",
+            )
+            .against("its memory before the upload", before as f64 / 1024.0),
+        );
+    }
     let reference = sqlite_import(dir, &file);
     let mut figure = Figure::new(
         format!("import: REST upload of {} rows, {:.0} MB, to 201", o.rows, size as f64 / 1e6),
@@ -615,15 +656,34 @@ async fn import_and_delete(o: &Options, dir: &Path, out: &mut Vec<Figure>, want_
         figure = figure.against("sqlite3 shell .import of the same file", r);
     }
     out.push(figure);
+    // The same file as a preprocessing job: each row cleaned and keyed, duplicates linked.
+    let (pre, took) = server.upload("/api/preprocess/jobs", &file, 1).await;
+    server.timed(reqwest::Method::POST, &format!("/api/preprocess/jobs/{}/pause", pre["id"])).await;
+    let mut figure = Figure::new(
+        "import: REST upload of the same file as preprocessing, to 201",
+        took.as_secs_f64(),
+        "s",
+        "<= 1.5x .import",
+    );
+    if let Some(r) = reference {
+        figure = figure.against("sqlite3 shell .import of the same file", r);
+    }
+    out.push(figure);
     // What of it is reading and checking the CSV, with no database: the part before
     // the first insert.
     let bytes = bytes::Bytes::from(std::fs::read(&file).unwrap());
-    let upload = server::import::Upload { filename: "accounts.csv".into(), name: None, concurrency: None, bytes };
-    let limits = server::import::Limits { max_bytes: usize::MAX, max_rows: usize::MAX, default_concurrency: 1 };
     let start = Instant::now();
-    let checked = server::import::check(jobdeck::model::JobKind::Research, &upload, limits).unwrap();
-    out.push(Figure::new("import: of that, checking the file (no database)", start.elapsed().as_secs_f64(), "s", ""));
-    drop(checked);
+    let feed = server::import::Feed::new(std::iter::once(Ok(bytes)), usize::MAX);
+    let mut items = 0usize;
+    server::import::parse(jobdeck::model::JobKind::Research, feed, usize::MAX, |parsed| {
+        if let server::import::Parsed::Items(chunk) = parsed {
+            items += chunk.len();
+        }
+        true
+    })
+    .unwrap();
+    assert_eq!(items, o.rows);
+    out.push(Figure::new("import: of that, reading the file (no database)", start.elapsed().as_secs_f64(), "s", ""));
     // The whole job back out as CSV, page by page on the server.
     let start = Instant::now();
     let res = server.client.get(format!("{}/api/process/{id}/export", server.base)).send().await.unwrap();

@@ -34,6 +34,21 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// The same answer for a second listener: the message and status kept, a database
+    /// error as its detail.
+    pub fn same(&self) -> Self {
+        match self {
+            Self::BadInput(m) => Self::BadInput(m.clone()),
+            Self::TooLarge(m) => Self::TooLarge(m.clone()),
+            Self::WrongMediaType(m) => Self::WrongMediaType(m.clone()),
+            Self::NotFound { kind, id } => Self::NotFound { kind, id: id.clone() },
+            Self::AlreadyTerminal(word) => Self::AlreadyTerminal(word),
+            Self::StillProcessing => Self::StillProcessing,
+            Self::WrongState(m) => Self::WrongState(m.clone()),
+            Self::Db(_) | Self::Pg(_) | Self::Internal(_) => Self::Internal(self.detail()),
+        }
+    }
+
     pub fn status_code(&self) -> StatusCode {
         match self {
             Self::BadInput(_) => StatusCode::BAD_REQUEST,

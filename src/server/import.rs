@@ -1,21 +1,35 @@
-//! Reading an uploaded CSV into a job and its items (SPEC section 6). The whole file
-//! is checked before anything is written, so a bad file leaves nothing behind; then
-//! its items are inserted in chunks (see `Service::create_job`).
+//! Reading an uploaded CSV into a job and its items (SPEC section 6), as it arrives.
+//! The bytes stream through a [`Feed`] into the CSV reader on a blocking thread; rows
+//! are checked one by one and handed on in chunks, so memory stays flat whatever the
+//! file's size. Nothing is written until the first chunk is whole: a small bad file
+//! never touches the database, and a large one that turns out bad later is removed
+//! before its error is answered (see `Service::start_import`).
 
-use bytes::Bytes;
+use std::collections::VecDeque;
+use std::io::{self, Read};
+
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::AppError;
 use super::rows::{self, ColumnMap, ResearchFields};
-use super::store::types::{NewItem, NewJob, CHUNK_ROWS};
+use super::store::types::{NewItem, CHUNK_ROWS};
 use crate::model::{JobKind, MAX_CONCURRENCY, MAX_NAME_CHARS, MIN_CONCURRENCY};
 
-/// An upload as both the REST API and the UI hand it over.
+/// An upload held whole, as tests and scripts hand one to `Service::create_job`.
 #[derive(Debug, Clone)]
 pub struct Upload {
     pub filename: String,
     pub name: Option<String>,
     pub concurrency: Option<u32>,
     pub bytes: Bytes,
+}
+
+/// The settings of an upload form besides its file; either may come before or after
+/// the file.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub name: Option<String>,
+    pub concurrency: Option<u32>,
 }
 
 /// The limits an import enforces.
@@ -63,16 +77,12 @@ pub const MAX_COLUMNS: usize = 1000;
 /// The longest cell an upload may hold (64 KiB): names, websites and notes are far
 /// shorter; a longer cell is a broken file or an attack on every page that shows it.
 pub const MAX_CELL_BYTES: usize = 64 * 1024;
-
-/// An upload that passed every check: each row is known to import. Nothing has
-/// been written yet; [`Checked::chunks`] yields its items for insertion.
-pub struct Checked {
-    pub job: NewJob,
-    pub rows: usize,
-    data: Bytes,
-    delimiter: u8,
-    map: ColumnMap,
-}
+/// The longest row (4 MiB): many cells at their limit, and the bound on what one row
+/// holds in memory while it is read, even when a quote never closes.
+pub const MAX_ROW_BYTES: usize = 4 * 1024 * 1024;
+/// A chunk is handed on at [`CHUNK_ROWS`] rows or at this many bytes of input, so a
+/// file of wide rows does not make chunks that grow with the rows' width.
+const CHUNK_BYTES: usize = 2 * 1024 * 1024;
 
 /// Checks a job name given by a person: trimmed, at most [`MAX_NAME_CHARS`].
 pub fn check_name(name: &str) -> Result<String, AppError> {
@@ -101,215 +111,508 @@ pub fn cut_chars(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
-/// Checks everything about an upload that can be wrong — size, settings, encoding,
-/// header, quoting and every row — without touching the database, so a bad file
-/// never takes the writer.
-pub fn check(kind: JobKind, upload: &Upload, limits: Limits) -> Result<Checked, AppError> {
-    if upload.bytes.len() > limits.max_bytes {
-        return Err(AppError::TooLarge(format!(
-            "the file is {} bytes; the limit is {} bytes",
-            upload.bytes.len(),
-            limits.max_bytes
-        )));
+/// The name and concurrency a job gets from its form: the name given, or the file's
+/// stem; the concurrency given, or the default. Checked whenever they are known: before
+/// anything is written, and again once the whole form has been read.
+pub fn settle(filename: &str, settings: &Settings, limits: Limits) -> Result<(String, u32), AppError> {
+    let concurrency = check_concurrency(i64::from(settings.concurrency.unwrap_or(limits.default_concurrency)))?;
+    let given = check_name(settings.name.as_deref().unwrap_or(""))?;
+    if !given.is_empty() {
+        return Ok((given, concurrency));
     }
-    let concurrency = check_concurrency(i64::from(upload.concurrency.unwrap_or(limits.default_concurrency)))?;
-    let given_name = check_name(upload.name.as_deref().unwrap_or(""))?;
-    let bytes = &upload.bytes;
-    let data = if bytes.starts_with(b"\xEF\xBB\xBF") { bytes.slice(3..) } else { bytes.clone() };
-    if data.iter().all(|b| b.is_ascii_whitespace()) {
-        return Err(AppError::BadInput("the file is empty: a header row and at least one row are needed".into()));
+    let stem = filename.rsplit_once('.').map_or(filename, |(s, _)| s).trim();
+    let name = if stem.is_empty() { "Untitled job".to_string() } else { cut_chars(stem, MAX_NAME_CHARS) };
+    Ok((name, concurrency))
+}
+
+/// The file name kept with the job: cut to [`MAX_FILENAME_CHARS`], `upload.csv` when
+/// none was given.
+pub fn stored_filename(filename: &str) -> String {
+    match filename.trim() {
+        "" => "upload.csv".to_string(),
+        f => cut_chars(f, MAX_FILENAME_CHARS),
     }
-    if let Err(e) = std::str::from_utf8(&data) {
-        let line = 1 + data[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count();
-        return Err(AppError::BadInput(format!("line {line}: the file is not valid UTF-8 text")));
+}
+
+/// The line where a quoted field opens and never closes, watched as the bytes pass.
+/// Quotes count only at the start of a field, as in CSV; a stray `"` inside a plain
+/// field is just a character. It jumps from quote to quote (`memchr`) instead of
+/// looking at every byte, and counts lines only up to the quotes that open.
+#[derive(Debug, Clone)]
+pub struct QuoteScan {
+    delimiter: u8,
+    /// The line the next piece starts on.
+    line: i64,
+    /// Inside quotes: the line the open quote is on.
+    open: Option<i64>,
+    /// Outside quotes: whether a field starts here (only `\r`s since its start).
+    at_start: bool,
+    /// Inside quotes, the last piece ended on a `"`: a `"` next makes it `""`.
+    quote_at_end: bool,
+}
+
+impl QuoteScan {
+    pub fn new(delimiter: u8) -> Self {
+        Self { delimiter, line: 1, open: None, at_start: true, quote_at_end: false }
     }
-    let delimiter = detect_delimiter(&data);
-    if let Some(line) = unclosed_quote(&data, delimiter) {
-        return Err(AppError::BadInput(format!("line {line}: a quoted field is never closed")));
+
+    /// Whether a field starts after `stretch`, which follows a point where one started
+    /// if `at_start`: only `\r`s may stand between a delimiter or line break and it.
+    fn starts_field(&self, stretch: &[u8], at_start: bool) -> bool {
+        match stretch.iter().rposition(|&b| b != b'\r') {
+            Some(i) => stretch[i] == b'\n' || stretch[i] == self.delimiter,
+            None => at_start,
+        }
     }
-    let mut reader = reader(&data, delimiter);
-    let header = reader.headers().map_err(|e| csv_error(&e))?;
+
+    /// Takes the next piece of the file.
+    pub fn feed(&mut self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let mut from = 0usize;
+        // Newlines before `counted` are in `line_there`.
+        let (mut counted, mut line_there) = (0usize, self.line);
+        if self.quote_at_end {
+            self.quote_at_end = false;
+            if data[0] == b'"' {
+                from = 1;
+            } else {
+                self.open = None;
+                self.at_start = false;
+            }
+        }
+        loop {
+            let Some(found) = memchr::memchr(b'"', &data[from..]) else {
+                if self.open.is_none() {
+                    self.at_start = self.starts_field(&data[from..], self.at_start);
+                }
+                break;
+            };
+            let quote = from + found;
+            if self.open.is_some() {
+                // Inside quotes: `""` is a quote character; a lone `"` closes the field.
+                match data.get(quote + 1) {
+                    Some(b'"') => from = quote + 2,
+                    Some(_) => {
+                        self.open = None;
+                        self.at_start = false;
+                        from = quote + 1;
+                    }
+                    None => {
+                        self.quote_at_end = true;
+                        break;
+                    }
+                }
+            } else if self.starts_field(&data[from..quote], self.at_start) {
+                line_there += memchr::memchr_iter(b'\n', &data[counted..quote]).count() as i64;
+                counted = quote;
+                self.open = Some(line_there);
+                from = quote + 1;
+            } else {
+                // A quote inside a plain field: the field goes on.
+                self.at_start = false;
+                from = quote + 1;
+            }
+        }
+        self.line += memchr::memchr_iter(b'\n', data).count() as i64;
+    }
+
+    /// The line of the quote that is open now, if one is; at the end of the file, the
+    /// quote that never closed.
+    pub fn open(&self) -> Option<i64> {
+        if self.quote_at_end {
+            None
+        } else {
+            self.open
+        }
+    }
+}
+
+/// The line where a quoted field opens and never closes in a whole file, if any.
+pub fn unclosed_quote(data: &[u8], delimiter: u8) -> Option<i64> {
+    let mut scan = QuoteScan::new(delimiter);
+    scan.feed(data);
+    scan.open()
+}
+
+/// The file's bytes as they arrive, read by the CSV reader: it strips a byte order
+/// mark, refuses a file over the size limit and a row over [`MAX_ROW_BYTES`], watches
+/// quotes, and keeps only the pieces that line counting still needs.
+pub struct Feed<I> {
+    source: I,
+    max_bytes: usize,
+    /// Pieces not yet handed to the reader, oldest first.
+    unread: VecDeque<Bytes>,
+    /// Pieces not yet counted past, oldest first; the first starts at `kept_from`.
+    kept: VecDeque<Bytes>,
+    kept_from: u64,
+    /// Bytes received (after the byte order mark) and handed to the reader.
+    received: u64,
+    handed: u64,
+    /// Every newline before byte `counted.0` is counted in `counted.1`.
+    counted: (u64, i64),
+    quotes: QuoteScan,
+    /// Where the row being read starts.
+    row_start: u64,
+    /// Whether any byte but white space came.
+    text: bool,
+    started: bool,
+    ended: bool,
+    failed: Option<AppError>,
+}
+
+impl<I: Iterator<Item = Result<Bytes, AppError>>> Feed<I> {
+    pub fn new(source: I, max_bytes: usize) -> Self {
+        Self {
+            source,
+            max_bytes,
+            unread: VecDeque::new(),
+            kept: VecDeque::new(),
+            kept_from: 0,
+            received: 0,
+            handed: 0,
+            counted: (0, 1),
+            quotes: QuoteScan::new(b','),
+            row_start: 0,
+            text: false,
+            started: false,
+            ended: false,
+            failed: None,
+        }
+    }
+
+    /// Takes the next piece from the source; `false` at its end.
+    fn pull(&mut self) -> Result<bool, AppError> {
+        if self.ended {
+            return Ok(false);
+        }
+        let piece = if self.started {
+            match self.source.next() {
+                Some(piece) => piece?,
+                None => {
+                    self.ended = true;
+                    return Ok(false);
+                }
+            }
+        } else {
+            // The first three bytes decide whether a byte order mark leads.
+            self.started = true;
+            let mut head = BytesMut::new();
+            while head.len() < 3 {
+                match self.source.next() {
+                    Some(piece) => head.extend_from_slice(&piece?),
+                    None => {
+                        self.ended = true;
+                        break;
+                    }
+                }
+            }
+            let mut head = head.freeze();
+            if head.starts_with(b"\xEF\xBB\xBF") {
+                head.advance(3);
+            }
+            head
+        };
+        if self.received + piece.len() as u64 > self.max_bytes as u64 {
+            return Err(AppError::TooLarge(format!("the file is larger than the limit of {} bytes", self.max_bytes)));
+        }
+        if !self.text {
+            self.text = piece.iter().any(|b| !b.is_ascii_whitespace());
+        }
+        self.quotes.feed(&piece);
+        self.received += piece.len() as u64;
+        if !piece.is_empty() {
+            self.kept.push_back(piece.clone());
+            self.unread.push_back(piece);
+        }
+        Ok(!self.ended || !self.unread.is_empty())
+    }
+
+    /// The start of the file, up to its first line break (or all of a file without
+    /// one, or [`MAX_ROW_BYTES`] of it), for finding the delimiter; it stays unread.
+    fn header_bytes(&mut self) -> Result<Vec<u8>, AppError> {
+        loop {
+            let has_break = self.unread.iter().any(|p| memchr::memchr(b'\n', p).is_some());
+            if has_break || self.received > MAX_ROW_BYTES as u64 || !self.pull()? {
+                break;
+            }
+        }
+        Ok(self.unread.iter().flat_map(|p| p.iter().copied()).collect())
+    }
+
+    /// The byte at `offset`, if it was received and is still kept.
+    fn byte_at(&self, offset: u64) -> Option<u8> {
+        let mut start = self.kept_from;
+        for piece in &self.kept {
+            let end = start + piece.len() as u64;
+            if offset < end {
+                return offset.checked_sub(start).map(|i| piece[i as usize]);
+            }
+            start = end;
+        }
+        None
+    }
+
+    /// The physical line a record starts on, given where the reader says it starts
+    /// (which can sit on the line break before it: CRLF, blank lines). Quoted line
+    /// breaks of earlier rows count too, as an editor shows them. Calls come in file
+    /// order; pieces counted past are let go.
+    fn line_of(&mut self, position: u64) -> i64 {
+        let mut byte = position;
+        while matches!(self.byte_at(byte), Some(b'\r' | b'\n')) {
+            byte += 1;
+        }
+        let (mut from, mut line) = self.counted;
+        while from < byte {
+            let Some(front) = self.kept.front() else { break };
+            let end = self.kept_from + front.len() as u64;
+            let upto = byte.min(end);
+            let slice = &front[(from - self.kept_from) as usize..(upto - self.kept_from) as usize];
+            line += memchr::memchr_iter(b'\n', slice).count() as i64;
+            from = upto;
+            if upto == end {
+                self.kept.pop_front();
+                self.kept_from = end;
+            }
+        }
+        self.counted = (from, line);
+        line
+    }
+
+    /// The error that stopped the feed, taken out once.
+    fn take_failure(&mut self) -> Option<AppError> {
+        self.failed.take()
+    }
+
+    fn fail(&mut self, e: AppError) -> io::Error {
+        let error = io::Error::other(e.to_string());
+        self.failed = Some(e);
+        error
+    }
+}
+
+impl<I: Iterator<Item = Result<Bytes, AppError>>> Read for Feed<I> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.failed.is_some() {
+            return Err(io::Error::other("the upload stopped"));
+        }
+        while self.unread.is_empty() {
+            match self.pull() {
+                Ok(true) => {}
+                Ok(false) => return Ok(0),
+                Err(e) => return Err(self.fail(e)),
+            }
+        }
+        if self.handed - self.row_start > MAX_ROW_BYTES as u64 {
+            let line = self.line_of(self.row_start);
+            let limit = MAX_ROW_BYTES / (1024 * 1024);
+            let e = match self.quotes.open() {
+                Some(open) => AppError::BadInput(format!(
+                    "line {line}: the row is longer than {limit} MiB: the quoted field opened on line {open} may \
+                     never be closed"
+                )),
+                None => AppError::BadInput(format!("line {line}: the row is longer than {limit} MiB")),
+            };
+            return Err(self.fail(e));
+        }
+        let piece = self.unread.front_mut().expect("a piece is waiting");
+        let n = buf.len().min(piece.len());
+        buf[..n].copy_from_slice(&piece[..n]);
+        piece.advance(n);
+        if piece.is_empty() {
+            self.unread.pop_front();
+        }
+        self.handed += n as u64;
+        Ok(n)
+    }
+}
+
+/// What the parser hands on: the header's columns once, then chunks of items.
+#[derive(Debug)]
+pub enum Parsed {
+    Columns(Vec<String>),
+    Items(Vec<NewItem>),
+}
+
+/// A record's fields as text, or the index of the first that is not UTF-8 and how
+/// far into the record's bytes its bad byte sits.
+fn fields(record: &csv::ByteRecord) -> Result<Vec<&str>, usize> {
+    let mut out = Vec::with_capacity(record.len());
+    let mut offset = 0usize;
+    for field in record.iter() {
+        match std::str::from_utf8(field) {
+            Ok(text) => out.push(text),
+            Err(e) => return Err(offset + e.valid_up_to()),
+        }
+        offset += field.len();
+    }
+    Ok(out)
+}
+
+/// Reads an upload as it arrives and hands on its columns, then its items in chunks of
+/// [`CHUNK_ROWS`] rows (or [`CHUNK_BYTES`]), each checked: encoding, quoting, width,
+/// cell sizes and, for research, a row's name or website. The last chunk goes only
+/// after the file's end was checked, so an error in a file of one chunk is answered
+/// before anything is handed on. `emit` returning `false` stops the read (nobody
+/// listens any more).
+pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
+    kind: JobKind,
+    mut feed: Feed<I>,
+    max_rows: usize,
+    mut emit: impl FnMut(Parsed) -> bool,
+) -> Result<(), AppError> {
+    let head = feed.header_bytes()?;
+    let delimiter = detect_delimiter(&head);
+    feed.quotes = {
+        // The scan so far assumed a comma; run it again over what was received.
+        let mut scan = QuoteScan::new(delimiter);
+        for piece in &feed.kept {
+            scan.feed(piece);
+        }
+        scan
+    };
+    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).has_headers(false).from_reader(feed);
+    let mut record = csv::ByteRecord::new();
+    // One read, with the feed's own failure (size, row length, a broken upload) in
+    // place of the reader's I/O error.
+    let read = |reader: &mut csv::Reader<Feed<I>>, record: &mut csv::ByteRecord| -> Result<bool, AppError> {
+        let more = match reader.read_byte_record(record) {
+            Ok(more) => more,
+            Err(e) => {
+                return Err(reader
+                    .get_mut()
+                    .take_failure()
+                    .unwrap_or_else(|| AppError::BadInput(format!("the CSV cannot be read: {e}"))))
+            }
+        };
+        let next = reader.position().byte();
+        reader.get_mut().row_start = next;
+        Ok(more)
+    };
+    let not_utf8 = |line: i64| AppError::BadInput(format!("line {line}: the file is not valid UTF-8 text"));
+
+    // The header.
+    let empty = || AppError::BadInput("the file is empty: a header row and at least one row are needed".into());
+    if !read(&mut reader, &mut record)? {
+        return Err(empty());
+    }
+    let header = fields(&record).map_err(|at| not_utf8(1 + newlines(&record.as_slice()[..at])))?;
     if header.len() > MAX_COLUMNS {
         return Err(AppError::BadInput(format!(
             "line 1: the header has {} columns; at most {MAX_COLUMNS} are allowed",
             header.len()
         )));
     }
-    if let Some(long) = header.iter().map(str::len).find(|len| *len > MAX_CELL_BYTES) {
+    if let Some(long) = header.iter().map(|h| h.len()).find(|len| *len > MAX_CELL_BYTES) {
         return Err(AppError::BadInput(format!(
             "line 1: a header cell is {long} bytes long; at most {MAX_CELL_BYTES} are allowed"
         )));
     }
-    let mut headers: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
-    if headers.iter().all(String::is_empty) {
-        return Err(AppError::BadInput("line 1: the header row is empty".into()));
+    let mut columns: Vec<String> = header.iter().map(|h| h.trim().to_string()).collect();
+    if columns.iter().all(String::is_empty) {
+        // Only white space in the whole file is an empty file; anything after a blank
+        // header is a header missing.
+        while read(&mut reader, &mut record)? {}
+        return Err(if reader.get_ref().text {
+            AppError::BadInput("line 1: the header row is empty".into())
+        } else {
+            empty()
+        });
     }
-    dedupe_headers(&mut headers);
-    let map = ColumnMap::from_headers(&headers);
+    dedupe_headers(&mut columns);
+    let map = ColumnMap::from_headers(&columns);
     if kind == JobKind::Research && map.name.is_none() && map.website.is_none() && map.domain.is_none() {
         return Err(AppError::BadInput(format!(
             "line 1: the header has no company name, website or domain column (found: {})",
-            cut_chars(&headers.join(", "), 500)
+            cut_chars(&columns.join(", "), 500)
         )));
     }
-    let name = if given_name.is_empty() {
-        let stem = upload.filename.rsplit_once('.').map_or(upload.filename.as_str(), |(s, _)| s).trim();
-        if stem.is_empty() {
-            "Untitled job".to_string()
-        } else {
-            cut_chars(stem, MAX_NAME_CHARS)
+    let width = columns.len();
+    if !emit(Parsed::Columns(columns)) {
+        return Ok(());
+    }
+
+    // The rows.
+    let (mut rows, mut chunk, mut chunk_bytes) = (0usize, Vec::new(), 0usize);
+    while read(&mut reader, &mut record)? {
+        let start = record.position().map_or(0, |p| p.byte());
+        let cells = match fields(&record) {
+            Ok(cells) => cells,
+            Err(at) => {
+                let line = reader.get_mut().line_of(start);
+                return Err(not_utf8(line + newlines(&record.as_slice()[..at])));
+            }
+        };
+        let line = reader.get_mut().line_of(start);
+        if !is_data_row(&cells, width, line)? {
+            continue;
         }
-    } else {
-        given_name
-    };
-    let filename = match upload.filename.trim() {
-        "" => "upload.csv".to_string(),
-        f => cut_chars(f, MAX_FILENAME_CHARS),
-    };
-    let mut checked =
-        Checked { job: NewJob { kind, name, filename, concurrency, columns: headers }, rows: 0, data, delimiter, map };
-    let rows = checked.count_rows(limits.max_rows)?;
+        rows += 1;
+        if rows > max_rows {
+            return Err(AppError::TooLarge(format!("the file has more than {max_rows} rows, the limit")));
+        }
+        if let Some(long) = cells.iter().take(width).map(|c| c.len()).find(|len| *len > MAX_CELL_BYTES) {
+            return Err(AppError::BadInput(format!(
+                "line {line}: a cell is {long} bytes long; at most {MAX_CELL_BYTES} are allowed"
+            )));
+        }
+        // Empty trailing cells are left out (readers fill them in), so a wide header
+        // over short rows costs nothing per row.
+        let used = cells.iter().rposition(|v| !v.is_empty()).map_or(0, |i| i + 1);
+        let item = new_item(kind, &map, line, &cells[..used.min(width)])?;
+        chunk_bytes += item.input.len();
+        chunk.push(item);
+        if chunk.len() >= CHUNK_ROWS || chunk_bytes >= CHUNK_BYTES {
+            chunk_bytes = 0;
+            if !emit(Parsed::Items(std::mem::take(&mut chunk))) {
+                return Ok(());
+            }
+        }
+    }
+    if let Some(line) = reader.get_ref().quotes.open() {
+        return Err(AppError::BadInput(format!("line {line}: a quoted field is never closed")));
+    }
     if rows == 0 {
         return Err(AppError::BadInput("the file has a header row but no rows".into()));
     }
-    checked.rows = rows;
-    Ok(checked)
+    if !chunk.is_empty() {
+        emit(Parsed::Items(chunk));
+    }
+    Ok(())
 }
 
-fn reader(data: &[u8], delimiter: u8) -> csv::Reader<&[u8]> {
-    csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).has_headers(true).from_reader(data)
+fn newlines(bytes: &[u8]) -> i64 {
+    memchr::memchr_iter(b'\n', bytes).count() as i64
 }
 
-impl Checked {
-    /// Reads every row once, so the insert that follows cannot meet a bad one, and
-    /// counts them. The rows [`Checked::chunks`] yields, without making items: one
-    /// record is reused for every row and nothing is copied; a line number is worked
-    /// out only for the row an error names.
-    fn count_rows(&self, max_rows: usize) -> Result<usize, AppError> {
-        let data: &[u8] = &self.data;
-        let width = self.job.columns.len();
-        let line_of = |record: &csv::StringRecord| {
-            let byte = record_start(data, record).min(data.len());
-            1 + memchr::memchr_iter(b'\n', &data[..byte]).count() as i64
-        };
-        let mut reader = reader(data, self.delimiter);
-        let _ = reader.headers();
-        let mut record = csv::StringRecord::new();
-        let mut rows = 0usize;
-        while reader.read_record(&mut record).map_err(|e| csv_error(&e))? {
-            if !is_data_row(&record, width, || line_of(&record))? {
-                continue;
-            }
-            rows += 1;
-            if rows > max_rows {
-                return Err(AppError::TooLarge(format!("the file has more than {max_rows} rows, the limit")));
-            }
-            if let Some(long) = record.iter().take(width).map(str::len).find(|len| *len > MAX_CELL_BYTES) {
-                return Err(AppError::BadInput(format!(
-                    "line {}: a cell is {long} bytes long; at most {MAX_CELL_BYTES} are allowed",
-                    line_of(&record)
-                )));
-            }
-            if self.job.kind == JobKind::Research && !research_cells(&self.map, |i| record.get(i)) {
-                return Err(no_research_cells(line_of(&record)));
-            }
+/// Reads a whole file held in memory, as an upload would be read, and returns its
+/// columns and items: for property tests and the bench.
+pub fn parse_whole(kind: JobKind, bytes: Bytes, limits: Limits) -> Result<(Vec<String>, Vec<NewItem>), AppError> {
+    let (mut columns, mut items) = (Vec::new(), Vec::new());
+    parse(kind, Feed::new(std::iter::once(Ok(bytes)), limits.max_bytes), limits.max_rows, |parsed| {
+        match parsed {
+            Parsed::Columns(c) => columns = c,
+            Parsed::Items(chunk) => items.extend(chunk),
         }
-        Ok(rows)
-    }
-
-    /// The items in chunks of [`CHUNK_ROWS`], for inserting one chunk per transaction:
-    /// the data rows with their physical line numbers, blank rows skipped, never wider
-    /// than the header. Empty trailing cells are left out (readers fill them in), so a
-    /// wide header over short rows costs nothing per row. One record is reused for
-    /// every row; an item's cells are copied once, into its stored input.
-    pub fn chunks(&self) -> impl Iterator<Item = Result<Vec<NewItem>, AppError>> + '_ {
-        let data: &[u8] = &self.data;
-        let width = self.job.columns.len();
-        let mut reader = reader(data, self.delimiter);
-        // The header was read once already; reading it again positions the reader.
-        let _ = reader.headers();
-        let mut record = csv::StringRecord::new();
-        // Physical line of each record's start, counted from byte offsets so that quoted
-        // newlines in earlier rows count too (what an editor shows).
-        let mut counted = (0usize, 1i64);
-        let mut line_at = move |byte: usize| {
-            let (from, line) = counted;
-            let newlines = data.get(from..byte).map_or(0, |s| memchr::memchr_iter(b'\n', s).count());
-            counted = (byte, line + newlines as i64);
-            counted.1
-        };
-        let mut done = false;
-        let mut next_item = move |record: &csv::StringRecord| -> Option<Result<NewItem, AppError>> {
-            let line = line_at(record_start(data, record));
-            match is_data_row(record, width, || line) {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => return Some(Err(e)),
-            }
-            let mut cells: Vec<&str> = record.iter().collect();
-            let used = cells.iter().rposition(|v| !v.is_empty()).map_or(0, |i| i + 1);
-            cells.truncate(used.min(width));
-            Some(new_item(self.job.kind, &self.map, line, &cells))
-        };
-        std::iter::from_fn(move || {
-            let mut chunk = Vec::with_capacity(CHUNK_ROWS.min(self.rows));
-            while !done && chunk.len() < CHUNK_ROWS {
-                let item = match reader.read_record(&mut record) {
-                    Ok(true) => next_item(&record),
-                    Ok(false) => {
-                        done = true;
-                        None
-                    }
-                    Err(e) => Some(Err(csv_error(&e))),
-                };
-                match item {
-                    Some(Ok(item)) => chunk.push(item),
-                    Some(Err(e)) => {
-                        done = true;
-                        return Some(Err(e));
-                    }
-                    None => {}
-                }
-            }
-            (!chunk.is_empty()).then_some(Ok(chunk))
-        })
-    }
+        true
+    })?;
+    Ok((columns, items))
 }
 
-/// Where a record starts: its position can sit on the line break before it (CRLF,
-/// blank lines).
-fn record_start(data: &[u8], record: &csv::StringRecord) -> usize {
-    let mut byte = record.position().map_or(0, |p| p.byte() as usize);
-    while matches!(data.get(byte), Some(b'\r' | b'\n')) {
-        byte += 1;
-    }
-    byte
-}
-
-/// Whether a record is a row of data: `false` for a blank one, which is skipped; an
-/// error, on the line `line` gives, for one with cells beyond the header's width.
-fn is_data_row(record: &csv::StringRecord, width: usize, line: impl FnOnce() -> i64) -> Result<bool, AppError> {
-    if record.iter().all(|v| v.trim().is_empty()) {
+/// Whether a row is data: `false` for a blank one, which is skipped; an error for one
+/// with cells beyond the header's width.
+fn is_data_row(cells: &[&str], width: usize, line: i64) -> Result<bool, AppError> {
+    if cells.iter().all(|v| v.trim().is_empty()) {
         return Ok(false);
     }
-    if record.len() > width && !record.iter().skip(width).all(|v| v.trim().is_empty()) {
+    if cells.len() > width && !cells[width..].iter().all(|v| v.trim().is_empty()) {
         return Err(AppError::BadInput(format!(
-            "line {}: the row has {} fields but the header has {width}",
-            line(),
-            record.len()
+            "line {line}: the row has {} fields but the header has {width}",
+            cells.len()
         )));
     }
     Ok(true)
-}
-
-/// A research row needs a name, a website or a domain (or an e-mail address to take
-/// the domain from); `get` reads a cell by column.
-fn research_cells<'a>(map: &ColumnMap, get: impl Fn(usize) -> Option<&'a str>) -> bool {
-    let filled = |index: Option<usize>| index.and_then(&get).map(str::trim).filter(|s| !s.is_empty());
-    filled(map.name).is_some()
-        || filled(map.website).is_some()
-        || filled(map.domain).is_some()
-        || filled(map.email).and_then(rows::domain_from).is_some()
 }
 
 fn no_research_cells(line: i64) -> AppError {
@@ -343,47 +646,6 @@ fn new_item(kind: JobKind, map: &ColumnMap, line: i64, cells: &[&str]) -> Result
     }
 }
 
-/// The line where a quoted field opens and never closes, if any. Quotes count only at
-/// the start of a field, as in CSV; a stray `"` inside a plain field is just a character.
-/// It jumps from quote to quote (`memchr`) instead of looking at every byte: a file
-/// without quotes is one search, and a line is counted only for the answer.
-fn unclosed_quote(data: &[u8], delimiter: u8) -> Option<i64> {
-    // Outside quotes, from `from` on; `at_start` is whether a field starts at `from`.
-    let (mut from, mut at_start) = (0usize, true);
-    while let Some(found) = memchr::memchr(b'"', &data[from..]) {
-        let quote = from + found;
-        // A field starts here if only `\r`s stand between the quote and a delimiter, a
-        // line break, or the start of this stretch (when a field started there).
-        let before = data[from..quote].iter().rposition(|&b| b != b'\r');
-        let opens = match before {
-            Some(i) => matches!(data[from + i], b'\n') || data[from + i] == delimiter,
-            None => at_start,
-        };
-        if !opens {
-            // A quote inside a plain field: the field goes on.
-            from = quote + 1;
-            at_start = false;
-            continue;
-        }
-        // Inside quotes: `""` is a quote character; a lone `"` closes the field.
-        let mut at = quote + 1;
-        loop {
-            let Some(next) = memchr::memchr(b'"', &data[at..]) else {
-                return Some(1 + memchr::memchr_iter(b'\n', &data[..quote]).count() as i64);
-            };
-            let close = at + next;
-            if data.get(close + 1) == Some(&b'"') {
-                at = close + 2;
-            } else {
-                from = close + 1;
-                at_start = false;
-                break;
-            }
-        }
-    }
-    None
-}
-
 /// Repeated header names get a number so every column keeps its own key.
 fn dedupe_headers(headers: &mut [String]) {
     let mut taken = std::collections::HashSet::new();
@@ -397,21 +659,6 @@ fn dedupe_headers(headers: &mut [String]) {
             *header = format!("{base} ({n})");
             n += 1;
         }
-    }
-}
-
-fn csv_error(e: &csv::Error) -> AppError {
-    let line = e.position().map(|p| p.line());
-    let what = match e.kind() {
-        csv::ErrorKind::Utf8 { .. } => "the file is not valid UTF-8 text".to_string(),
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
-            format!("the row has {len} fields but the header has {expected_len}")
-        }
-        _ => format!("the CSV cannot be read: {e}"),
-    };
-    match line {
-        Some(line) => AppError::BadInput(format!("line {line}: {what}")),
-        None => AppError::BadInput(what),
     }
 }
 
@@ -495,6 +742,24 @@ mod tests {
             let delimiter = if semicolon { b';' } else { b',' };
             proptest::prop_assert_eq!(unclosed_quote(&bytes, delimiter), unclosed_quote_bytewise(&bytes, delimiter));
         }
+
+        /// Fed in pieces, split anywhere (inside `""`, between `\r` and `\n`), the
+        /// scan answers as it does over the whole file.
+        #[test]
+        fn the_quote_scan_answers_alike_however_the_file_is_split(
+            bytes in proptest::collection::vec(proptest::sample::select(b"a;,\"\n\r ".to_vec()), 0..48),
+            cuts in proptest::collection::vec(0usize..48, 0..4),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut scan = QuoteScan::new(b',');
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                scan.feed(&bytes[from..cut]);
+                from = cut;
+            }
+            proptest::prop_assert_eq!(scan.open(), unclosed_quote_bytewise(&bytes, b','));
+        }
     }
 
     #[test]
@@ -513,14 +778,23 @@ mod tests {
         Limits { max_bytes: 1 << 20, max_rows: 1000, default_concurrency: 2 }
     }
 
-    fn upload(bytes: &[u8]) -> Upload {
-        Upload { filename: "a.csv".into(), name: None, concurrency: None, bytes: Bytes::copy_from_slice(bytes) }
+    /// Every chunk a file is read into, fed in pieces of `piece` bytes.
+    fn chunks(kind: JobKind, file: &[u8], piece: usize, limits: Limits) -> Result<Vec<Vec<NewItem>>, AppError> {
+        let pieces: Vec<Result<Bytes, AppError>> = file.chunks(piece).map(|p| Ok(Bytes::copy_from_slice(p))).collect();
+        let mut out = Vec::new();
+        parse(kind, Feed::new(pieces.into_iter(), limits.max_bytes), limits.max_rows, |parsed| {
+            if let Parsed::Items(items) = parsed {
+                out.push(items);
+            }
+            true
+        })?;
+        Ok(out)
     }
 
     #[test]
     fn a_header_over_the_column_limit_is_refused() {
         let header = (0..=MAX_COLUMNS).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",");
-        let err = check(JobKind::Preprocess, &upload(format!("{header}\nx\n").as_bytes()), limits()).err().unwrap();
+        let err = chunks(JobKind::Preprocess, format!("{header}\nx\n").as_bytes(), 4096, limits()).unwrap_err();
         assert!(err.to_string().contains("1001 columns"), "{err}");
     }
 
@@ -528,8 +802,7 @@ mod tests {
     fn short_rows_under_a_wide_header_are_stored_short() {
         let header = (1..MAX_COLUMNS).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",");
         let file = format!("company,{header}\nAcme\nBeta,,x\n");
-        let checked = check(JobKind::Research, &upload(file.as_bytes()), limits()).unwrap();
-        let items: Vec<NewItem> = checked.chunks().flat_map(|c| c.unwrap()).collect();
+        let items: Vec<NewItem> = chunks(JobKind::Research, file.as_bytes(), 7, limits()).unwrap().concat();
         assert_eq!(items[0].input, r#"["Acme"]"#);
         assert_eq!(items[1].input, r#"["Beta","","x"]"#);
     }
@@ -557,8 +830,8 @@ mod tests {
             }
         }
         let limits = Limits { max_bytes: 1 << 24, max_rows: 10 * CHUNK_ROWS, default_concurrency: 2 };
-        let checked = check(JobKind::Research, &upload(file.as_bytes()), limits).unwrap();
-        let chunks: Vec<Vec<NewItem>> = checked.chunks().map(Result::unwrap).collect();
+        // Pieces of 1,000 bytes split rows, CRLFs and quoted line breaks anywhere.
+        let chunks = chunks(JobKind::Research, file.as_bytes(), 1000, limits).unwrap();
         assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [CHUNK_ROWS, 7]);
         let got: Vec<_> = chunks.into_iter().flatten().map(|it| (it.line, it.input, it.name)).collect();
         assert_eq!(got.len(), expected.len());

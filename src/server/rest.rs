@@ -14,7 +14,7 @@ use super::config::Config;
 use super::error::AppError;
 use super::service::{self, BulkTarget, Service};
 use super::state::AppState;
-use super::upload::{multipart_of, read_upload};
+use super::upload::{import_upload, multipart_of};
 use crate::model::{Archived, Item, ItemStatus, JobAction, JobFilter, JobKind, JobRef, EVENTS_PAGE, JOB_LIST_LIMIT};
 
 impl IntoResponse for AppError {
@@ -73,11 +73,9 @@ async fn create(
     State(config): State<Arc<Config>>,
     request: Request,
 ) -> Result<Response, AppError> {
-    let form = read_upload(multipart_of(request)?, config.server.max_upload_bytes).await?;
-    if !form.has_file {
-        return Err(AppError::BadInput("the upload needs a CSV file in the `file` field".into()));
-    }
-    let job = service.create_job(kind, form.upload).await?;
+    let no_file = "the upload needs a CSV file in the `file` field";
+    let job =
+        import_upload(&service, Some(kind), multipart_of(request)?, config.server.max_upload_bytes, no_file).await?;
     Ok((StatusCode::CREATED, Json(job)).into_response())
 }
 

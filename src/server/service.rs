@@ -5,9 +5,12 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::mpsc;
 
 use super::error::AppError;
-use super::import::{self, cut_chars, Limits, Upload};
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::import::{self, cut_chars, Limits, Parsed, Settings, Upload};
 use super::runner::Runner;
-use super::store::types::{Change, CleanRow, Hidden, NewItem, NewJob, Rule, CHUNK_ROWS};
+use super::store::types::{Change, CleanRow, Hidden, JobSettings, NewItem, NewJob, Rule, CHUNK_ROWS};
 use super::store::Store;
 use crate::model::{
     Archived, BulkOutcome, BulkResult, ItemPage, ItemStatus, Job, JobAction, JobEvent, JobFilter, JobKind, JobRef,
@@ -47,8 +50,55 @@ fn over(job: &Job, what: &str) -> Result<(), AppError> {
     Ok(())
 }
 
-/// Items arrive from a parser on a blocking thread, a chunk at a time.
-type Chunks = mpsc::Receiver<Result<Vec<NewItem>, AppError>>;
+/// The pieces a whole upload is fed in, as a form's file arrives in pieces.
+const FEED_PIECE_BYTES: usize = 64 * 1024;
+
+/// An import under way (see [`Service::start_import`]).
+pub struct Import {
+    bytes: Option<mpsc::Sender<Result<Bytes, AppError>>>,
+    settings: Option<oneshot::Sender<Settings>>,
+    done: tokio::task::JoinHandle<Result<Job, AppError>>,
+}
+
+impl Import {
+    /// Hands on the next piece of the file; `false` once the import has stopped, with
+    /// the reason [`Import::finish`] answers.
+    pub async fn send(&mut self, piece: Bytes) -> bool {
+        match &self.bytes {
+            Some(tx) => tx.send(Ok(piece)).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// The whole file has been sent and the form read: its settings as they stand.
+    /// Answers with the job, or the reason the import was refused.
+    pub async fn finish(mut self, settings: Settings) -> Result<Job, AppError> {
+        self.bytes = None;
+        if let Some(tx) = self.settings.take() {
+            let _ = tx.send(settings);
+        }
+        self.outcome().await
+    }
+
+    /// The upload broke off (too large, unreadable, gone) for `why`: the import stops,
+    /// what went in is removed, and `why` is the answer.
+    pub async fn abort(mut self, why: AppError) -> AppError {
+        if let Some(tx) = self.bytes.take() {
+            let _ = tx.send(Err(why.same())).await;
+        }
+        self.settings = None;
+        if let Ok(job) = self.outcome().await {
+            tracing::error!(job = job.id, "an import went on after its upload failed");
+        }
+        why
+    }
+
+    async fn outcome(self) -> Result<Job, AppError> {
+        drop(self.bytes);
+        drop(self.settings);
+        self.done.await.map_err(|e| AppError::Internal(format!("import task: {e}")))?
+    }
+}
 
 impl Service {
     pub fn new(store: impl Into<Store>, runner: Runner, limits: Limits) -> Self {
@@ -86,71 +136,127 @@ impl Service {
         self.store.sessions_end_all().await
     }
 
-    /// Checks the whole upload off the async threads and without the writer, then
-    /// creates the job and inserts its items in chunks, each its own short
-    /// transaction, so control actions and other jobs' writes go on meanwhile. The
-    /// job stays invisible until its last chunk is in: a bad file or a failed insert
-    /// leaves nothing anyone can see, and a crash mid-way is cleaned up at start-up.
-    /// The runner starts the job at once.
+    /// Creates a job from an upload held whole: the same streaming import as a form's
+    /// (see [`Service::start_import`]), fed the bytes in pieces.
     pub async fn create_job(&self, kind: JobKind, upload: Upload) -> Result<Job, AppError> {
+        if upload.bytes.len() > self.limits.max_bytes {
+            return Err(AppError::TooLarge(format!(
+                "the file is {} bytes; the limit is {} bytes",
+                upload.bytes.len(),
+                self.limits.max_bytes
+            )));
+        }
+        let settings = Settings { name: upload.name, concurrency: upload.concurrency };
+        let mut import = self.start_import(kind, upload.filename, settings.clone());
+        let mut bytes = upload.bytes;
+        while !bytes.is_empty() {
+            let piece = bytes.split_to(bytes.len().min(FEED_PIECE_BYTES));
+            if !import.send(piece).await {
+                break;
+            }
+        }
+        import.finish(settings).await
+    }
+
+    /// Starts importing a file that is still arriving: its bytes go to
+    /// [`Import::send`] as they come, and [`Import::finish`] gives the form's settings
+    /// once all of it has been read. A parser on a blocking thread checks each row and
+    /// hands on chunks; the job is created hidden with the first chunk, takes each
+    /// chunk in its own short transaction (control actions and other jobs' writes go
+    /// on meanwhile) and shows once the last is in. The settings known at the start
+    /// (`early`) are checked before anything is written. A bad file, a failed insert
+    /// or an upload that breaks off leaves nothing anyone can see, and what went in is
+    /// removed before the error is answered; a crash mid-way is cleaned up at start-up.
+    /// Runs as its own task, so a client that goes away mid-import leaves no half job.
+    pub fn start_import(&self, kind: JobKind, filename: String, early: Settings) -> Import {
+        let (bytes_tx, mut bytes_rx) = mpsc::channel::<Result<Bytes, AppError>>(4);
+        let (parsed_tx, parsed_rx) = mpsc::channel(2);
+        let (settings_tx, settings_rx) = oneshot::channel();
         let limits = self.limits;
-        let checked = tokio::task::spawn_blocking(move || import::check(kind, &upload, limits))
-            .await
-            .map_err(|e| AppError::Internal(format!("upload check task: {e}")))??;
-        let job = checked.job.clone();
-        let (tx, rx) = mpsc::channel(2);
         tokio::task::spawn_blocking(move || {
-            for chunk in checked.chunks() {
-                if tx.blocking_send(chunk).is_err() {
-                    return;
-                }
+            let source = std::iter::from_fn(|| bytes_rx.blocking_recv());
+            let feed = import::Feed::new(source, limits.max_bytes);
+            let emit = |parsed| parsed_tx.blocking_send(Ok(parsed)).is_ok();
+            if let Err(e) = import::parse(kind, feed, limits.max_rows, emit) {
+                let _ = parsed_tx.blocking_send(Err(e));
             }
         });
-        self.insert_job(job, rx).await
-    }
-
-    /// Creates a hidden job, inserts its chunks, and reveals it. Runs as its own task,
-    /// so a client that goes away mid-import does not leave a half-inserted job behind.
-    async fn insert_job(&self, job: NewJob, chunks: Chunks) -> Result<Job, AppError> {
         let this = self.clone();
-        tokio::spawn(async move { this.insert_job_inner(job, chunks).await })
-            .await
-            .map_err(|e| AppError::Internal(format!("import task: {e}")))?
+        let done = tokio::spawn(async move { this.run_import(kind, filename, early, parsed_rx, settings_rx).await });
+        Import { bytes: Some(bytes_tx), settings: Some(settings_tx), done }
     }
 
-    async fn insert_job_inner(&self, job: NewJob, mut chunks: Chunks) -> Result<Job, AppError> {
-        let kind = job.kind;
-        let id = self.store.insert_job(job).await?;
+    async fn run_import(
+        &self,
+        kind: JobKind,
+        filename: String,
+        early: Settings,
+        mut parsed: mpsc::Receiver<Result<Parsed, AppError>>,
+        settings: oneshot::Receiver<Settings>,
+    ) -> Result<Job, AppError> {
+        let (name, concurrency) = import::settle(&filename, &early, self.limits)?;
+        let filename = import::stored_filename(&filename);
+        let mut created: Option<i64> = None;
         let filled = async {
+            let mut columns = Vec::new();
             let mut count = 0i64;
-            while let Some(chunk) = chunks.recv().await {
-                let chunk = chunk?;
-                count += chunk.len() as i64;
-                self.store.insert_items(kind, id, chunk).await?;
+            while let Some(next) = parsed.recv().await {
+                match next? {
+                    Parsed::Columns(c) => columns = c,
+                    Parsed::Items(chunk) => {
+                        let id = match created {
+                            Some(id) => id,
+                            None => {
+                                let job = NewJob {
+                                    kind,
+                                    name: name.clone(),
+                                    filename: filename.clone(),
+                                    concurrency,
+                                    columns: std::mem::take(&mut columns),
+                                };
+                                *created.insert(self.store.insert_job(job).await?)
+                            }
+                        };
+                        count += chunk.len() as i64;
+                        self.store.insert_items(kind, id, chunk).await?;
+                    }
+                }
             }
-            if count == 0 {
+            let Some(id) = created else {
                 return Err(AppError::BadInput("the file has a header row but no rows".into()));
-            }
+            };
+            let last = settings
+                .await
+                .map_err(|_| AppError::BadInput("the upload ended before the whole form had arrived".into()))?;
+            let (name, concurrency) = import::settle(&filename, &last, self.limits)?;
             if kind == JobKind::Preprocess {
                 self.store.link_duplicates(id).await?;
             }
-            self.store.reveal(kind, id, count, self.source).await
+            self.store.reveal(kind, id, count, JobSettings { name, concurrency }, self.source).await
         };
-        match filled.await {
-            Ok(job) => {
-                self.runner.wake(kind, id);
-                Ok(job)
+        let outcome = filled.await;
+        match (&outcome, created) {
+            (Ok(job), _) => self.runner.wake(kind, job.id),
+            (Err(e), Some(id)) => {
+                tracing::info!(kind = %kind, job = id, error = %e, "an import was refused part-way; removing what went in");
+                self.remove_unfinished(kind, id).await;
             }
-            Err(e) => {
-                // Nobody ever saw the job: remove what went in.
-                match self.store.hide(kind, id, Hidden::Deleting).await {
-                    Ok(()) => self.runner.purge(kind, id),
-                    Err(e) => {
-                        tracing::warn!(kind = %kind, job = id, error = %e, "an unfinished import stays until restart")
-                    }
-                }
-                Err(e)
-            }
+            (Err(_), None) => {}
+        }
+        outcome
+    }
+
+    /// Removes an import that never showed, before its error is answered; what a
+    /// failure leaves is removed in the background, and at the latest at start-up.
+    async fn remove_unfinished(&self, kind: JobKind, id: i64) {
+        let removed = async {
+            self.store.hide(kind, id, Hidden::Deleting).await?;
+            while !self.store.purge_batch(kind, id, CHUNK_ROWS as i64).await? {}
+            Ok::<_, AppError>(())
+        };
+        if let Err(e) = removed.await {
+            tracing::warn!(kind = %kind, job = id, error = %e, "an unfinished import is removed in the background");
+            self.runner.purge(kind, id);
         }
     }
 
@@ -511,17 +617,14 @@ impl Service {
         let suffix = " (clean rows)";
         let name = format!("{}{suffix}", cut_chars(&pre.name, MAX_NAME_CHARS - suffix.chars().count()));
         let filename = format!("{}-clean.csv", pre.filename.trim_end_matches(".csv"));
-        let job = NewJob {
-            kind: JobKind::Research,
-            name,
-            filename: cut_chars(&filename, 255),
-            concurrency: pre.concurrency,
-            columns: CLEAN_COLUMNS.map(String::from).to_vec(),
-        };
-        let map = super::rows::ColumnMap::from_headers(&job.columns);
+        let settings = Settings { name: Some(name), concurrency: Some(pre.concurrency) };
+        let map = super::rows::ColumnMap::from_headers(&CLEAN_COLUMNS.map(String::from));
         let (tx, rx) = mpsc::channel(2);
         let store = self.store.clone();
         tokio::spawn(async move {
+            if tx.send(Ok(Parsed::Columns(CLEAN_COLUMNS.map(String::from).to_vec()))).await.is_err() {
+                return;
+            }
             let mut rows = first;
             let mut line = 1i64;
             while let Some(last) = rows.last().map(|r| r.id) {
@@ -532,7 +635,7 @@ impl Service {
                         clean_row_item(&map, line, row)
                     })
                     .collect();
-                if tx.send(Ok(chunk)).await.is_err() {
+                if tx.send(Ok(Parsed::Items(chunk))).await.is_err() {
                     return;
                 }
                 rows = match read_page(store.clone(), last).await {
@@ -544,7 +647,12 @@ impl Service {
                 };
             }
         });
-        self.insert_job(job, rx).await
+        let (settings_tx, settings_rx) = oneshot::channel();
+        let _ = settings_tx.send(settings.clone());
+        let this = self.clone();
+        tokio::spawn(async move { this.run_import(JobKind::Research, filename, settings, rx, settings_rx).await })
+            .await
+            .map_err(|e| AppError::Internal(format!("import task: {e}")))?
     }
 
     /// The job's input column names, in file order.

@@ -1,5 +1,6 @@
 //! Reading an upload: one multipart reader for the REST API and the UI's server
-//! function alike, bounding every field while it streams, and the body limit every
+//! function alike, streaming the file into its import and bounding every other field,
+//! and the body limit every
 //! request passes through, so an oversized body is refused early and never held in
 //! memory (SPEC section 9).
 
@@ -9,10 +10,13 @@ use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use bytes::Bytes;
+
 use super::error::AppError;
-use super::import::{parse_concurrency, Upload};
+use super::import::{parse_concurrency, Settings};
 use super::policy::ServerFnPaths;
-use crate::model::JobKind;
+use super::service::{Import, Service};
+use crate::model::{Job, JobKind};
 
 /// Room for the multipart envelope and the small fields around a file at the limit.
 const ENVELOPE_BYTES: usize = 64 * 1024;
@@ -23,15 +27,6 @@ const MAX_FIELD_BYTES: usize = 4096;
 
 /// The server function path of the UI's upload form.
 pub const UPLOAD_FN_PATH: &str = "/api/upload_job";
-
-/// What an upload form carried. `kind` is set only by the UI's form, which names it.
-#[derive(Debug)]
-pub struct UploadForm {
-    pub kind: Option<JobKind>,
-    pub upload: Upload,
-    /// Whether a file field came with a name or content.
-    pub has_file: bool,
-}
 
 /// Whether a stream error is the body limit of [`bound_body`] tripping. The server
 /// function layer passes stream errors on as text, so the text counts too.
@@ -72,47 +67,75 @@ async fn small_text(field: &mut multer::Field<'_>, what: &str, max_bytes: usize)
     String::from_utf8(buf).map_err(|_| AppError::BadInput(format!("the {what} field is not UTF-8 text")))
 }
 
-/// Reads the fields `file` (streamed, at most `max_bytes`), `name`, `concurrency`,
-/// and `kind`; others are skipped. A file over the limit is refused as soon as its
-/// bytes pass it.
-pub async fn read_upload(mut form: multer::Multipart<'_>, max_bytes: usize) -> Result<UploadForm, AppError> {
-    let mut out = UploadForm {
-        kind: None,
-        upload: Upload { filename: String::new(), name: None, concurrency: None, bytes: Default::default() },
-        has_file: false,
-    };
-    while let Some(mut field) = form.next_field().await.map_err(|e| read_error(e, max_bytes))? {
-        match field.name().unwrap_or("") {
-            "file" => {
-                out.upload.filename = field.file_name().unwrap_or("").to_string();
-                let mut bytes = Vec::new();
-                while let Some(chunk) = field.chunk().await.map_err(|e| read_error(e, max_bytes))? {
-                    if bytes.len() + chunk.len() > max_bytes {
-                        return Err(AppError::TooLarge(format!(
-                            "the file is larger than the limit of {max_bytes} bytes"
-                        )));
+/// Imports an upload form as it arrives: fields `file` (streamed into the import as
+/// its bytes come, never held whole), `name`, `concurrency` and, from the UI's form,
+/// `kind`; others are skipped. `kind` is the endpoint's, or the form's (which must
+/// come before its file). `no_file` is the answer when the form has no file.
+pub async fn import_upload(
+    service: &Service,
+    kind: Option<JobKind>,
+    mut form: multer::Multipart<'_>,
+    max_bytes: usize,
+    no_file: &str,
+) -> Result<Job, AppError> {
+    let mut settings = Settings::default();
+    let mut form_kind: Option<JobKind> = None;
+    let mut import: Option<(Import, JobKind)> = None;
+    let outcome = async {
+        while let Some(mut field) = form.next_field().await.map_err(|e| read_error(e, max_bytes))? {
+            match field.name().unwrap_or("") {
+                "file" if import.is_none() => {
+                    let filename = field.file_name().unwrap_or("").to_string();
+                    let kind = kind.or(form_kind).unwrap_or(JobKind::Research);
+                    let mut first = match field.chunk().await.map_err(|e| read_error(e, max_bytes))? {
+                        Some(piece) => piece,
+                        None if filename.is_empty() => continue,
+                        None => Bytes::new(),
+                    };
+                    let (started, _) = import.insert((service.start_import(kind, filename, settings.clone()), kind));
+                    loop {
+                        if !first.is_empty() && !started.send(std::mem::take(&mut first)).await {
+                            // The file was refused part-way: its reason is the answer.
+                            return Ok(true);
+                        }
+                        match field.chunk().await.map_err(|e| read_error(e, max_bytes))? {
+                            Some(piece) => first = piece,
+                            None => break,
+                        }
                     }
-                    bytes.extend_from_slice(&chunk);
                 }
-                out.has_file = !out.upload.filename.is_empty() || !bytes.is_empty();
-                out.upload.bytes = bytes.into();
+                "name" => settings.name = Some(small_text(&mut field, "name", max_bytes).await?),
+                "concurrency" => {
+                    settings.concurrency = parse_concurrency(&small_text(&mut field, "concurrency", max_bytes).await?)?;
+                }
+                "kind" => {
+                    let text = small_text(&mut field, "kind", max_bytes).await?;
+                    let named =
+                        text.trim().parse().map_err(|_| AppError::BadInput(format!("unknown job kind `{text}`")))?;
+                    if import.as_ref().is_some_and(|(_, started)| *started != named) {
+                        return Err(AppError::BadInput("the form's kind must come before its file".into()));
+                    }
+                    form_kind = Some(named);
+                }
+                _ => {}
             }
-            "name" => out.upload.name = Some(small_text(&mut field, "name", max_bytes).await?),
-            "concurrency" => {
-                out.upload.concurrency = parse_concurrency(&small_text(&mut field, "concurrency", max_bytes).await?)?;
-            }
-            "kind" => {
-                let text = small_text(&mut field, "kind", max_bytes).await?;
-                let kind = text.trim().parse().map_err(|_| AppError::BadInput(format!("unknown job kind `{text}`")))?;
-                out.kind = Some(kind);
-            }
-            _ => {}
+        }
+        Ok(false)
+    }
+    .await;
+    if let Ok(true) = outcome {
+        // Read the rest of the body, so the client, still sending, gets the answer
+        // instead of a closed connection; nothing of it is kept.
+        while let Ok(Some(mut field)) = form.next_field().await {
+            while let Ok(Some(_)) = field.chunk().await {}
         }
     }
-    if out.upload.filename.is_empty() {
-        out.upload.filename = "upload.csv".into();
+    match (outcome, import) {
+        (Ok(_), Some((import, _))) => import.finish(settings).await,
+        (Ok(_), None) => Err(AppError::BadInput(no_file.into())),
+        (Err(e), Some((import, _))) => Err(import.abort(e).await),
+        (Err(e), None) => Err(e),
     }
-    Ok(out)
 }
 
 /// The multipart reader over a REST request's body.
@@ -179,6 +202,50 @@ pub async fn bound_body(State(limits): State<BodyLimits>, request: Request, next
         }
         return AppError::TooLarge(message).into_response();
     }
-    let request = request.map(|body| Body::new(http_body_util::Limited::new(body, limit)));
+    let upload = is_upload(request.method(), &path);
+    let request = request.map(|body| {
+        let limited = http_body_util::Limited::new(body, limit);
+        if upload {
+            Body::new(Paced { inner: limited, paused: false })
+        } else {
+            Body::new(limited)
+        }
+    });
     next.run(request).await
+}
+
+/// An upload's body handed on one piece per poll. The multipart reader takes every
+/// piece a body has ready before it hands out any, so a client sending faster than
+/// the import writes would have it hold the whole file; paced, it holds one piece.
+struct Paced<B> {
+    inner: B,
+    /// A piece went out on the last poll: this one answers "not yet" (and asks to be
+    /// polled again at once).
+    paused: bool,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Paced<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if std::mem::take(&mut self.paused) {
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        self.paused = matches!(polled, std::task::Poll::Ready(Some(Ok(_))));
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

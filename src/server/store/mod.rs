@@ -22,8 +22,8 @@ pub mod types;
 use self::postgres::PgStore;
 use self::sqlite::SqliteStore;
 use self::types::{
-    CleanRow, Finished, Flags, Hidden, JobColumns, NewItem, NewJob, NodeHooks, NodeRole, Outgoing, Rule, Settled,
-    Starter, Turn,
+    CleanRow, Finished, Flags, Hidden, JobColumns, JobSettings, NewItem, NewJob, NodeHooks, NodeRole, Outgoing, Rule,
+    Settled, Starter, Turn,
 };
 use crate::model::{Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobsPage, Source};
 use crate::server::error::AppError;
@@ -132,10 +132,17 @@ impl Store {
         each!(self, s => s.link_duplicates(id).await)
     }
 
-    /// Shows a fully imported job with its `count` items and logs its creation by
-    /// `source`; returns it.
-    pub async fn reveal(&self, kind: JobKind, id: i64, count: i64, source: Source) -> Result<Job, AppError> {
-        each!(self, s => s.reveal(kind, id, count, source).await)
+    /// Shows a fully imported job with its `count` items and its settings as the whole
+    /// form gave them, and logs its creation by `source`; returns it.
+    pub async fn reveal(
+        &self,
+        kind: JobKind,
+        id: i64,
+        count: i64,
+        settings: JobSettings,
+        source: Source,
+    ) -> Result<Job, AppError> {
+        each!(self, s => s.reveal(kind, id, count, settings, source).await)
     }
 
     /// Hides a job from every read, for the reason given; its items are then removed

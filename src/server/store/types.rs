@@ -31,6 +31,13 @@ pub struct NewJob {
     pub columns: Vec<String>,
 }
 
+/// What an import settles about a job once its whole form has been read.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub name: String,
+    pub concurrency: u32,
+}
+
 /// An item's input as column name → value, in file order. Rows are stored without
 /// their empty trailing cells; every column is filled in here.
 pub(crate) fn input_map(columns: &[String], stored: &str) -> serde_json::Map<String, serde_json::Value> {

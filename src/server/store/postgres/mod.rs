@@ -17,7 +17,9 @@ use crate::model::{
 };
 use crate::server::error::AppError;
 use crate::server::store::rules;
-use crate::server::store::types::{input_map, Change, CleanRow, Hidden, JobColumns, NewItem, NewJob, Rule};
+use crate::server::store::types::{
+    input_map, Change, CleanRow, Hidden, JobColumns, JobSettings, NewItem, NewJob, Rule,
+};
 use sql::{add_counts, add_event, notify_control, shard_of, tables};
 
 /// A process's handle on the PostgreSQL store; cheap to clone.
@@ -416,9 +418,24 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn reveal(&self, kind: JobKind, id: i64, count: i64, source: Source) -> Result<Job, AppError> {
+    pub async fn reveal(
+        &self,
+        kind: JobKind,
+        id: i64,
+        count: i64,
+        settings: JobSettings,
+        source: Source,
+    ) -> Result<Job, AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        tx.execute(
+            &format!(
+                "UPDATE {} SET name = $2, concurrency = $3 WHERE id = $1 AND hidden IS NOT NULL",
+                tables(kind).jobs
+            ),
+            &[&id, &settings.name, &i32::try_from(settings.concurrency).unwrap_or(i32::MAX)],
+        )
+        .await?;
         sql::reveal_job(&*tx, kind, id, count).await?;
         add_event(&*tx, kind, id, EventAction::Created, source, None).await?;
         let job = read_job(&*tx, kind, id).await?;

@@ -102,17 +102,17 @@ pub(super) fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) 
 /// keeps each chunk a scan of its own ids: SQLite would otherwise walk the whole job
 /// through an index on job_id for every chunk.
 pub fn link_duplicates(conn: &Connection, job_id: i64, from: i64, to: i64) -> Result<(), AppError> {
+    // Only a row with an earlier row of its key is written: one look into the key's
+    // index for every row, and no write at all for the many that are unique.
     conn.prepare_cached(
         "UPDATE preprocessing_results AS r SET duplicate_of = (
              SELECT first.line FROM preprocessing_results AS first
              WHERE first.job_id = r.job_id AND first.dedupe_key = r.dedupe_key
              ORDER BY first.line LIMIT 1)
-         WHERE r.id BETWEEN ?2 AND ?3 AND +r.job_id = ?1 AND r.dedupe_key IS NOT NULL",
-    )?
-    .execute(params![job_id, from, to])?;
-    conn.prepare_cached(
-        "UPDATE preprocessing_results SET duplicate_of = NULL
-         WHERE id BETWEEN ?2 AND ?3 AND +job_id = ?1 AND duplicate_of = line",
+         WHERE r.id BETWEEN ?2 AND ?3 AND +r.job_id = ?1 AND r.dedupe_key IS NOT NULL
+           AND EXISTS (SELECT 1 FROM preprocessing_results AS earlier
+                       WHERE earlier.job_id = r.job_id AND earlier.dedupe_key = r.dedupe_key
+                         AND earlier.line < r.line)",
     )?
     .execute(params![job_id, from, to])?;
     Ok(())

@@ -12,7 +12,7 @@ use crate::model::{EventAction, Job, JobFilter, JobKind, JobStatus, Source};
 use crate::server::error::AppError;
 use crate::server::rows::ColumnMap;
 use crate::server::store::rules::{filter_condition, like_pattern, plan_schedule};
-use crate::server::store::types::{ts, Flags, Hidden, JobColumns};
+use crate::server::store::types::{ts, Flags, Hidden, JobColumns, JobSettings};
 
 /// Creates a job row (status `pending`, no items yet), hidden from every read until
 /// [`reveal_job`]: its items go in by chunks in later transactions.
@@ -54,6 +54,16 @@ pub fn insert_job(
 }
 
 /// Makes an imported job visible with its totals, in the transaction that ends the import.
+/// Sets a hidden job's name and concurrency as its whole upload form gave them.
+pub fn settle_job(conn: &Connection, kind: JobKind, job_id: i64, settings: &JobSettings) -> Result<(), AppError> {
+    conn.prepare_cached(&format!(
+        "UPDATE {} SET name = ?2, concurrency = ?3 WHERE id = ?1 AND hidden IS NOT NULL",
+        sql(kind).jobs
+    ))?
+    .execute(params![job_id, settings.name, settings.concurrency])?;
+    Ok(())
+}
+
 pub fn reveal_job(conn: &Connection, kind: JobKind, job_id: i64, count: i64) -> Result<(), AppError> {
     conn.prepare_cached(&format!(
         "UPDATE {} SET total = ?2, pending_count = ?2, hidden = NULL WHERE id = ?1 AND hidden = '{}'",

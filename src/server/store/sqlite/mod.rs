@@ -22,8 +22,8 @@ use crate::model::{EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFi
 use crate::server::error::AppError;
 use crate::server::store::rules;
 use crate::server::store::types::{
-    Change, CleanRow, Finished, Flags, Hidden, JobColumns, NewItem, NewJob, NodeHooks, NodeRole, Outgoing, Rule,
-    Settled, Starter, Turn, CHUNK_ROWS,
+    Change, CleanRow, Finished, Flags, Hidden, JobColumns, JobSettings, NewItem, NewJob, NodeHooks, NodeRole, Outgoing,
+    Rule, Settled, Starter, Turn, CHUNK_ROWS,
 };
 
 /// Rounds of claims one turn of a runner may make in a single transaction (see
@@ -145,9 +145,17 @@ impl SqliteStore {
         Ok(())
     }
 
-    pub async fn reveal(&self, kind: JobKind, id: i64, count: i64, source: Source) -> Result<Job, AppError> {
+    pub async fn reveal(
+        &self,
+        kind: JobKind,
+        id: i64,
+        count: i64,
+        settings: JobSettings,
+        source: Source,
+    ) -> Result<Job, AppError> {
         self.db
             .write(move |tx| {
+                jobs::settle_job(tx, kind, id, &settings)?;
                 jobs::reveal_job(tx, kind, id, count)?;
                 events::add_event(tx, kind, id, EventAction::Created, source, None)?;
                 jobs::require_job(tx, kind, id)
