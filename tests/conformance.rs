@@ -705,6 +705,7 @@ async fn the_activity_log_names_every_action_and_its_source(store: Store) {
 
 on_both_stores!(
     an_error_burst_pauses_the_job_until_a_person_resumes,
+    a_completed_item_starts_the_count_of_failures_again,
     a_site_rate_limit_pauses_the_job_and_a_person_may_resume_at_once,
     a_schedule_pauses_and_resumes_the_job_once_each,
     a_schedule_set_before_a_restart_fires_after_it_once,
@@ -771,6 +772,24 @@ async fn an_error_burst_pauses_the_job_until_a_person_resumes(store: Store) {
     assert_eq!(done.failed, 12);
     let events = service.events(R, job.id, None, 50).await.unwrap();
     assert!(events.iter().all(|e| e.action != EventAction::AutoPaused));
+}
+
+/// Failures in a row count only until an item completes: two failures, a success, two
+/// failures and so on never reach a burst of 3 (one at a time, in file order).
+async fn a_completed_item_starts_the_count_of_failures_again(store: Store) {
+    let site = Site::start().await;
+    let mut config = store.config();
+    config.runner.error_burst = 3;
+    let service = store.service(config).await;
+    let mut items = Vec::new();
+    for i in 0..4 {
+        items.extend([format!("/missing/{}", 2 * i), format!("/missing/{}", 2 * i + 1), format!("/f/{i}")]);
+    }
+    let job = service.create_job(R, upload(research_csv(&site, &items), 1)).await.unwrap();
+    let done = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed || j.paused).await;
+    assert_eq!((done.status, done.paused, done.completed, done.failed), (JobStatus::Completed, false, 4, 8));
+    let events = service.events(R, job.id, None, 50).await.unwrap();
+    assert!(events.iter().all(|e| e.action != EventAction::AutoPaused), "{events:?}");
 }
 
 /// A researched site that answers 429 with `Retry-After` pauses the job until then;

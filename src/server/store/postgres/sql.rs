@@ -311,7 +311,7 @@ impl RoundSql {
         };
         let runnable = "status IN ('pending', 'processing') AND paused = 0 AND hidden IS NULL";
         Self {
-            lock: format!("SELECT 1 FROM {jobs} WHERE id = $1 FOR NO KEY UPDATE"),
+            lock: format!("SELECT fail_streak FROM {jobs} WHERE id = $1 FOR NO KEY UPDATE"),
             claim: format!(
                 "WITH job AS (SELECT concurrency FROM {jobs} WHERE id = $1 AND {runnable}),
                  picked AS (
@@ -389,42 +389,35 @@ pub async fn round(
     let shard = shard_of(worker_id);
     let mut written = 0;
     let mut streak_args: Option<(bool, i32)> = None;
+    let want = want as i64;
+    let lock_args: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&job_id];
+    let claim_args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&job_id, &worker_id, &want, &shard];
+    let finish_args = FinishArgs::new(outcomes);
+    let finish_params = finish_args.params(&job_id, &worker_id, &shard);
+    let any_failed = outcomes.iter().any(|o| matches!(o.outcome, Finish::Failed(_)));
+    if !outcomes.is_empty() && !any_failed && want > 0 {
+        // Only completions: nothing the finish writes can pause the job, so the finish,
+        // the job's lock and the claim go out together, in this order, in one round
+        // trip. The failure count is cleared after it only where it was not already 0
+        // (read under the lock), which it nearly always is.
+        let (finish, lock, claim) =
+            futures::try_join!(tx.prepare_cached(&q.finish), tx.prepare_cached(&q.lock), tx.prepare_cached(&q.claim))?;
+        let (kept, locked, rows) = futures::try_join!(
+            tx.query(&finish, &finish_params),
+            tx.query_opt(&lock, &lock_args),
+            tx.query(&claim, &claim_args)
+        )?;
+        written = kept.len();
+        if written > 0 && locked.is_some_and(|r| r.get::<_, i32>(0) != 0) {
+            let streak = tx.prepare_cached(&q.streak).await?;
+            tx.execute(&streak, &[&job_id, &true, &0i32]).await?;
+        }
+        return Ok((written, claimed_rows(&rows)));
+    }
     if !outcomes.is_empty() {
         let finish = tx.prepare_cached(&q.finish).await?;
-        let ids: Vec<i64> = outcomes.iter().map(|o| o.item_id).collect();
-        let leases: Vec<i64> = outcomes.iter().map(|o| o.lease).collect();
-        let attempts: Vec<i32> = outcomes.iter().map(|o| o.attempts as i32).collect();
-        let statuses: Vec<&str> = outcomes
-            .iter()
-            .map(|o| match o.outcome {
-                Finish::Completed(_) => "completed",
-                Finish::Failed(_) => "failed",
-            })
-            .collect();
-        let results: Vec<Option<&str>> = outcomes
-            .iter()
-            .map(|o| match &o.outcome {
-                Finish::Completed(v) => Some(v.as_str()),
-                Finish::Failed(_) => None,
-            })
-            .collect();
-        let errors: Vec<Option<&str>> = outcomes
-            .iter()
-            .map(|o| match &o.outcome {
-                Finish::Completed(_) => None,
-                Finish::Failed(e) => Some(e.as_str()),
-            })
-            .collect();
-        let held = vec!["processing"; outcomes.len()];
-        let kept: std::collections::HashSet<i64> = tx
-            .query(
-                &finish,
-                &[&job_id, &worker_id, &ids, &leases, &attempts, &statuses, &results, &errors, &shard, &held],
-            )
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let kept: std::collections::HashSet<i64> =
+            tx.query(&finish, &finish_params).await?.iter().map(|r| r.get(0)).collect();
         written = kept.len();
         let mut streak = Streak::default();
         for o in outcomes.iter().filter(|o| kept.contains(&o.item_id)) {
@@ -447,9 +440,6 @@ pub async fn round(
     // Prepared first, so the three go out in this order and together.
     let (streak, lock, claim) =
         futures::try_join!(tx.prepare_cached(&q.streak), tx.prepare_cached(&q.lock), tx.prepare_cached(&q.claim))?;
-    let want = want as i64;
-    let lock_args: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&job_id];
-    let claim_args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&job_id, &worker_id, &want, &shard];
     let moved = async {
         match streak_args {
             Some((reset, trailing)) => tx.execute(&streak, &[&job_id, &reset, &trailing]).await.map(drop),
@@ -457,8 +447,70 @@ pub async fn round(
         }
     };
     let (_, _, rows) = futures::try_join!(moved, tx.query_opt(&lock, &lock_args), tx.query(&claim, &claim_args))?;
-    let claimed = rows
-        .iter()
+    Ok((written, claimed_rows(&rows)))
+}
+
+/// The finish statement's arrays, one entry per outcome.
+struct FinishArgs<'a> {
+    ids: Vec<i64>,
+    leases: Vec<i64>,
+    attempts: Vec<i32>,
+    statuses: Vec<&'static str>,
+    results: Vec<Option<&'a str>>,
+    errors: Vec<Option<&'a str>>,
+    held: Vec<&'static str>,
+}
+
+impl<'a> FinishArgs<'a> {
+    fn new(outcomes: &'a [Finished]) -> Self {
+        let pick = |o: &'a Finished| match &o.outcome {
+            Finish::Completed(v) => ("completed", Some(v.as_str()), None),
+            Finish::Failed(e) => ("failed", None, Some(e.as_str())),
+        };
+        let mut args = Self {
+            ids: Vec::with_capacity(outcomes.len()),
+            leases: Vec::with_capacity(outcomes.len()),
+            attempts: Vec::with_capacity(outcomes.len()),
+            statuses: Vec::with_capacity(outcomes.len()),
+            results: Vec::with_capacity(outcomes.len()),
+            errors: Vec::with_capacity(outcomes.len()),
+            held: vec!["processing"; outcomes.len()],
+        };
+        for o in outcomes {
+            let (status, result, error) = pick(o);
+            args.ids.push(o.item_id);
+            args.leases.push(o.lease);
+            args.attempts.push(o.attempts as i32);
+            args.statuses.push(status);
+            args.results.push(result);
+            args.errors.push(error);
+        }
+        args
+    }
+
+    fn params<'b>(
+        &'b self,
+        job_id: &'b i64,
+        worker_id: &'b i64,
+        shard: &'b i32,
+    ) -> [&'b (dyn tokio_postgres::types::ToSql + Sync); 10] {
+        [
+            job_id,
+            worker_id,
+            &self.ids,
+            &self.leases,
+            &self.attempts,
+            &self.statuses,
+            &self.results,
+            &self.errors,
+            shard,
+            &self.held,
+        ]
+    }
+}
+
+fn claimed_rows(rows: &[tokio_postgres::Row]) -> Vec<ClaimedRow> {
+    rows.iter()
         .map(|r| ClaimedRow {
             id: r.get(0),
             line: r.get(1),
@@ -470,8 +522,7 @@ pub async fn round(
             duplicate_of: r.get(7),
             lease: r.get(8),
         })
-        .collect();
-    Ok((written, claimed))
+        .collect()
 }
 
 /// Claims up to `want` items of a job for `worker_id` (a [`round`] with no outcomes).
