@@ -26,7 +26,7 @@ fn items(n: usize) -> Vec<NewItem> {
             domain: None,
             input: format!("[\"Company {i}\"]"),
             normalized: Some("{}".into()),
-            dedupe_key: None,
+            ..NewItem::default()
         })
         .collect()
 }

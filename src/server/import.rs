@@ -428,6 +428,38 @@ impl<I: Iterator<Item = Result<Bytes, AppError>>> Read for Feed<I> {
     }
 }
 
+/// The dedupe keys an import has seen, in a fixed 4 MiB: a key it answers "new" for
+/// is certainly new (a Bloom filter: no false "new"), so its row needs no look for an
+/// earlier one; a key seen before, or one of the few that collide, is looked up in the
+/// database. At 1,000,000 keys about 1 in 1,600 is a collision.
+struct SeenKeys {
+    bits: Vec<u64>,
+}
+
+impl SeenKeys {
+    const BITS: u64 = 1 << 25;
+    const HASHES: u64 = 3;
+
+    fn new() -> Self {
+        Self { bits: vec![0; (Self::BITS / 64) as usize] }
+    }
+
+    /// Records `key`; whether it was certainly not seen before.
+    fn insert(&mut self, key: &str) -> bool {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        let (a, b) = (hash & 0xffff_ffff, (hash >> 32) | 1);
+        let mut new = false;
+        for i in 0..Self::HASHES {
+            let bit = a.wrapping_add(i.wrapping_mul(b)) % Self::BITS;
+            let (word, mask) = ((bit / 64) as usize, 1u64 << (bit % 64));
+            new |= self.bits[word] & mask == 0;
+            self.bits[word] |= mask;
+        }
+        new
+    }
+}
+
 /// What the parser hands on: the header's columns once, then chunks of items.
 #[derive(Debug)]
 pub enum Parsed {
@@ -535,6 +567,7 @@ pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
 
     // The rows.
     let (mut rows, mut chunk, mut chunk_bytes) = (0usize, Vec::new(), 0usize);
+    let mut seen = (kind == JobKind::Preprocess).then(SeenKeys::new);
     while read(&mut reader, &mut record)? {
         let start = record.position().map_or(0, |p| p.byte());
         let cells = match fields(&record) {
@@ -560,7 +593,10 @@ pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
         // Empty trailing cells are left out (readers fill them in), so a wide header
         // over short rows costs nothing per row.
         let used = cells.iter().rposition(|v| !v.is_empty()).map_or(0, |i| i + 1);
-        let item = new_item(kind, &map, line, &cells[..used.min(width)])?;
+        let mut item = new_item(kind, &map, line, &cells[..used.min(width)])?;
+        if let (Some(seen), Some(key)) = (seen.as_mut(), item.dedupe_key.as_deref()) {
+            item.new_key = seen.insert(key);
+        }
         chunk_bytes += item.input.len();
         chunk.push(item);
         if chunk.len() >= CHUNK_ROWS || chunk_bytes >= CHUNK_BYTES {
@@ -627,12 +663,11 @@ fn new_item(kind: JobKind, map: &ColumnMap, line: i64, cells: &[&str]) -> Result
             if name.is_none() && website.is_none() && domain.is_none() {
                 return Err(no_research_cells(line));
             }
-            Ok(NewItem { line, name, website, domain, input, normalized: None, dedupe_key: None })
+            Ok(NewItem { line, name, website, domain, input, ..NewItem::default() })
         }
         JobKind::Preprocess => {
-            let values: Vec<String> = cells.iter().map(|c| c.to_string()).collect();
-            let n = rows::normalize(map, &values);
-            let normalized = serde_json::to_string(&n.json).map_err(|e| AppError::Internal(e.to_string()))?;
+            let n = rows::normalize(map, cells);
+            let normalized = n.json_text();
             Ok(NewItem {
                 line,
                 name: n.name,
@@ -641,6 +676,7 @@ fn new_item(kind: JobKind, map: &ColumnMap, line: i64, cells: &[&str]) -> Result
                 input,
                 normalized: Some(normalized),
                 dedupe_key: n.dedupe_key,
+                new_key: false,
             })
         }
     }
@@ -789,6 +825,17 @@ mod tests {
             true
         })?;
         Ok(out)
+    }
+
+    /// A key seen once is never "new" again; of many distinct keys, nearly every one is
+    /// "new" the first time.
+    #[test]
+    fn seen_keys_never_call_a_seen_key_new() {
+        let mut seen = SeenKeys::new();
+        let keys: Vec<String> = (0..200_000).map(|i| format!("domain:c{i}.example")).collect();
+        let first_new = keys.iter().filter(|k| seen.insert(k)).count();
+        assert!(first_new > 199_000, "only {first_new} of 200,000 distinct keys were new");
+        assert!(keys.iter().all(|k| !seen.insert(k)), "a seen key was called new");
     }
 
     #[test]

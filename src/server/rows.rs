@@ -3,7 +3,7 @@
 //! domain, e-mail, free-mail, dedupe key). Import, the steps and both stores use them;
 //! this module imports nothing of the project.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::net::Ipv4Addr;
 
 /// Which input column plays which role, found by header name. A research job keeps
@@ -122,8 +122,36 @@ pub struct Normalized {
     pub domain: Option<String>,
     /// Rows sharing this key are duplicates of the first one.
     pub dedupe_key: Option<String>,
-    /// The full cleaning result stored with the row (camelCase keys, all present).
-    pub json: Value,
+    /// The full cleaning result stored with the row.
+    pub cleaned: Cleaned,
+}
+
+/// The full cleaning result of a row as it is stored (camelCase keys, every one
+/// present, in this order), serialised straight from here.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cleaned {
+    pub company: Option<String>,
+    pub legal_suffix: Option<String>,
+    pub website: Option<String>,
+    pub domain: Option<String>,
+    pub email: Option<String>,
+    pub free_mail: bool,
+    pub valid: bool,
+    pub reasons: Vec<String>,
+    pub dedupe_key: Option<String>,
+}
+
+impl Normalized {
+    /// The cleaning result as a JSON object.
+    pub fn json(&self) -> Value {
+        serde_json::to_value(&self.cleaned).unwrap_or(Value::Null)
+    }
+
+    /// The cleaning result as the JSON text stored with the row.
+    pub fn json_text(&self) -> String {
+        serde_json::to_string(&self.cleaned).unwrap_or_default()
+    }
 }
 
 /// The host of a website, URL, bare domain or e-mail address: lower-case, without
@@ -354,18 +382,23 @@ fn looks_abbreviated(token: &str) -> bool {
 
 /// Splits "Acme, Inc." into ("Acme", Some("Inc.")), keeping the suffix as written.
 fn split_legal_suffix(name: &str) -> (String, Option<String>) {
+    // Longest first, so "Co., Ltd." wins over "Ltd." alone; sorted once.
+    static LONGEST_FIRST: std::sync::LazyLock<Vec<&'static Suffix>> = std::sync::LazyLock::new(|| {
+        let mut all: Vec<&Suffix> = SUFFIXES.iter().collect();
+        all.sort_by_key(|s| std::cmp::Reverse(s.words.len()));
+        all
+    });
     let tokens: Vec<&str> = name.split(' ').collect();
-    let folded: Vec<String> = tokens.iter().map(|t| fold_word(t)).collect();
-    let mut candidates: Vec<&Suffix> = SUFFIXES.iter().collect();
-    // Longest first, so "Co., Ltd." wins over "Ltd." alone.
-    candidates.sort_by_key(|s| std::cmp::Reverse(s.words.len()));
-    for suffix in candidates {
+    // Only the last words can be a suffix: only they are folded.
+    let tail = tokens.len().saturating_sub(LONGEST_FIRST.first().map_or(0, |s| s.words.len()));
+    let folded: Vec<String> = tokens[tail..].iter().map(|t| fold_word(t)).collect();
+    for suffix in LONGEST_FIRST.iter() {
         let k = suffix.words.len();
         if k >= tokens.len() {
             continue; // the whole name is no suffix: "Company" stays a name
         }
         let start = tokens.len() - k;
-        if folded[start..].iter().zip(suffix.words).any(|(f, w)| f != w) {
+        if folded[start - tail..].iter().zip(suffix.words).any(|(f, w)| f != w) {
             continue;
         }
         if suffix.ambiguous && !looks_abbreviated(tokens[start]) {
@@ -396,8 +429,8 @@ fn collapse(s: &str) -> Option<String> {
 }
 
 /// A cell with its blanks collapsed, if anything is left.
-fn collapsed_cell(row: &[String], index: Option<usize>) -> Option<String> {
-    index.and_then(|i| row.get(i)).and_then(|v| collapse(v))
+fn collapsed_cell<S: AsRef<str>>(row: &[S], index: Option<usize>) -> Option<String> {
+    index.and_then(|i| row.get(i)).and_then(|v| collapse(v.as_ref()))
 }
 
 /// Exactly one `@`, something before it, and a host with a dot after it.
@@ -413,7 +446,7 @@ fn email_domain(email: &str) -> Option<String> {
 }
 
 /// Cleans and validates one CSV row; pure, so import can run it on every row.
-pub fn normalize(map: &ColumnMap, row: &[String]) -> Normalized {
+pub fn normalize<S: AsRef<str>>(map: &ColumnMap, row: &[S]) -> Normalized {
     let raw_name = collapsed_cell(row, map.name);
     let website = collapsed_cell(row, map.website);
     let raw_domain = collapsed_cell(row, map.domain);
@@ -459,23 +492,24 @@ pub fn normalize(map: &ColumnMap, row: &[String]) -> Normalized {
         (None, None) => None,
     };
 
-    let json = json!({
-        "company": company,
-        "legalSuffix": legal_suffix,
-        "website": website,
-        "domain": domain,
-        "email": email,
-        "freeMail": free_mail,
-        "valid": reasons.is_empty(),
-        "reasons": reasons,
-        "dedupeKey": dedupe_key,
-    });
-    Normalized { name: company, website, domain, dedupe_key, json }
+    let cleaned = Cleaned {
+        company: company.clone(),
+        legal_suffix,
+        website: website.clone(),
+        domain: domain.clone(),
+        email,
+        free_mail,
+        valid: reasons.is_empty(),
+        reasons,
+        dedupe_key: dedupe_key.clone(),
+    };
+    Normalized { name: company, website, domain, dedupe_key, cleaned }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     /// Columns: company, website, domain, email.
     fn full_map() -> ColumnMap {
@@ -488,38 +522,44 @@ mod tests {
     }
 
     fn reasons(n: &Normalized) -> Vec<String> {
-        n.json["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect()
+        n.json()["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect()
     }
 
     #[test]
     fn messy_name_and_url_are_cleaned() {
         let n = row("  Acme,   Inc. ", "https://www.Acme.com/about?x=1", "", "");
-        assert_eq!(n.json["company"], "Acme");
-        assert_eq!(n.json["legalSuffix"], "Inc.");
-        assert_eq!(n.json["domain"], "acme.com");
-        assert_eq!(n.json["website"], "https://www.Acme.com/about?x=1");
-        assert_eq!(n.json["valid"], true);
-        assert_eq!(n.json["reasons"], json!([]));
+        assert_eq!(n.json()["company"], "Acme");
+        assert_eq!(n.json()["legalSuffix"], "Inc.");
+        assert_eq!(n.json()["domain"], "acme.com");
+        assert_eq!(n.json()["website"], "https://www.Acme.com/about?x=1");
+        assert_eq!(n.json()["valid"], true);
+        assert_eq!(n.json()["reasons"], json!([]));
         assert_eq!(n.name.as_deref(), Some("Acme"));
         assert_eq!(n.domain.as_deref(), Some("acme.com"));
         assert_eq!(n.dedupe_key.as_deref(), Some("domain:acme.com"));
-        assert_eq!(n.json["dedupeKey"], "domain:acme.com");
+        assert_eq!(n.json()["dedupeKey"], "domain:acme.com");
     }
 
     #[test]
     fn json_always_has_every_key() {
         let n = row("Globex GmbH", "", "globex.de", "");
-        let obj = n.json.as_object().unwrap();
+        // Stored as text with every key, in this order.
+        assert_eq!(
+            n.json_text(),
+            r#"{"company":"Globex","legalSuffix":"GmbH","website":null,"domain":"globex.de","email":null,"freeMail":false,"valid":true,"reasons":[],"dedupeKey":"domain:globex.de"}"#
+        );
+        let json = n.json();
+        let obj = json.as_object().unwrap();
         for key in ["company", "legalSuffix", "website", "domain", "email", "freeMail", "valid", "reasons", "dedupeKey"]
         {
             assert!(obj.contains_key(key), "{key} missing");
         }
         assert_eq!(obj.len(), 9);
-        assert_eq!(n.json["company"], "Globex");
-        assert_eq!(n.json["legalSuffix"], "GmbH");
-        assert_eq!(n.json["website"], Value::Null);
-        assert_eq!(n.json["email"], Value::Null);
-        assert_eq!(n.json["freeMail"], false);
+        assert_eq!(n.json()["company"], "Globex");
+        assert_eq!(n.json()["legalSuffix"], "GmbH");
+        assert_eq!(n.json()["website"], Value::Null);
+        assert_eq!(n.json()["email"], Value::Null);
+        assert_eq!(n.json()["freeMail"], false);
     }
 
     #[test]
@@ -543,29 +583,29 @@ mod tests {
         ];
         for (input, company, suffix) in cases {
             let n = row(input, "", "", "");
-            assert_eq!(n.json["company"], company, "{input}");
-            assert_eq!(n.json["legalSuffix"], json!(suffix), "{input}");
+            assert_eq!(n.json()["company"], company, "{input}");
+            assert_eq!(n.json()["legalSuffix"], json!(suffix), "{input}");
         }
     }
 
     #[test]
     fn email_only_row_takes_the_email_domain() {
         let n = row("Initech", "", "", "  Jane@Initech.IO ");
-        assert_eq!(n.json["email"], "jane@initech.io");
-        assert_eq!(n.json["domain"], "initech.io");
-        assert_eq!(n.json["freeMail"], false);
-        assert_eq!(n.json["valid"], true);
+        assert_eq!(n.json()["email"], "jane@initech.io");
+        assert_eq!(n.json()["domain"], "initech.io");
+        assert_eq!(n.json()["freeMail"], false);
+        assert_eq!(n.json()["valid"], true);
         assert_eq!(n.dedupe_key.as_deref(), Some("domain:initech.io"));
     }
 
     #[test]
     fn free_mail_is_flagged_and_not_a_company_domain() {
         let n = row("Bob's Plumbing", "", "", "bob.plumber@gmail.com");
-        assert_eq!(n.json["freeMail"], true);
-        assert_eq!(n.json["domain"], Value::Null);
-        assert_eq!(n.json["email"], "bob.plumber@gmail.com");
+        assert_eq!(n.json()["freeMail"], true);
+        assert_eq!(n.json()["domain"], Value::Null);
+        assert_eq!(n.json()["email"], "bob.plumber@gmail.com");
         assert_eq!(n.domain, None);
-        assert_eq!(n.json["valid"], false);
+        assert_eq!(n.json()["valid"], false);
         assert_eq!(reasons(&n), vec!["missing domain"]);
         // No domain, so the name decides duplicates, punctuation and case ignored.
         assert_eq!(n.dedupe_key.as_deref(), Some("name:bobs plumbing"));
@@ -578,16 +618,16 @@ mod tests {
         }
         // A company site wins over the free-mail address; the flag still shows.
         let n = row("Acme", "acme.com", "", "acme.sales@yahoo.com");
-        assert_eq!(n.json["domain"], "acme.com");
-        assert_eq!(n.json["freeMail"], true);
+        assert_eq!(n.json()["domain"], "acme.com");
+        assert_eq!(n.json()["freeMail"], true);
     }
 
     #[test]
     fn malformed_website_and_email_give_reasons() {
         let n = row("Bad Data Ltd", "http//bad", "", "bob@");
-        assert_eq!(n.json["valid"], false);
-        assert_eq!(n.json["domain"], Value::Null);
-        assert_eq!(n.json["website"], "http//bad");
+        assert_eq!(n.json()["valid"], false);
+        assert_eq!(n.json()["domain"], Value::Null);
+        assert_eq!(n.json()["website"], "http//bad");
         assert_eq!(reasons(&n), vec!["missing domain", "malformed website URL: http//bad", "malformed email: bob@"]);
         for bad in ["bob", "a@b@c.com", "jane@localhost", "@acme.com", "jane doe@acme.com"] {
             let n = row("X", "x.com", "", bad);
@@ -599,13 +639,13 @@ mod tests {
     fn empty_row_misses_both_and_has_no_key() {
         let n = row("   ", "", "  ", "");
         assert_eq!(reasons(&n), vec!["missing company name", "missing domain"]);
-        assert_eq!(n.json["valid"], false);
-        assert_eq!(n.json["dedupeKey"], Value::Null);
+        assert_eq!(n.json()["valid"], false);
+        assert_eq!(n.json()["dedupeKey"], Value::Null);
         assert_eq!(n.dedupe_key, None);
         assert_eq!(n.name, None);
         // A short row (fewer cells than the map expects) must not panic.
         let n = normalize(&full_map(), &["Acme".to_string()]);
-        assert_eq!(n.json["company"], "Acme");
+        assert_eq!(n.json()["company"], "Acme");
         // A map without columns at all.
         let none = ColumnMap { name: None, website: None, domain: None, email: None };
         assert_eq!(normalize(&none, &["x".to_string()]).dedupe_key, None);
@@ -631,7 +671,7 @@ mod tests {
     #[test]
     fn garbage_domain_column_is_reported_and_website_used() {
         let n = row("Acme", "https://acme.com", "not a domain", "");
-        assert_eq!(n.json["domain"], "acme.com");
+        assert_eq!(n.json()["domain"], "acme.com");
         assert_eq!(reasons(&n), vec!["malformed domain: not a domain"]);
     }
 

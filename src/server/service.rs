@@ -726,8 +726,7 @@ fn clean_row_item(map: &super::rows::ColumnMap, line: i64, row: CleanRow) -> New
         name,
         website,
         domain,
-        normalized: None,
-        dedupe_key: None,
+        ..NewItem::default()
     }
 }
 

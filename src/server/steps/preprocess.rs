@@ -55,7 +55,7 @@ fn prepare(item: &Claimed) -> Prepared {
                 .iter()
                 .map(|v| v.unwrap_or_default().to_string())
                 .collect();
-            match normalize(&map, &row).json {
+            match normalize(&map, &row).json() {
                 Value::Object(m) => m,
                 _ => serde_json::Map::new(),
             }
@@ -200,7 +200,7 @@ mod tests {
             website: n.website.clone(),
             domain: n.domain.clone(),
             input: serde_json::Map::new(),
-            normalized: Some(n.json),
+            normalized: Some(n.json()),
             duplicate_of,
         }
     }

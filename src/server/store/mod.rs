@@ -126,8 +126,9 @@ impl Store {
         each!(self, s => s.insert_items(kind, id, chunk).await)
     }
 
-    /// Links each preprocessing row to the first row with the same key, a chunk of
-    /// items per transaction.
+    /// Links each preprocessing row to the first row with the same key, once every
+    /// row is in (SQLite links each chunk as it goes in; PostgreSQL in one statement
+    /// here).
     pub async fn link_duplicates(&self, id: i64) -> Result<(), AppError> {
         each!(self, s => s.link_duplicates(id).await)
     }

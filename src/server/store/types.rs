@@ -79,6 +79,9 @@ pub struct NewItem {
     /// Preprocessing only: the import-time cleaning result (JSON) and dedupe key.
     pub normalized: Option<String>,
     pub dedupe_key: Option<String>,
+    /// Preprocessing: the import knows no earlier row of the job has this row's dedupe
+    /// key, so no earlier row need be looked for. `false` (the default) looks.
+    pub new_key: bool,
 }
 
 /// A job's input column names, in file order, and for a research job created since

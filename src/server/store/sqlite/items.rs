@@ -76,8 +76,30 @@ pub fn insert_items(conn: &Connection, kind: JobKind, job_id: i64, items: &[NewI
             bind(&mut stmt, row)?;
         }
     }
+    if kind == JobKind::Preprocess {
+        // Every earlier row of the job is in (earlier chunks, and this one's up to
+        // each row): the chunk's duplicates are linked while its pages are at hand,
+        // looked for only where the import could not rule one out.
+        let mut link = conn.prepare_cached(LINK_DUPLICATE)?;
+        for (id, it) in (first..=last).zip(items) {
+            if it.dedupe_key.is_some() && !it.new_key {
+                link.execute(params![id, job_id])?;
+            }
+        }
+    }
     Ok(())
 }
+
+/// Links preprocessing row `?1` of job `?2` to the first row of the job with the same
+/// dedupe key, if that is an earlier one; a row that is its key's first is not written.
+const LINK_DUPLICATE: &str = "UPDATE preprocessing_results AS r SET duplicate_of = (
+         SELECT first.line FROM preprocessing_results AS first
+         WHERE first.job_id = r.job_id AND first.dedupe_key = r.dedupe_key
+         ORDER BY first.line LIMIT 1)
+     WHERE r.id = ?1 AND r.job_id = ?2 AND r.dedupe_key IS NOT NULL
+       AND EXISTS (SELECT 1 FROM preprocessing_results AS earlier
+                   WHERE earlier.job_id = r.job_id AND earlier.dedupe_key = r.dedupe_key
+                     AND earlier.line < r.line)";
 
 /// Every research item is made by [`ColumnMap::research_fields`], so its input gives
 /// back its name, website and domain; checked in debug builds.
@@ -95,27 +117,6 @@ pub(super) const INSERT_ROWS: usize = 64;
 pub(super) fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
     let row = format!("({})", vec!["?"; width].join(", "));
     format!("INSERT INTO {table} ({columns}) VALUES {}", vec![row; rows].join(", "))
-}
-
-/// Preprocessing: links the rows with item ids in `from..=to` to the first row of the
-/// job with the same dedupe key. Run after every row is in, chunk by chunk. `+job_id`
-/// keeps each chunk a scan of its own ids: SQLite would otherwise walk the whole job
-/// through an index on job_id for every chunk.
-pub fn link_duplicates(conn: &Connection, job_id: i64, from: i64, to: i64) -> Result<(), AppError> {
-    // Only a row with an earlier row of its key is written: one look into the key's
-    // index for every row, and no write at all for the many that are unique.
-    conn.prepare_cached(
-        "UPDATE preprocessing_results AS r SET duplicate_of = (
-             SELECT first.line FROM preprocessing_results AS first
-             WHERE first.job_id = r.job_id AND first.dedupe_key = r.dedupe_key
-             ORDER BY first.line LIMIT 1)
-         WHERE r.id BETWEEN ?2 AND ?3 AND +r.job_id = ?1 AND r.dedupe_key IS NOT NULL
-           AND EXISTS (SELECT 1 FROM preprocessing_results AS earlier
-                       WHERE earlier.job_id = r.job_id AND earlier.dedupe_key = r.dedupe_key
-                         AND earlier.line < r.line)",
-    )?
-    .execute(params![job_id, from, to])?;
-    Ok(())
 }
 
 /// The smallest and largest item id of a job, for walking it in chunks (other jobs'

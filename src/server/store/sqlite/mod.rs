@@ -23,7 +23,7 @@ use crate::server::error::AppError;
 use crate::server::store::rules;
 use crate::server::store::types::{
     Change, CleanRow, Finished, Flags, Hidden, JobColumns, JobSettings, NewItem, NewJob, NodeHooks, NodeRole, Outgoing,
-    Rule, Settled, Starter, Turn, CHUNK_ROWS,
+    Rule, Settled, Starter, Turn,
 };
 
 /// Rounds of claims one turn of a runner may make in a single transaction (see
@@ -130,18 +130,9 @@ impl SqliteStore {
         self.db.write(move |tx| items::insert_items(tx, kind, id, &chunk)).await
     }
 
-    /// Links duplicates a chunk of item ids per transaction, so other writes get the
-    /// writer between chunks.
-    pub async fn link_duplicates(&self, id: i64) -> Result<(), AppError> {
-        let range = self.db.read(move |c| items::item_id_range(c, JobKind::Preprocess, id)).await?;
-        let Some((first, last)) = range else { return Ok(()) };
-        let step = CHUNK_ROWS as i64;
-        let mut from = first;
-        while from <= last {
-            let to = (from + step - 1).min(last);
-            self.db.write(move |tx| items::link_duplicates(tx, id, from, to)).await?;
-            from = to + 1;
-        }
+    /// Nothing left to link: [`SqliteStore::insert_items`] links each chunk's
+    /// duplicates in the chunk's own transaction.
+    pub async fn link_duplicates(&self, _id: i64) -> Result<(), AppError> {
         Ok(())
     }
 

@@ -167,6 +167,7 @@ fn items_go_in_whole_and_in_order_in_groups_and_one_by_one() {
                         input: serde_json::to_string(&cells).unwrap(),
                         normalized: (kind == JobKind::Preprocess).then(|| format!("{{\"n\":{i}}}")),
                         dedupe_key: (kind == JobKind::Preprocess).then(|| format!("k{}", i % 5)),
+                        new_key: false,
                     }
                 })
                 .collect();
@@ -188,6 +189,7 @@ fn items_go_in_whole_and_in_order_in_groups_and_one_by_one() {
                         input: r.get(4)?,
                         normalized: r.get(5)?,
                         dedupe_key: r.get(6)?,
+                        new_key: false,
                     })
                 })
                 .unwrap()
