@@ -75,6 +75,6 @@ proptest! {
             ["company", "website", "domain", "email", "notes"].iter().map(|h| h.to_string()).collect();
         let map = ColumnMap::from_headers(&headers);
         let out = normalize(&map, &cells);
-        prop_assert!(out.json.is_object());
+        prop_assert!(out.json().is_object());
     }
 }

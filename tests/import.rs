@@ -128,6 +128,10 @@ async fn bad_files_are_refused_with_line_and_reason_and_change_nothing() {
             "line 5: a quoted field is never closed",
         ),
         (JobKind::Preprocess, up(b"Company\n"), "no rows"),
+        // A NUL byte is valid UTF-8 but no database keeps it in text: a file saved as
+        // UTF-16 is full of them.
+        (JobKind::Preprocess, up(b"Company,Notes\nAcme,ok\nBeta,a\0b\n"), "line 3: the file holds a NUL byte"),
+        (JobKind::Research, up(b"C\0o\0m\0p\0a\0n\0y\0\n\0A\0\n\0"), "line 1: the file holds a NUL byte"),
         (
             JobKind::Research,
             up(format!("Company,Notes\n\"Acme\nAnvils\",x\nBeta,{}\n", "A".repeat(70_000)).as_bytes()),

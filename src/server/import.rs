@@ -530,6 +530,9 @@ pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
         return Err(empty());
     }
     let header = fields(&record).map_err(|at| not_utf8(1 + newlines(&record.as_slice()[..at])))?;
+    if memchr::memchr(0, record.as_slice()).is_some() {
+        return Err(AppError::BadInput("line 1: the file holds a NUL byte: save it as UTF-8 text (not UTF-16)".into()));
+    }
     if header.len() > MAX_COLUMNS {
         return Err(AppError::BadInput(format!(
             "line 1: the header has {} columns; at most {MAX_COLUMNS} are allowed",
@@ -578,6 +581,14 @@ pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
             }
         };
         let line = reader.get_mut().line_of(start);
+        if let Some(at) = memchr::memchr(0, record.as_slice()) {
+            // Valid UTF-8, but no database keeps it in text; a file full of them was
+            // saved as UTF-16.
+            let line = line + newlines(&record.as_slice()[..at]);
+            return Err(AppError::BadInput(format!(
+                "line {line}: the file holds a NUL byte: save it as UTF-8 text (not UTF-16)"
+            )));
+        }
         if !is_data_row(&cells, width, line)? {
             continue;
         }

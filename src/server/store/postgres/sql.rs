@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../../../migrations/postgres/0004_operator_controls.sql"),
     include_str!("../../../../migrations/postgres/0005_auto_control.sql"),
     include_str!("../../../../migrations/postgres/0006_sessions.sql"),
+    include_str!("../../../../migrations/postgres/0007_fewer_item_indexes.sql"),
 ];
 
 /// The channel pause, resume and cancel are announced on, in the same transaction as
