@@ -195,7 +195,7 @@ impl Service {
         settings: oneshot::Receiver<Settings>,
     ) -> Result<Job, AppError> {
         let (name, concurrency) = import::settle(&filename, &early, self.limits)?;
-        let filename = import::stored_filename(&filename);
+        let stored_name = import::stored_filename(&filename);
         let mut created: Option<i64> = None;
         let filled = async {
             let mut columns = Vec::new();
@@ -210,7 +210,7 @@ impl Service {
                                 let job = NewJob {
                                     kind,
                                     name: name.clone(),
-                                    filename: filename.clone(),
+                                    filename: stored_name.clone(),
                                     concurrency,
                                     columns: std::mem::take(&mut columns),
                                 };

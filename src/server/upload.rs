@@ -85,11 +85,13 @@ pub async fn import_upload(
         while let Some(mut field) = form.next_field().await.map_err(|e| read_error(e, max_bytes))? {
             match field.name().unwrap_or("") {
                 "file" if import.is_none() => {
-                    let filename = field.file_name().unwrap_or("").to_string();
+                    // A file sent without a name is named as the server keeps it.
+                    let filename = field.file_name().filter(|f| !f.trim().is_empty()).unwrap_or("upload.csv");
+                    let filename = filename.to_string();
                     let kind = kind.or(form_kind).unwrap_or(JobKind::Research);
                     let mut first = match field.chunk().await.map_err(|e| read_error(e, max_bytes))? {
                         Some(piece) => piece,
-                        None if filename.is_empty() => continue,
+                        None if field.file_name().is_none_or(|f| f.trim().is_empty()) => continue,
                         None => Bytes::new(),
                     };
                     let (started, _) = import.insert((service.start_import(kind, filename, settings.clone()), kind));
