@@ -329,16 +329,40 @@ impl<I: Iterator<Item = Result<Bytes, AppError>>> Feed<I> {
         Ok(!self.ended || !self.unread.is_empty())
     }
 
-    /// The start of the file, up to its first line break (or all of a file without
-    /// one, or [`MAX_ROW_BYTES`] of it), for finding the delimiter; it stays unread.
+    /// The start of the file, up to its first line break outside quotes (or all of a
+    /// file without one, or [`MAX_ROW_BYTES`] of it), for finding the delimiter; it
+    /// stays unread.
     fn header_bytes(&mut self) -> Result<Vec<u8>, AppError> {
+        let (mut looked, mut quoted) = (0usize, false);
         loop {
-            let has_break = self.unread.iter().any(|p| memchr::memchr(b'\n', p).is_some());
-            if has_break || self.received > MAX_ROW_BYTES as u64 || !self.pull()? {
-                break;
+            let bytes: Vec<u8> = self.unread.iter().flat_map(|p| p.iter().copied()).collect();
+            for &b in &bytes[looked..] {
+                match b {
+                    b'"' => quoted = !quoted,
+                    b'\n' if !quoted => return Ok(bytes),
+                    _ => {}
+                }
+            }
+            looked = bytes.len();
+            if self.received > MAX_ROW_BYTES as u64 || !self.pull()? {
+                return Ok(bytes);
             }
         }
-        Ok(self.unread.iter().flat_map(|p| p.iter().copied()).collect())
+    }
+
+    /// Whether only line breaks stand between `from` and `to` (blank lines, which the
+    /// reader skips without a record).
+    fn only_line_breaks(&self, from: u64, to: u64) -> bool {
+        let mut start = self.kept_from;
+        for piece in &self.kept {
+            let end = start + piece.len() as u64;
+            let (a, b) = (from.max(start), to.min(end));
+            if a < b && piece[(a - start) as usize..(b - start) as usize].iter().any(|c| !matches!(c, b'\r' | b'\n')) {
+                return false;
+            }
+            start = end;
+        }
+        true
     }
 
     /// The byte at `offset`, if it was received and is still kept.
@@ -359,7 +383,8 @@ impl<I: Iterator<Item = Result<Bytes, AppError>>> Feed<I> {
     /// breaks of earlier rows count too, as an editor shows them. Calls come in file
     /// order; pieces counted past are let go.
     fn line_of(&mut self, position: u64) -> i64 {
-        let mut byte = position;
+        // Behind what was counted only line breaks stand (a skipped run of blank lines).
+        let mut byte = position.max(self.counted.0);
         while matches!(self.byte_at(byte), Some(b'\r' | b'\n')) {
             byte += 1;
         }
@@ -403,6 +428,11 @@ impl<I: Iterator<Item = Result<Bytes, AppError>>> Read for Feed<I> {
                 Ok(false) => return Ok(0),
                 Err(e) => return Err(self.fail(e)),
             }
+        }
+        if self.handed - self.row_start > MAX_ROW_BYTES as u64 && self.only_line_breaks(self.row_start, self.handed) {
+            // Blank lines, which make no row: counted and let go of.
+            self.row_start = self.handed;
+            self.line_of(self.handed);
         }
         if self.handed - self.row_start > MAX_ROW_BYTES as u64 {
             let line = self.line_of(self.row_start);
@@ -529,7 +559,8 @@ pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
     if !read(&mut reader, &mut record)? {
         return Err(empty());
     }
-    let header = fields(&record).map_err(|at| not_utf8(1 + newlines(&record.as_slice()[..at])))?;
+    let header_line = reader.get_mut().line_of(record.position().map_or(0, |p| p.byte()));
+    let header = fields(&record).map_err(|at| not_utf8(header_line + newlines(&record.as_slice()[..at])))?;
     if memchr::memchr(0, record.as_slice()).is_some() {
         return Err(AppError::BadInput("line 1: the file holds a NUL byte: save it as UTF-8 text (not UTF-16)".into()));
     }
@@ -548,7 +579,11 @@ pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
     if columns.iter().all(String::is_empty) {
         // Only white space in the whole file is an empty file; anything after a blank
         // header is a header missing.
-        while read(&mut reader, &mut record)? {}
+        while !reader.get_ref().text && read(&mut reader, &mut record)? {
+            // What was read is let go of: a file of blank cells stays out of memory.
+            let next = reader.position().byte();
+            reader.get_mut().line_of(next);
+        }
         return Err(if reader.get_ref().text {
             AppError::BadInput("line 1: the header row is empty".into())
         } else {
@@ -847,6 +882,38 @@ mod tests {
         let first_new = keys.iter().filter(|k| seen.insert(k)).count();
         assert!(first_new > 199_000, "only {first_new} of 200,000 distinct keys were new");
         assert!(keys.iter().all(|k| !seen.insert(k)), "a seen key was called new");
+    }
+
+    /// The delimiter is found from the whole header line, even when a quoted header
+    /// cell holds a line break and the file arrives a few bytes at a time.
+    #[test]
+    fn a_header_with_a_quoted_line_break_keeps_its_delimiter() {
+        let file = b"\"Company\nName\";Website\nAcme;acme.com\n";
+        let items = chunks(JobKind::Preprocess, file, 3, limits()).unwrap().concat();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].input, r#"["Acme","acme.com"]"#);
+        assert_eq!(items[0].line, 3);
+    }
+
+    /// Blank lines make no row: megabytes of them are no row over the length limit,
+    /// and the rows after them keep their lines.
+    #[test]
+    fn long_runs_of_blank_lines_are_skipped() {
+        let blank = 5 * 1024 * 1024;
+        let mut file = b"Company\nAcme\n".to_vec();
+        file.extend(std::iter::repeat_n(b'\n', blank));
+        file.extend(b"Beta\n");
+        let limits = Limits { max_bytes: 1 << 24, max_rows: 10, default_concurrency: 2 };
+        let items = chunks(JobKind::Research, &file, 64 * 1024, limits).unwrap().concat();
+        let lines: Vec<i64> = items.iter().map(|i| i.line).collect();
+        assert_eq!(lines, [2, 3 + blank as i64]);
+    }
+
+    /// A header that is not UTF-8 is named by its own line, past blank lines before it.
+    #[test]
+    fn a_bad_header_names_its_own_line() {
+        let err = chunks(JobKind::Research, b"\n\nCom\xffpany\nAcme\n", 4096, limits()).unwrap_err();
+        assert_eq!(err.to_string(), "line 3: the file is not valid UTF-8 text");
     }
 
     #[test]

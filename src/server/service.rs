@@ -27,7 +27,15 @@ pub struct Service {
     /// Who the actions of this handle are logged as (SPEC section 8): `api` unless
     /// [`Service::by`] says otherwise.
     source: Source,
+    /// Imports parsing at once (see [`MAX_PARSING_IMPORTS`]).
+    parsing: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Imports whose files are read at once, each on a thread of the blocking pool, which
+/// the SQLite store's reads and writes share: more uploads wait (their clients are
+/// slowed, nothing else is), so however many slow uploads arrive, they cannot hold the
+/// threads the database needs.
+pub const MAX_PARSING_IMPORTS: usize = 4;
 
 /// The most jobs one bulk action takes (a filter that matches more is refused).
 pub const MAX_BULK_JOBS: usize = 10_000;
@@ -102,7 +110,8 @@ impl Import {
 
 impl Service {
     pub fn new(store: impl Into<Store>, runner: Runner, limits: Limits) -> Self {
-        Self { store: store.into(), runner, limits, source: Source::Api }
+        let parsing = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PARSING_IMPORTS));
+        Self { store: store.into(), runner, limits, source: Source::Api, parsing }
     }
 
     /// The same service, logging its actions as done by `source`.
@@ -173,13 +182,18 @@ impl Service {
         let (parsed_tx, parsed_rx) = mpsc::channel(2);
         let (settings_tx, settings_rx) = oneshot::channel();
         let limits = self.limits;
-        tokio::task::spawn_blocking(move || {
-            let source = std::iter::from_fn(|| bytes_rx.blocking_recv());
-            let feed = import::Feed::new(source, limits.max_bytes);
-            let emit = |parsed| parsed_tx.blocking_send(Ok(parsed)).is_ok();
-            if let Err(e) = import::parse(kind, feed, limits.max_rows, emit) {
-                let _ = parsed_tx.blocking_send(Err(e));
-            }
+        let parsing = self.parsing.clone();
+        tokio::spawn(async move {
+            let Ok(permit) = parsing.acquire_owned().await else { return };
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let source = std::iter::from_fn(|| bytes_rx.blocking_recv());
+                let feed = import::Feed::new(source, limits.max_bytes);
+                let emit = |parsed| parsed_tx.blocking_send(Ok(parsed)).is_ok();
+                if let Err(e) = import::parse(kind, feed, limits.max_rows, emit) {
+                    let _ = parsed_tx.blocking_send(Err(e));
+                }
+            });
         });
         let this = self.clone();
         let done = tokio::spawn(async move { this.run_import(kind, filename, early, parsed_rx, settings_rx).await });

@@ -67,6 +67,21 @@ async fn small_text(field: &mut multer::Field<'_>, what: &str, max_bytes: usize)
     String::from_utf8(buf).map_err(|_| AppError::BadInput(format!("the {what} field is not UTF-8 text")))
 }
 
+/// How long an upload may send nothing before it is given up: a stalled client holds
+/// an import's place (see `service::MAX_PARSING_IMPORTS`) no longer than this.
+pub const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The next piece of the file field, or an error if the client stalls past
+/// [`UPLOAD_IDLE`].
+async fn next_piece(field: &mut multer::Field<'_>, max_bytes: usize) -> Result<Option<Bytes>, AppError> {
+    match tokio::time::timeout(UPLOAD_IDLE, field.chunk()).await {
+        Ok(piece) => piece.map_err(|e| read_error(e, max_bytes)),
+        Err(_) => {
+            Err(AppError::BadInput(format!("the upload sent nothing for {} s and was given up", UPLOAD_IDLE.as_secs())))
+        }
+    }
+}
+
 /// Imports an upload form as it arrives: fields `file` (streamed into the import as
 /// its bytes come, never held whole), `name`, `concurrency` and, from the UI's form,
 /// `kind`; others are skipped. `kind` is the endpoint's, or the form's (which must
@@ -89,7 +104,7 @@ pub async fn import_upload(
                     let filename = field.file_name().filter(|f| !f.trim().is_empty()).unwrap_or("upload.csv");
                     let filename = filename.to_string();
                     let kind = kind.or(form_kind).unwrap_or(JobKind::Research);
-                    let mut first = match field.chunk().await.map_err(|e| read_error(e, max_bytes))? {
+                    let mut first = match next_piece(&mut field, max_bytes).await? {
                         Some(piece) => piece,
                         None if field.file_name().is_none_or(|f| f.trim().is_empty()) => continue,
                         None => Bytes::new(),
@@ -100,7 +115,7 @@ pub async fn import_upload(
                             // The file was refused part-way: its reason is the answer.
                             return Ok(true);
                         }
-                        match field.chunk().await.map_err(|e| read_error(e, max_bytes))? {
+                        match next_piece(&mut field, max_bytes).await? {
                             Some(piece) => first = piece,
                             None => break,
                         }
@@ -114,7 +129,7 @@ pub async fn import_upload(
                     let text = small_text(&mut field, "kind", max_bytes).await?;
                     let named =
                         text.trim().parse().map_err(|_| AppError::BadInput(format!("unknown job kind `{text}`")))?;
-                    if import.as_ref().is_some_and(|(_, started)| *started != named) {
+                    if kind.is_none() && import.as_ref().is_some_and(|(_, started)| *started != named) {
                         return Err(AppError::BadInput("the form's kind must come before its file".into()));
                     }
                     form_kind = Some(named);
