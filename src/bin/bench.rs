@@ -689,29 +689,22 @@ async fn import_and_delete(o: &Options, dir: &Path, out: &mut Vec<Figure>, want_
         );
     }
     let reference = sqlite_import(dir, &file);
-    let mut figure = Figure::new(
+    // Against sqlite3's own `.import` of the same file, when the shell is there.
+    let against_import = |what: String, took: Duration| {
+        let figure = Figure::new(what, took.as_secs_f64(), "s", "<= 1.5x .import");
+        match reference {
+            Some(r) => figure.against("sqlite3 shell .import of the same file", r),
+            None => figure,
+        }
+    };
+    out.push(against_import(
         format!("import: REST upload of {} rows, {:.0} MB, to 201", o.rows, size as f64 / 1e6),
-        took.as_secs_f64(),
-        "s",
-        "<= 1.5x .import",
-    );
-    if let Some(r) = reference {
-        figure = figure.against("sqlite3 shell .import of the same file", r);
-    }
-    out.push(figure);
+        took,
+    ));
     // The same file as a preprocessing job: each row cleaned and keyed, duplicates linked.
     let (pre, took) = server.upload("/api/preprocess/jobs", &file, 1).await;
     server.timed(reqwest::Method::POST, &format!("/api/preprocess/jobs/{}/pause", pre["id"])).await;
-    let mut figure = Figure::new(
-        "import: REST upload of the same file as preprocessing, to 201",
-        took.as_secs_f64(),
-        "s",
-        "<= 1.5x .import",
-    );
-    if let Some(r) = reference {
-        figure = figure.against("sqlite3 shell .import of the same file", r);
-    }
-    out.push(figure);
+    out.push(against_import("import: REST upload of the same file as preprocessing, to 201".into(), took));
     // What of it is reading and checking the CSV, with no database: the part before
     // the first insert.
     let bytes = bytes::Bytes::from(std::fs::read(&file).unwrap());
