@@ -805,3 +805,27 @@ async fn an_upload_that_breaks_off_leaves_nothing() {
     let jobs: i64 = conn.query_row("SELECT COUNT(*) FROM processing_jobs", [], |r| r.get(0)).unwrap();
     assert_eq!((rows, jobs), (0, 0));
 }
+
+/// A file refused early (its second line is bad) is answered with that line once the
+/// rest of the body has been read and dropped, so a client still sending gets the
+/// answer; nothing is kept.
+#[tokio::test]
+async fn a_file_refused_early_is_answered_after_the_rest_of_its_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = jobdeck::server::app(state(test_config(dir.path())));
+    let head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bad.csv\"\r\n\r\nCompany,Website\nAcme,acme.com,surplus\n"
+    );
+    let mut pieces: Vec<Result<String, std::io::Error>> = vec![Ok(head)];
+    pieces.extend((0..40).map(|p| Ok((0..2000).map(|i| format!("Company {p}-{i},c{i}.example\n")).collect())));
+    pieces.push(Ok(format!("\r\n--{BOUNDARY}--\r\n")));
+    let req = Request::post("/api/process")
+        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(Body::from_stream(futures::stream::iter(pieces)))
+        .unwrap();
+    let (status, bytes, _) = send(&app, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&bytes).contains("line 2: the row has 3 fields but the header has 2"));
+    let (_, jobs) = json(&app, "GET", "/api/process").await;
+    assert_eq!(jobs, serde_json::json!([]));
+}

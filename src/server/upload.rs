@@ -143,8 +143,8 @@ pub async fn import_upload(
     if let Ok(true) = outcome {
         // Read the rest of the body, so the client, still sending, gets the answer
         // instead of a closed connection; nothing of it is kept.
-        while let Ok(Some(mut field)) = form.next_field().await {
-            while let Ok(Some(_)) = field.chunk().await {}
+        while let Ok(Ok(Some(mut field))) = tokio::time::timeout(UPLOAD_IDLE, form.next_field()).await {
+            while let Ok(Ok(Some(_))) = tokio::time::timeout(UPLOAD_IDLE, field.chunk()).await {}
         }
     }
     match (outcome, import) {
