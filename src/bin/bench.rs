@@ -377,12 +377,14 @@ async fn pg_engine(o: &Options, dir: &Path, out: &mut Vec<Figure>) {
     out.push(if copied { figure.against("psql \\copy of the same file", reference) } else { figure });
     // What the database itself takes to load the same rows, as the import stores them,
     // into jobdeck's items table (its key, indexes and the job's foreign key): psql's
-    // `\copy` of a file in the table's own columns, for a job made for it.
+    // `\copy` of a file in the table's own columns, for a job made for it. The job is
+    // over already, so no worker runs it, and visible, so no worker removes it as an
+    // import left unfinished (which made the copy fail now and then).
     let job: i64 = admin
         .query_one(
             &format!(
-                "INSERT INTO {schema}.processing_jobs (name, filename, concurrency, columns, hidden, created_at, updated_at)
-                 VALUES ('reference', 'reference.csv', 1, '[]', 'importing', now(), now()) RETURNING id"
+                "INSERT INTO {schema}.processing_jobs (name, filename, concurrency, columns, status, created_at, updated_at)
+                 VALUES ('reference', 'reference.csv', 1, '[]', 'completed', now(), now()) RETURNING id"
             ),
             &[],
         )
