@@ -252,7 +252,8 @@ pub struct Feed<I> {
     handed: u64,
     /// Every newline before byte `counted.0` is counted in `counted.1`.
     counted: (u64, i64),
-    quotes: QuoteScan,
+    /// Started once the delimiter is known ([`Feed::watch_quotes`]).
+    quotes: Option<QuoteScan>,
     /// Where the row being read starts.
     row_start: u64,
     /// Whether any byte but white space came.
@@ -273,7 +274,7 @@ impl<I: Iterator<Item = Result<Bytes, AppError>>> Feed<I> {
             received: 0,
             handed: 0,
             counted: (0, 1),
-            quotes: QuoteScan::new(b','),
+            quotes: None,
             row_start: 0,
             text: false,
             started: false,
@@ -320,7 +321,9 @@ impl<I: Iterator<Item = Result<Bytes, AppError>>> Feed<I> {
         if !self.text {
             self.text = piece.iter().any(|b| !b.is_ascii_whitespace());
         }
-        self.quotes.feed(&piece);
+        if let Some(quotes) = &mut self.quotes {
+            quotes.feed(&piece);
+        }
         self.received += piece.len() as u64;
         if !piece.is_empty() {
             self.kept.push_back(piece.clone());
@@ -348,6 +351,20 @@ impl<I: Iterator<Item = Result<Bytes, AppError>>> Feed<I> {
                 return Ok(bytes);
             }
         }
+    }
+
+    /// Starts watching quotes for `delimiter`, from the first byte received.
+    fn watch_quotes(&mut self, delimiter: u8) {
+        let mut scan = QuoteScan::new(delimiter);
+        for piece in &self.kept {
+            scan.feed(piece);
+        }
+        self.quotes = Some(scan);
+    }
+
+    /// The line of the quote open now (at the end of the file: never closed), if any.
+    fn open_quote(&self) -> Option<i64> {
+        self.quotes.as_ref().and_then(QuoteScan::open)
     }
 
     /// Whether only line breaks stand between `from` and `to` (blank lines, which the
@@ -437,7 +454,7 @@ impl<I: Iterator<Item = Result<Bytes, AppError>>> Read for Feed<I> {
         if self.handed - self.row_start > MAX_ROW_BYTES as u64 {
             let line = self.line_of(self.row_start);
             let limit = MAX_ROW_BYTES / (1024 * 1024);
-            let e = match self.quotes.open() {
+            let e = match self.open_quote() {
                 Some(open) => AppError::BadInput(format!(
                     "line {line}: the row is longer than {limit} MiB: the quoted field opened on line {open} may \
                      never be closed"
@@ -497,17 +514,28 @@ pub enum Parsed {
     Items(Vec<NewItem>),
 }
 
-/// A record's fields as text, or the index of the first that is not UTF-8 and how
-/// far into the record's bytes its bad byte sits.
-fn fields(record: &csv::ByteRecord) -> Result<Vec<&str>, usize> {
+/// A record's fields as text, the record starting on line `line`. Refused with the line
+/// of the bad byte: a field that is not UTF-8, or a NUL byte (valid UTF-8, but no
+/// database keeps it in text; a file full of them was saved as UTF-16).
+fn fields(record: &csv::ByteRecord, line: i64) -> Result<Vec<&str>, AppError> {
+    let line_at = |at: usize| line + newlines(&record.as_slice()[..at]);
     let mut out = Vec::with_capacity(record.len());
     let mut offset = 0usize;
     for field in record.iter() {
         match std::str::from_utf8(field) {
             Ok(text) => out.push(text),
-            Err(e) => return Err(offset + e.valid_up_to()),
+            Err(e) => {
+                let line = line_at(offset + e.valid_up_to());
+                return Err(AppError::BadInput(format!("line {line}: the file is not valid UTF-8 text")));
+            }
         }
         offset += field.len();
+    }
+    if let Some(at) = memchr::memchr(0, record.as_slice()) {
+        return Err(AppError::BadInput(format!(
+            "line {}: the file holds a NUL byte: save it as UTF-8 text (not UTF-16)",
+            line_at(at)
+        )));
     }
     Ok(out)
 }
@@ -526,14 +554,7 @@ pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
 ) -> Result<(), AppError> {
     let head = feed.header_bytes()?;
     let delimiter = detect_delimiter(&head);
-    feed.quotes = {
-        // The scan so far assumed a comma; run it again over what was received.
-        let mut scan = QuoteScan::new(delimiter);
-        for piece in &feed.kept {
-            scan.feed(piece);
-        }
-        scan
-    };
+    feed.watch_quotes(delimiter);
     let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).flexible(true).has_headers(false).from_reader(feed);
     let mut record = csv::ByteRecord::new();
     // One read, with the feed's own failure (size, row length, a broken upload) in
@@ -552,7 +573,6 @@ pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
         reader.get_mut().row_start = next;
         Ok(more)
     };
-    let not_utf8 = |line: i64| AppError::BadInput(format!("line {line}: the file is not valid UTF-8 text"));
 
     // The header.
     let empty = || AppError::BadInput("the file is empty: a header row and at least one row are needed".into());
@@ -560,10 +580,7 @@ pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
         return Err(empty());
     }
     let header_line = reader.get_mut().line_of(record.position().map_or(0, |p| p.byte()));
-    let header = fields(&record).map_err(|at| not_utf8(header_line + newlines(&record.as_slice()[..at])))?;
-    if memchr::memchr(0, record.as_slice()).is_some() {
-        return Err(AppError::BadInput("line 1: the file holds a NUL byte: save it as UTF-8 text (not UTF-16)".into()));
-    }
+    let header = fields(&record, header_line)?;
     if header.len() > MAX_COLUMNS {
         return Err(AppError::BadInput(format!(
             "line 1: the header has {} columns; at most {MAX_COLUMNS} are allowed",
@@ -607,23 +624,8 @@ pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
     let (mut rows, mut chunk, mut chunk_bytes) = (0usize, Vec::new(), 0usize);
     let mut seen = (kind == JobKind::Preprocess).then(SeenKeys::new);
     while read(&mut reader, &mut record)? {
-        let start = record.position().map_or(0, |p| p.byte());
-        let cells = match fields(&record) {
-            Ok(cells) => cells,
-            Err(at) => {
-                let line = reader.get_mut().line_of(start);
-                return Err(not_utf8(line + newlines(&record.as_slice()[..at])));
-            }
-        };
-        let line = reader.get_mut().line_of(start);
-        if let Some(at) = memchr::memchr(0, record.as_slice()) {
-            // Valid UTF-8, but no database keeps it in text; a file full of them was
-            // saved as UTF-16.
-            let line = line + newlines(&record.as_slice()[..at]);
-            return Err(AppError::BadInput(format!(
-                "line {line}: the file holds a NUL byte: save it as UTF-8 text (not UTF-16)"
-            )));
-        }
+        let line = reader.get_mut().line_of(record.position().map_or(0, |p| p.byte()));
+        let cells = fields(&record, line)?;
         if !is_data_row(&cells, width, line)? {
             continue;
         }
@@ -652,7 +654,7 @@ pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
             }
         }
     }
-    if let Some(line) = reader.get_ref().quotes.open() {
+    if let Some(line) = reader.get_ref().open_quote() {
         return Err(AppError::BadInput(format!("line {line}: a quoted field is never closed")));
     }
     if rows == 0 {
@@ -716,7 +718,7 @@ fn new_item(kind: JobKind, map: &ColumnMap, line: i64, cells: &[&str]) -> Result
             let normalized = n.json_text();
             Ok(NewItem {
                 line,
-                name: n.name,
+                name: n.company,
                 website: n.website,
                 domain: n.domain,
                 input,

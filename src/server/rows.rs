@@ -111,46 +111,35 @@ fn cell<S: AsRef<str>>(row: &[S], index: Option<usize>) -> Option<String> {
     index.and_then(|i| row.get(i)).map(|s| s.as_ref().trim()).filter(|s| !s.is_empty()).map(str::to_string)
 }
 
-/// What cleaning found in one row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Normalized {
-    /// Canonical company name, legal suffix split off.
-    pub name: Option<String>,
-    /// The website column as given (trimmed), even when it is malformed.
-    pub website: Option<String>,
-    /// The company's host name; never a free-mail provider learnt from an e-mail.
-    pub domain: Option<String>,
-    /// Rows sharing this key are duplicates of the first one.
-    pub dedupe_key: Option<String>,
-    /// The full cleaning result stored with the row.
-    pub cleaned: Cleaned,
-}
-
-/// The full cleaning result of a row as it is stored (camelCase keys, every one
+/// What cleaning found in one row, stored with it as JSON (camelCase keys, every one
 /// present, in this order), serialised straight from here.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Cleaned {
+pub struct Normalized {
+    /// Canonical company name, legal suffix split off.
     pub company: Option<String>,
     pub legal_suffix: Option<String>,
+    /// The website column as given (trimmed), even when it is malformed.
     pub website: Option<String>,
+    /// The company's host name; never a free-mail provider learnt from an e-mail.
     pub domain: Option<String>,
     pub email: Option<String>,
     pub free_mail: bool,
     pub valid: bool,
     pub reasons: Vec<String>,
+    /// Rows sharing this key are duplicates of the first one.
     pub dedupe_key: Option<String>,
 }
 
 impl Normalized {
     /// The cleaning result as a JSON object.
     pub fn json(&self) -> Value {
-        serde_json::to_value(&self.cleaned).unwrap_or(Value::Null)
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
     /// The cleaning result as the JSON text stored with the row.
     pub fn json_text(&self) -> String {
-        serde_json::to_string(&self.cleaned).unwrap_or_default()
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
@@ -492,18 +481,17 @@ pub fn normalize<S: AsRef<str>>(map: &ColumnMap, row: &[S]) -> Normalized {
         (None, None) => None,
     };
 
-    let cleaned = Cleaned {
-        company: company.clone(),
+    Normalized {
+        company,
         legal_suffix,
-        website: website.clone(),
-        domain: domain.clone(),
+        website,
+        domain,
         email,
         free_mail,
         valid: reasons.is_empty(),
         reasons,
-        dedupe_key: dedupe_key.clone(),
-    };
-    Normalized { name: company, website, domain, dedupe_key, cleaned }
+        dedupe_key,
+    }
 }
 
 #[cfg(test)]
@@ -534,7 +522,7 @@ mod tests {
         assert_eq!(n.json()["website"], "https://www.Acme.com/about?x=1");
         assert_eq!(n.json()["valid"], true);
         assert_eq!(n.json()["reasons"], json!([]));
-        assert_eq!(n.name.as_deref(), Some("Acme"));
+        assert_eq!(n.company.as_deref(), Some("Acme"));
         assert_eq!(n.domain.as_deref(), Some("acme.com"));
         assert_eq!(n.dedupe_key.as_deref(), Some("domain:acme.com"));
         assert_eq!(n.json()["dedupeKey"], "domain:acme.com");
@@ -642,7 +630,7 @@ mod tests {
         assert_eq!(n.json()["valid"], false);
         assert_eq!(n.json()["dedupeKey"], Value::Null);
         assert_eq!(n.dedupe_key, None);
-        assert_eq!(n.name, None);
+        assert_eq!(n.company, None);
         // A short row (fewer cells than the map expects) must not panic.
         let n = normalize(&full_map(), &["Acme".to_string()]);
         assert_eq!(n.json()["company"], "Acme");

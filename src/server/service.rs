@@ -1,13 +1,11 @@
 //! The one place business rules live: import, pause, resume, cancel, delete, reads.
 //! The REST API and the server functions are thin wrappers over this.
 
+use bytes::Bytes;
 use chrono::{DateTime, SubsecRound, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::error::AppError;
-use bytes::Bytes;
-use tokio::sync::oneshot;
-
 use super::import::{self, cut_chars, Limits, Parsed, Settings, Upload};
 use super::runner::Runner;
 use super::store::types::{Change, CleanRow, Hidden, JobSettings, NewItem, NewJob, Rule, CHUNK_ROWS};

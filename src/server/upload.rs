@@ -1,8 +1,7 @@
 //! Reading an upload: one multipart reader for the REST API and the UI's server
 //! function alike, streaming the file into its import and bounding every other field,
-//! and the body limit every
-//! request passes through, so an oversized body is refused early and never held in
-//! memory (SPEC section 9).
+//! and the body limit every request passes through, so an oversized body is refused
+//! early and never held in memory (SPEC section 9).
 
 use axum::body::Body;
 use axum::extract::{Request, State};

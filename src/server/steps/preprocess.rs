@@ -196,7 +196,7 @@ mod tests {
         Claimed {
             id: 7,
             line: 3,
-            name: n.name.clone(),
+            name: n.company.clone(),
             website: n.website.clone(),
             domain: n.domain.clone(),
             input: serde_json::Map::new(),
