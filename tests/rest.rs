@@ -37,6 +37,14 @@ fn multipart(fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> Body {
     Body::from(body)
 }
 
+/// A multipart POST of `body` to `uri`, as a browser or `curl -F` sends one.
+fn multipart_post(uri: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(uri)
+        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
+        .body(body.into())
+        .unwrap()
+}
+
 async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>, String) {
     let res = app.clone().oneshot(req).await.unwrap();
     let status = res.status();
@@ -52,12 +60,7 @@ async fn json(app: &Router, method: &str, uri: &str) -> (StatusCode, Value) {
 }
 
 async fn upload(app: &Router, root: &str, fields: &[(&str, &str)], file: Option<(&str, &[u8])>) -> (StatusCode, Value) {
-    let req = Request::builder()
-        .method("POST")
-        .uri(root)
-        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
-        .body(multipart(fields, file))
-        .unwrap();
+    let req = multipart_post(root, multipart(fields, file));
     let (status, bytes, _) = send(app, req).await;
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
@@ -757,10 +760,7 @@ async fn settings_sent_after_the_file_still_count() {
         body.push_str(&format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"));
     }
     body.push_str(&format!("--{BOUNDARY}--\r\n"));
-    let req = Request::post("/api/preprocess/jobs")
-        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
-        .body(Body::from(body.clone()))
-        .unwrap();
+    let req = multipart_post("/api/preprocess/jobs", body.clone());
     let (status, bytes, _) = send(&app, req).await;
     assert_eq!(status, StatusCode::CREATED, "{}", String::from_utf8_lossy(&bytes));
     let job: Value = serde_json::from_slice(&bytes).unwrap();
@@ -771,10 +771,7 @@ async fn settings_sent_after_the_file_still_count() {
 
     // A bad setting after the file refuses the whole upload and leaves no job.
     let bad = body.replace("\r\n7\r\n", "\r\n70\r\n");
-    let req = Request::post("/api/process")
-        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
-        .body(Body::from(bad))
-        .unwrap();
+    let req = multipart_post("/api/process", bad);
     let (status, bytes, _) = send(&app, req).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&bytes).contains("concurrency must be between 1 and 64"));
@@ -792,10 +789,7 @@ async fn an_upload_that_breaks_off_leaves_nothing() {
     let rows: String = (0..20_000).map(|i| format!("Company {i}\n")).collect();
     let pieces: Vec<Result<String, std::io::Error>> =
         vec![Ok(head), Ok(rows), Err(std::io::Error::other("the client went away"))];
-    let req = Request::post("/api/process")
-        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
-        .body(Body::from_stream(futures::stream::iter(pieces)))
-        .unwrap();
+    let req = multipart_post("/api/process", Body::from_stream(futures::stream::iter(pieces)));
     let (status, _, _) = send(&app, req).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (_, jobs) = json(&app, "GET", "/api/process").await;
@@ -819,10 +813,7 @@ async fn a_file_refused_early_is_answered_after_the_rest_of_its_body() {
     let mut pieces: Vec<Result<String, std::io::Error>> = vec![Ok(head)];
     pieces.extend((0..40).map(|p| Ok((0..2000).map(|i| format!("Company {p}-{i},c{i}.example\n")).collect())));
     pieces.push(Ok(format!("\r\n--{BOUNDARY}--\r\n")));
-    let req = Request::post("/api/process")
-        .header("content-type", format!("multipart/form-data; boundary={BOUNDARY}"))
-        .body(Body::from_stream(futures::stream::iter(pieces)))
-        .unwrap();
+    let req = multipart_post("/api/process", Body::from_stream(futures::stream::iter(pieces)));
     let (status, bytes, _) = send(&app, req).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&bytes).contains("line 2: the row has 3 fields but the header has 2"));
