@@ -218,6 +218,7 @@ on_both_stores!(
     an_llm_rate_limit_pauses_the_job_and_it_resumes_by_itself,
     a_pause_flag_set_by_hand_is_honoured_within_the_poll,
     a_pause_during_instant_rounds_stops_the_next_claim,
+    instant_items_and_items_that_go_out_share_one_window,
 );
 
 /// SPEC section 2: `paused` is an INTEGER flag, and one set by hand in the database is
@@ -271,6 +272,53 @@ async fn a_pause_during_instant_rounds_stops_the_next_claim(store: Store) {
     assert_eq!((later.completed, later.failed, later.pending), (job.completed, job.failed, job.pending));
     assert!(later.pending > 100_000, "most of the job still waits: {later:?}");
     store.assert_counters_match(&later).await;
+}
+
+/// One job of rows cleaned at once and rows whose website is checked: the rows cleaned
+/// at once run in batches inside a transaction and never hold a slot, the checks stay
+/// within the job's concurrency however the batches fall, and every row ends once.
+async fn instant_items_and_items_that_go_out_share_one_window(store: Store) {
+    const ROWS: i64 = 3_000;
+    let site = Site::start().await;
+    let service = store.service(store.config()).await;
+    let mut csv = String::from("Company,Website\n");
+    let mut checked = Vec::new();
+    for i in 0..ROWS {
+        if i % 300 == 7 {
+            // A host of its own for each, so that no row is a duplicate of another.
+            let base = site.also_on(&format!("127.0.1.{}", i / 300 + 1)).await;
+            csv.push_str(&format!("Company {i},{base}/g/{i}\n"));
+            checked.push(format!("/g/{i}"));
+        } else {
+            csv.push_str(&format!("Company {i},\n"));
+        }
+    }
+    let job = service.create_job(P, upload(csv.into_bytes(), 3)).await.unwrap();
+    let most = std::cell::Cell::new(0);
+    let watch = |processing: i64| most.set(most.get().max(processing));
+    wait_for(LONG, "three checks waiting at the site", || async { site.hit_count() == 3 }).await;
+    let held = wait_job(&service, P, job.id, LONG, |j| {
+        watch(j.processing);
+        j.processing == 3
+    })
+    .await;
+    several_polls().await;
+    let later = service.get(P, job.id).await.unwrap();
+    assert_eq!(later, held, "with the window full of checks, nothing else moves");
+    assert_eq!(site.hit_count(), 3, "no fourth check while three are in flight");
+    site.open_gate();
+    let done = wait_job(&service, P, job.id, LONG, |j| {
+        watch(j.processing);
+        j.status == JobStatus::Completed
+    })
+    .await;
+    assert_eq!((done.completed, done.failed, done.pending, done.processing), (ROWS, 0, 0, 0));
+    assert!(most.get() <= 3, "at most the concurrency in flight, saw {}", most.get());
+    let mut hit = site.hits();
+    hit.sort();
+    checked.sort();
+    assert_eq!(hit, checked, "every website checked once, and only those");
+    store.assert_counters_match(&done).await;
 }
 
 async fn pause_stops_new_starts_and_in_flight_items_finish(store: Store) {

@@ -34,6 +34,7 @@ pub struct Site {
     pub addr: SocketAddr,
     hits: Arc<Mutex<Vec<String>>>,
     gate: Arc<watch::Sender<bool>>,
+    app: Router,
 }
 
 #[derive(Clone)]
@@ -114,8 +115,19 @@ impl Site {
             .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let served = app.clone();
+        tokio::spawn(async move { axum::serve(listener, served).await.unwrap() });
+        Self { addr, hits, gate: Arc::new(gate), app }
+    }
+
+    /// The same site served on another loopback address too (`127.0.1.5`): a host of
+    /// its own, with a domain of its own. Returns the base URL there.
+    pub async fn also_on(&self, ip: &str) -> String {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = self.app.clone();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, hits, gate: Arc::new(gate) }
+        format!("http://{addr}")
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -182,6 +182,22 @@ impl Starter for Begin {
         let more = self.permits.len().min(done.len());
         (done, more)
     }
+
+    fn finish_now(&mut self, rows: Vec<ClaimedRow>) -> (Vec<Finished>, usize) {
+        if self.shutdown.is_cancelled() {
+            return (Vec::new(), rows.len());
+        }
+        let mut done = Vec::with_capacity(rows.len());
+        let mut left = 0;
+        for row in rows {
+            let lease = row.lease;
+            match self.work.now(&row.into_claimed(&self.work.columns), lease) {
+                Some(finished) => done.push(finished),
+                None => left += 1,
+            }
+        }
+        (done, left)
+    }
 }
 
 /// The shortest wait of the scheduler between two looks.
@@ -489,6 +505,9 @@ struct JobTask {
     /// Outcomes of items whose step finished at its first poll, without a task of its
     /// own; taken at the next turn like those of spawned items.
     ready: Vec<(i64, Outcome)>,
+    /// The last turn stopped on its limits while items were still finishing at once
+    /// (their results stored in it): the next turn is due at once.
+    again: bool,
 }
 
 impl JobTask {
@@ -506,6 +525,7 @@ impl JobTask {
             finished: Vec::new(),
             unsaved: Vec::new(),
             ready: Vec::new(),
+            again: false,
         }
     }
 
@@ -602,7 +622,7 @@ impl JobTask {
                 }
                 _ = tick.tick() => Some(self.flags().await),
                 // Items finished at their first poll: the next turn writes them.
-                () = std::future::ready(()), if !self.ready.is_empty() => None,
+                () = std::future::ready(()), if !self.ready.is_empty() || self.again => None,
                 permit = self.inner.global.clone().acquire_owned(), if want_permit => {
                     self.spare = permit.ok();
                     None
@@ -676,6 +696,7 @@ impl JobTask {
     /// A batch that cannot be written is kept and tried again item by item.
     async fn flush_and_fill(&mut self, st: &mut TaskState) {
         let (kind, id) = (self.kind, self.id);
+        self.again = false;
         if !self.unsaved.is_empty() {
             // The database is refusing writes: these wait their turn behind the others,
             // and no item starts meanwhile.
@@ -731,6 +752,7 @@ impl JobTask {
                 // Taken like any other outcome, at the next turn, which the `ready`
                 // branch of the loop starts at once.
                 self.ready.extend(turn.unstored.into_iter().map(|done| (done.item_id, Outcome::Done(done))));
+                self.again = turn.again;
                 // A slot taken for a round that did not come is kept for the next turn;
                 // none when the job has nothing left to start.
                 if st.running() && !turn.exhausted {

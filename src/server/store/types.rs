@@ -311,14 +311,22 @@ pub trait Starter: Send + 'static {
     /// Begins the claimed items. Returns the results of those that finished at once,
     /// and how many items may be claimed in their place (0: claim no more this turn).
     fn start(&mut self, claimed: Vec<ClaimedRow>) -> (Vec<Finished>, usize);
+
+    /// Finishes at once those of `rows` whose step needs nothing outside the item, and
+    /// begins none of the others, which stay `pending`: `rows` were locked, not claimed,
+    /// and hold no slot. Returns the results and how many rows were left.
+    fn finish_now(&mut self, rows: Vec<ClaimedRow>) -> (Vec<Finished>, usize);
 }
 
 /// What a turn leaves: the starter, with what it began, the results of the last
-/// round, not stored yet, and whether a claim found fewer items than it wanted.
+/// round, not stored yet, whether a claim found fewer items than it wanted, and whether
+/// the turn stopped on its limits while items were still finishing at once, their
+/// results stored (the next turn is then due at once, as for results left unstored).
 pub struct Turn<S> {
     pub starter: S,
     pub unstored: Vec<Finished>,
     pub exhausted: bool,
+    pub again: bool,
 }
 
 /// What a store's part in a cluster tells the runner (see [`super::Store::start_node`]).

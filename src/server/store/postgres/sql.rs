@@ -291,12 +291,23 @@ struct RoundSql {
     /// computed LIMIT, they made it hash the whole items table on every claim (15 ms at
     /// 50,000 items).
     claim: String,
+    /// Locks up to `$2` pending items of a runnable job without claiming them, oldest
+    /// first, skipping rows another worker holds ([`Take::Finish`]): each is finished in
+    /// the next round of the same transaction or left `pending`, so none is ever in
+    /// flight and the job's concurrency does not bound them. The limit is a subquery,
+    /// as the claim's is: a plain 256 against a job the statistics do not know yet (a
+    /// fresh import: 5 rows estimated) made the planner fetch every pending item by
+    /// bitmap and sort them all, 100 ms a round at 200,000 items instead of 1 ms down
+    /// the `(job_id, status, id)` index.
+    peek: String,
     /// Writes outcomes fenced by their leases and moves the counters in shard `$9`.
-    /// `$10` says `processing` once per outcome: the state is compared with a value the
-    /// planner cannot see, so it looks each item up by its id and never through a
-    /// partial index on `status = 'processing'`, whose dead entries (every item that
-    /// finished since the last vacuum) a bitmap scan visits one by one: 8–10 ms a
-    /// finish at 100,000 items, and growing.
+    /// `$10` says, once per outcome, the state the item is held in: `processing` for a
+    /// claimed item (which must still be this worker's), `pending` for one a
+    /// [`Take::Finish`] round locked. The state is compared with a value the planner
+    /// cannot see, so it looks each item up by its id and never through a partial index
+    /// on `status = 'processing'`, whose dead entries (every item that finished since the
+    /// last vacuum) a bitmap scan visits one by one: 8–10 ms a finish at 100,000 items,
+    /// and growing.
     finish: String,
     /// Moves the job's count of failures in a row (see [`error_burst`]).
     streak: String,
@@ -336,22 +347,31 @@ impl RoundSql {
                      WHERE id = $1 AND status = 'pending' AND EXISTS (SELECT 1 FROM claimed))
                  SELECT * FROM claimed ORDER BY id"
             ),
+            peek: format!(
+                "SELECT i.id, i.line, i.name, i.website, i.domain, i.input, {extra}, i.lease FROM {items} AS i
+                 WHERE i.job_id = $1 AND i.status = 'pending'
+                   AND EXISTS (SELECT 1 FROM {jobs} WHERE id = $1 AND {runnable})
+                 ORDER BY i.id LIMIT (SELECT $2::bigint) FOR UPDATE OF i SKIP LOCKED"
+            ),
             finish: format!(
                 "WITH written AS (
                      UPDATE {items} AS i SET status = r.status, result = r.result, error = r.error,
-                         attempts = i.attempts + r.attempts, finished_at = now(), worker_id = NULL
+                         attempts = i.attempts + r.attempts, finished_at = now(), worker_id = NULL,
+                         started_at = CASE WHEN r.held = 'pending' THEN now() ELSE i.started_at END
                      FROM UNNEST($3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::text[], $8::text[],
                                  $10::text[])
                          AS r(id, lease, attempts, status, result, error, held)
                      WHERE i.id = r.id AND i.job_id = $1 AND i.status = r.held
-                       AND i.worker_id = $2 AND i.lease = r.lease
-                     RETURNING i.id, i.status),
+                       AND (r.held = 'pending' OR i.worker_id = $2) AND i.lease = r.lease
+                     RETURNING i.id, i.status, r.held),
                  counted AS (
                      INSERT INTO {counts} AS c (job_id, shard, pending, processing, completed, failed)
-                     SELECT $1, $9, 0, -count(*), count(*) FILTER (WHERE status = 'completed'),
-                         count(*) FILTER (WHERE status = 'failed')
+                     SELECT $1, $9, -count(*) FILTER (WHERE held = 'pending'),
+                         -count(*) FILTER (WHERE held = 'processing'),
+                         count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed')
                      FROM written HAVING count(*) > 0
-                     ON CONFLICT (job_id, shard) DO UPDATE SET processing = c.processing + EXCLUDED.processing,
+                     ON CONFLICT (job_id, shard) DO UPDATE SET pending = c.pending + EXCLUDED.pending,
+                         processing = c.processing + EXCLUDED.processing,
                          completed = c.completed + EXCLUDED.completed, failed = c.failed + EXCLUDED.failed)
                  SELECT id FROM written"
             ),
@@ -369,44 +389,73 @@ fn round_sql(kind: JobKind) -> &'static RoundSql {
     &ROUND_SQL[JobKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)]
 }
 
+/// What a [`round`] takes once its outcomes are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Take {
+    /// Claims up to this many items within the job's concurrency over all workers:
+    /// they may leave the transaction in flight. `Claim(0)` takes nothing.
+    Claim(usize),
+    /// Locks up to this many pending items without claiming them, whatever the job's
+    /// concurrency: every one is finished by the next round of the same transaction
+    /// (its outcomes [`Held::Locked`]) or stays `pending`, so none is ever in flight.
+    Finish(usize),
+}
+
+/// How a round's outcomes hold their items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Claimed (`processing`, this worker's, under the outcome's lease).
+    Claimed,
+    /// Locked by a [`Take::Finish`] round of the same transaction, still `pending`.
+    Locked,
+}
+
 /// One round of a turn, in the caller's transaction: writes a worker's `outcomes` (each
 /// only if that worker still holds the item under that lease: a worker declared dead,
 /// whose items went to another, writes nothing), applies the error-burst rule to what
-/// was written, then claims up to `want` pending items within the job's concurrency
-/// over all workers, oldest first, skipping rows another worker is claiming. Counters
-/// move in the worker's shard. Statements are prepared once per connection; those that
-/// need nothing back from the one before are sent together (one round trip), which the
-/// server still runs in order. Returns how many outcomes were written and the claims.
+/// was written, then takes items as `take` says, oldest first, skipping rows another
+/// worker is claiming. Counters move in the worker's shard. Statements are prepared
+/// once per connection; those that need nothing back from the one before are sent
+/// together (one round trip), which the server still runs in order. Returns how many
+/// outcomes were written and the rows taken.
 pub async fn round(
     tx: &deadpool_postgres::Transaction<'_>,
     kind: JobKind,
     job_id: i64,
     worker_id: i64,
-    outcomes: &[Finished],
-    want: usize,
+    (outcomes, held): (&[Finished], Held),
+    take: Take,
     burst: u32,
 ) -> Result<(usize, Vec<ClaimedRow>), AppError> {
     let q = round_sql(kind);
     let shard = shard_of(worker_id);
     let mut written = 0;
     let mut streak_args: Option<(bool, i32)> = None;
-    let want = want as i64;
+    let (take_sql, limit) = match take {
+        Take::Claim(n) => (&q.claim, n as i64),
+        Take::Finish(n) => (&q.peek, n as i64),
+    };
     let lock_args: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&job_id];
-    let claim_args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&job_id, &worker_id, &want, &shard];
-    let finish_args = FinishArgs::new(outcomes);
+    let claim_args: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&job_id, &worker_id, &limit, &shard];
+    let peek_args: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&job_id, &limit];
+    let take_args: &[&(dyn tokio_postgres::types::ToSql + Sync)] = match take {
+        Take::Claim(_) => &claim_args,
+        Take::Finish(_) => &peek_args,
+    };
+    let finish_args = FinishArgs::new(outcomes, held);
     let finish_params = finish_args.params(&job_id, &worker_id, &shard);
     let any_failed = outcomes.iter().any(|o| matches!(o.outcome, Finish::Failed(_)));
-    if !outcomes.is_empty() && !any_failed && want > 0 {
+    if !outcomes.is_empty() && !any_failed && limit > 0 {
         // Only completions: nothing the finish writes can pause the job, so the finish,
-        // the job's lock and the claim go out together, in this order, in one round
+        // the job's lock and the next take go out together, in this order, in one round
         // trip. The failure count is cleared after it only where it was not already 0
         // (read under the lock), which it nearly always is.
-        let (finish, lock, claim) =
-            futures::try_join!(tx.prepare_cached(&q.finish), tx.prepare_cached(&q.lock), tx.prepare_cached(&q.claim))?;
+        let (finish, lock, taking) =
+            futures::try_join!(tx.prepare_cached(&q.finish), tx.prepare_cached(&q.lock), tx.prepare_cached(take_sql))?;
         let (kept, locked, rows) = futures::try_join!(
             tx.query(&finish, &finish_params),
             tx.query_opt(&lock, &lock_args),
-            tx.query(&claim, &claim_args)
+            tx.query(&taking, take_args)
         )?;
         written = kept.len();
         if written > 0 && locked.is_some_and(|r| r.get::<_, i32>(0) != 0) {
@@ -425,13 +474,13 @@ pub async fn round(
             streak.add(&o.outcome);
         }
         if streak.last_error.is_some() && burst > 0 {
-            // Failures may pause the job: decided before anything is claimed.
+            // Failures may pause the job: decided before anything is taken.
             error_burst(tx, kind, job_id, &streak, burst).await?;
         } else {
             streak_args = Some((streak.reset, streak.trailing as i32));
         }
     }
-    if want == 0 {
+    if limit == 0 {
         if let Some((reset, trailing)) = streak_args {
             let streak = tx.prepare_cached(&q.streak).await?;
             tx.execute(&streak, &[&job_id, &reset, &trailing]).await?;
@@ -439,15 +488,15 @@ pub async fn round(
         return Ok((written, Vec::new()));
     }
     // Prepared first, so the three go out in this order and together.
-    let (streak, lock, claim) =
-        futures::try_join!(tx.prepare_cached(&q.streak), tx.prepare_cached(&q.lock), tx.prepare_cached(&q.claim))?;
+    let (streak, lock, taking) =
+        futures::try_join!(tx.prepare_cached(&q.streak), tx.prepare_cached(&q.lock), tx.prepare_cached(take_sql))?;
     let moved = async {
         match streak_args {
             Some((reset, trailing)) => tx.execute(&streak, &[&job_id, &reset, &trailing]).await.map(drop),
             None => Ok(()),
         }
     };
-    let (_, _, rows) = futures::try_join!(moved, tx.query_opt(&lock, &lock_args), tx.query(&claim, &claim_args))?;
+    let (_, _, rows) = futures::try_join!(moved, tx.query_opt(&lock, &lock_args), tx.query(&taking, take_args))?;
     Ok((written, claimed_rows(&rows)))
 }
 
@@ -463,7 +512,7 @@ struct FinishArgs<'a> {
 }
 
 impl<'a> FinishArgs<'a> {
-    fn new(outcomes: &'a [Finished]) -> Self {
+    fn new(outcomes: &'a [Finished], held: Held) -> Self {
         let pick = |o: &'a Finished| match &o.outcome {
             Finish::Completed(v) => ("completed", Some(v.as_str()), None),
             Finish::Failed(e) => ("failed", None, Some(e.as_str())),
@@ -475,7 +524,13 @@ impl<'a> FinishArgs<'a> {
             statuses: Vec::with_capacity(outcomes.len()),
             results: Vec::with_capacity(outcomes.len()),
             errors: Vec::with_capacity(outcomes.len()),
-            held: vec!["processing"; outcomes.len()],
+            held: vec![
+                match held {
+                    Held::Claimed => "processing",
+                    Held::Locked => "pending",
+                };
+                outcomes.len()
+            ],
         };
         for o in outcomes {
             let (status, result, error) = pick(o);
@@ -534,7 +589,7 @@ pub async fn claim_batch(
     worker_id: i64,
     want: usize,
 ) -> Result<Vec<ClaimedRow>, AppError> {
-    Ok(round(tx, kind, job_id, worker_id, &[], want, 0).await?.1)
+    Ok(round(tx, kind, job_id, worker_id, (&[], Held::Claimed), Take::Claim(want), 0).await?.1)
 }
 
 /// Writes a worker's outcomes (a [`round`] that claims nothing); returns how many were
@@ -547,7 +602,7 @@ pub async fn finish_batch(
     outcomes: &[Finished],
     burst: u32,
 ) -> Result<usize, AppError> {
-    Ok(round(tx, kind, job_id, worker_id, outcomes, 0, burst).await?.0)
+    Ok(round(tx, kind, job_id, worker_id, (outcomes, Held::Claimed), Take::Claim(0), burst).await?.0)
 }
 
 /// Moves the job's count of items failed in a row by a written batch, and pauses the

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::sql::{self, tables};
+use super::sql::{self, tables, Held, Take};
 use super::{add_event, change_job, put_back, read_job, PgStore};
 use crate::model::{EventAction, JobKind, JobStatus, Source};
 use crate::server::error::AppError;
@@ -21,6 +21,9 @@ pub const TURN_ROUNDS: usize = 64;
 /// within SPEC section 10's 100 ms with several workers on one job, and costs a turn's
 /// begin and commit (about 0.6 ms here) every 10 ms.
 pub const TURN_TIME: std::time::Duration = std::time::Duration::from_millis(10);
+/// Items a [`Take::Finish`] round locks: enough that its round trip is a small part of
+/// a round, few enough that a round stays well inside [`TURN_TIME`]'s order.
+pub const FINISH_ROUND: usize = 256;
 
 impl PgStore {
     pub async fn live_jobs(&self) -> Result<Vec<(JobKind, i64)>, AppError> {
@@ -81,13 +84,17 @@ impl PgStore {
 
     /// A turn stores `finished` and claims up to `want` items in one transaction and
     /// hands them to `starter`. While the starter finishes items at once (a step that
-    /// needs nothing outside the item), their results are stored and as many items
-    /// claimed again in the same transaction, up to [`TURN_ROUNDS`] rounds or
-    /// [`TURN_TIME`]: one commit then carries many rounds of the window. Each round
-    /// holds the job's row, so a pause or cancel from another process waits for the
-    /// turn's commit (about [`TURN_TIME`] and the round in progress) and is seen by the
-    /// next claim; items finished inside the transaction are never seen in flight by
-    /// anyone else.
+    /// needs nothing outside the item), their results are stored and more items taken
+    /// in the same transaction, up to [`TURN_ROUNDS`] rounds or [`TURN_TIME`]: one
+    /// commit then carries many rounds. Once a round finished every item it claimed at
+    /// once, the next rounds lock [`FINISH_ROUND`] pending items at a time instead of
+    /// claiming a window: they are finished, and their results stored, before the
+    /// commit, or left `pending` (an item that needs the outside is claimed by the round
+    /// after), so none of them is ever in flight and the job's concurrency is kept.
+    /// Each round holds the job's row, so a pause or cancel from another process waits
+    /// for the turn's commit (about [`TURN_TIME`] and the round in progress) and is seen
+    /// by the next take; items finished inside the transaction are never seen in flight
+    /// by anyone else.
     pub async fn turn<S: Starter>(
         &self,
         kind: JobKind,
@@ -100,29 +107,46 @@ impl PgStore {
         let began = std::time::Instant::now();
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let mut store_now: &[Finished] = &finished;
+        let mut store_now: (&[Finished], Held) = (&finished, Held::Claimed);
         let mut done;
         let (mut want, mut round, mut stored) = (want, 0, 0);
-        let (unstored, exhausted) = loop {
+        let mut take = Take::Claim(want);
+        let (unstored, exhausted, again) = loop {
             round += 1;
-            let (written, claimed) = sql::round(&tx, kind, id, self.worker_id, store_now, want, burst).await?;
+            let (written, rows) = sql::round(&tx, kind, id, self.worker_id, store_now, take, burst).await?;
             stored += written;
-            if want == 0 {
-                break (Vec::new(), false);
+            let (exhausted, held, all_at_once) = match take {
+                Take::Claim(0) => break (Vec::new(), false, false),
+                Take::Claim(n) => {
+                    let claimed = rows.len();
+                    (done, want) = starter.start(rows);
+                    (claimed < n, Held::Claimed, claimed > 0 && done.len() == claimed && want > 0)
+                }
+                Take::Finish(n) => {
+                    let found = rows.len();
+                    let left;
+                    (done, left) = starter.finish_now(rows);
+                    (found < n && left == 0, Held::Locked, left == 0)
+                }
+            };
+            if !rules::another_round(round, TURN_ROUNDS, exhausted, done.len(), began.elapsed() < TURN_TIME) {
+                if held == Held::Locked && !done.is_empty() {
+                    // Results of locked items never leave the transaction.
+                    let (written, _) =
+                        sql::round(&tx, kind, id, self.worker_id, (&done, held), Take::Claim(0), burst).await?;
+                    stored += written;
+                    break (Vec::new(), exhausted, !exhausted);
+                }
+                break (done, exhausted, false);
             }
-            let exhausted = claimed.len() < want;
-            (done, want) = starter.start(claimed);
-            let again = rules::another_round(round, TURN_ROUNDS, exhausted, done.len(), began.elapsed() < TURN_TIME);
-            if !again {
-                break (done, exhausted);
-            }
-            store_now = &done;
+            take = if all_at_once { Take::Finish(FINISH_ROUND) } else { Take::Claim(want) };
+            store_now = (&done, held);
         };
         tx.commit().await?;
         if stored > 0 && exhausted {
             self.complete_after(&c, kind, id).await?;
         }
-        Ok(Turn { starter, unstored, exhausted })
+        Ok(Turn { starter, unstored, exhausted, again })
     }
 
     /// A retry moves every failed item in its own transaction, which holds only this

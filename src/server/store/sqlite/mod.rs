@@ -290,7 +290,7 @@ impl SqliteStore {
                         items::finish_batch(tx, kind, id, store_now, burst)?;
                     }
                     if want == 0 {
-                        return Ok(Turn { starter, unstored: Vec::new(), exhausted: false });
+                        return Ok(Turn { starter, unstored: Vec::new(), exhausted: false, again: false });
                     }
                     let claimed = items::claim_batch(tx, kind, id, want)?;
                     let exhausted = claimed.len() < want;
@@ -298,7 +298,7 @@ impl SqliteStore {
                     let free = waiting.load(std::sync::atomic::Ordering::Relaxed) == 0;
                     let again = rules::another_round(round, TURN_ROUNDS, exhausted, done.len(), free);
                     if !again {
-                        return Ok(Turn { starter, unstored: done, exhausted });
+                        return Ok(Turn { starter, unstored: done, exhausted, again: false });
                     }
                     store_now = &done;
                 }
