@@ -36,6 +36,9 @@ pg_left_out
 echo "== end-to-end (cargo leptos end-to-end, Debian chromium)"
 export JOBDECK_DB="$WORK_DIR/e2e.sqlite3"
 export JOBDECK_ALLOW_PRIVATE_TARGETS=1
+# Every site the browser tests research is one host on 127.0.0.1: the per-host limit
+# (SPEC section 12, default 2) would stand between a test and the job's own concurrency.
+export JOBDECK_HOST_CONCURRENCY=64
 export JOBDECK_PAUSE_POLL_MS=500
 export JOBDECK_RETRY_BASE_MS=50
 export JOBDECK_E2E_LLM_PORT="${JOBDECK_E2E_LLM_PORT:-3999}"

@@ -754,7 +754,8 @@ async fn the_activity_log_names_every_action_and_its_source(store: Store) {
 on_both_stores!(
     an_error_burst_pauses_the_job_until_a_person_resumes,
     a_completed_item_starts_the_count_of_failures_again,
-    a_site_rate_limit_pauses_the_job_and_a_person_may_resume_at_once,
+    a_sites_429_cools_its_host_and_the_job_goes_on,
+    one_host_gets_at_most_two_requests_at_once,
     a_schedule_pauses_and_resumes_the_job_once_each,
     a_schedule_set_before_a_restart_fires_after_it_once,
     a_webhook_is_signed_retried_and_survives_a_restart,
@@ -840,59 +841,99 @@ async fn a_completed_item_starts_the_count_of_failures_again(store: Store) {
     assert!(events.iter().all(|e| e.action != EventAction::AutoPaused), "{events:?}");
 }
 
-/// A researched site that answers 429 with `Retry-After` pauses the job until then;
-/// "Resume now" (a person's resume) carries on at once, and the job completes.
-async fn a_site_rate_limit_pauses_the_job_and_a_person_may_resume_at_once(store: Store) {
+/// SPEC section 12: a researched site that answers 429 with `Retry-After` cools its own
+/// host and never pauses the job. The account waits without losing an attempt, other
+/// hosts go on meanwhile, and a host that keeps refusing costs only its own account:
+/// after three free cool-downs each refusal is an attempt, and the account fails with
+/// the reason. Nothing is logged for a cool-down.
+async fn a_sites_429_cools_its_host_and_the_job_goes_on(store: Store) {
     use axum::http::{HeaderMap, StatusCode};
     use axum::response::IntoResponse;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    let limited = axum::Router::new().route(
-        "/limited/{n}",
-        axum::routing::get(move || {
-            let counter = counter.clone();
-            async move {
-                if counter.fetch_add(1, Ordering::SeqCst) == 0 {
-                    let mut h = HeaderMap::new();
-                    h.insert("retry-after", "120".parse().unwrap());
-                    return (StatusCode::TOO_MANY_REQUESTS, h, "slow down").into_response();
+    let (once, always) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let refuse = || {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", "1".parse().unwrap());
+        (StatusCode::TOO_MANY_REQUESTS, h, "slow down").into_response()
+    };
+    let (o, a) = (once.clone(), always.clone());
+    let limited = axum::Router::new()
+        .route(
+            "/once",
+            axum::routing::get(move || {
+                let first = o.fetch_add(1, Ordering::SeqCst) == 0;
+                async move {
+                    if first {
+                        return refuse();
+                    }
+                    axum::response::Html("<html><head><title>Fine now</title></head></html>").into_response()
                 }
-                axum::response::Html("<html><head><title>Fine now</title></head></html>").into_response()
-            }
-        }),
-    );
+            }),
+        )
+        .route(
+            "/always",
+            axum::routing::get(move || {
+                a.fetch_add(1, Ordering::SeqCst);
+                async move { refuse() }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, limited).await.unwrap() });
+    // Another port: another host.
+    let site = Site::start().await;
 
     let service = store.service(store.config()).await;
-    let csv = format!("Company,Website\nA,http://{addr}/limited/1\nB,http://{addr}/limited/2\n");
-    let job = service.create_job(R, upload(csv.into_bytes(), 1)).await.unwrap();
-    let paused = wait_job(&service, R, job.id, LONG, |j| j.paused).await;
-    assert_eq!(paused.paused_reason.as_deref(), Some("rate limited by 127.0.0.1 (HTTP 429)"));
-    let wait = paused.resume_at.expect("a resume time") - paused.updated_at;
-    assert!(wait > chrono::Duration::seconds(115) && wait <= chrono::Duration::seconds(121), "{wait:?}");
-    assert_eq!(paused.pending, 2, "the limited account went back to pending");
-
-    let resumed = service.by(Source::Ui).resume(R, job.id).await.unwrap();
-    assert!(!resumed.paused && resumed.resume_at.is_none() && resumed.paused_reason.is_none());
-    let done = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
-    assert_eq!((done.completed, done.failed), (2, 0));
-    assert_eq!(calls.load(Ordering::SeqCst), 3, "the limited page was asked again, once");
+    let mut csv = format!("Company,Website\nA,http://{addr}/once\nB,http://{addr}/always\n");
+    for i in 0..3 {
+        csv.push_str(&format!("C{i},{}\n", site.url(&format!("/f/{i}"))));
+    }
+    let job = service.create_job(R, upload(csv.into_bytes(), 2)).await.unwrap();
+    let never_paused = std::cell::Cell::new(true);
+    let others = wait_job(&service, R, job.id, LONG, |j| {
+        never_paused.set(never_paused.get() && !j.paused);
+        j.completed >= 4
+    })
+    .await;
+    assert_eq!(others.failed, 0, "the other host's accounts finished while B's host still cooled: {others:?}");
+    let done = wait_job(&service, R, job.id, LONG, |j| {
+        never_paused.set(never_paused.get() && !j.paused);
+        j.status == JobStatus::Completed
+    })
+    .await;
+    assert!(never_paused.get(), "a site's 429 never pauses the job");
+    assert_eq!((done.completed, done.failed, done.paused_reason.as_deref()), (4, 1, None));
+    assert_eq!(once.load(Ordering::SeqCst), 2, "the page that refused once was asked again after its cool-down");
+    // Three free cool-downs, then the three attempts of the test config.
+    assert_eq!(always.load(Ordering::SeqCst), 6, "three free cool-downs, then each refusal an attempt");
+    let items = service.items(R, job.id, None, 0, 10).await.unwrap().items;
+    let b = items.iter().find(|i| i.name.as_deref() == Some("B")).unwrap();
+    let error = b.error.clone().unwrap_or_default();
+    assert!(error.contains("HTTP 429") && error.contains("gave up after 3 attempts"), "{error}");
     let events = service.events(R, job.id, None, 50).await.unwrap();
-    let seen: Vec<(EventAction, Source)> = events.iter().map(|e| (e.action, e.source)).collect();
-    assert_eq!(
-        seen,
-        vec![
-            (EventAction::Completed, Source::System),
-            (EventAction::Resumed, Source::Ui),
-            (EventAction::AutoPaused, Source::RateLimit),
-            (EventAction::Created, Source::Api),
-        ]
-    );
+    let seen: Vec<EventAction> = events.iter().map(|e| e.action).collect();
+    assert_eq!(seen, vec![EventAction::Completed, EventAction::Created], "no entry for a cool-down");
+    store.assert_counters_match(&done).await;
+}
+
+/// SPEC section 12: at most two requests are in flight to one host, whatever the job's
+/// concurrency; the rest of its accounts wait for a free slot of the host.
+async fn one_host_gets_at_most_two_requests_at_once(store: Store) {
+    let site = Site::start().await;
+    let mut config = store.config();
+    config.runner.host_concurrency = jobdeck::server::config::RunnerConfig::default().host_concurrency;
+    assert_eq!(config.runner.host_concurrency, 2, "the default");
+    let service = store.service(config).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 10)), 6)).await.unwrap();
+    wait_for(LONG, "two requests at the host", || async { site.hit_count() == 2 }).await;
+    several_polls().await;
+    assert_eq!(site.hit_count(), 2, "no third request while two are in flight");
+    site.open_gate();
+    let done = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!((done.completed, done.failed), (10, 0));
+    assert_eq!(site.hit_count(), 10, "each account asked once");
 }
 
 /// A schedule: the job pauses at `pauseAt` and resumes at `resumeAt`, each once, both

@@ -88,6 +88,8 @@ impl Process {
             .env("LEPTOS_SITE_ROOT", std::env::temp_dir())
             .env("JOBDECK_DB", std::env::temp_dir().join(format!("jobdeck-scale-out-{port}.sqlite3")))
             .env("JOBDECK_ALLOW_PRIVATE_TARGETS", "1")
+            // The test's site is one host: its per-host limit would hide the workers' own.
+            .env("JOBDECK_HOST_CONCURRENCY", "64")
             .env("JOBDECK_GLOBAL_CONCURRENCY", CAP.to_string())
             .env("JOBDECK_PAUSE_POLL_MS", "500")
             .env("JOBDECK_WORKER_TIMEOUT_MS", "1000")

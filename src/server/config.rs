@@ -54,6 +54,8 @@ pub struct RunnerConfig {
     pub worker_timeout_ms: u64,
     /// Items failing in a row that pause their job (an error burst); 0 = off.
     pub error_burst: u32,
+    /// Requests in flight to one host (scheme, host, port) over every job.
+    pub host_concurrency: usize,
 }
 
 /// Notifications (SPEC section 8): all off unless configured.
@@ -118,6 +120,7 @@ impl Default for RunnerConfig {
             allow_private_targets: false,
             user_agent: "jobdeck/0.1 (account research; self-hosted)".into(),
             worker_timeout_ms: 30_000,
+            host_concurrency: 2,
             error_burst: 10,
         }
     }
@@ -243,6 +246,7 @@ impl Config {
         set(&lookup, "JOBDECK_MAX_EXTRA_PAGES", &mut r.max_extra_pages)?;
         set(&lookup, "JOBDECK_USER_AGENT", &mut r.user_agent)?;
         set(&lookup, "JOBDECK_WORKER_TIMEOUT_MS", &mut r.worker_timeout_ms)?;
+        set(&lookup, "JOBDECK_HOST_CONCURRENCY", &mut r.host_concurrency)?;
         set(&lookup, "JOBDECK_ERROR_BURST", &mut r.error_burst)?;
         if let Some(value) = lookup("JOBDECK_ALLOW_PRIVATE_TARGETS") {
             r.allow_private_targets =

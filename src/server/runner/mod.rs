@@ -112,13 +112,18 @@ impl WorkMaker {
         let (step, max_attempts, base) = (self.step.clone(), self.max_attempts, self.base);
         Box::pin(async move {
             let _permit = permit;
-            let mut attempt = 0u32;
+            let (mut attempt, mut cooled) = (0u32, 0u32);
             loop {
                 attempt += 1;
                 // A panicking step is a bug, but it must not leave the item `processing`
                 // for good: it fails with a reason like any other error.
                 let run = std::panic::AssertUnwindSafe(step.run(item.clone())).catch_unwind().await;
-                let run = run.unwrap_or_else(|_| Err(StepError::Permanent(CRASHED.into())));
+                let run = match run.unwrap_or_else(|_| Err(StepError::Permanent(CRASHED.into()))) {
+                    // A host that keeps asking to wait costs only its own accounts:
+                    // past the free cool-downs, each counts as an attempt.
+                    Err(StepError::Cooling { reason }) if cooled >= FREE_COOLDOWNS => Err(StepError::Transient(reason)),
+                    other => other,
+                };
                 match run {
                     // Bounded and serialised here, not by the writer's statements.
                     Ok(v) => return (item_id, done(Finish::completed(&bound_result(v)), attempt)),
@@ -129,6 +134,11 @@ impl WorkMaker {
                     }
                     Err(StepError::Transient(_)) => {
                         tokio::time::sleep(base.saturating_mul(1 << (attempt - 1).min(10))).await;
+                    }
+                    Err(StepError::Cooling { .. }) => {
+                        // Not an attempt: the next try waits for the host to cool.
+                        cooled += 1;
+                        attempt -= 1;
                     }
                     Err(StepError::RateLimited { reason, retry_after }) => {
                         return (item_id, Outcome::RateLimited { reason, retry_after });
@@ -204,6 +214,8 @@ impl Starter for Begin {
 const MIN_WAIT: Duration = Duration::from_millis(50);
 /// Items removed per transaction when a deleted job's items are purged.
 const PURGE_BATCH: i64 = 2000;
+/// Cool-downs of an item's host (SPEC section 12) that cost the item no attempt.
+const FREE_COOLDOWNS: u32 = 3;
 /// Tries of a result write before the item goes back to `pending` instead.
 const WRITE_TRIES: u32 = 5;
 /// The longest wait between two tries of a write that keeps failing.

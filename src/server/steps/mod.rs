@@ -1,6 +1,7 @@
 //! The per-item steps. The runner knows only the [`Step`] trait; each kind of job
 //! plugs in its own implementation.
 
+pub mod hosts;
 pub mod llm;
 pub mod net;
 pub mod preprocess;
@@ -23,6 +24,11 @@ pub enum StepError {
     /// A rate-limited service said to wait: the job pauses and resumes by itself.
     #[error("{reason}")]
     RateLimited { reason: String, retry_after: Duration },
+    /// A researched site said to wait (429 or 503 with `Retry-After`): its host cools
+    /// (SPEC section 12) and the item tries again then, without losing an attempt for
+    /// its first few cool-downs; the job goes on.
+    #[error("{reason}")]
+    Cooling { reason: String },
 }
 
 /// One unit of work on one item. Implementations are cheap to share (`Arc` inside)

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::hosts::Hosts;
 use super::StepError;
 use crate::server::config::RunnerConfig;
 
@@ -87,11 +88,17 @@ pub struct Http {
     pub client: reqwest::Client,
     pub allow_private: bool,
     pub max_body_bytes: usize,
+    /// Requests in flight and cool-downs per host, over every job (SPEC section 12).
+    pub hosts: Arc<Hosts>,
 }
+
+/// Requests in flight to one host when nothing else is configured.
+pub const HOST_CONCURRENCY: usize = 2;
 
 impl Http {
     pub fn new(cfg: &RunnerConfig) -> Result<Self, reqwest::Error> {
-        Self::build(cfg.request_timeout(), &cfg.user_agent, cfg.allow_private_targets, cfg.max_body_bytes)
+        let http = Self::build(cfg.request_timeout(), &cfg.user_agent, cfg.allow_private_targets, cfg.max_body_bytes)?;
+        Ok(Self { hosts: Arc::new(Hosts::new(cfg.host_concurrency)), ..http })
     }
 
     pub fn build(
@@ -115,7 +122,12 @@ impl Http {
         if !allow_private {
             builder = builder.dns_resolver(Arc::new(PublicOnly));
         }
-        Ok(Self { client: builder.build()?, allow_private, max_body_bytes })
+        Ok(Self {
+            client: builder.build()?,
+            allow_private,
+            max_body_bytes,
+            hosts: Arc::new(Hosts::new(HOST_CONCURRENCY)),
+        })
     }
 
     /// Refuses a URL whose host is a private IP literal (names are checked by the

@@ -559,6 +559,8 @@ impl From<StepError> for FetchError {
 
 async fn fetch_page(http: &Http, url: &Url) -> Result<Page, FetchError> {
     http.check_url(url)?;
+    // The host's slot is held until the page is read (below, with the body).
+    let _visit = http.hosts.visit(url).await;
     let response = http
         .client
         .get(url.clone())
@@ -570,15 +572,20 @@ async fn fetch_page(http: &Http, url: &Url) -> Result<Page, FetchError> {
     let code = status.as_u16();
     let final_url = response.url().clone();
     let failed = |error| FetchError { status: Some(code), error };
-    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        // A site that says when to come back pauses the whole job until then (SPEC
-        // section 8); one that does not is retried like a 5xx.
+    if matches!(status, reqwest::StatusCode::TOO_MANY_REQUESTS | reqwest::StatusCode::SERVICE_UNAVAILABLE) {
+        // A site that says when to come back cools its host until then (SPEC section
+        // 12): the job goes on with other hosts. One that does not is retried like a
+        // 5xx.
         let header = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok());
         if let Some(header) = header {
-            let retry_after = super::llm::retry_after(Some(header), std::time::SystemTime::now());
+            let wait = super::llm::retry_after(Some(header), std::time::SystemTime::now());
+            http.hosts.cool(url, wait);
+            if super::hosts::origin(&final_url) != super::hosts::origin(url) {
+                http.hosts.cool(&final_url, wait);
+            }
             let host = final_url.host_str().unwrap_or("the site");
-            let reason = format!("rate limited by {host} (HTTP 429)");
-            return Err(failed(StepError::RateLimited { reason, retry_after }));
+            let reason = format!("{host} asked to wait (HTTP {code}, Retry-After {}s)", wait.as_secs());
+            return Err(failed(StepError::Cooling { reason }));
         }
     }
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
