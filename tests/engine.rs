@@ -283,3 +283,67 @@ async fn instant_steps_keep_the_window_the_pause_and_the_counters() {
     assert_eq!((done.completed + done.failed, done.pending, done.processing), (ROWS, 0, 0));
     assert_counters_match(&db, &done);
 }
+
+/// A site with a robots.txt, as SPEC section 12 reads it: the rules of jobdeck's own
+/// group (they replace `*`'s), the file asked for once for every account of the host,
+/// a disallowed homepage never fetched and its account failed with the reason, the
+/// host's requests spaced by its `Crawl-delay`; `JOBDECK_ROBOTS=ignore` reads none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robots_txt_is_read_once_per_host_and_followed() {
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let hits: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let seen = hits.clone();
+    let site = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        use axum::response::IntoResponse;
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push((uri.path().to_string(), Instant::now()));
+            if uri.path() == "/robots.txt" {
+                let rules = "User-agent: *\nDisallow: /\n\nUser-agent: jobdeck\nDisallow: /secret\nCrawl-delay: 0.3\n";
+                return rules.into_response();
+            }
+            axum::response::Html(format!("<html><head><title>{}</title></head></html>", uri.path())).into_response()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, site).await.unwrap() });
+    let csv = format!(
+        "Company,Website\nA,http://{addr}/secret/home\nB,http://{addr}/private\nC,http://{addr}/ok/1\nD,http://{addr}/ok/2\n"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let polite = service(test_config(dir.path())).await;
+    let job = polite.create_job(R, upload(csv.clone().into_bytes(), 4)).await.unwrap();
+    let done = wait_job(&polite, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    let items = polite.items(R, job.id, None, 0, 10).await.unwrap().items;
+    let errors: Vec<_> = items.iter().map(|i| (i.name.clone(), i.error.clone())).collect();
+    assert_eq!((done.completed, done.failed), (3, 1), "{errors:?}");
+    let a = items.iter().find(|i| i.name.as_deref() == Some("A")).unwrap();
+    assert_eq!((a.error.as_deref(), a.attempts), (Some("disallowed by robots.txt"), 1), "failed, not retried");
+    let got: Vec<(String, Instant)> = hits.lock().unwrap().clone();
+    let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths.iter().filter(|p| **p == "/robots.txt").count(), 1, "read once for the host: {paths:?}");
+    assert!(!paths.contains(&"/secret/home"), "a disallowed page is never fetched: {paths:?}");
+    assert!(paths.contains(&"/private"), "jobdeck's own group replaces `*`'s: {paths:?}");
+    let mut pages: Vec<Instant> = got.iter().filter(|(p, _)| p != "/robots.txt").map(|(_, at)| *at).collect();
+    pages.sort();
+    for pair in pages.windows(2) {
+        // 0.3 s apart when they start; a little less is how they may arrive.
+        assert!(pair[1] - pair[0] >= Duration::from_millis(250), "Crawl-delay spaces the host: {got:?}");
+    }
+
+    // The operator owns the site: robots.txt is not even asked for.
+    hits.lock().unwrap().clear();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.runner.robots = "ignore".into();
+    let owned = service(config).await;
+    let job = owned.create_job(R, upload(csv.into_bytes(), 4)).await.unwrap();
+    let done = wait_job(&owned, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!((done.completed, done.failed), (4, 0));
+    let paths: Vec<String> = hits.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
+    assert!(!paths.contains(&"/robots.txt".to_string()) && paths.contains(&"/secret/home".to_string()), "{paths:?}");
+}

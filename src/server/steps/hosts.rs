@@ -32,12 +32,27 @@ struct Table {
 struct Host {
     slots: Arc<Semaphore>,
     cool_until: Mutex<Option<Instant>>,
+    /// The earliest the next request may start, under a `Crawl-delay`.
+    next_start: Mutex<Option<Instant>>,
 }
 
 impl Host {
     fn cooling(&self) -> Option<Instant> {
         let until = *self.cool_until.lock().unwrap_or_else(|e| e.into_inner());
         until.filter(|t| *t > Instant::now())
+    }
+
+    fn spaced(&self) -> bool {
+        self.next_start.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| t > Instant::now())
+    }
+
+    /// When a request that may start now under `delay` starts; the next one then
+    /// waits `delay` after it.
+    fn start_at(&self, delay: Duration) -> Instant {
+        let mut next = self.next_start.lock().unwrap_or_else(|e| e.into_inner());
+        let start = next.filter(|t| *t > Instant::now()).unwrap_or_else(Instant::now);
+        *next = Some(start + delay);
+        start
     }
 }
 
@@ -67,17 +82,23 @@ impl Hosts {
             // Idle: no request in flight, none waiting (only the table holds it), and
             // not cooling.
             table.hosts.retain(|_, h| {
-                Arc::strong_count(h) > 1 || h.slots.available_permits() < limit || h.cooling().is_some()
+                Arc::strong_count(h) > 1 || h.slots.available_permits() < limit || h.cooling().is_some() || h.spaced()
             });
             table.prune_at = (table.hosts.len() * 2).max(PRUNE_AT);
         }
-        let host = Arc::new(Host { slots: Arc::new(Semaphore::new(self.limit)), cool_until: Mutex::new(None) });
+        let host = Arc::new(Host {
+            slots: Arc::new(Semaphore::new(self.limit)),
+            cool_until: Mutex::new(None),
+            next_start: Mutex::new(None),
+        });
         table.hosts.insert(origin.to_string(), host.clone());
         host
     }
 
-    /// Waits until `url`'s host is not cooling and has a free slot, and takes it.
-    pub async fn visit(&self, url: &Url) -> Visit {
+    /// Waits until `url`'s host is not cooling and has a free slot, and takes it; under
+    /// a `delay` (robots.txt's `Crawl-delay`), also until `delay` after the host's
+    /// request before.
+    pub async fn visit(&self, url: &Url, delay: Option<Duration>) -> Visit {
         let host = self.host(&origin(url));
         loop {
             if let Some(until) = host.cooling() {
@@ -85,9 +106,13 @@ impl Hosts {
             }
             let slot = host.slots.clone().acquire_owned().await.expect("a host's slots are never closed");
             // A cool-down that began while this request waited for its slot.
-            if host.cooling().is_none() {
-                return Visit { _slot: slot };
+            if host.cooling().is_some() {
+                continue;
             }
+            if let Some(delay) = delay {
+                tokio::time::sleep_until(host.start_at(delay)).await;
+            }
+            return Visit { _slot: slot };
         }
     }
 
@@ -119,20 +144,20 @@ mod tests {
     #[tokio::test]
     async fn a_host_takes_its_limit_at_once_and_others_go_on() {
         let hosts = Arc::new(Hosts::new(2));
-        let first = hosts.visit(&url("https://a.example/x")).await;
-        let _second = hosts.visit(&url("https://a.example/y")).await;
+        let first = hosts.visit(&url("https://a.example/x"), None).await;
+        let _second = hosts.visit(&url("https://a.example/y"), None).await;
         let (entered, mut third) = tokio::sync::oneshot::channel();
         let waiting = {
             let hosts = hosts.clone();
             tokio::spawn(async move {
-                let visit = hosts.visit(&url("https://a.example/z")).await;
+                let visit = hosts.visit(&url("https://a.example/z"), None).await;
                 let _ = entered.send(());
                 visit
             })
         };
         // Another scheme or port is another host, and does not wait.
-        let _other = hosts.visit(&url("http://a.example/x")).await;
-        let _port = hosts.visit(&url("https://a.example:8443/x")).await;
+        let _other = hosts.visit(&url("http://a.example/x"), None).await;
+        let _port = hosts.visit(&url("https://a.example:8443/x"), None).await;
         assert!(third.try_recv().is_err(), "a third request to the host waits");
         drop(first);
         tokio::time::timeout(Duration::from_secs(5), waiting).await.expect("a slot came free").unwrap();
@@ -145,10 +170,10 @@ mod tests {
         hosts.cool(&a, Duration::from_millis(300));
         hosts.cool(&a, Duration::from_millis(10));
         let began = Instant::now();
-        let _visit = hosts.visit(&url("https://a.example/about")).await;
+        let _visit = hosts.visit(&url("https://a.example/about"), None).await;
         assert!(began.elapsed() >= Duration::from_millis(300), "the later of two cool-downs holds");
         let began = Instant::now();
-        let _b = hosts.visit(&url("https://b.example/")).await;
+        let _b = hosts.visit(&url("https://b.example/"), None).await;
         assert!(began.elapsed() < Duration::from_millis(300), "other hosts do not wait");
         hosts.cool(&a, Duration::from_secs(24 * 3600));
         let until = hosts.host(&origin(&a)).cooling().unwrap();
@@ -156,12 +181,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_crawl_delay_spaces_the_hosts_requests() {
+        let hosts = Hosts::new(2);
+        let delay = Some(Duration::from_millis(200));
+        let began = Instant::now();
+        drop(hosts.visit(&url("https://a.example/1"), delay).await);
+        let first = began.elapsed();
+        drop(hosts.visit(&url("https://a.example/2"), delay).await);
+        drop(hosts.visit(&url("https://a.example/3"), delay).await);
+        assert!(first < Duration::from_millis(200), "the first request does not wait");
+        assert!(began.elapsed() >= Duration::from_millis(400), "each later one waits the delay after the one before");
+        let other = Instant::now();
+        drop(hosts.visit(&url("https://b.example/"), None).await);
+        assert!(other.elapsed() < Duration::from_millis(200), "another host is not spaced");
+    }
+
+    #[tokio::test]
     async fn idle_hosts_are_forgotten() {
         let hosts = Hosts::new(2);
-        let busy = hosts.visit(&url("https://busy.example/")).await;
+        let busy = hosts.visit(&url("https://busy.example/"), None).await;
         hosts.cool(&url("https://cool.example/"), Duration::from_secs(60));
         for i in 0..PRUNE_AT * 3 {
-            drop(hosts.visit(&url(&format!("https://h{i}.example/"))).await);
+            drop(hosts.visit(&url(&format!("https://h{i}.example/")), None).await);
         }
         assert!(hosts.known() <= PRUNE_AT * 2, "{} hosts kept", hosts.known());
         let table = hosts.table.lock().unwrap();

@@ -6,6 +6,7 @@ pub mod llm;
 pub mod net;
 pub mod preprocess;
 pub mod research;
+pub mod robots;
 
 use futures::future::BoxFuture;
 use std::time::Duration;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::hosts::Hosts;
+use super::robots::Robots;
 use super::StepError;
 use crate::server::config::RunnerConfig;
 
@@ -90,6 +91,8 @@ pub struct Http {
     pub max_body_bytes: usize,
     /// Requests in flight and cool-downs per host, over every job (SPEC section 12).
     pub hosts: Arc<Hosts>,
+    /// Every host's robots.txt; `None` when the operator set `JOBDECK_ROBOTS=ignore`.
+    pub robots: Option<Arc<Robots>>,
 }
 
 /// Requests in flight to one host when nothing else is configured.
@@ -98,7 +101,8 @@ pub const HOST_CONCURRENCY: usize = 2;
 impl Http {
     pub fn new(cfg: &RunnerConfig) -> Result<Self, reqwest::Error> {
         let http = Self::build(cfg.request_timeout(), &cfg.user_agent, cfg.allow_private_targets, cfg.max_body_bytes)?;
-        Ok(Self { hosts: Arc::new(Hosts::new(cfg.host_concurrency)), ..http })
+        let robots = (!cfg.ignores_robots()).then(|| Arc::new(Robots::default()));
+        Ok(Self { hosts: Arc::new(Hosts::new(cfg.host_concurrency)), robots, ..http })
     }
 
     pub fn build(
@@ -127,6 +131,7 @@ impl Http {
             allow_private,
             max_body_bytes,
             hosts: Arc::new(Hosts::new(HOST_CONCURRENCY)),
+            robots: Some(Arc::new(Robots::default())),
         })
     }
 

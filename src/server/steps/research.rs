@@ -559,8 +559,18 @@ impl From<StepError> for FetchError {
 
 async fn fetch_page(http: &Http, url: &Url) -> Result<Page, FetchError> {
     http.check_url(url)?;
+    let delay = match &http.robots {
+        Some(robots) => {
+            let verdict = robots.check(http, url).await;
+            if !verdict.allowed {
+                return Err(StepError::Permanent(super::robots::DISALLOWED.into()).into());
+            }
+            verdict.delay
+        }
+        None => None,
+    };
     // The host's slot is held until the page is read (below, with the body).
-    let _visit = http.hosts.visit(url).await;
+    let _visit = http.hosts.visit(url, delay).await;
     let response = http
         .client
         .get(url.clone())
@@ -1050,8 +1060,9 @@ mod tests {
         assert_eq!(result["profile"], Value::Null);
         assert_eq!(result["profileError"], Value::Null);
         assert!(result["excerpt"].as_str().unwrap().starts_with("Welcome to Acme"));
-        // Homepage, about, contact: the products page and the external link were not fetched.
-        assert_eq!(site.hits.load(Ordering::SeqCst), 3);
+        // robots.txt (none: a 404), homepage, about, contact: the products page and the
+        // external link were not fetched.
+        assert_eq!(site.hits.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
