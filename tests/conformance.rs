@@ -219,6 +219,7 @@ on_both_stores!(
     a_pause_flag_set_by_hand_is_honoured_within_the_poll,
     a_pause_during_instant_rounds_stops_the_next_claim,
     instant_items_and_items_that_go_out_share_one_window,
+    rows_that_go_out_after_an_instant_one_start_without_waiting_for_a_poll,
 );
 
 /// SPEC section 2: `paused` is an INTEGER flag, and one set by hand in the database is
@@ -319,6 +320,35 @@ async fn instant_items_and_items_that_go_out_share_one_window(store: Store) {
     checked.sort();
     assert_eq!(hit, checked, "every website checked once, and only those");
     store.assert_counters_match(&done).await;
+}
+
+/// After a row cleaned at once, the rows taken to be finished the same way may all need
+/// the outside: the next one starts at once, not at the runner's next poll.
+async fn rows_that_go_out_after_an_instant_one_start_without_waiting_for_a_poll(store: Store) {
+    let site = Site::start().await;
+    let mut config = store.config();
+    // A poll far slower than the wait below: the starts must not come from it.
+    config.runner.pause_poll_ms = 10_000;
+    let service = store.service(config).await;
+    // A check, a row cleaned at once, four more checks; one at a time.
+    let mut rows = Vec::new();
+    for i in 0..5 {
+        let base = site.also_on(&format!("127.0.2.{}", i + 1)).await;
+        rows.push(format!("Company {i},{base}/g/{i}"));
+    }
+    rows.insert(1, "Cleaned at once,".to_string());
+    let csv = format!("Company,Website\n{}\n", rows.join("\n"));
+    let job = service.create_job(P, upload(csv.into_bytes(), 1)).await.unwrap();
+    wait_for(LONG, "the first check", || async { site.hit_count() == 1 }).await;
+    // Long after the job's start: only the runner's own turns start what follows.
+    several_polls().await;
+    site.open_gate();
+    wait_for(Duration::from_secs(5), "the other four checks, well before the 10 s poll", || async {
+        site.hit_count() == 5
+    })
+    .await;
+    let done = wait_job(&service, P, job.id, LONG, |j| j.status == JobStatus::Completed).await;
+    assert_eq!((done.completed, done.failed), (6, 0));
 }
 
 async fn pause_stops_new_starts_and_in_flight_items_finish(store: Store) {

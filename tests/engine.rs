@@ -339,7 +339,7 @@ async fn robots_txt_is_read_once_per_host_and_followed() {
     hits.lock().unwrap().clear();
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.runner.robots = "ignore".into();
+    config.runner.robots = jobdeck::server::config::RobotsPolicy::Ignore;
     let owned = service(config).await;
     let job = owned.create_job(R, upload(csv.into_bytes(), 4)).await.unwrap();
     let done = wait_job(&owned, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;

@@ -56,8 +56,29 @@ pub struct RunnerConfig {
     pub error_burst: u32,
     /// Requests in flight to one host (scheme, host, port) over every job.
     pub host_concurrency: usize,
-    /// `obey` (robots.txt is read and followed) or `ignore`, for sites the operator owns.
-    pub robots: String,
+    /// Whether robots.txt is read and followed.
+    pub robots: RobotsPolicy,
+}
+
+/// `JOBDECK_ROBOTS`: `obey` (robots.txt is read and followed) or `ignore`, for sites the
+/// operator owns.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RobotsPolicy {
+    #[default]
+    Obey,
+    Ignore,
+}
+
+impl FromStr for RobotsPolicy {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "obey" => Ok(Self::Obey),
+            "ignore" => Ok(Self::Ignore),
+            _ => Err(()),
+        }
+    }
 }
 
 /// Notifications (SPEC section 8): all off unless configured.
@@ -123,7 +144,7 @@ impl Default for RunnerConfig {
             user_agent: "jobdeck/0.1 (account research; self-hosted)".into(),
             worker_timeout_ms: 30_000,
             host_concurrency: 2,
-            robots: "obey".into(),
+            robots: RobotsPolicy::Obey,
             error_burst: 10,
         }
     }
@@ -171,7 +192,7 @@ impl ServerConfig {
 impl RunnerConfig {
     /// `JOBDECK_ROBOTS=ignore`: robots.txt is not read (sites the operator owns).
     pub fn ignores_robots(&self) -> bool {
-        self.robots.eq_ignore_ascii_case("ignore")
+        self.robots == RobotsPolicy::Ignore
     }
     pub fn pause_poll(&self) -> Duration {
         Duration::from_millis(self.pause_poll_ms.max(10))
@@ -254,12 +275,7 @@ impl Config {
         set(&lookup, "JOBDECK_USER_AGENT", &mut r.user_agent)?;
         set(&lookup, "JOBDECK_WORKER_TIMEOUT_MS", &mut r.worker_timeout_ms)?;
         set(&lookup, "JOBDECK_HOST_CONCURRENCY", &mut r.host_concurrency)?;
-        if let Some(value) = lookup("JOBDECK_ROBOTS") {
-            match value.trim().to_ascii_lowercase().as_str() {
-                "obey" | "ignore" => r.robots = value.trim().to_ascii_lowercase(),
-                _ => return Err(ConfigError::Env { name: "JOBDECK_ROBOTS", value }),
-            }
-        }
+        set(&lookup, "JOBDECK_ROBOTS", &mut r.robots)?;
         set(&lookup, "JOBDECK_ERROR_BURST", &mut r.error_burst)?;
         if let Some(value) = lookup("JOBDECK_ALLOW_PRIVATE_TARGETS") {
             r.allow_private_targets =

@@ -130,11 +130,15 @@ impl PgStore {
                 }
             };
             if !rules::another_round(round, TURN_ROUNDS, exhausted, done.len(), began.elapsed() < TURN_TIME) {
-                if held == Held::Locked && !done.is_empty() {
+                if held == Held::Locked {
                     // Results of locked items never leave the transaction.
-                    let (written, _) =
-                        sql::round(&tx, kind, id, self.worker_id, (&done, held), Take::Claim(0), burst).await?;
-                    stored += written;
+                    if !done.is_empty() {
+                        let (written, _) =
+                            sql::round(&tx, kind, id, self.worker_id, (&done, held), Take::Claim(0), burst).await?;
+                        stored += written;
+                    }
+                    // Stored, or left for a claim (a batch of items that all need the
+                    // outside): either way the next turn is due at once.
                     break (Vec::new(), exhausted, !exhausted);
                 }
                 break (done, exhausted, false);
