@@ -304,6 +304,15 @@ async fn robots_txt_is_read_once_per_host_and_followed() {
                 let rules = "User-agent: *\nDisallow: /\n\nUser-agent: jobdeck\nDisallow: /secret\nCrawl-delay: 0.3\n";
                 return rules.into_response();
             }
+            // Redirects are followed hop by hop, each hop checked like the first URL.
+            let hop = match uri.path() {
+                "/hop" => Some("/ok/3"),
+                "/go-secret" => Some("/secret/page"),
+                _ => None,
+            };
+            if let Some(to) = hop {
+                return axum::response::Redirect::to(to).into_response();
+            }
             axum::response::Html(format!("<html><head><title>{}</title></head></html>", uri.path())).into_response()
         }
     });
@@ -311,7 +320,8 @@ async fn robots_txt_is_read_once_per_host_and_followed() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, site).await.unwrap() });
     let csv = format!(
-        "Company,Website\nA,http://{addr}/secret/home\nB,http://{addr}/private\nC,http://{addr}/ok/1\nD,http://{addr}/ok/2\n"
+        "Company,Website\nA,http://{addr}/secret/home\nB,http://{addr}/private\nC,http://{addr}/ok/1\nD,http://{addr}/ok/2\n\
+         E,http://{addr}/hop\nF,http://{addr}/go-secret\n"
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -320,13 +330,17 @@ async fn robots_txt_is_read_once_per_host_and_followed() {
     let done = wait_job(&polite, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
     let items = polite.items(R, job.id, None, 0, 10).await.unwrap().items;
     let errors: Vec<_> = items.iter().map(|i| (i.name.clone(), i.error.clone())).collect();
-    assert_eq!((done.completed, done.failed), (3, 1), "{errors:?}");
-    let a = items.iter().find(|i| i.name.as_deref() == Some("A")).unwrap();
+    assert_eq!((done.completed, done.failed), (4, 2), "{errors:?}");
+    let item = |name: &str| items.iter().find(|i| i.name.as_deref() == Some(name)).unwrap();
+    let a = item("A");
     assert_eq!((a.error.as_deref(), a.attempts), (Some("disallowed by robots.txt"), 1), "failed, not retried");
+    assert_eq!(item("F").error.as_deref(), Some("disallowed by robots.txt"), "a redirect into a disallowed path");
+    let e = item("E").result.clone().unwrap();
+    assert_eq!(e["finalUrl"], format!("http://{addr}/ok/3"), "an allowed redirect is followed");
     let got: Vec<(String, Instant)> = hits.lock().unwrap().clone();
     let paths: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(paths.iter().filter(|p| **p == "/robots.txt").count(), 1, "read once for the host: {paths:?}");
-    assert!(!paths.contains(&"/secret/home"), "a disallowed page is never fetched: {paths:?}");
+    assert!(!paths.iter().any(|p| p.starts_with("/secret")), "a disallowed page is never fetched: {paths:?}");
     assert!(paths.contains(&"/private"), "jobdeck's own group replaces `*`'s: {paths:?}");
     let mut pages: Vec<Instant> = got.iter().filter(|(p, _)| p != "/robots.txt").map(|(_, at)| *at).collect();
     pages.sort();
@@ -343,7 +357,8 @@ async fn robots_txt_is_read_once_per_host_and_followed() {
     let owned = service(config).await;
     let job = owned.create_job(R, upload(csv.into_bytes(), 4)).await.unwrap();
     let done = wait_job(&owned, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
-    assert_eq!((done.completed, done.failed), (4, 0));
+    assert_eq!((done.completed, done.failed), (6, 0));
     let paths: Vec<String> = hits.lock().unwrap().iter().map(|(p, _)| p.clone()).collect();
-    assert!(!paths.contains(&"/robots.txt".to_string()) && paths.contains(&"/secret/home".to_string()), "{paths:?}");
+    assert!(!paths.contains(&"/robots.txt".to_string()), "{paths:?}");
+    assert!(paths.contains(&"/secret/home".to_string()) && paths.contains(&"/secret/page".to_string()), "{paths:?}");
 }

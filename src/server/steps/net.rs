@@ -87,6 +87,9 @@ impl Resolve for PublicOnly {
 #[derive(Clone)]
 pub struct Http {
     pub client: reqwest::Client,
+    /// The same client that follows no redirect: research follows them hop by hop, so
+    /// each hop's host is asked for its robots.txt and takes one of its slots.
+    pub pages: reqwest::Client,
     pub allow_private: bool,
     pub max_body_bytes: usize,
     /// Requests in flight and cool-downs per host, over every job (SPEC section 12).
@@ -111,23 +114,28 @@ impl Http {
         allow_private: bool,
         max_body_bytes: usize,
     ) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(user_agent)
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .redirect(redirect_policy(allow_private))
-            // An account's pages are fetched within seconds of each other, and the next
-            // account is another site: a connection idle for longer is never used again,
-            // and at thousands of sites a second those would use up the open files.
-            .pool_idle_timeout(Duration::from_secs(5))
-            // A proxy from the environment would resolve names itself, past the check
-            // below: requests go straight to the address the check let through.
-            .no_proxy();
-        if !allow_private {
-            builder = builder.dns_resolver(Arc::new(PublicOnly));
-        }
+        let builder = |redirect| {
+            let mut builder = reqwest::Client::builder()
+                .user_agent(user_agent)
+                .timeout(timeout)
+                .connect_timeout(timeout.min(Duration::from_secs(10)))
+                .redirect(redirect)
+                // An account's pages are fetched within seconds of each other, and the
+                // next account is another site: a connection idle for longer is never
+                // used again, and at thousands of sites a second those would use up the
+                // open files.
+                .pool_idle_timeout(Duration::from_secs(5))
+                // A proxy from the environment would resolve names itself, past the check
+                // below: requests go straight to the address the check let through.
+                .no_proxy();
+            if !allow_private {
+                builder = builder.dns_resolver(Arc::new(PublicOnly));
+            }
+            builder.build()
+        };
         Ok(Self {
-            client: builder.build()?,
+            client: builder(redirect_policy(allow_private))?,
+            pages: builder(reqwest::redirect::Policy::none())?,
             allow_private,
             max_body_bytes,
             hosts: Arc::new(Hosts::new(HOST_CONCURRENCY)),
@@ -179,9 +187,12 @@ pub async fn read_at_most(mut response: reqwest::Response, max: usize) -> Result
     Ok((body, false))
 }
 
+/// Redirects followed for one page.
+pub const MAX_REDIRECTS: usize = 5;
+
 fn redirect_policy(allow_private: bool) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() >= 5 {
+        if attempt.previous().len() >= MAX_REDIRECTS {
             return attempt.error("too many redirects");
         }
         if !allow_private {

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
 use tokio::sync::Semaphore;
 
+use super::hosts::Visit;
 use super::llm::Llm;
 use super::net::{self, Http};
 use super::{Step, StepError};
@@ -557,27 +558,48 @@ impl From<StepError> for FetchError {
     }
 }
 
+/// Fetches a page, following redirects hop by hop: each hop is checked like the first
+/// URL (scheme, private address, robots.txt) and takes a slot of its own host (SPEC
+/// section 12), held until the page is read.
 async fn fetch_page(http: &Http, url: &Url) -> Result<Page, FetchError> {
-    http.check_url(url)?;
-    let delay = match &http.robots {
-        Some(robots) => {
-            let verdict = robots.check(http, url).await;
-            if !verdict.allowed {
-                return Err(StepError::Permanent(super::robots::DISALLOWED.into()).into());
+    let mut at = url.clone();
+    for _ in 0..=net::MAX_REDIRECTS {
+        http.check_url(&at)?;
+        let delay = match &http.robots {
+            Some(robots) => {
+                let verdict = robots.check(http, &at).await;
+                if !verdict.allowed {
+                    return Err(StepError::Permanent(super::robots::DISALLOWED.into()).into());
+                }
+                verdict.delay
             }
-            verdict.delay
+            None => None,
+        };
+        let visit = http.hosts.visit(&at, delay).await;
+        let response = http
+            .pages
+            .get(at.clone())
+            .header(reqwest::header::ACCEPT, "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5")
+            .send()
+            .await
+            .map_err(net::classify)?;
+        let next = response
+            .status()
+            .is_redirection()
+            .then(|| response.headers().get(reqwest::header::LOCATION))
+            .flatten()
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| at.join(l).ok());
+        match next {
+            Some(next) => at = next,
+            None => return read_page(http, response, visit).await,
         }
-        None => None,
-    };
-    // The host's slot is held until the page is read (below, with the body).
-    let _visit = http.hosts.visit(url, delay).await;
-    let response = http
-        .client
-        .get(url.clone())
-        .header(reqwest::header::ACCEPT, "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5")
-        .send()
-        .await
-        .map_err(net::classify)?;
+    }
+    Err(StepError::Permanent(format!("{url}: more than {} redirects", net::MAX_REDIRECTS)).into())
+}
+
+/// The page a fetch ended on, read while its host's slot (`_visit`) is held.
+async fn read_page(http: &Http, response: reqwest::Response, _visit: Visit) -> Result<Page, FetchError> {
     let status = response.status();
     let code = status.as_u16();
     let final_url = response.url().clone();
@@ -589,10 +611,7 @@ async fn fetch_page(http: &Http, url: &Url) -> Result<Page, FetchError> {
         let header = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok());
         if let Some(header) = header {
             let wait = super::llm::retry_after(Some(header), std::time::SystemTime::now());
-            http.hosts.cool(url, wait);
-            if super::hosts::origin(&final_url) != super::hosts::origin(url) {
-                http.hosts.cool(&final_url, wait);
-            }
+            http.hosts.cool(&final_url, wait);
             let host = final_url.host_str().unwrap_or("the site");
             let reason = format!("{host} asked to wait (HTTP {code}, Retry-After {}s)", wait.as_secs());
             return Err(failed(StepError::Cooling { reason }));
@@ -1001,6 +1020,8 @@ mod tests {
             .route("/down", get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "maintenance") }))
             .route("/missing", get(|| async { (StatusCode::NOT_FOUND, "no such page") }))
             .route("/data", get(|| async { axum::Json(serde_json::json!({"not": "html"})) }))
+            .route("/loop", get(|| async { axum::response::Redirect::to("/loop") }))
+            .route("/moved", get(|| async { axum::response::Redirect::permanent("/about") }))
             .layer(axum::middleware::from_fn_with_state(site.clone(), count))
             .with_state(site)
     }
@@ -1091,6 +1112,13 @@ mod tests {
         assert!(matches!(data, Err(StepError::Permanent(ref r)) if r.contains("not an HTML page")), "{data:?}");
         let nothing = step.run(claimed(None, Some("  "))).await;
         assert_eq!(nothing, Err(StepError::Permanent("no website or domain to research".into())));
+        let endless = step.run(claimed(Some(&format!("{base}/loop")), None)).await;
+        assert_eq!(endless, Err(StepError::Permanent(format!("{base}/loop: more than 5 redirects"))));
+        let moved = step.run(claimed(Some(&format!("{base}/moved")), None)).await.unwrap();
+        assert_eq!(
+            (moved["url"].as_str(), moved["finalUrl"].as_str()),
+            (Some(&*format!("{base}/moved")), Some(&*format!("{base}/about")))
+        );
     }
 
     #[tokio::test]
