@@ -3,6 +3,7 @@
 
 pub mod hosts;
 pub mod llm;
+pub mod meta;
 pub mod net;
 pub mod preprocess;
 pub mod research;

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::hosts::Visit;
 use super::llm::Llm;
+use super::meta::{self, JsonLd, Pick};
 use super::net::{self, Http};
 use super::{Step, StepError};
 use crate::server::store::types::Claimed;
@@ -100,6 +101,10 @@ pub struct Extracted {
     pub description: Option<String>,
     pub canonical: Option<String>,
     pub language: Option<String>,
+    /// Where each of the three came from (see [`meta`]'s orders).
+    pub title_source: Option<&'static str>,
+    pub description_source: Option<&'static str>,
+    pub language_source: Option<&'static str>,
     pub socials: Vec<String>,
     pub emails: Vec<String>,
     pub phones: Vec<String>,
@@ -250,21 +255,28 @@ const VALUE_HEADERS: &[&str] = &["server", "x-powered-by", "x-generator"];
 pub fn extract(page_url: &Url, html: &str, headers: &HeaderMap) -> Extracted {
     let doc = Html::parse_document(html);
     let mut out = Extracted::default();
-    let mut og_description = None;
+    let mut title = Pick::new(meta::TITLE_SOURCES);
+    let mut description = Pick::new(meta::DESCRIPTION_SOURCES);
+    let mut language = Pick::new(meta::LANGUAGE_SOURCES);
+    let (mut json_ld, mut json_ld_blocks) = (JsonLd::default(), 0);
+    let text_of =
+        |el: &scraper::ElementRef, max: usize| non_empty(shorten(&collapse(&el.text().collect::<String>()), max));
 
     for el in doc.root_element().descendent_elements() {
         let e = el.value();
+        if e.name() != "meta" && e.attr("itemprop").is_some_and(|p| p.trim().eq_ignore_ascii_case("description")) {
+            description.offer("itemprop", text_of(&el, MAX_DESCRIPTION_CHARS));
+        }
         match e.name() {
-            "html" if out.language.is_none() => {
-                out.language = e.attr("lang").and_then(|l| non_empty(shorten(l.trim(), 35)));
-            }
-            "title" if out.title.is_none() => {
+            "html" => language.offer("html-lang", e.attr("lang").and_then(meta::bcp47)),
+            "title" => {
                 // An <svg><title> is a tooltip, not the page's title.
                 let in_svg = el.ancestors().any(|a| a.value().as_element().is_some_and(|p| p.name() == "svg"));
                 if !in_svg {
-                    out.title = non_empty(shorten(&collapse(&el.text().collect::<String>()), MAX_TITLE_CHARS));
+                    title.offer("title", text_of(&el, MAX_TITLE_CHARS));
                 }
             }
+            "h1" => title.offer("h1", text_of(&el, MAX_TITLE_CHARS)),
             "meta" => {
                 let key = e.attr("name").or_else(|| e.attr("property")).unwrap_or("").trim().to_ascii_lowercase();
                 let Some(content) =
@@ -272,10 +284,23 @@ pub fn extract(page_url: &Url, html: &str, headers: &HeaderMap) -> Extracted {
                 else {
                     continue;
                 };
+                let title_text = || Some(shorten(&content, MAX_TITLE_CHARS));
                 match key.as_str() {
-                    "description" if out.description.is_none() => out.description = Some(content),
-                    "og:description" if og_description.is_none() => og_description = Some(content),
+                    "description" => description.offer("meta", Some(content.clone())),
+                    "og:description" => description.offer("og:description", Some(content.clone())),
+                    "twitter:description" => description.offer("twitter:description", Some(content.clone())),
+                    "og:title" => title.offer("og:title", title_text()),
+                    "twitter:title" => title.offer("twitter:title", title_text()),
+                    "og:locale" => language.offer("og:locale", meta::bcp47(&content)),
                     "generator" => push_technology(&mut out.technologies, shorten(&content, 80)),
+                    _ => {}
+                }
+                if e.attr("itemprop").is_some_and(|p| p.trim().eq_ignore_ascii_case("description")) {
+                    description.offer("itemprop", Some(content.clone()));
+                }
+                match e.attr("http-equiv").map(|h| h.trim().to_ascii_lowercase()).as_deref() {
+                    Some("description") => description.offer("http-equiv", Some(content)),
+                    Some("content-language") => language.offer("content-language", meta::bcp47(&content)),
                     _ => {}
                 }
             }
@@ -292,6 +317,13 @@ pub fn extract(page_url: &Url, html: &str, headers: &HeaderMap) -> Extracted {
                     out.canonical = Some(href.to_string());
                 }
                 asset_technologies(&mut out.technologies, href.as_str());
+            }
+            "script" if e.attr("type").is_some_and(|t| t.trim().eq_ignore_ascii_case("application/ld+json")) => {
+                // Past the bound, blocks are left unread (and are no loader to detect).
+                json_ld_blocks += 1;
+                if json_ld_blocks <= meta::MAX_JSON_LD_BLOCKS {
+                    json_ld.read(&el.text().collect::<String>());
+                }
             }
             "script" => match e.attr("src") {
                 Some(src) => asset_technologies(&mut out.technologies, &absolute(page_url, src)),
@@ -317,9 +349,15 @@ pub fn extract(page_url: &Url, html: &str, headers: &HeaderMap) -> Extracted {
             _ => {}
         }
     }
-    if out.description.is_none() {
-        out.description = og_description;
-    }
+    let header_language = headers.get("content-language").and_then(|v| v.to_str().ok()).and_then(meta::bcp47);
+    language.offer("header", header_language);
+    let bounded = |v: Option<String>, max: usize| v.map(|s| shorten(&collapse(&s), max)).and_then(non_empty);
+    title.offer("json-ld", bounded(json_ld.headline.or(json_ld.name), MAX_TITLE_CHARS));
+    description.offer("json-ld", bounded(json_ld.description, MAX_DESCRIPTION_CHARS));
+    language.offer("json-ld", json_ld.in_language.as_deref().and_then(meta::bcp47));
+    (out.title, out.title_source) = title.into_parts();
+    (out.description, out.description_source) = description.into_parts();
+    (out.language, out.language_source) = language.into_parts();
 
     for header in VALUE_HEADERS {
         for value in headers.get_all(*header) {
@@ -690,13 +728,13 @@ fn pick_extra_pages(homes: &[&Url], links: &[Link], max: usize) -> Vec<Url> {
 /// the lists are unions.
 fn merge(into: &mut Extracted, other: Extracted) {
     if into.title.is_none() {
-        into.title = other.title;
+        (into.title, into.title_source) = (other.title, other.title_source);
     }
     if into.description.is_none() {
-        into.description = other.description;
+        (into.description, into.description_source) = (other.description, other.description_source);
     }
     if into.language.is_none() {
-        into.language = other.language;
+        (into.language, into.language_source) = (other.language, other.language_source);
     }
     for s in other.socials {
         into.add_social(s);
@@ -789,9 +827,12 @@ async fn research(http: &Http, llm: Option<&Llm>, max_extra_pages: usize, item: 
         "finalUrl": home_url.as_str(),
         "statusCode": home_status,
         "title": found.title,
+        "titleSource": found.title_source,
         "description": found.description,
+        "descriptionSource": found.description_source,
         "canonical": found.canonical,
         "language": found.language,
+        "languageSource": found.language_source,
         "socials": found.socials,
         "emails": found.emails,
         "phones": found.phones,
@@ -917,6 +958,77 @@ mod tests {
         let html = r#"<html><head><link rel="canonical" href="javascript:void(0)"><link rel="canonical" href="/en/"></head></html>"#;
         let ex = extract(&page_url(), html, &HeaderMap::new());
         assert_eq!(ex.canonical.as_deref(), Some("https://www.acme.example/en/"), "the first web address is kept");
+    }
+
+    /// Each fallback alone on a page, then every source at once: the first in the order
+    /// wins; a broken JSON-LD block is skipped and the next one read.
+    #[test]
+    fn title_description_and_language_fall_back_in_order() {
+        let ld = |json: &str| format!(r#"<script type="application/ld+json">{json}</script>"#);
+        let page = |head: &str, body: &str| format!("<html><head>{head}</head><body>{body}</body></html>");
+        let title_cases = [
+            (page("<title> Acme &amp; Co </title>", ""), "Acme & Co", "title"),
+            (page(r#"<title></title><meta property="og:title" content="From OG">"#, ""), "From OG", "og:title"),
+            (page(r#"<meta name="twitter:title" content="From  Twitter">"#, ""), "From Twitter", "twitter:title"),
+            (page(&ld(r#"{"@type": "WebPage", "headline": "From JSON-LD"}"#), ""), "From JSON-LD", "json-ld"),
+            (page(&ld(r#"{"@graph": [{"@type": "Organization", "name": "Acme GmbH"}]}"#), ""), "Acme GmbH", "json-ld"),
+            (page("", "<h1>First <em>heading</em></h1><h1>Second</h1>"), "First heading", "h1"),
+        ];
+        for (html, want, source) in title_cases {
+            let ex = extract(&page_url(), &html, &HeaderMap::new());
+            assert_eq!((ex.title.as_deref(), ex.title_source), (Some(want), Some(source)), "{html}");
+        }
+        let description_cases = [
+            (page(r#"<meta name="description" content="Plain">"#, ""), "Plain", "meta"),
+            (page(r#"<meta property="og:description" content="OG">"#, ""), "OG", "og:description"),
+            (page(r#"<meta name="twitter:description" content="Tw">"#, ""), "Tw", "twitter:description"),
+            (page(r#"<meta itemprop="description" content="Micro">"#, ""), "Micro", "itemprop"),
+            (page("", r#"<p itemprop="description">Micro  text</p>"#), "Micro text", "itemprop"),
+            (page(r#"<meta http-equiv="description" content="Equiv">"#, ""), "Equiv", "http-equiv"),
+            (page(&ld(r#"[{"@type": "Organization", "description": "LD"}]"#), ""), "LD", "json-ld"),
+        ];
+        for (html, want, source) in description_cases {
+            let ex = extract(&page_url(), &html, &HeaderMap::new());
+            assert_eq!((ex.description.as_deref(), ex.description_source), (Some(want), Some(source)), "{html}");
+        }
+        let mut header = HeaderMap::new();
+        header.insert("content-language", HeaderValue::from_static("de-de, en"));
+        let language_cases = [
+            (page("", "").replace("<html>", r#"<html lang="en_gb">"#), HeaderMap::new(), "en-GB", "html-lang"),
+            (page(r#"<meta property="og:locale" content="en_US">"#, ""), HeaderMap::new(), "en-US", "og:locale"),
+            (
+                page(r#"<meta http-equiv="content-language" content="fr">"#, ""),
+                HeaderMap::new(),
+                "fr",
+                "content-language",
+            ),
+            (page("", ""), header.clone(), "de-DE", "header"),
+            (page(&ld(r#"{"inLanguage": "pt-br"}"#), ""), HeaderMap::new(), "pt-BR", "json-ld"),
+        ];
+        for (html, headers, want, source) in language_cases {
+            let ex = extract(&page_url(), &html, &headers);
+            assert_eq!((ex.language.as_deref(), ex.language_source), (Some(want), Some(source)), "{html}");
+        }
+
+        // A broken block is skipped, never an error; the one after it is read.
+        let broken = page(&format!("{}{}", ld(r#"{"headline": "#), ld(r#"{"headline": "Whole"}"#)), "");
+        let ex = extract(&page_url(), &broken, &HeaderMap::new());
+        assert_eq!((ex.title.as_deref(), ex.title_source), (Some("Whole"), Some("json-ld")));
+
+        // Every source at once, in the reverse of the order: the first in the order wins.
+        let all = format!(
+            r#"<html lang="nl"><head>{}<meta http-equiv="description" content="equiv">
+            <meta http-equiv="content-language" content="fr"><meta itemprop="description" content="micro">
+            <meta name="twitter:description" content="tw"><meta name="twitter:title" content="tw title">
+            <meta property="og:description" content="og"><meta property="og:title" content="og title">
+            <meta property="og:locale" content="en_US"><meta name="description" content="meta">
+            <title>The title</title></head><body><h1>Heading</h1></body></html>"#,
+            ld(r#"{"headline": "ld", "description": "ld", "inLanguage": "es"}"#)
+        );
+        let ex = extract(&page_url(), &all, &header);
+        assert_eq!((ex.title.as_deref(), ex.title_source), (Some("The title"), Some("title")));
+        assert_eq!((ex.description.as_deref(), ex.description_source), (Some("meta"), Some("meta")));
+        assert_eq!((ex.language.as_deref(), ex.language_source), (Some("nl"), Some("html-lang")));
     }
 
     #[test]
