@@ -70,7 +70,7 @@ fn options() -> Options {
             "--only" => o.only = args.next().map(|v| v.split(',').map(str::to_string).collect()),
             "-h" | "--help" => {
                 println!(
-                    "bench [--rows N] [--json PATH] [--only engine,pg,paced,import,delete,frontend,dashboard,bulk,window]"
+                    "bench [--rows N] [--json PATH] [--only engine,pg,paced,import,delete,frontend,dashboard,bulk,window,hosts]"
                 );
                 std::process::exit(0);
             }
@@ -1099,6 +1099,43 @@ fn print_table(figures: &[Figure]) {
     }
 }
 
+/// What SPEC section 12's per-host limit adds to each outbound request: taking and
+/// giving back a host's slot, over 200,000 hosts (a job of as many sites, idle hosts
+/// dropped as it goes), against one loopback HTTP GET in the same run.
+async fn host_limit(figures: &mut Vec<Figure>) {
+    use jobdeck::server::steps::hosts::Hosts;
+    const HOSTS: usize = 200_000;
+    let hosts = Hosts::new(2);
+    let urls: Vec<reqwest::Url> =
+        (0..HOSTS).map(|i| reqwest::Url::parse(&format!("https://h{i}.example/about")).unwrap()).collect();
+    let start = Instant::now();
+    for url in &urls {
+        drop(hosts.visit(url, None).await);
+    }
+    let per_visit = start.elapsed().as_secs_f64() * 1e6 / HOSTS as f64;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = reqwest::Client::new();
+    const GETS: usize = 2_000;
+    let start = Instant::now();
+    for _ in 0..GETS {
+        client.get(format!("http://{addr}/")).send().await.unwrap().bytes().await.unwrap();
+    }
+    let per_get = start.elapsed().as_secs_f64() * 1e6 / GETS as f64;
+    figures.push(
+        Figure::new(
+            format!("per-host limit: a request's slot taken and given back, {HOSTS} hosts"),
+            per_visit,
+            "µs",
+            "",
+        )
+        .against("one loopback HTTP GET (kept-alive connection), same run", per_get),
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let o = options();
@@ -1131,6 +1168,10 @@ async fn main() {
     if want("bulk") {
         println!("bulk actions: {} rows…", o.rows);
         bulk(&o, &tmp.join("bulk"), &mut figures).await;
+    }
+    if want("hosts") {
+        println!("per-host limit…");
+        host_limit(&mut figures).await;
     }
     if want("window") {
         println!("sliding window…");
