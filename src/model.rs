@@ -128,6 +128,10 @@ pub struct Job {
     pub archived_at: Option<DateTime<Utc>>,
     pub scheduled_pause_at: Option<DateTime<Utc>>,
     pub scheduled_resume_at: Option<DateTime<Utc>>,
+    /// Accounts whose request waits for a site that is busy (its per-host limit) or
+    /// asked to wait (SPEC section 12), in the process that answers.
+    #[serde(default)]
+    pub waiting_on_hosts: i64,
 }
 
 string_enum!(

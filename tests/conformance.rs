@@ -958,11 +958,14 @@ async fn one_host_gets_at_most_two_requests_at_once(store: Store) {
     let service = store.service(config).await;
     let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 10)), 6)).await.unwrap();
     wait_for(LONG, "two requests at the host", || async { site.hit_count() == 2 }).await;
+    // The job's other four claimed accounts wait for the host, and the job says so.
+    let waiting = wait_job(&service, R, job.id, LONG, |j| j.waiting_on_hosts == 4).await;
+    assert_eq!(waiting.processing, 6);
     several_polls().await;
     assert_eq!(site.hit_count(), 2, "no third request while two are in flight");
     site.open_gate();
     let done = wait_job(&service, R, job.id, LONG, |j| j.status == JobStatus::Completed).await;
-    assert_eq!((done.completed, done.failed), (10, 0));
+    assert_eq!((done.completed, done.failed, done.waiting_on_hosts), (10, 0, 0));
     assert_eq!(site.hit_count(), 10, "each account asked once");
 }
 

@@ -148,11 +148,12 @@ pub fn BrowserNotify() -> impl IntoView {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{JobKind, JobStatus};
 
-    fn job() -> Job {
+    /// A running research job, for tests of what a page says about a job.
+    pub(crate) fn job() -> Job {
         let now = chrono::Utc::now();
         Job {
             id: 7,
@@ -178,6 +179,7 @@ mod tests {
             archived_at: None,
             scheduled_pause_at: None,
             scheduled_resume_at: None,
+            waiting_on_hosts: 0,
         }
     }
 

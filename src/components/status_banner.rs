@@ -262,6 +262,10 @@ fn state_note(j: &Job) -> Option<String> {
         )),
         Phase::Failed => Some("The job failed and will not run again.".into()),
         Phase::Pending if !j.paused => Some("Waiting to start.".into()),
+        Phase::Processing if j.waiting_on_hosts > 0 => Some(format!(
+            "{} for a site that is busy or asked to wait.",
+            plural(j.waiting_on_hosts, "account waits", "accounts wait")
+        )),
         _ => None,
     }
 }
@@ -270,4 +274,25 @@ fn state_note(j: &Job) -> Option<String> {
 #[island]
 fn AutoResumeIsland(job: Job) -> impl IntoView {
     view! { <AutoResume live=crate::components::live_page::page_job(job) /> }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::state_note;
+    use crate::components::browser_notify::tests::job;
+    use crate::model::JobStatus;
+
+    #[test]
+    fn a_running_job_says_how_many_accounts_wait_for_their_sites() {
+        let running = crate::model::Job { status: JobStatus::Processing, paused: false, ..job() };
+        assert_eq!(state_note(&crate::model::Job { waiting_on_hosts: 0, ..running.clone() }), None);
+        assert_eq!(
+            state_note(&crate::model::Job { waiting_on_hosts: 1, ..running.clone() }).as_deref(),
+            Some("1 account waits for a site that is busy or asked to wait.")
+        );
+        assert_eq!(
+            state_note(&crate::model::Job { waiting_on_hosts: 4, ..running }).as_deref(),
+            Some("4 accounts wait for a site that is busy or asked to wait.")
+        );
+    }
 }

@@ -322,7 +322,9 @@ impl Service {
     }
 
     pub async fn get(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
-        self.store.job(kind, id).await
+        let mut job = self.store.job(kind, id).await?;
+        job.waiting_on_hosts = self.runner.waiting_on_hosts(kind, id);
+        Ok(job)
     }
 
     /// A page of items; `limit` is capped at [`MAX_PAGE`].

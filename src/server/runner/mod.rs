@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::config::RunnerConfig;
 use super::error::AppError;
 use super::notify::Notifier;
+use super::steps::hosts::{ItemWaits, ITEM};
 use super::steps::{bound_result, Step, StepError};
 use super::store::types::{Claimed, ClaimedRow, Finish, Finished, Flags, JobColumns};
 use super::store::types::{NodeHooks, NodeRole, Starter};
@@ -58,6 +60,8 @@ struct Inner {
     notifier: std::sync::OnceLock<Notifier>,
     /// Told when a schedule changes, so the scheduler looks again at once.
     schedules_changed: Notify,
+    /// Per running job, its items waiting for a busy or cooling host.
+    waiting: Mutex<HashMap<Key, Arc<AtomicI64>>>,
 }
 
 /// Handle to the runner; cheap to clone.
@@ -87,6 +91,8 @@ struct WorkMaker {
     columns: Arc<JobColumns>,
     max_attempts: u32,
     base: Duration,
+    /// The job's count of items waiting for their hosts (see [`Runner::waiting_on_hosts`]).
+    waiting: Arc<AtomicI64>,
 }
 
 impl WorkMaker {
@@ -110,7 +116,8 @@ impl WorkMaker {
         let item_id = item.id;
         let done = move |outcome: Finish, attempts: u32| Outcome::Done(Finished { item_id, lease, attempts, outcome });
         let (step, max_attempts, base) = (self.step.clone(), self.max_attempts, self.base);
-        Box::pin(async move {
+        let waits = Arc::new(ItemWaits::new(self.waiting.clone()));
+        Box::pin(ITEM.scope(waits, async move {
             let _permit = permit;
             let (mut attempt, mut cooled) = (0u32, 0u32);
             loop {
@@ -145,7 +152,7 @@ impl WorkMaker {
                     }
                 }
             }
-        })
+        }))
     }
 }
 
@@ -237,6 +244,7 @@ impl Runner {
                 runs_jobs: std::sync::atomic::AtomicBool::new(true),
                 notifier: std::sync::OnceLock::new(),
                 schedules_changed: Notify::new(),
+                waiting: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -433,6 +441,13 @@ impl Runner {
 
     /// Stops starting items, lets in-flight ones finish for the grace period, puts
     /// the rest back to `pending`, and returns when every job task has ended.
+    /// How many of a job's items this process has waiting for a site that is busy or
+    /// asked to wait (SPEC section 12); 0 for a job it does not run.
+    pub fn waiting_on_hosts(&self, kind: JobKind, id: i64) -> i64 {
+        let waiting = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        waiting.get(&(kind, id)).map_or(0, |w| w.load(Ordering::Relaxed).max(0))
+    }
+
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();
@@ -520,11 +535,24 @@ struct JobTask {
     /// The last turn stopped on its limits while items were still finishing at once
     /// (their results stored in it): the next turn is due at once.
     again: bool,
+    /// Its items waiting for their hosts, also in [`Inner::waiting`].
+    waiting: Arc<AtomicI64>,
+}
+
+impl Drop for JobTask {
+    fn drop(&mut self) {
+        let mut waiting = self.inner.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting.get(&(self.kind, self.id)).is_some_and(|w| Arc::ptr_eq(w, &self.waiting)) {
+            waiting.remove(&(self.kind, self.id));
+        }
+    }
 }
 
 impl JobTask {
     fn new(inner: Arc<Inner>, kind: JobKind, id: i64, wake: Arc<Notify>) -> Self {
         let step = inner.steps.for_kind(kind);
+        let waiting = Arc::new(AtomicI64::new(0));
+        inner.waiting.lock().unwrap_or_else(|e| e.into_inner()).insert((kind, id), waiting.clone());
         Self {
             inner,
             kind,
@@ -538,6 +566,7 @@ impl JobTask {
             unsaved: Vec::new(),
             ready: Vec::new(),
             again: false,
+            waiting,
         }
     }
 
@@ -804,6 +833,7 @@ impl JobTask {
             columns: self.columns.clone(),
             max_attempts: self.inner.cfg.max_attempts.max(1),
             base: Duration::from_millis(self.inner.cfg.retry_base_ms),
+            waiting: self.waiting.clone(),
         }
     }
 

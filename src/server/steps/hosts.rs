@@ -3,6 +3,7 @@
 //! 503 with `Retry-After` left alone until then.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +57,50 @@ impl Host {
     }
 }
 
+tokio::task_local! {
+    /// The item whose work runs on this task, so a wait for its host is counted.
+    pub static ITEM: Arc<ItemWaits>;
+}
+
+/// One item's requests waiting for their hosts, and its job's count of such items.
+#[derive(Debug, Default)]
+pub struct ItemWaits {
+    job: Arc<AtomicI64>,
+    mine: AtomicUsize,
+}
+
+impl ItemWaits {
+    pub fn new(job: Arc<AtomicI64>) -> Self {
+        Self { job, mine: AtomicUsize::new(0) }
+    }
+}
+
+/// Counts the task's item as waiting while it lives (an item with several requests
+/// waiting counts once).
+struct Waiting(Option<Arc<ItemWaits>>);
+
+impl Waiting {
+    fn start() -> Self {
+        let item = ITEM.try_with(Arc::clone).ok();
+        if let Some(item) = &item {
+            if item.mine.fetch_add(1, Ordering::Relaxed) == 0 {
+                item.job.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Self(item)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(item) = &self.0 {
+            if item.mine.fetch_sub(1, Ordering::Relaxed) == 1 {
+                item.job.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 /// A request's place among its host's: the host's slot is free again when it drops.
 pub struct Visit {
     _slot: OwnedSemaphorePermit,
@@ -100,17 +145,30 @@ impl Hosts {
     /// request before.
     pub async fn visit(&self, url: &Url, delay: Option<Duration>) -> Visit {
         let host = self.host(&origin(url));
+        // Counted from the first wait to the start of the request.
+        let mut waiting = None;
         loop {
             if let Some(until) = host.cooling() {
+                waiting.get_or_insert_with(Waiting::start);
                 tokio::time::sleep_until(until).await;
             }
-            let slot = host.slots.clone().acquire_owned().await.expect("a host's slots are never closed");
+            let slot = match host.slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    waiting.get_or_insert_with(Waiting::start);
+                    host.slots.clone().acquire_owned().await.expect("a host's slots are never closed")
+                }
+            };
             // A cool-down that began while this request waited for its slot.
             if host.cooling().is_some() {
                 continue;
             }
             if let Some(delay) = delay {
-                tokio::time::sleep_until(host.start_at(delay)).await;
+                let at = host.start_at(delay);
+                if at > Instant::now() {
+                    waiting.get_or_insert_with(Waiting::start);
+                    tokio::time::sleep_until(at).await;
+                }
             }
             return Visit { _slot: slot };
         }

@@ -82,6 +82,7 @@ fn job_from_row(kind: JobKind, r: &Row) -> Job {
         archived_at: r.get(18),
         scheduled_pause_at: r.get(19),
         scheduled_resume_at: r.get(20),
+        waiting_on_hosts: 0,
     }
 }
 

@@ -304,5 +304,6 @@ pub(super) fn job_from_row(kind: JobKind, row: &Row<'_>) -> rusqlite::Result<Job
         archived_at: parse_ts(row.get(18)?),
         scheduled_pause_at: parse_ts(row.get(19)?),
         scheduled_resume_at: parse_ts(row.get(20)?),
+        waiting_on_hosts: 0,
     })
 }
