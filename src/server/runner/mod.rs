@@ -439,8 +439,6 @@ impl Runner {
         });
     }
 
-    /// Stops starting items, lets in-flight ones finish for the grace period, puts
-    /// the rest back to `pending`, and returns when every job task has ended.
     /// How many of a job's items this process has waiting for a site that is busy or
     /// asked to wait (SPEC section 12); 0 for a job it does not run.
     pub fn waiting_on_hosts(&self, kind: JobKind, id: i64) -> i64 {
@@ -448,6 +446,8 @@ impl Runner {
         waiting.get(&(kind, id)).map_or(0, |w| w.load(Ordering::Relaxed).max(0))
     }
 
+    /// Stops starting items, lets in-flight ones finish for the grace period, puts
+    /// the rest back to `pending`, and returns when every job task has ended.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         self.inner.tracker.close();

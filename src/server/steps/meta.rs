@@ -36,15 +36,17 @@ impl Pick {
         self.order.iter().position(|s| *s == source).unwrap_or(usize::MAX)
     }
 
+    /// Whether a value from `source` could still be kept: its text need not even be
+    /// gathered otherwise.
+    pub fn wants(&self, source: &str) -> bool {
+        self.source.is_none_or(|current| self.rank(source) < self.rank(current))
+    }
+
     /// Keeps `value` if it is not empty and `source` comes before the current one's
     /// (a second value from the same source loses: the first on the page wins).
     pub fn offer(&mut self, source: &'static str, value: Option<String>) {
         let Some(value) = value.filter(|v| !v.is_empty()) else { return };
-        let better = match self.source {
-            None => true,
-            Some(current) => self.rank(source) < self.rank(current),
-        };
-        if better {
+        if self.wants(source) {
             self.value = Some(value);
             self.source = Some(source);
         }
@@ -83,7 +85,7 @@ impl JsonLd {
                 // In reverse, so the first entry is looked at first.
                 Value::Array(items) => stack.extend(items.iter().rev()),
                 Value::Object(map) => {
-                    let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_string);
+                    let text = |key: &str| map.get(key).and_then(Value::as_str).map(decode_entities);
                     let keep = |slot: &mut Option<String>, v: Option<String>| {
                         if slot.is_none() {
                             *slot = v.filter(|s| !s.trim().is_empty());
@@ -101,6 +103,16 @@ impl JsonLd {
             }
         }
     }
+}
+
+/// JSON-LD text as pages write it, often with HTML entities (`Joe&#039;s`, `&amp;`):
+/// decoded as the HTML parser decodes text.
+fn decode_entities(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_string();
+    }
+    let fragment = scraper::Html::parse_fragment(&format!("<p>{}</p>", s.replace('<', "&lt;")));
+    fragment.root_element().text().collect()
 }
 
 /// A language as a BCP 47 tag (`en_US` → `en-US`, `DE-de` → `de-DE`, `zh_hant_tw` →
@@ -166,14 +178,16 @@ mod tests {
         assert_eq!(ld, JsonLd::default(), "a broken block says nothing");
         ld.read(&format!(r#"{{"name": "{}"}}"#, "x".repeat(MAX_JSON_LD_BYTES)));
         assert_eq!(ld, JsonLd::default(), "a block over the bound is not read");
-        ld.read(r#"[{"@type": "Organization", "name": "Acme"}, {"@type": "WebPage", "headline": "Welcome"}]"#);
+        ld.read(
+            r#"[{"@type": "Organization", "name": "Acme"}, {"@type": "WebPage", "headline": "Joe&#039;s &amp; <b>"}]"#,
+        );
         ld.read(
             r#"{"@graph": [{"@type": "WebSite", "name": "Later", "description": "What Acme does", "inLanguage": "en-GB"}]}"#,
         );
         assert_eq!(
             ld,
             JsonLd {
-                headline: Some("Welcome".into()),
+                headline: Some("Joe's & <b>".into()),
                 name: Some("Acme".into()),
                 description: Some("What Acme does".into()),
                 in_language: Some("en-GB".into()),

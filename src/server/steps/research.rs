@@ -259,24 +259,37 @@ pub fn extract(page_url: &Url, html: &str, headers: &HeaderMap) -> Extracted {
     let mut description = Pick::new(meta::DESCRIPTION_SOURCES);
     let mut language = Pick::new(meta::LANGUAGE_SOURCES);
     let (mut json_ld, mut json_ld_blocks) = (JsonLd::default(), 0);
-    let text_of =
-        |el: &scraper::ElementRef, max: usize| non_empty(shorten(&collapse(&el.text().collect::<String>()), max));
+    // At most about `max` characters of an element's text are gathered: headings and
+    // descriptions nest on hostile pages, and each level would copy all below it.
+    let text_of = |el: &scraper::ElementRef, max: usize| {
+        let mut text = String::new();
+        for piece in el.text() {
+            text.push_str(piece);
+            if text.len() > max * 4 {
+                break;
+            }
+        }
+        non_empty(shorten(&collapse(&text), max))
+    };
 
     for el in doc.root_element().descendent_elements() {
         let e = el.value();
-        if e.name() != "meta" && e.attr("itemprop").is_some_and(|p| p.trim().eq_ignore_ascii_case("description")) {
+        if e.name() != "meta"
+            && description.wants("itemprop")
+            && e.attr("itemprop").is_some_and(|p| p.trim().eq_ignore_ascii_case("description"))
+        {
             description.offer("itemprop", text_of(&el, MAX_DESCRIPTION_CHARS));
         }
         match e.name() {
             "html" => language.offer("html-lang", e.attr("lang").and_then(meta::bcp47)),
-            "title" => {
+            "title" if title.wants("title") => {
                 // An <svg><title> is a tooltip, not the page's title.
                 let in_svg = el.ancestors().any(|a| a.value().as_element().is_some_and(|p| p.name() == "svg"));
                 if !in_svg {
                     title.offer("title", text_of(&el, MAX_TITLE_CHARS));
                 }
             }
-            "h1" => title.offer("h1", text_of(&el, MAX_TITLE_CHARS)),
+            "h1" if title.wants("h1") => title.offer("h1", text_of(&el, MAX_TITLE_CHARS)),
             "meta" => {
                 let key = e.attr("name").or_else(|| e.attr("property")).unwrap_or("").trim().to_ascii_lowercase();
                 let Some(content) =
@@ -1029,6 +1042,27 @@ mod tests {
         assert_eq!((ex.title.as_deref(), ex.title_source), (Some("The title"), Some("title")));
         assert_eq!((ex.description.as_deref(), ex.description_source), (Some("meta"), Some("meta")));
         assert_eq!((ex.language.as_deref(), ex.language_source), (Some("nl"), Some("html-lang")));
+    }
+
+    /// Headings and described elements nested thousands deep, each level with text: the
+    /// first of each is read, at most its field's length, not every level's whole text.
+    #[test]
+    fn nested_headings_and_descriptions_give_the_first_bounded() {
+        let depth = 3_000;
+        let mut html = String::from("<html><body>");
+        for i in 0..depth {
+            html.push_str(&format!("<h1><div itemprop=description>level {i} {}", "word ".repeat(100)));
+        }
+        for _ in 0..depth {
+            html.push_str("</div></h1>");
+        }
+        let ex = extract(&page_url(), &html, &HeaderMap::new());
+        let title = ex.title.unwrap();
+        assert!(title.starts_with("level 0 word") && title.chars().count() <= MAX_TITLE_CHARS, "{title}");
+        assert_eq!(ex.title_source, Some("h1"));
+        let description = ex.description.unwrap();
+        assert!(description.starts_with("level 0 word") && description.chars().count() <= MAX_DESCRIPTION_CHARS);
+        assert_eq!(ex.description_source, Some("itemprop"));
     }
 
     #[test]
