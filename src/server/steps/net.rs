@@ -92,6 +92,8 @@ pub struct Http {
     pub pages: reqwest::Client,
     pub allow_private: bool,
     pub max_body_bytes: usize,
+    /// One request's time limit; research's redirect hops share one such limit.
+    pub timeout: Duration,
     /// Requests in flight and cool-downs per host, over every job (SPEC section 12).
     pub hosts: Arc<Hosts>,
     /// Every host's robots.txt; `None` when the operator set `JOBDECK_ROBOTS=ignore`.
@@ -138,6 +140,7 @@ impl Http {
             pages: builder(reqwest::redirect::Policy::none())?,
             allow_private,
             max_body_bytes,
+            timeout,
             hosts: Arc::new(Hosts::new(HOST_CONCURRENCY)),
             robots: Some(Arc::new(Robots::default())),
         })

@@ -611,9 +611,11 @@ impl From<StepError> for FetchError {
 
 /// Fetches a page, following redirects hop by hop: each hop is checked like the first
 /// URL (scheme, private address, robots.txt) and takes a slot of its own host (SPEC
-/// section 12), held until the page is read.
+/// section 12), held until the page is read. The hops' requests share one time limit,
+/// as one request's redirects would; waits for a host are not counted in it.
 async fn fetch_page(http: &Http, url: &Url) -> Result<Page, FetchError> {
     let mut at = url.clone();
+    let mut spent = std::time::Duration::ZERO;
     for _ in 0..=net::MAX_REDIRECTS {
         http.check_url(&at)?;
         let delay = match &http.robots {
@@ -626,14 +628,20 @@ async fn fetch_page(http: &Http, url: &Url) -> Result<Page, FetchError> {
             }
             None => None,
         };
+        let left = http.timeout.checked_sub(spent).filter(|l| !l.is_zero());
+        let left = left.ok_or_else(|| StepError::Transient(format!("{url}: timed out")))?;
         let visit = http.hosts.visit(&at, delay).await;
+        let sent = std::time::Instant::now();
+        // The rest of the limit covers this hop's answer and, on the last hop, its body.
         let response = http
             .pages
             .get(at.clone())
             .header(reqwest::header::ACCEPT, "text/html,application/xhtml+xml;q=0.9,*/*;q=0.5")
+            .timeout(left)
             .send()
             .await
             .map_err(net::classify)?;
+        spent += sent.elapsed();
         let next = response
             .status()
             .is_redirection()
@@ -1167,6 +1175,16 @@ mod tests {
             .route("/missing", get(|| async { (StatusCode::NOT_FOUND, "no such page") }))
             .route("/data", get(|| async { axum::Json(serde_json::json!({"not": "html"})) }))
             .route("/loop", get(|| async { axum::response::Redirect::to("/loop") }))
+            .route(
+                "/slow-hop/{n}",
+                get(|axum::extract::Path(n): axum::extract::Path<u32>| async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+                    match n {
+                        0 => axum::response::Redirect::to("/"),
+                        n => axum::response::Redirect::to(&format!("/slow-hop/{}", n - 1)),
+                    }
+                }),
+            )
             .route("/moved", get(|| async { axum::response::Redirect::permanent("/about") }))
             .layer(axum::middleware::from_fn_with_state(site.clone(), count))
             .with_state(site)
@@ -1258,6 +1276,9 @@ mod tests {
         assert!(matches!(data, Err(StepError::Permanent(ref r)) if r.contains("not an HTML page")), "{data:?}");
         let nothing = step.run(claimed(None, Some("  "))).await;
         assert_eq!(nothing, Err(StepError::Permanent("no website or domain to research".into())));
+        // Five hops of 0.6 s each: each within the 2 s limit, together past it.
+        let slow = step.run(claimed(Some(&format!("{base}/slow-hop/4")), None)).await;
+        assert!(matches!(slow, Err(StepError::Transient(ref r)) if r.contains("timed out")), "{slow:?}");
         let endless = step.run(claimed(Some(&format!("{base}/loop")), None)).await;
         assert_eq!(endless, Err(StepError::Permanent(format!("{base}/loop: more than 5 redirects"))));
         let moved = step.run(claimed(Some(&format!("{base}/moved")), None)).await.unwrap();
