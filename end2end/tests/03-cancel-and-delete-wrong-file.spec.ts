@@ -27,6 +27,10 @@ test("a job started from the wrong file is cancelled, deleted and replaced", asy
     await expect(wrong.control("Pause")).toHaveCount(0);
     await expect(wrong.control("Cancel")).toHaveCount(0);
     await expect(wrong.summary).toContainText("cannot be resumed");
+    // SPEC section 16: the accounts left are "not run", never waiting.
+    await expect(page.locator(".counts dt").first()).toHaveText("Not run");
+    await expect(page.getByText(/\d+ not run\./)).toBeVisible();
+    await expect(page.getByText(/\d+ waiting\./)).toHaveCount(0);
     const cancelled = await getJob(request, "research", wrong.id);
     expect(cancelled.status).toBe("failed");
     expect(cancelled.cancelled).toBe(true);

@@ -35,19 +35,21 @@ pub fn item_status_label(status: ItemStatus) -> &'static str {
     }
 }
 
-/// An item's state as a small badge.
+/// An item's state as a small badge; `not_run` when its job was cancelled, so a
+/// pending item will never run (SPEC section 16).
 #[component]
-pub fn ItemBadge(status: ItemStatus) -> impl IntoView {
-    let (icon, css) = match status {
-        ItemStatus::Pending => ("◷", "pending"),
-        ItemStatus::Processing => ("▶", "processing"),
-        ItemStatus::Completed => ("✔", "completed"),
-        ItemStatus::Failed => ("✖", "failed"),
+pub fn ItemBadge(status: ItemStatus, #[prop(optional)] not_run: bool) -> impl IntoView {
+    let (icon, css, label) = match status {
+        ItemStatus::Pending if not_run => ("–", "not-run", "Not run"),
+        ItemStatus::Pending => ("◷", "pending", item_status_label(status)),
+        ItemStatus::Processing => ("▶", "processing", item_status_label(status)),
+        ItemStatus::Completed => ("✔", "completed", item_status_label(status)),
+        ItemStatus::Failed => ("✖", "failed", item_status_label(status)),
     };
     view! {
         <span class=format!("badge badge-small badge-{css}")>
             <span class="badge-icon" aria-hidden="true">{icon}</span>
-            {item_status_label(status)}
+            {label}
         </span>
     }
 }

@@ -9,7 +9,7 @@ use crate::api::list_items;
 use crate::components::format::error_text;
 use crate::components::live::LiveJob;
 use crate::components::resource::resource;
-use crate::model::{Item, ItemStatus, Job};
+use crate::model::{Item, ItemStatus, Job, Phase};
 
 /// Items per page.
 pub const PAGE_SIZE: i64 = 50;
@@ -31,8 +31,9 @@ pub fn ItemBrowser(
     base: String,
     /// The table's column headings.
     columns: &'static [&'static str],
-    /// The cells of one row.
-    row: fn(Item) -> AnyView,
+    /// The cells of one row; `true` when the job was cancelled, so a pending item will
+    /// not run (SPEC section 16: shown as "not run", never as waiting).
+    row: fn(Item, bool) -> AnyView,
     noun: Noun,
     /// The status filter and page the address names.
     query: ItemsQuery,
@@ -84,6 +85,7 @@ pub fn ItemBrowser(
             };
             // Rendered once, by the server: the page's refresh brings a newer rendering.
             let (offset, shown, total) = (first.offset, first.items.len() as i64, first.total);
+            let not_run = live.job.with_untracked(|j| j.phase() == Phase::Cancelled);
             let summary = if total == 0 {
                 format!("No {}", noun.1)
             } else if shown == 0 {
@@ -115,7 +117,7 @@ pub fn ItemBrowser(
                             <tr>{columns.iter().map(|c| view! { <th scope="col">{*c}</th> }).collect_view()}</tr>
                         </thead>
                         <tbody>
-                            {first.items.into_iter().map(row).collect_view()}
+                            {first.items.into_iter().map(|item| row(item, not_run)).collect_view()}
                             {empty}
                         </tbody>
                     </table>
@@ -203,7 +205,7 @@ fn page_href(base: &str, status: Option<ItemStatus>, offset: i64) -> String {
 fn filter_counts(j: &Job) -> [(Option<ItemStatus>, &'static str, i64); 5] {
     [
         (None, "All", j.total),
-        (Some(ItemStatus::Pending), "Pending", j.pending),
+        (Some(ItemStatus::Pending), if j.phase() == Phase::Cancelled { "Not run" } else { "Pending" }, j.pending),
         (Some(ItemStatus::Processing), "Processing", j.processing),
         (Some(ItemStatus::Completed), "Completed", j.completed),
         (Some(ItemStatus::Failed), "Failed", j.failed),

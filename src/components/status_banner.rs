@@ -85,6 +85,8 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
 #[component]
 fn Counts(job: RwSignal<Job>) -> impl IntoView {
     let counts = Memo::new(move |_| job.with(|j| [j.pending, j.processing, j.completed, j.failed, j.total]));
+    // A cancelled job's pending items will never run (SPEC section 16).
+    let not_run = Memo::new(move |_| job.with(|j| j.phase() == Phase::Cancelled));
     let labels = ["Pending", "Processing", "Completed", "Failed", "Total"];
     view! {
         <dl class="counts">
@@ -94,7 +96,7 @@ fn Counts(job: RwSignal<Job>) -> impl IntoView {
                 .map(|(i, label)| {
                     view! {
                         <div class=format!("count count-{}", label.to_ascii_lowercase())>
-                            <dt>{label}</dt>
+                            <dt>{move || if i == 0 && not_run.get() { "Not run" } else { label }}</dt>
                             <dd>{move || counts.get()[i]}</dd>
                         </div>
                     }

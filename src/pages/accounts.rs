@@ -10,7 +10,7 @@ use crate::components::format::{external_link, list, text};
 use crate::components::items::{ItemBrowser, ItemsQuery};
 use crate::components::job_loader::JobLoader;
 use crate::components::live::LiveJob;
-use crate::model::{Item, Job, JobKind};
+use crate::model::{Item, ItemStatus, Job, JobKind};
 
 /// The accounts page: filter by status, page through, read each result or failure.
 #[component]
@@ -60,7 +60,7 @@ fn accounts(live: LiveJob, query: ItemsQuery) -> AnyView {
     .erased()
 }
 
-fn account_row(item: Item) -> AnyView {
+fn account_row(item: Item, not_run: bool) -> AnyView {
     let name = item.name.clone().filter(|n| !n.trim().is_empty());
     let website = item.website.clone().or_else(|| item.domain.clone()).filter(|w| !w.trim().is_empty());
     let attempts = (item.attempts > 1).then(|| format!("{} attempts", item.attempts));
@@ -75,20 +75,25 @@ fn account_row(item: Item) -> AnyView {
                 {website.map(|w| view! { <div class="small">{external_link(&w)}</div> })}
             </td>
             <td>
-                <ItemBadge status=item.status />
+                <ItemBadge status=item.status not_run />
                 {attempts.map(|a| view! { <div class="small muted">{a}</div> })}
             </td>
-            <td class="result-cell">{research_summary(&item)}</td>
+            <td class="result-cell">{research_summary(&item, not_run)}</td>
         </tr>
     }
     .erased()
 }
 
 /// A readable summary of one account's research result (and its failure, if any).
-fn research_summary(item: &Item) -> AnyView {
+fn research_summary(item: &Item, not_run: bool) -> AnyView {
     let error = item.error.clone().map(|e| view! { <p class="item-error">"✖ " {e}</p> });
     let Some(result) = item.result.as_ref().filter(|r| r.is_object()) else {
-        let waiting = item.error.is_none().then(|| view! { <span class="muted">"Not researched yet."</span> });
+        let text = if not_run && item.status == ItemStatus::Pending {
+            "Not researched: the job was cancelled."
+        } else {
+            "Not researched yet."
+        };
+        let waiting = item.error.is_none().then(|| view! { <span class="muted">{text}</span> });
         return view! {
             {error}
             {waiting}

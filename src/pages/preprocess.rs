@@ -115,7 +115,7 @@ fn ResearchFromClean(id: i64) -> impl IntoView {
     }
 }
 
-fn result_row(item: Item) -> AnyView {
+fn result_row(item: Item, not_run: bool) -> AnyView {
     let empty = Value::Null;
     let result = item.result.as_ref().unwrap_or(&empty);
     let company = text(result, "company").or_else(|| item.name.clone().filter(|n| !n.trim().is_empty()));
@@ -168,7 +168,7 @@ fn result_row(item: Item) -> AnyView {
             </td>
             <td class="liveness" data-label="Website">{liveness_cell(liveness.as_ref(), item.status)}</td>
             <td>
-                <ItemBadge status=item.status />
+                <ItemBadge status=item.status not_run />
                 {item.error.map(|e| view! { <p class="item-error">"✖ " {e}</p> })}
             </td>
         </tr>

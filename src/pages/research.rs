@@ -16,7 +16,7 @@ use crate::components::live::LiveJob;
 use crate::components::resource::resource;
 use crate::components::schedule::ScheduleIsland;
 use crate::components::status_banner::StatusBanner;
-use crate::model::{ItemStatus, Job, JobKind};
+use crate::model::{ItemStatus, Job, JobKind, Phase};
 
 /// The full research job page: the status banner with the controls in it.
 #[component]
@@ -79,8 +79,10 @@ fn account_breakdown(j: &Job) -> String {
     if j.total == 0 {
         return "This job has no accounts.".into();
     }
+    // A cancelled job's remaining accounts will never run (SPEC section 16).
+    let left = if j.phase() == Phase::Cancelled { "not run" } else { "waiting" };
     format!(
-        "{}: {} researched, {} failed, {} in progress, {} waiting.",
+        "{}: {} researched, {} failed, {} in progress, {} {left}.",
         plural(j.total, "account", "accounts"),
         j.completed,
         j.failed,
