@@ -362,3 +362,23 @@ async fn robots_txt_is_read_once_per_host_and_followed() {
     assert!(!paths.contains(&"/robots.txt".to_string()), "{paths:?}");
     assert!(paths.contains(&"/secret/home".to_string()) && paths.contains(&"/secret/page".to_string()), "{paths:?}");
 }
+
+/// SPEC section 16: a paused job is never called running, also when an action that
+/// needs a finished job is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_job_is_refused_as_paused_not_as_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = Site::start().await;
+    let service = service(test_config(dir.path())).await;
+    let job = service.create_job(R, upload(research_csv(&site, &paths("/g/", 3)), 1)).await.unwrap();
+    let said = |e: AppError| e.public_message();
+    let running = said(service.archive(R, job.id).await.unwrap_err());
+    assert!(running.starts_with("the job is still running"), "{running}");
+    service.pause(R, job.id).await.unwrap();
+    for refused in [service.archive(R, job.id).await.unwrap_err(), service.retry(R, job.id).await.unwrap_err()] {
+        let text = said(refused);
+        assert!(text.starts_with("the job is paused, not over") && !text.contains("running"), "{text}");
+    }
+    site.open_gate();
+    service.cancel(R, job.id).await.unwrap();
+}

@@ -537,11 +537,8 @@ fn BulkBar(filter: JobFilter, total: i64) -> impl IntoView {
                     .into_iter()
                     .map(|r| {
                         let what = format!("{} #{}", r.kind.label(), r.id);
-                        let said = if r.ok {
-                            "done".to_string()
-                        } else {
-                            format!("{} ({})", r.error.unwrap_or_default(), r.status.unwrap_or_default())
-                        };
+                        // The reason in words; the status code is for programs (SPEC section 16).
+                        let said = if r.ok { "done".to_string() } else { r.error.unwrap_or_default() };
                         view! {
                             <li class:bulk-refused=!r.ok>
                                 <a href=r.kind.page_url(r.id)>{what}</a>

@@ -50,10 +50,21 @@ fn live(job: &Job) -> Result<(), AppError> {
 fn over(job: &Job, what: &str) -> Result<(), AppError> {
     if !job.is_terminal() {
         return Err(AppError::WrongState(format!(
-            "the job is still running: only a completed, failed or cancelled job can be {what}"
+            "the job is {}: only a completed, failed or cancelled job can be {what}",
+            not_over(job)
         )));
     }
     Ok(())
+}
+
+/// What a job that is not over is, in words: a paused job is never called running
+/// (SPEC section 16).
+fn not_over(job: &Job) -> &'static str {
+    if job.paused {
+        "paused, not over"
+    } else {
+        "still running"
+    }
 }
 
 /// The pieces a whole upload is fed in, as a form's file arrives in pieces.
@@ -695,9 +706,10 @@ fn retryable(job: &Job) -> Result<(), AppError> {
         return Err(AppError::WrongState("a cancelled job cannot run again".into()));
     }
     if job.status != JobStatus::Completed {
-        return Err(AppError::WrongState(
-            "the job is still running: only a completed job's failed items can be retried".into(),
-        ));
+        return Err(AppError::WrongState(format!(
+            "the job is {}: only a completed job's failed items can be retried",
+            not_over(job)
+        )));
     }
     if job.failed == 0 {
         return Err(AppError::WrongState("no item of this job failed; there is nothing to retry".into()));
