@@ -274,10 +274,9 @@ pub fn extract(page_url: &Url, html: &str, headers: &HeaderMap) -> Extracted {
 
     for el in doc.root_element().descendent_elements() {
         let e = el.value();
-        if e.name() != "meta"
-            && description.wants("itemprop")
-            && e.attr("itemprop").is_some_and(|p| p.trim().eq_ignore_ascii_case("description"))
-        {
+        // `itemprop="description"`: a meta's content (below), any other element's text.
+        let described = e.attr("itemprop").is_some_and(|p| p.trim().eq_ignore_ascii_case("description"));
+        if described && e.name() != "meta" && description.wants("itemprop") {
             description.offer("itemprop", text_of(&el, MAX_DESCRIPTION_CHARS));
         }
         match e.name() {
@@ -308,7 +307,7 @@ pub fn extract(page_url: &Url, html: &str, headers: &HeaderMap) -> Extracted {
                     "generator" => push_technology(&mut out.technologies, shorten(&content, 80)),
                     _ => {}
                 }
-                if e.attr("itemprop").is_some_and(|p| p.trim().eq_ignore_ascii_case("description")) {
+                if described {
                     description.offer("itemprop", Some(content.clone()));
                 }
                 match e.attr("http-equiv").map(|h| h.trim().to_ascii_lowercase()).as_deref() {
