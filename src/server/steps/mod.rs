@@ -5,6 +5,7 @@ pub mod hosts;
 pub mod llm;
 pub mod meta;
 pub mod net;
+pub mod page;
 pub mod preprocess;
 pub mod research;
 pub mod robots;
