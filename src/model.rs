@@ -196,8 +196,11 @@ impl Job {
         }
     }
 
+    /// SPEC section 16: a job that finished with every item failed reads "Failed"
+    /// though its `status` is `completed` (section 2).
     pub fn phase(&self) -> Phase {
         match self.status {
+            JobStatus::Completed if self.total > 0 && self.completed == 0 => Phase::Failed,
             JobStatus::Completed => Phase::Completed,
             JobStatus::Failed if self.cancelled => Phase::Cancelled,
             JobStatus::Failed => Phase::Failed,

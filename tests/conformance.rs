@@ -220,7 +220,48 @@ on_both_stores!(
     a_pause_during_instant_rounds_stops_the_next_claim,
     instant_items_and_items_that_go_out_share_one_window,
     rows_that_go_out_after_an_instant_one_start_without_waiting_for_a_poll,
+    a_job_reads_failed_only_when_every_item_failed,
 );
+
+/// SPEC section 16: a job that finished with every item failed reads "failed" (badge,
+/// dashboard filter, bulk filter) while its `status` stays `completed`; one where only
+/// some failed is "completed" with the failures counted.
+async fn a_job_reads_failed_only_when_every_item_failed(store: Store) {
+    let site = Site::start().await;
+    let service = store.service(store.config()).await;
+    let gone = paths("/gone/", 3);
+    let mut some = paths("/f/", 2);
+    some.push("/gone/x".into());
+    let all_failed = service.create_job(R, upload(research_csv(&site, &gone), 2)).await.unwrap();
+    let some_failed = service.create_job(R, upload(research_csv(&site, &some), 2)).await.unwrap();
+    let all_failed = wait_job(&service, R, all_failed.id, LONG, |j| j.is_terminal()).await;
+    let some_failed = wait_job(&service, R, some_failed.id, LONG, |j| j.is_terminal()).await;
+    assert_eq!((all_failed.status, all_failed.failed, all_failed.phase()), (JobStatus::Completed, 3, Phase::Failed));
+    assert_eq!(
+        (some_failed.status, some_failed.failed, some_failed.phase()),
+        (JobStatus::Completed, 1, Phase::Completed)
+    );
+
+    let ids = |phase| {
+        let service = service.clone();
+        async move {
+            let filter = JobFilter { kind: Some(R), status: Some(phase), ..JobFilter::default() };
+            let page = service.page(filter, 0, 50).await.unwrap();
+            assert_eq!(page.total, page.jobs.len() as i64, "the count agrees with the list");
+            page.jobs.iter().map(|j| j.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        ids(Phase::Failed).await,
+        vec![all_failed.id],
+        "the Failed filter finds the job whose every item failed"
+    );
+    assert_eq!(ids(Phase::Completed).await, vec![some_failed.id]);
+    // A bulk action by that filter takes the same job.
+    let filter = JobFilter { kind: Some(R), status: Some(Phase::Failed), ..JobFilter::default() };
+    let out = service.bulk(JobAction::Archive, BulkTarget::Filter(filter)).await.unwrap();
+    assert_eq!(out.results.iter().map(|r| (r.id, r.ok)).collect::<Vec<_>>(), vec![(all_failed.id, true)]);
+}
 
 /// SPEC section 2: `paused` is an INTEGER flag, and one set by hand in the database is
 /// honoured within the poll.

@@ -22,6 +22,7 @@ use crate::model::{Job, JobAction, Phase};
 pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: Children) -> impl IntoView {
     let job = live.job;
     let phase = Memo::new(move |_| job.with(Job::phase));
+    let failed = Signal::derive(move || job.with(|j| j.failed));
     let class = move || {
         let layout = if centered { " banner-centered" } else { "" };
         format!("banner banner-{}{layout}", phase.get().css())
@@ -45,7 +46,7 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
                 <h1 class="banner-title">{title}</h1>
                 <p class="meta">{meta}</p>
                 <div role="status" aria-label="Job status" class="banner-badge">
-                    <StatusBadge phase large=true />
+                    <StatusBadge phase failed=failed large=true />
                 </div>
                 {children()}
             </div>
@@ -56,7 +57,7 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
             <div class="banner-head">
                 <div class="banner-heading">
                     <div role="status" aria-label="Job status" class="banner-badge">
-                    <StatusBadge phase large=true />
+                    <StatusBadge phase failed=failed large=true />
                 </div>
                     <div>
                         <h1 class="banner-title">{title}</h1>

@@ -40,7 +40,7 @@ fn accounts(live: LiveJob, query: ItemsQuery) -> AnyView {
             <h1>"Accounts of " {name}</h1>
             <p class="page-head-status">
                 <span role="status" aria-label="Job status">
-                    <StatusBadge phase />
+                    <StatusBadge phase failed=Signal::derive(move || live.job.with(|j| j.failed)) />
                 </span>
                 <span class="muted">{progress}</span>
                 <a href=format!("/processing/{id}")>"Job page and controls"</a>

@@ -373,7 +373,7 @@ fn JobRow(job: Job) -> impl IntoView {
                 </div>
             </td>
             <td class="status-cell">
-                <StatusBadge phase />
+                <StatusBadge phase failed=Signal::stored(job.failed) />
                 <RowControls job=job.clone() />
             </td>
             <td class="progress-cell">

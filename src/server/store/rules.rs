@@ -122,10 +122,11 @@ pub fn payload(event: &str, job: &Job, at: DateTime<Utc>) -> String {
 
 /// The SQL condition (on the job table's own columns) that picks the jobs a filter's
 /// status and archive state name; the kind and the name search are bound apart.
-pub fn filter_condition(filter: &JobFilter) -> String {
+/// `none_completed` is the store's condition for "no item of the job completed".
+pub fn filter_condition(filter: &JobFilter, none_completed: &str) -> String {
     let mut cond = vec!["hidden IS NULL".to_string()];
     if let Some(phase) = filter.status {
-        cond.push(phase_condition(phase));
+        cond.push(phase_condition(phase, none_completed));
     }
     match filter.archived {
         Archived::Hide => cond.push("archived_at IS NULL".into()),
@@ -135,16 +136,20 @@ pub fn filter_condition(filter: &JobFilter) -> String {
     cond.join(" AND ")
 }
 
-/// The stored columns a phase is made of ([`Job::phase`]); the same on both stores.
-pub fn phase_condition(phase: Phase) -> String {
+/// The stored columns a phase is made of ([`Job::phase`]); the same on both stores but
+/// for where the completed items are counted (`none_completed`): a completed job of
+/// which no item completed reads "failed" (SPEC section 16).
+pub fn phase_condition(phase: Phase, none_completed: &str) -> String {
     let (pending, processing) = (JobStatus::Pending.as_str(), JobStatus::Processing.as_str());
     let (completed, failed) = (JobStatus::Completed.as_str(), JobStatus::Failed.as_str());
     match phase {
         Phase::Pending => format!("status = '{pending}' AND paused = 0"),
         Phase::Processing => format!("status = '{processing}' AND paused = 0"),
         Phase::Paused => format!("status IN ('{pending}', '{processing}') AND paused = 1"),
-        Phase::Completed => format!("status = '{completed}'"),
-        Phase::Failed => format!("status = '{failed}' AND cancelled_at IS NULL"),
+        Phase::Completed => format!("status = '{completed}' AND NOT (total > 0 AND {none_completed})"),
+        Phase::Failed => format!(
+            "((status = '{failed}' AND cancelled_at IS NULL) OR (status = '{completed}' AND total > 0 AND {none_completed}))"
+        ),
         Phase::Cancelled => format!("status = '{failed}' AND cancelled_at IS NOT NULL"),
     }
 }

@@ -250,10 +250,16 @@ impl PgStore {
         // One snapshot, so the count agrees with the page.
         let tx = snapshot(&mut c).await?;
         let newest = offset.saturating_add(limit);
-        let cond = rules::filter_condition(&filter);
         let pattern = filter.search.as_deref().map(rules::like_pattern);
         let (mut jobs, mut total) = (Vec::new(), 0i64);
         for kind in filter.kinds() {
+            // Completed counts only grow (a retry moves failed items), so no shard's
+            // count above zero is "none completed".
+            let none_completed = format!(
+                "NOT EXISTS (SELECT 1 FROM {} AS n WHERE n.job_id = j.id AND n.completed > 0)",
+                tables(kind).counts
+            );
+            let cond = rules::filter_condition(&filter, &none_completed);
             let rows = tx
                 .query(
                     &format!(
@@ -267,7 +273,7 @@ impl PgStore {
             let count: i64 = tx
                 .query_one(
                     &format!(
-                        "SELECT count(*) FROM {} WHERE {cond} AND ($1::text IS NULL OR name ILIKE $1)",
+                        "SELECT count(*) FROM {} AS j WHERE {cond} AND ($1::text IS NULL OR name ILIKE $1)",
                         tables(kind).jobs
                     ),
                     &[&pattern],

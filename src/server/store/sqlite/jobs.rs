@@ -315,7 +315,7 @@ pub fn filtered_jobs(
     limit: i64,
 ) -> Result<(Vec<Job>, i64), AppError> {
     let jobs_table = sql(kind).jobs;
-    let cond = filter_condition(filter);
+    let cond = filter_condition(filter, "completed_count = 0");
     let pattern = filter.search.as_deref().map(like_pattern);
     let search = if pattern.is_some() { "name LIKE :pattern ESCAPE '\\'" } else { ":pattern IS NULL" };
     let mut stmt = conn.prepare_cached(&format!(
