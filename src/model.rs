@@ -214,6 +214,21 @@ impl Job {
         self.status.is_terminal()
     }
 
+    /// Whether `action` would change this job (SPEC section 2's table and section 8):
+    /// the bulk bar offers only what applies to the jobs chosen.
+    pub fn applies(&self, action: JobAction) -> bool {
+        let live = !self.is_terminal();
+        match action {
+            JobAction::Pause => live && !self.paused,
+            JobAction::Resume => live && self.paused,
+            JobAction::Cancel => live,
+            JobAction::Retry => self.status == JobStatus::Completed && self.failed > 0,
+            JobAction::Archive => !live && self.archived_at.is_none(),
+            JobAction::Unarchive => self.archived_at.is_some(),
+            JobAction::Delete => !live,
+        }
+    }
+
     /// Items finished (completed or failed), for the progress bar.
     pub fn done(&self) -> i64 {
         self.completed + self.failed
@@ -435,6 +450,9 @@ pub const EVENTS_PAGE: i64 = 50;
 pub struct BulkResult {
     pub kind: JobKind,
     pub id: i64,
+    /// The job's name, when the job is there to name (SPEC section 16).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub name: Option<String>,
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub status: Option<u16>,

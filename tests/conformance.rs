@@ -261,6 +261,11 @@ async fn a_job_reads_failed_only_when_every_item_failed(store: Store) {
     let filter = JobFilter { kind: Some(R), status: Some(Phase::Failed), ..JobFilter::default() };
     let out = service.bulk(JobAction::Archive, BulkTarget::Filter(filter)).await.unwrap();
     assert_eq!(out.results.iter().map(|r| (r.id, r.ok)).collect::<Vec<_>>(), vec![(all_failed.id, true)]);
+    // Each result names its job (SPEC section 16), refused ones too.
+    assert_eq!(out.results[0].name.as_deref(), Some(all_failed.name.as_str()));
+    let again = service.bulk(JobAction::Pause, BulkTarget::Jobs(vec![JobRef { kind: R, id: some_failed.id }])).await;
+    let again = again.unwrap();
+    assert_eq!((again.results[0].ok, again.results[0].name.as_deref()), (false, Some(some_failed.name.as_str())));
 }
 
 /// SPEC section 2: `paused` is an INTEGER flag, and one set by hand in the database is
@@ -1021,7 +1026,7 @@ async fn a_schedule_pauses_and_resumes_the_job_once_each(store: Store) {
     let past = chrono::Utc::now() - chrono::Duration::seconds(1);
     let refused = service.schedule(R, job.id, Some(past), None).await.unwrap_err();
     assert_eq!(status_of(&refused), 400);
-    assert!(refused.public_message().contains("pauseAt must be in the future"), "{}", refused.public_message());
+    assert!(refused.public_message().contains("the pause time must be in the future"), "{}", refused.public_message());
     assert_eq!(status_of(&service.schedule(R, 987_654, None, None).await.unwrap_err()), 404);
 
     let pause_at = chrono::Utc::now() + chrono::Duration::milliseconds(700);

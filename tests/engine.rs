@@ -218,7 +218,7 @@ async fn a_panicking_step_fails_its_item_and_the_job_still_completes() {
     let db = Db::open(&config.server.db, config.server.busy_timeout()).unwrap();
     let steps = runner::Steps { research: Arc::new(BuggyStep), preprocess: Arc::new(BuggyStep) };
     let runner = runner::Runner::new(db.clone(), config.runner.clone(), steps);
-    let limits = Limits { max_bytes: 1 << 20, max_rows: 100, default_concurrency: 2 };
+    let limits = Limits { max_bytes: 1 << 20, max_rows: 100, default_concurrency: 2, names_alone: true };
     let service = Service::new(db, runner, limits);
     service.runner().start().await.unwrap();
     let job = service.create_job(R, upload(b"Company\nfine\nboom\nalso fine\n".to_vec(), 2)).await.unwrap();
@@ -233,7 +233,7 @@ async fn a_panicking_step_fails_its_item_and_the_job_still_completes() {
 async fn a_job_paused_before_its_first_item_reads_processing_and_paused() {
     let dir = tempfile::tempdir().unwrap();
     // The runner is not started, so the job is surely still `pending` when paused.
-    let service = state(test_config(dir.path())).service;
+    let service = state(names_alone(test_config(dir.path()))).service;
     let job = service.create_job(R, upload(b"Company\nAcme\n".to_vec(), 1)).await.unwrap();
     assert_eq!((job.status, job.paused), (JobStatus::Pending, false));
     let paused = service.pause(R, job.id).await.unwrap();
@@ -381,4 +381,23 @@ async fn a_paused_job_is_refused_as_paused_not_as_running() {
     }
     site.open_gate();
     service.cancel(R, job.id).await.unwrap();
+}
+
+/// SPEC section 16: an unreachable site's account fails with a sentence a person
+/// reads, "could not reach HOST (reason)" in at most 120 characters; the whole chain
+/// of causes is kept for the export.
+#[tokio::test]
+async fn an_unreachable_site_reads_as_a_sentence_and_the_export_keeps_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = service(test_config(dir.path())).await;
+    // Port 9 on loopback: nothing listens, the connection is refused.
+    let job = service.create_job(R, upload(b"Company,Website\nAcme,http://127.0.0.1:9/\n".to_vec(), 1)).await.unwrap();
+    let done = wait_job(&service, R, job.id, LONG, |j| j.is_terminal()).await;
+    assert_eq!(done.failed, 1);
+    let (_, items) = service.export_page(R, job.id, 0, 10).await.unwrap();
+    let error = items[0].error.as_deref().unwrap();
+    assert_eq!(error, "could not reach 127.0.0.1 (connection refused)");
+    assert!(error.chars().count() <= 120);
+    let detail = items[0].result.as_ref().and_then(|r| r["errorDetail"].as_str()).unwrap_or_default();
+    assert!(detail.contains("error sending request") && detail.contains("127.0.0.1:9"), "{detail}");
 }

@@ -416,7 +416,7 @@ async fn research_of_clean_rows_is_not_bound_by_the_upload_limit() {
 #[tokio::test]
 async fn names_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let service = service(test_config(dir.path())).await;
+    let service = service(names_alone(test_config(dir.path()))).await;
     let mut long = upload(b"company\nAcme\n".to_vec(), 1);
     long.name = Some("n".repeat(201));
     match service.create_job(R, long.clone()).await {

@@ -10,7 +10,7 @@ use jobdeck::server::rows::ColumnMap;
 use jobdeck::server::rows::{domain_from, normalize};
 use proptest::prelude::*;
 
-const LIMITS: Limits = Limits { max_bytes: 64 * 1024, max_rows: 500, default_concurrency: 5 };
+const LIMITS: Limits = Limits { max_bytes: 64 * 1024, max_rows: 500, default_concurrency: 5, names_alone: true };
 
 /// Reads a whole file as an upload is read, in one piece.
 fn parse(kind: JobKind, bytes: Vec<u8>) -> Result<(), AppError> {

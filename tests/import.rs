@@ -21,7 +21,7 @@ fn table_rows(db: &std::path::Path) -> Vec<i64> {
 
 async fn paused_service(dir: &std::path::Path) -> Service {
     // No runner start: these tests look at what import wrote, not at processing.
-    state(test_config(dir)).service
+    state(names_alone(test_config(dir))).service
 }
 
 fn up(bytes: &[u8]) -> Upload {
@@ -112,7 +112,9 @@ async fn bad_files_are_refused_with_line_and_reason_and_change_nothing() {
             Upload { concurrency: Some(65), ..up(b"Company\nAcme\n") },
             "concurrency must be between 1 and 64",
         ),
-        (JobKind::Preprocess, up(b"a,b\n1,2,3\n"), "line 2: the row has 3 fields but the header has 2"),
+        (JobKind::Preprocess, up(b"Company,b\n1,2,3\n"), "line 2: the row has 3 fields but the header has 2"),
+        // A file no row of which could work is refused at its header (SPEC section 16).
+        (JobKind::Preprocess, up(b"foo,bar,baz\n1,2,3\n"), "columns found: foo, bar, baz"),
         // Lines as an editor counts them: a quoted cell's line breaks, CRLF and blank
         // lines before the bad row all count.
         (
@@ -120,7 +122,11 @@ async fn bad_files_are_refused_with_line_and_reason_and_change_nothing() {
             up(b"Company,Notes\r\nAcme,\"two\r\nlines\"\r\n\r\n\r\n,\"only notes\"\r\n"),
             "line 6: the row has neither",
         ),
-        (JobKind::Preprocess, up(b"a,b\n\"x\ny\",2\n\n1,2,3\n"), "line 5: the row has 3 fields but the header has 2"),
+        (
+            JobKind::Preprocess,
+            up(b"Company,b\n\"x\ny\",2\n\n1,2,3\n"),
+            "line 5: the row has 3 fields but the header has 2",
+        ),
         // A quote inside a plain cell is text; one that opens a later cell must close.
         (
             JobKind::Research,
@@ -151,7 +157,7 @@ async fn bad_files_are_refused_with_line_and_reason_and_change_nothing() {
 async fn size_and_row_limits_answer_413_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("jobdeck.sqlite3");
-    let mut config = test_config(dir.path());
+    let mut config = names_alone(test_config(dir.path()));
     config.server.max_rows = 3;
     config.server.max_upload_bytes = 200;
     let service = state(config).service;
@@ -196,7 +202,7 @@ async fn a_bad_row_far_into_a_long_file_leaves_nothing() {
     assert_eq!(err.to_string(), format!("line {}: a quoted field is never closed", good + 2));
     assert_eq!(table_rows(&db), [0, 0, 0, 0]);
     // Past the row limit, however far in, is a 413 that leaves nothing.
-    let mut config = test_config(dir.path());
+    let mut config = names_alone(test_config(dir.path()));
     config.server.db = dir.path().join("limit.sqlite3");
     config.server.max_rows = 12_000;
     let limited = state(config).service;
@@ -211,7 +217,7 @@ async fn a_bad_row_far_into_a_long_file_leaves_nothing() {
 async fn a_row_without_end_is_refused_at_its_limit() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("jobdeck.sqlite3");
-    let mut config = test_config(dir.path());
+    let mut config = names_alone(test_config(dir.path()));
     config.server.max_upload_bytes = 16 * 1024 * 1024;
     let service = state(config).service;
     let mut file = String::from("Company,Notes\nAcme,\"opens here\n");

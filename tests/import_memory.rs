@@ -62,7 +62,7 @@ fn streamed_upload() -> (Body, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200_mb_upload_is_imported_without_the_process_holding_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
+    let mut config = names_alone(test_config(dir.path()));
     config.server.max_upload_bytes = 256 * 1024 * 1024;
     let state = state(config);
     let service = state.service.clone();

@@ -27,7 +27,7 @@ fn script_nonces(html: &str) -> Vec<Option<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn markup_in_a_job_name_stays_text_and_only_the_pages_own_scripts_may_run() {
     let dir = tempfile::tempdir().unwrap();
-    let state = state(test_config(dir.path()));
+    let state = state(names_alone(test_config(dir.path())));
     let service = state.service.clone();
     let app = jobdeck::server::app(state);
     let evil = "</title><script>alert(\"title\")</script><img src=x onerror=alert(1)>";

@@ -79,7 +79,16 @@ async fn wait_status(app: &Router, uri: &str, cond: impl Fn(&Value) -> bool) -> 
 }
 
 async fn started_app(dir: &std::path::Path) -> Router {
-    let state = state(test_config(dir));
+    started_app_with(test_config(dir)).await
+}
+
+/// For tests whose research files name accounts only.
+async fn started_app_names_alone(dir: &std::path::Path) -> Router {
+    started_app_with(names_alone(test_config(dir))).await
+}
+
+async fn started_app_with(config: jobdeck::server::config::Config) -> Router {
+    let state = state(config);
     state.service.runner().start().await.unwrap();
     jobdeck::server::app(state)
 }
@@ -236,7 +245,7 @@ async fn wrong_state_actions_answer_409_and_unknown_jobs_404() {
 #[tokio::test]
 async fn bad_uploads_answer_400_or_413_and_create_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
+    let mut config = names_alone(test_config(dir.path()));
     config.server.max_upload_bytes = 4096;
     let state = state(config);
     let app = jobdeck::server::app(state);
@@ -276,7 +285,7 @@ async fn bad_uploads_answer_400_or_413_and_create_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_bad_upload_is_refused_clearly_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let app = started_app(dir.path()).await;
+    let app = started_app_names_alone(dir.path()).await;
     let wide: String = (0..10_000).map(|i| format!("c{i}")).collect::<Vec<_>>().join(",");
     let mut binary: Vec<u8> = b"\x89PNG\r\n\x1a\n".to_vec();
     binary.extend((0..4096u32).map(|i| (i * 7 % 256) as u8));
@@ -371,7 +380,7 @@ async fn a_preprocessing_job_through_rest_and_on_to_research() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_is_server_rendered() {
     let dir = tempfile::tempdir().unwrap();
-    let app = jobdeck::server::app(state(test_config(dir.path())));
+    let app = jobdeck::server::app(state(names_alone(test_config(dir.path()))));
     let req = Request::builder().uri("/").body(Body::empty()).unwrap();
     let (status, bytes, ctype) = send(&app, req).await;
     assert_eq!(status, StatusCode::OK);
@@ -384,7 +393,7 @@ async fn the_dashboard_is_server_rendered() {
 #[tokio::test]
 async fn every_api_answer_is_json_even_for_unknown_paths_wrong_methods_and_bad_queries() {
     let dir = tempfile::tempdir().unwrap();
-    let app = started_app(dir.path()).await;
+    let app = started_app_names_alone(dir.path()).await;
     let (status, _) = upload(&app, "/api/process", &[], Some(("a.csv", b"Company\nAcme\n"))).await;
     assert_eq!(status, StatusCode::CREATED);
     for (method, uri, expected) in [
@@ -440,7 +449,7 @@ fn counted_upload(total: usize, kind_field: bool) -> (Body, std::sync::Arc<std::
 async fn an_oversized_upload_is_refused_early_on_the_rest_api_and_the_ui_path_alike() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path());
+    let mut config = names_alone(test_config(dir.path()));
     config.server.max_upload_bytes = 1024 * 1024;
     let state = state(config);
     let service = state.service.clone();
@@ -722,13 +731,13 @@ async fn the_section_8_routes_answer_with_the_spec_shapes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_renders_while_other_routers_are_built() {
     let dir = tempfile::tempdir().unwrap();
-    let app = jobdeck::server::app(state(test_config(dir.path())));
+    let app = jobdeck::server::app(state(names_alone(test_config(dir.path()))));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let builder = std::thread::spawn({
         let stop = stop.clone();
         move || {
             let other = tempfile::tempdir().unwrap();
-            let state = state(test_config(other.path()));
+            let state = state(names_alone(test_config(other.path())));
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 drop(jobdeck::server::app(state.clone()));
             }
@@ -752,7 +761,7 @@ async fn the_dashboard_renders_while_other_routers_are_built() {
 #[tokio::test]
 async fn settings_sent_after_the_file_still_count() {
     let dir = tempfile::tempdir().unwrap();
-    let app = jobdeck::server::app(state(test_config(dir.path())));
+    let app = jobdeck::server::app(state(names_alone(test_config(dir.path()))));
     let mut body = format!(
         "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"late.csv\"\r\n\r\nCompany\nAcme\nGlobex\n\r\n"
     );
@@ -783,7 +792,7 @@ async fn settings_sent_after_the_file_still_count() {
 #[tokio::test]
 async fn an_upload_that_breaks_off_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let app = jobdeck::server::app(state(test_config(dir.path())));
+    let app = jobdeck::server::app(state(names_alone(test_config(dir.path()))));
     let head =
         format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.csv\"\r\n\r\nCompany\n");
     let rows: String = (0..20_000).map(|i| format!("Company {i}\n")).collect();
@@ -806,7 +815,7 @@ async fn an_upload_that_breaks_off_leaves_nothing() {
 #[tokio::test]
 async fn a_file_refused_early_is_answered_after_the_rest_of_its_body() {
     let dir = tempfile::tempdir().unwrap();
-    let app = jobdeck::server::app(state(test_config(dir.path())));
+    let app = jobdeck::server::app(state(names_alone(test_config(dir.path()))));
     let head = format!(
         "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bad.csv\"\r\n\r\nCompany,Website\nAcme,acme.com,surplus\n"
     );

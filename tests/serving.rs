@@ -53,7 +53,7 @@ fn app_over(dir: &std::path::Path, root: &std::path::Path, hashed: bool) -> Rout
         .site_root(root.to_str().unwrap())
         .hash_files(hashed)
         .build();
-    let state = jobdeck::server::build_state(test_config(dir), options).unwrap();
+    let state = jobdeck::server::build_state(names_alone(test_config(dir)), options).unwrap();
     jobdeck::server::app(state)
 }
 
@@ -111,7 +111,7 @@ fn one_row(kind: JobKind, i: usize) -> Upload {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_a_page_of_jobs_newest_first_over_both_kinds() {
     let dir = tempfile::tempdir().unwrap();
-    let state = state(test_config(dir.path()));
+    let state = state(names_alone(test_config(dir.path())));
     let service = state.service.clone();
     let app = jobdeck::server::app(state);
     // 60 jobs, the kinds interleaved; created one after another, so newest = highest i.
@@ -155,7 +155,7 @@ async fn the_dashboard_shows_a_page_of_jobs_newest_first_over_both_kinds() {
 #[tokio::test]
 async fn a_small_answer_is_not_compressed() {
     let dir = tempfile::tempdir().unwrap();
-    let app = jobdeck::server::app(state(test_config(dir.path())));
+    let app = jobdeck::server::app(state(names_alone(test_config(dir.path()))));
     let res = get(&app, "/api/process/12345", Some("gzip, br")).await;
     assert_eq!(res.status, StatusCode::NOT_FOUND);
     assert_eq!(header(&res, "content-encoding"), None);

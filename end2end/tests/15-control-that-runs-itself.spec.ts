@@ -88,7 +88,7 @@ test("a schedule is set, shown and cleared on the job page", async ({ page, requ
     // A time that has passed is refused, in the page.
     await schedule.getByLabel("Pause at (UTC)").fill(field(new Date(Date.now() - 3600_000)));
     await schedule.getByRole("button", { name: "Save schedule" }).click();
-    await expect(schedule.getByRole("alert")).toContainText("pauseAt must be in the future");
+    await expect(schedule.getByRole("alert")).toContainText("the pause time must be in the future");
 
     await schedule.getByRole("button", { name: "Clear" }).click();
     await expect(schedule.getByRole("status")).toHaveText("Schedule cleared.");

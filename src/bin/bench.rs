@@ -717,7 +717,13 @@ async fn import_and_delete(o: &Options, dir: &Path, out: &mut Vec<Figure>, want_
         let start = Instant::now();
         let feed = server::import::Feed::new(std::iter::once(Ok(bytes.clone())), usize::MAX);
         let mut items = 0usize;
-        server::import::parse(kind, feed, usize::MAX, |parsed| {
+        let limits = server::import::Limits {
+            max_bytes: usize::MAX,
+            max_rows: usize::MAX,
+            default_concurrency: 8,
+            names_alone: true,
+        };
+        server::import::parse(kind, feed, &limits, |parsed| {
             if let server::import::Parsed::Items(chunk) = parsed {
                 items += chunk.len();
             }

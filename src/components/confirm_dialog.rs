@@ -116,7 +116,7 @@ fn cycle_focus(dialog: NodeRef<html::Div>, back: bool) {
 }
 
 /// Notes which element has the focus now and returns a callback that focuses it again.
-fn remember_focus() -> Callback<()> {
+pub(crate) fn remember_focus() -> Callback<()> {
     #[cfg(feature = "hydrate")]
     {
         use leptos::wasm_bindgen::JsCast;

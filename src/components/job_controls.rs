@@ -56,7 +56,8 @@ pub fn JobControls(
         if deleted.get() {
             match on_deleted {
                 Some(done) => done.run(()),
-                None => go("/"),
+                // The dashboard says which job went (SPEC section 16).
+                None => go(&deleted_url(&live.job.with_untracked(|j| j.name.clone()))),
             }
         }
     });
@@ -104,7 +105,7 @@ pub fn JobControls(
     };
 
     if !row {
-        shortcuts(live, phase, confirm, help, request);
+        shortcuts(live, phase, confirm, help, error, request);
     }
 
     let buttons = move || {
@@ -115,7 +116,7 @@ pub fn JobControls(
             Phase::Completed | Phase::Failed | Phase::Cancelled => vec![JobAction::Delete],
         };
         if !row && job.is_terminal() {
-            if job.phase() == Phase::Completed && job.failed > 0 {
+            if job.applies(JobAction::Retry) {
                 actions.insert(0, JobAction::Retry);
             }
             actions.push(if job.archived_at.is_some() { JobAction::Unarchive } else { JobAction::Archive });
@@ -200,6 +201,13 @@ pub fn JobControls(
     }
 }
 
+/// The dashboard's address after a job named `name` was deleted.
+pub fn deleted_url(name: &str) -> String {
+    let mut q = leptos_router::params::ParamsMap::new();
+    q.insert("deleted", name.to_string());
+    format!("/{}", q.to_query_string())
+}
+
 /// The address of a job's export in `format` (csv or json).
 pub fn export_url(kind: JobKind, id: i64, format: &str) -> String {
     format!("{}/{id}/export?format={format}", kind.rest_root())
@@ -212,6 +220,7 @@ fn shortcuts(
     phase: Memo<Phase>,
     confirm: RwSignal<Option<JobAction>>,
     help: RwSignal<bool>,
+    error: RwSignal<Option<String>>,
     request: impl Fn(JobAction) + Copy + 'static,
 ) {
     #[cfg(feature = "hydrate")]
@@ -238,6 +247,11 @@ fn shortcuts(
                 "p" if live_job => Some(JobAction::Pause),
                 "c" if live_job => Some(JobAction::Cancel),
                 "d" if !live_job => Some(JobAction::Delete),
+                "d" => {
+                    // Said, not silently ignored (SPEC section 16).
+                    error.set(Some("A job that is still running cannot be deleted: pause or cancel it first.".into()));
+                    None
+                }
                 "e" => {
                     ev.prevent_default();
                     let (kind, id) = live.job.with_untracked(|j| (j.kind, j.id));
@@ -260,13 +274,16 @@ fn shortcuts(
     }
     #[cfg(not(feature = "hydrate"))]
     {
-        let _ = (live, phase, confirm, help, request);
+        let _ = (live, phase, confirm, help, error, request);
     }
 }
 
 /// The list of keyboard shortcuts, as a dialog; Escape, Enter or the button close it.
 #[component]
 fn ShortcutHelp(on_close: Callback<()>) -> impl IntoView {
+    // However it closes, the focus goes back where it was, as from the other dialogs.
+    let back = crate::components::confirm_dialog::remember_focus();
+    on_cleanup(move || back.run(()));
     let close_ref = NodeRef::<leptos::html::Button>::new();
     Effect::new(move |_| {
         if let Some(button) = close_ref.get() {
@@ -365,7 +382,7 @@ fn question(action: JobAction, job: &Job) -> (String, String, &'static str) {
                 "“{name}” and all {} with their results are removed for good. This cannot be undone.",
                 plural(job.total, "item", "items")
             ),
-            "Delete job",
+            "Delete Job",
         ),
     }
 }

@@ -28,6 +28,10 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
         format!("banner banner-{}{layout}", phase.get().css())
     };
     let title = move || job.with(|j| j.name.clone());
+    let archived = move || {
+        job.with(|j| j.archived_at.is_some())
+            .then(|| view! { <span class="tag" data-testid="archived-tag">"Archived"</span> })
+    };
     let meta = move || {
         job.with(|j| {
             format!(
@@ -44,7 +48,7 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
         view! {
             <div class="banner-center">
                 <h1 class="banner-title">{title}</h1>
-                <p class="meta">{meta}</p>
+                <p class="meta">{meta} {archived}</p>
                 <div role="status" aria-label="Job status" class="banner-badge">
                     <StatusBadge phase failed=failed large=true />
                 </div>
@@ -61,7 +65,7 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
                 </div>
                     <div>
                         <h1 class="banner-title">{title}</h1>
-                        <p class="meta">{meta}</p>
+                        <p class="meta">{meta} {archived}</p>
                     </div>
                 </div>
                 {children()}

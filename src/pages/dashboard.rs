@@ -70,6 +70,7 @@ fn href_of(filter: &JobFilter, offset: i64) -> String {
 #[component]
 pub fn Dashboard() -> impl IntoView {
     let (filter, offset) = use_query_map().with_untracked(filter_of);
+    let deleted = use_query_map().with_untracked(|q| q.get("deleted"));
     let wanted = filter.clone();
     let first = resource(
         || (),
@@ -84,8 +85,11 @@ pub fn Dashboard() -> impl IntoView {
             <section class="dashboard-jobs" aria-labelledby="jobs-title">
                 <div class="jobs-head">
                     <h1 id="jobs-title">"Jobs"</h1>
+                    // The upload forms sit after the list; on a phone that is far down.
+                    <a class="btn btn-primary btn-small" href="#new-job">"New job"</a>
                     <NotifyIsland />
                 </div>
+                <Deleted name=deleted />
                 <Filters filter=filter.clone() />
                 <Suspense fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
                     {move || {
@@ -99,7 +103,7 @@ pub fn Dashboard() -> impl IntoView {
                     }}
                 </Suspense>
             </section>
-            <aside class="dashboard-new" aria-label="Start a job">
+            <aside class="dashboard-new" id="new-job" tabindex="-1" aria-label="Start a job">
                 <UploadIsland kind=JobKind::Research />
                 <UploadIsland kind=JobKind::Preprocess />
             </aside>
@@ -197,8 +201,9 @@ fn JobList(filter: JobFilter, page: JobsPage) -> impl IntoView {
     let (offset, limit, total) = (page.offset, page.limit, page.total);
     let filtered = filter != JobFilter::default();
     let shown = page.jobs.len() as i64;
-    // Paging only once there is more than one page.
-    let pager = (total > limit || offset > 0).then(|| {
+    // Paging only once there is more than one page, above and below the list.
+    let pager = |place: &'static str| {
+        (total > limit || offset > 0).then(|| {
         let href = |offset: i64| href_of(&filter, offset);
         let prev = (offset > 0).then(|| href((offset - limit).max(0)));
         let next = (offset + shown < total).then(|| href(offset + limit));
@@ -208,13 +213,15 @@ fn JobList(filter: JobFilter, page: JobsPage) -> impl IntoView {
             format!("Jobs {}–{} of {total}", offset + 1, offset + shown)
         };
         view! {
-            <nav class="pager" aria-label="Pages of jobs">
+            // The lower one keeps the name "Pages of jobs"; the upper one's name differs.
+            <nav class=format!("pager pager-{place}") aria-label=if place == "top" { "Job pages, above the list" } else { "Pages of jobs" }>
                 <span class="pager-summary">{summary}</span>
                 {pager_link(prev, "← Newer")}
                 {pager_link(next, "Older →")}
             </nav>
         }
-    });
+        })
+    };
     let body = if page.jobs.is_empty() && offset == 0 && !filtered {
         view! {
             <div class="card empty" data-testid="empty-state">
@@ -252,8 +259,9 @@ fn JobList(filter: JobFilter, page: JobsPage) -> impl IntoView {
         };
         view! {
             <BulkBar filter=filter.clone() total />
+            {pager("top")}
             {table}
-            {pager}
+            {pager("bottom")}
         }
         .erased()
     };
@@ -409,7 +417,54 @@ fn RowControls(job: Job) -> impl IntoView {
         rows.push(live);
     });
     let reload = Callback::new(move |()| reload_list());
-    view! { <JobControls live row=true on_deleted=reload on_changed=reload /> }
+    let name = live.job.with_untracked(|j| j.name.clone());
+    let on_deleted = Callback::new(move |()| {
+        deleted_note().set(Some(name.clone()));
+        reload_list();
+    });
+    view! { <JobControls live row=true on_deleted on_changed=reload /> }
+}
+
+#[cfg(feature = "hydrate")]
+thread_local! {
+    /// The name of the job deleted last, from this page or the one before; owned by
+    /// no island, so a row that goes with its job leaves it in place.
+    static DELETED: RwSignal<Option<String>> = {
+        let owner = Owner::new_root(None);
+        let note = owner.with(|| RwSignal::new(None));
+        std::mem::forget(owner);
+        note
+    };
+}
+
+fn deleted_note() -> RwSignal<Option<String>> {
+    #[cfg(feature = "hydrate")]
+    return DELETED.with(|d| *d);
+    // On the server each page renders on its own.
+    #[cfg(not(feature = "hydrate"))]
+    RwSignal::new(None)
+}
+
+/// "Deleted “name”." after a job's delete, from its page (the name comes in the
+/// address) or from its row here (SPEC section 16).
+#[island]
+fn Deleted(name: Option<String>) -> impl IntoView {
+    let note = deleted_note();
+    if name.is_some() {
+        note.set(name);
+    }
+    move || {
+        note.get().map(|name| {
+            view! {
+                <p class="deleted-note" role="status" data-testid="deleted-note">
+                    "Deleted “" {name} "”."
+                    <button type="button" class="btn btn-small btn-plain" on:click=move |_| note.set(None)>
+                        "Dismiss"
+                    </button>
+                </p>
+            }
+        })
+    }
 }
 
 /// One action on the chosen jobs, or on every job the current filter takes; then what
@@ -536,7 +591,10 @@ fn BulkBar(filter: JobFilter, total: i64) -> impl IntoView {
                     .results
                     .into_iter()
                     .map(|r| {
-                        let what = format!("{} #{}", r.kind.label(), r.id);
+                        let what = match &r.name {
+                            Some(name) => name.clone(),
+                            None => format!("{} #{}", r.kind.label(), r.id),
+                        };
                         // The reason in words; the status code is for programs (SPEC section 16).
                         let said = if r.ok { "done".to_string() } else { r.error.unwrap_or_default() };
                         view! {
@@ -581,7 +639,10 @@ fn BulkBar(filter: JobFilter, total: i64) -> impl IntoView {
             {actions
                 .into_iter()
                 .map(|action| {
-                    view! {
+                    // With rows chosen, only what applies to one of them is offered
+                    // (SPEC section 16); by filter, every action is.
+                    let offered = move || every.get() || chosen.with(|c| c.is_empty() || any_applies(c, action));
+                    move || offered().then(|| view! {
                         <button
                             type="button"
                             class="btn btn-small btn-plain"
@@ -595,12 +656,30 @@ fn BulkBar(filter: JobFilter, total: i64) -> impl IntoView {
                                 other => other.label(),
                             }}
                         </button>
-                    }
+                    })
                 })
                 .collect_view()}
         </div>
         {report}
         {dialog}
+    }
+}
+
+/// Whether `action` applies to one of the chosen jobs, as their rows show them (the
+/// rows' jobs are kept fresh by the list's refresh).
+fn any_applies(chosen: &[JobRef], action: JobAction) -> bool {
+    #[cfg(feature = "hydrate")]
+    return ROWS.with(|rows| {
+        rows.borrow().iter().any(|row| {
+            row.job
+                .try_with(|j| chosen.contains(&JobRef { kind: j.kind, id: j.id }) && j.applies(action))
+                .unwrap_or(false)
+        })
+    });
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = (chosen, action);
+        true
     }
 }
 

@@ -54,7 +54,6 @@ fn research_job(live: LiveJob, query: ItemsQuery) -> AnyView {
             <p>{breakdown}</p>
             <NowRunning live />
             <p class="link-row">
-                <a href=accounts>"Browse every account and its research"</a>
                 {move || {
                     (failed.get() > 0)
                         .then(|| {

@@ -38,6 +38,9 @@ pub struct Limits {
     pub max_bytes: usize,
     pub max_rows: usize,
     pub default_concurrency: u32,
+    /// Research may take a file whose only research column is a name: an LLM
+    /// endpoint is configured to find the website (SPEC section 16).
+    pub names_alone: bool,
 }
 
 /// Reads the `concurrency` form field: empty means the default; the range is checked
@@ -549,9 +552,10 @@ fn fields(record: &csv::ByteRecord, line: i64) -> Result<Vec<&str>, AppError> {
 pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
     kind: JobKind,
     mut feed: Feed<I>,
-    max_rows: usize,
+    limits: &Limits,
     mut emit: impl FnMut(Parsed) -> bool,
 ) -> Result<(), AppError> {
+    let max_rows = limits.max_rows;
     let head = feed.header_bytes()?;
     let delimiter = detect_delimiter(&head);
     feed.watch_quotes(delimiter);
@@ -609,9 +613,9 @@ pub fn parse<I: Iterator<Item = Result<Bytes, AppError>>>(
     }
     dedupe_headers(&mut columns);
     let map = ColumnMap::from_headers(&columns);
-    if kind == JobKind::Research && map.name.is_none() && map.website.is_none() && map.domain.is_none() {
+    if let Some(problem) = cannot_work(kind, &map, limits.names_alone) {
         return Err(AppError::BadInput(format!(
-            "line 1: the header has no company name, website or domain column (found: {})",
+            "line 1: {problem} (columns found: {})",
             cut_chars(&columns.join(", "), 500)
         )));
     }
@@ -674,7 +678,7 @@ fn newlines(bytes: &[u8]) -> i64 {
 /// columns and items: for property tests and the bench.
 pub fn parse_whole(kind: JobKind, bytes: Bytes, limits: Limits) -> Result<(Vec<String>, Vec<NewItem>), AppError> {
     let (mut columns, mut items) = (Vec::new(), Vec::new());
-    parse(kind, Feed::new(std::iter::once(Ok(bytes)), limits.max_bytes), limits.max_rows, |parsed| {
+    parse(kind, Feed::new(std::iter::once(Ok(bytes)), limits.max_bytes), &limits, |parsed| {
         match parsed {
             Parsed::Columns(c) => columns = c,
             Parsed::Items(chunk) => items.extend(chunk),
@@ -682,6 +686,24 @@ pub fn parse_whole(kind: JobKind, bytes: Bytes, limits: Limits) -> Result<(Vec<S
         true
     })?;
     Ok((columns, items))
+}
+
+/// Why a file with these columns cannot make a job that works (SPEC section 16), if it
+/// cannot: preprocessing needs a name, website, domain or e-mail column; research a
+/// website or domain (an e-mail's domain counts) unless an LLM endpoint can find the
+/// website from a name.
+fn cannot_work(kind: JobKind, map: &ColumnMap, names_alone: bool) -> Option<&'static str> {
+    let site = map.website.is_some() || map.domain.is_some() || map.email.is_some();
+    match kind {
+        JobKind::Preprocess if !site && map.name.is_none() => {
+            Some("the header has no company name, website, domain or e-mail column, so no row could be cleaned")
+        }
+        JobKind::Research if !site && map.name.is_none() => Some("the header has no company name, website or domain column"),
+        JobKind::Research if !site && !names_alone => Some(
+            "the header has no website or domain column; research from names alone needs an LLM endpoint, and none is configured",
+        ),
+        _ => None,
+    }
 }
 
 /// Whether a row is data: `false` for a blank one, which is skipped; an error for one
@@ -762,6 +784,43 @@ mod tests {
         assert_eq!(m, ColumnMap { name: Some(1), website: Some(3), domain: Some(2), email: None });
         let m = ColumnMap::from_headers(&h(&["foo", "bar"]));
         assert_eq!(m, ColumnMap::default());
+        // German, French and Spanish headers (SPEC section 16).
+        let m = ColumnMap::from_headers(&h(&["Firma", "Webseite", "E-Mail"]));
+        assert_eq!(m, ColumnMap { name: Some(0), website: Some(1), domain: None, email: Some(2) });
+        let m = ColumnMap::from_headers(&h(&["Unternehmen", "Domain"]));
+        assert_eq!(m, ColumnMap { name: Some(0), website: None, domain: Some(1), email: None });
+        let m = ColumnMap::from_headers(&h(&["Société", "Site web", "Courriel"]));
+        assert_eq!(m, ColumnMap { name: Some(0), website: Some(1), domain: None, email: Some(2) });
+        let m = ColumnMap::from_headers(&h(&["entreprise", "site_web"]));
+        assert_eq!(m, ColumnMap { name: Some(0), website: Some(1), domain: None, email: None });
+        let m = ColumnMap::from_headers(&h(&["Empresa", "Sitio web", "Correo electrónico"]));
+        assert_eq!(m, ColumnMap { name: Some(0), website: Some(1), domain: None, email: Some(2) });
+    }
+
+    #[test]
+    fn a_file_that_cannot_work_is_refused_naming_the_columns_found() {
+        let refused = |kind, names_alone, file: &str| {
+            let limits = Limits { names_alone, ..limits() };
+            match parse_whole(kind, Bytes::from(file.to_string()), limits) {
+                Err(AppError::BadInput(m)) => m,
+                other => panic!("{file:?} was taken: {:?}", other.map(|(c, _)| c)),
+            }
+        };
+        let m = refused(JobKind::Preprocess, true, "foo,bar,baz\n1,2,3\n");
+        assert!(m.contains("no company name, website, domain or e-mail column"), "{m}");
+        assert!(m.contains("columns found: foo, bar, baz"), "{m}");
+        let m = refused(JobKind::Research, false, "Company,Notes\nAcme,x\n");
+        assert!(m.contains("needs an LLM endpoint"), "{m}");
+        assert!(m.contains("columns found: Company, Notes"), "{m}");
+        // The same names-only file is taken when an LLM endpoint can find the sites,
+        // and a domain, website or e-mail column is always enough.
+        let taken = |kind, names_alone, file: &str| {
+            parse_whole(kind, Bytes::from(file.to_string()), Limits { names_alone, ..limits() }).is_ok()
+        };
+        assert!(taken(JobKind::Research, true, "Company,Notes\nAcme,x\n"));
+        assert!(taken(JobKind::Research, false, "Firma;Webseite\nAcme;acme.example\n"));
+        assert!(taken(JobKind::Research, false, "Name,E-Mail\nAcme,jo@acme.example\n"));
+        assert!(taken(JobKind::Preprocess, false, "Company\nAcme\n"));
     }
 
     #[test]
@@ -859,14 +918,14 @@ mod tests {
     }
 
     fn limits() -> Limits {
-        Limits { max_bytes: 1 << 20, max_rows: 1000, default_concurrency: 2 }
+        Limits { max_bytes: 1 << 20, max_rows: 1000, default_concurrency: 2, names_alone: true }
     }
 
     /// Every chunk a file is read into, fed in pieces of `piece` bytes.
     fn chunks(kind: JobKind, file: &[u8], piece: usize, limits: Limits) -> Result<Vec<Vec<NewItem>>, AppError> {
         let pieces: Vec<Result<Bytes, AppError>> = file.chunks(piece).map(|p| Ok(Bytes::copy_from_slice(p))).collect();
         let mut out = Vec::new();
-        parse(kind, Feed::new(pieces.into_iter(), limits.max_bytes), limits.max_rows, |parsed| {
+        parse(kind, Feed::new(pieces.into_iter(), limits.max_bytes), &limits, |parsed| {
             if let Parsed::Items(items) = parsed {
                 out.push(items);
             }
@@ -905,7 +964,7 @@ mod tests {
         let mut file = b"Company\nAcme\n".to_vec();
         file.extend(std::iter::repeat_n(b'\n', blank));
         file.extend(b"Beta\n");
-        let limits = Limits { max_bytes: 1 << 24, max_rows: 10, default_concurrency: 2 };
+        let limits = Limits { max_bytes: 1 << 24, max_rows: 10, default_concurrency: 2, names_alone: true };
         let items = chunks(JobKind::Research, &file, 64 * 1024, limits).unwrap().concat();
         let lines: Vec<i64> = items.iter().map(|i| i.line).collect();
         assert_eq!(lines, [2, 3 + blank as i64]);
@@ -956,7 +1015,8 @@ mod tests {
                 line += 1;
             }
         }
-        let limits = Limits { max_bytes: 1 << 24, max_rows: 10 * CHUNK_ROWS, default_concurrency: 2 };
+        let limits =
+            Limits { max_bytes: 1 << 24, max_rows: 10 * CHUNK_ROWS, default_concurrency: 2, names_alone: true };
         // Pieces of 1,000 bytes split rows, CRLFs and quoted line breaks anywhere.
         let chunks = chunks(JobKind::Research, file.as_bytes(), 1000, limits).unwrap();
         assert_eq!(chunks.iter().map(Vec::len).collect::<Vec<_>>(), [CHUNK_ROWS, 7]);

@@ -148,6 +148,7 @@ pub fn build_state_with(
         max_bytes: config.server.max_upload_bytes,
         max_rows: config.server.max_rows,
         default_concurrency: config.runner.default_concurrency,
+        names_alone: config.llm.enabled(),
     };
     let service = service::Service::new(store, runner, limits);
     Ok(AppState { leptos_options, service, config: Arc::new(config) })

@@ -361,6 +361,7 @@ fn result_columns(kind: JobKind) -> &'static [&'static str] {
             "technologies",
             "profile",
             "profileError",
+            "errorDetail",
         ],
         JobKind::Preprocess => &[
             "company",
@@ -376,6 +377,7 @@ fn result_columns(kind: JobKind) -> &'static [&'static str] {
             "liveness.finalUrl",
             "liveness.statusCode",
             "liveness.error",
+            "liveness.errorDetail",
         ],
     }
 }

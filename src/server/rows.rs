@@ -34,6 +34,20 @@ const NAME_WORDS: &[&str] = &[
     "name",
     "employer",
     "firm",
+    // German, French and Spanish (SPEC section 16).
+    "firma",
+    "firmenname",
+    "unternehmen",
+    "unternehmensname",
+    "entreprise",
+    "nom de l'entreprise",
+    "société",
+    "societe",
+    "raison sociale",
+    "empresa",
+    "nombre de la empresa",
+    "compañía",
+    "compania",
 ];
 const WEBSITE_WORDS: &[&str] = &[
     "website",
@@ -48,10 +62,32 @@ const WEBSITE_WORDS: &[&str] = &[
     "company url",
     "web address",
     "www",
+    "webseite",
+    "internetseite",
+    "internetadresse",
+    "site web",
+    "site internet",
+    "sitio web",
+    "página web",
+    "pagina web",
 ];
-const DOMAIN_WORDS: &[&str] = &["domain", "company domain", "website domain", "domain name", "email domain"];
-const EMAIL_WORDS: &[&str] =
-    &["email", "e mail", "email address", "e mail address", "work email", "contact email", "mail"];
+const DOMAIN_WORDS: &[&str] =
+    &["domain", "company domain", "website domain", "domain name", "email domain", "domaine", "dominio"];
+const EMAIL_WORDS: &[&str] = &[
+    "email",
+    "e mail",
+    "email address",
+    "e mail address",
+    "work email",
+    "contact email",
+    "mail",
+    "e mail adresse",
+    "courriel",
+    "adresse e mail",
+    "correo",
+    "correo electrónico",
+    "correo electronico",
+];
 
 fn fold_header(h: &str) -> String {
     h.trim()
@@ -81,10 +117,15 @@ impl ColumnMap {
                 })
                 .map(|(i, _)| i)
         };
-        let email = find(EMAIL_WORDS, &["email", "e mail"], &[]);
-        let domain = find(DOMAIN_WORDS, &["domain"], &[email]);
-        let website = find(WEBSITE_WORDS, &["website", "url", "homepage"], &[email, domain]);
-        let name = find(NAME_WORDS, &["company", "account", "organization", "organisation"], &[email, domain, website]);
+        let email = find(EMAIL_WORDS, &["email", "e mail", "courriel", "correo"], &[]);
+        let domain = find(DOMAIN_WORDS, &["domain", "dominio"], &[email]);
+        let website =
+            find(WEBSITE_WORDS, &["website", "url", "homepage", "webseite", "site web", "sitio web"], &[email, domain]);
+        let name = find(
+            NAME_WORDS,
+            &["company", "account", "organization", "organisation", "firma", "unternehmen", "entreprise", "empresa"],
+            &[email, domain, website],
+        );
         Self { name, website, domain, email }
     }
 

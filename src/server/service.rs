@@ -199,7 +199,7 @@ impl Service {
                 let source = std::iter::from_fn(|| bytes_rx.blocking_recv());
                 let feed = import::Feed::new(source, limits.max_bytes);
                 let emit = |parsed| parsed_tx.blocking_send(Ok(parsed)).is_ok();
-                if let Err(e) = import::parse(kind, feed, limits.max_rows, emit) {
+                if let Err(e) = import::parse(kind, feed, &limits, emit) {
                     let _ = parsed_tx.blocking_send(Err(e));
                 }
             });
@@ -460,11 +460,12 @@ impl Service {
         resume_at: Option<DateTime<Utc>>,
     ) -> Result<Job, AppError> {
         let now = Utc::now();
-        for (field, at) in [("pauseAt", pause_at), ("resumeAt", resume_at)] {
+        // Words people read, on the page as through the API (SPEC section 16).
+        for (what, at) in [("pause", pause_at), ("resume", resume_at)] {
             if let Some(at) = at.filter(|at| *at <= now) {
                 return Err(AppError::BadInput(format!(
-                    "{field} must be in the future; {} has passed",
-                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    "the {what} time must be in the future; {} has passed",
+                    crate::components::format::time_text(&at)
                 )));
             }
         }
@@ -598,11 +599,14 @@ impl Service {
         };
         let mut results = Vec::with_capacity(jobs.len());
         for JobRef { kind, id } in jobs {
+            // Read before the action, so a deleted job is still named.
+            let name = self.store.job(kind, id).await.ok().map(|j| j.name);
             let result = match self.act(kind, id, action).await {
-                Ok(_) => BulkResult { kind, id, ok: true, status: None, error: None },
+                Ok(_) => BulkResult { kind, id, name, ok: true, status: None, error: None },
                 Err(e) => BulkResult {
                     kind,
                     id,
+                    name,
                     ok: false,
                     status: Some(e.status_code().as_u16()),
                     error: Some(e.public_message()),

@@ -358,3 +358,11 @@ pub async fn app_with_token(dir: &std::path::Path, token: &str) -> Router {
     state.service.runner().start().await.unwrap();
     jobdeck::server::app(state)
 }
+
+/// `config` with an LLM endpoint that refuses every connection: research then takes a
+/// file whose accounts have names only (SPEC section 16), as the upload and page tests
+/// that use such files need; an item that asks the endpoint fails at once.
+pub fn names_alone(mut config: Config) -> Config {
+    config.llm.base_url = "http://127.0.0.1:9/v1".into();
+    config
+}

@@ -104,7 +104,7 @@ impl WorkMaker {
         let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step.run_now(item)));
         let outcome = match run.unwrap_or_else(|_| Some(Err(StepError::Permanent(CRASHED.into()))))? {
             Ok(v) => Finish::completed(&bound_result(v)),
-            Err(StepError::Permanent(e)) => Finish::Failed(e),
+            Err(StepError::Permanent(e)) => Finish::failed(&e),
             // Retries and rate limits are the work's to handle.
             Err(_) => return None,
         };
@@ -134,10 +134,10 @@ impl WorkMaker {
                 match run {
                     // Bounded and serialised here, not by the writer's statements.
                     Ok(v) => return (item_id, done(Finish::completed(&bound_result(v)), attempt)),
-                    Err(StepError::Permanent(e)) => return (item_id, done(Finish::Failed(e), attempt)),
+                    Err(StepError::Permanent(e)) => return (item_id, done(Finish::failed(&e), attempt)),
                     Err(StepError::Transient(e)) if attempt >= max_attempts => {
-                        let reason = format!("{e} (gave up after {attempt} attempts)");
-                        return (item_id, done(Finish::Failed(reason), attempt));
+                        let reason = noted(&e, &format!(" (gave up after {attempt} attempts)"));
+                        return (item_id, done(Finish::failed(&reason), attempt));
                     }
                     Err(StepError::Transient(_)) => {
                         tokio::time::sleep(base.saturating_mul(1 << (attempt - 1).min(10))).await;
@@ -909,5 +909,13 @@ impl JobTask {
             u.due = Instant::now() + write_backoff(u.tries);
             self.unsaved.push(u);
         }
+    }
+}
+
+/// A note put at the end of an error's first line, the line people read.
+fn noted(text: &str, note: &str) -> String {
+    match text.split_once('\n') {
+        Some((line, detail)) => format!("{line}{note}\n{detail}"),
+        None => format!("{text}{note}"),
     }
 }

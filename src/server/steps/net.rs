@@ -217,7 +217,7 @@ fn redirect_policy(allow_private: bool) -> reqwest::redirect::Policy {
 /// reset or cut off mid-answer. A name that does not resolve (or only to private
 /// addresses), a refused connection or a TLS failure will fail the same way again.
 pub fn classify(e: reqwest::Error) -> StepError {
-    let text = describe(&e);
+    let text = for_people(&e);
     if is_transient(&e) {
         StepError::Transient(text)
     } else {
@@ -253,6 +253,67 @@ fn is_transient(e: &reqwest::Error) -> bool {
         source = s.source();
     }
     false
+}
+
+/// The longest error line people read (SPEC section 16).
+pub const MAX_REASON_CHARS: usize = 120;
+
+/// A request's failure as people read it, "could not reach HOST (reason)" in at most
+/// [`MAX_REASON_CHARS`], then, after a line break, the whole chain of causes (the
+/// detail a failed item keeps for the export; see `Finish::failed`).
+pub fn for_people(e: &reqwest::Error) -> String {
+    let host = e.url().and_then(|u| u.host_str()).unwrap_or("the site");
+    format!("{}\n{}", reach_sentence(host, &short_reason(e)), describe(e))
+}
+
+/// "could not reach HOST (reason)", the host cut short before the reason is.
+pub fn reach_sentence(host: &str, reason: &str) -> String {
+    let room = MAX_REASON_CHARS.saturating_sub("could not reach  ()".len() + reason.chars().count());
+    let host: String = if host.chars().count() > room {
+        host.chars().take(room.saturating_sub(1)).chain(std::iter::once('…')).collect()
+    } else {
+        host.to_string()
+    };
+    let line = format!("could not reach {host} ({reason})");
+    line.chars().take(MAX_REASON_CHARS).collect()
+}
+
+/// The cause of a request's failure in a few words.
+fn short_reason(e: &reqwest::Error) -> String {
+    use std::io::ErrorKind;
+    if e.is_timeout() {
+        return "no answer in time".into();
+    }
+    let mut source = std::error::Error::source(e);
+    let mut last = None;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                ErrorKind::ConnectionRefused => return "connection refused".into(),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted => return "connection reset".into(),
+                ErrorKind::TimedOut => return "no answer in time".into(),
+                _ => {}
+            }
+        }
+        let text = s.to_string().to_lowercase();
+        if text.contains("dns error") || text.contains("failed to lookup address") {
+            return "no such host".into();
+        }
+        if text.contains("certificate") {
+            return "its certificate is not valid".into();
+        }
+        if text.contains("private address") {
+            return "a private address, which jobdeck does not visit".into();
+        }
+        last = Some(s.to_string());
+        source = s.source();
+    }
+    if e.is_redirect() {
+        return "too many redirects".into();
+    }
+    let cause = last.unwrap_or_else(|| e.to_string());
+    let cause = cause.split(':').next_back().unwrap_or(&cause).trim().to_string();
+    crate::server::import::cut_chars(&cause, 60)
 }
 
 /// A one-line reason with the root cause, for people.
@@ -370,6 +431,15 @@ mod tests {
             Ok(response) => http.read_capped(response).await.map(|_| ()).expect_err("the request must fail"),
             Err(e) => classify(e),
         }
+    }
+
+    #[test]
+    fn the_reach_sentence_stays_within_its_length_however_long_the_host() {
+        assert_eq!(reach_sentence("acme.example", "no such host"), "could not reach acme.example (no such host)");
+        let host = format!("{}.example", "a".repeat(300));
+        let line = reach_sentence(&host, "connection refused");
+        assert!(line.chars().count() <= MAX_REASON_CHARS, "{line}");
+        assert!(line.starts_with("could not reach aaa") && line.ends_with("… (connection refused)"), "{line}");
     }
 
     #[tokio::test]

@@ -89,8 +89,14 @@ fn skipped(why: String) -> Value {
     json!({ "checked": false, "reachable": null, "finalUrl": null, "statusCode": null, "error": why })
 }
 
+/// An unreachable site: `error` is the line people read, `errorDetail` (when there is
+/// one) the whole chain, for the export (SPEC section 16).
 fn unreachable(error: String) -> Value {
-    json!({ "checked": true, "reachable": false, "finalUrl": null, "statusCode": null, "error": error })
+    let (line, detail) = match error.split_once('\n') {
+        Some((line, detail)) => (line.to_string(), Some(detail.to_string())),
+        None => (error, None),
+    };
+    json!({ "checked": true, "reachable": false, "finalUrl": null, "statusCode": null, "error": line, "errorDetail": detail })
 }
 
 async fn check_liveness(http: &Http, website: Option<&str>, domain: &str) -> Value {
@@ -112,12 +118,20 @@ async fn check_liveness(http: &Http, website: Option<&str>, domain: &str) -> Val
         Err((e, true)) if from_domain => match url::Url::parse(&format!("http://{domain}")) {
             Ok(plain) => match fetch(http, plain).await {
                 Ok(v) => v,
-                Err((e2, _)) => unreachable(format!("{e}; over http: {e2}")),
+                // The second try's sentence, both chains in the detail.
+                Err((e2, _)) => {
+                    let (first, _) = e2.split_once('\n').unwrap_or((&e2, ""));
+                    unreachable(format!("{first}\nover https: {}\nover http: {}", detail_of(&e), detail_of(&e2)))
+                }
             },
             Err(_) => unreachable(e),
         },
         Err((e, _)) => unreachable(e),
     }
+}
+
+fn detail_of(error: &str) -> &str {
+    error.split_once('\n').map_or(error, |(_, detail)| detail)
 }
 
 /// One GET; the error side says why, and whether it was a failure to connect.
@@ -146,7 +160,7 @@ async fn fetch(http: &Http, url: url::Url) -> Result<Value, (String, bool)> {
                 "error": null,
             }))
         }
-        Err(e) => Err((net::describe(&e), e.is_connect())),
+        Err(e) => Err((net::for_people(&e), e.is_connect())),
     }
 }
 
@@ -255,7 +269,9 @@ mod tests {
         assert_eq!(live["reachable"], false);
         assert_eq!(live["statusCode"], Value::Null);
         assert_eq!(live["finalUrl"], Value::Null);
-        assert!(!live["error"].as_str().unwrap().is_empty(), "{live}");
+        // A sentence for people, the whole chain beside it for the export.
+        assert_eq!(live["error"], "could not reach 127.0.0.1 (connection refused)", "{live}");
+        assert!(live["errorDetail"].as_str().unwrap().contains("error sending request"), "{live}");
     }
 
     #[tokio::test]
@@ -265,8 +281,9 @@ mod tests {
         let live = &out["liveness"];
         assert_eq!(live["reachable"], false);
         assert_eq!(live["statusCode"], Value::Null);
-        let error = live["error"].as_str().unwrap();
-        assert!(error.contains("over http:"), "{error}");
+        assert_eq!(live["error"], "could not reach jobdeck-test.invalid (no such host)", "{live}");
+        let detail = live["errorDetail"].as_str().unwrap();
+        assert!(detail.contains("over https:") && detail.contains("over http:"), "{detail}");
     }
 
     #[tokio::test]

@@ -665,7 +665,12 @@ fn merge(into: &mut Extracted, other: Extracted) {
 }
 
 fn page_entry(url: &Url, status: Option<u16>, error: Option<&StepError>) -> Value {
-    json!({"url": url.as_str(), "statusCode": status, "error": error.map(|e| e.to_string())})
+    // The line people read; an error's detail stays with the account's own error.
+    json!({"url": url.as_str(), "statusCode": status, "error": error.map(|e| first_line(&e.to_string()))})
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_string()
 }
 
 /// Parsing a big page is seconds of CPU: pages are parsed on the blocking pool, at
@@ -728,7 +733,7 @@ async fn research(http: &Http, llm: Option<&Llm>, max_extra_pages: usize, item: 
                 match llm.profile(item.name.as_deref(), &text).await {
                     Ok(profile) => (profile, Value::Null),
                     // The research itself is still worth keeping.
-                    Err(StepError::Permanent(reason)) => (Value::Null, Value::String(reason)),
+                    Err(StepError::Permanent(reason)) => (Value::Null, Value::String(first_line(&reason))),
                     // Rate limits pause the job; transient failures retry the item.
                     Err(e) => return Err(e),
                 }

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::types::{ts, Finish};
+use super::types::Finish;
 use crate::model::{Archived, EventAction, Job, JobFilter, JobStatus, Phase};
 
 /// How a batch of written outcomes moves a job's count of failures in a row.
@@ -31,7 +31,7 @@ impl<'a> Streak<'a> {
                 self.reset = true;
                 self.trailing = 0;
             }
-            Finish::Failed(e) => {
+            Finish::Failed(e, _) => {
                 self.trailing += 1;
                 if self.reset {
                     self.peak = self.peak.max(self.trailing);
@@ -78,7 +78,8 @@ pub fn plan_schedule(
     let keep = |t: Option<DateTime<Utc>>| t.filter(|t| *t > now);
     let mut steps = Vec::new();
     for (when, pause) in due {
-        let when = ts(when);
+        // As every time in the UI reads (SPEC section 16).
+        let when = crate::components::format::time_text(&when);
         let acts = if pause { !paused || limited } else { paused && !limited };
         steps.push(if acts {
             (paused, limited) = (pause, false);

@@ -172,12 +172,26 @@ impl ClaimedRow {
 pub enum Finish {
     /// The result as JSON text.
     Completed(String),
-    Failed(String),
+    /// The error people read (one line) and, when there is one, the detail as JSON
+    /// text (`{"errorDetail": …}`), stored as the failed item's result for the export.
+    Failed(String, Option<String>),
 }
 
 impl Finish {
     pub fn completed(value: &serde_json::Value) -> Self {
         Self::Completed(value.to_string())
+    }
+
+    /// A failure from a step's error text: its first line is what people read, what
+    /// follows a line break is the detail (SPEC section 16: the full chain of an
+    /// unreachable site's error is kept for the export).
+    pub fn failed(text: &str) -> Self {
+        match text.split_once('\n') {
+            Some((line, detail)) => {
+                Self::Failed(line.to_string(), Some(serde_json::json!({ "errorDetail": detail }).to_string()))
+            }
+            None => Self::Failed(text.to_string(), None),
+        }
     }
 }
 
@@ -290,7 +304,7 @@ impl Change {
                 Some(parts.join(", "))
             }
             Self::Schedule { pause_at, resume_at } => {
-                let at = |t: &DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                let at = crate::components::format::time_text;
                 let parts: Vec<String> = [("pause at", pause_at), ("resume at", resume_at)]
                     .into_iter()
                     .filter_map(|(what, t)| t.as_ref().map(|t| format!("{what} {}", at(t))))

@@ -444,7 +444,7 @@ pub async fn round(
     };
     let finish_args = FinishArgs::new(outcomes, held);
     let finish_params = finish_args.params(&job_id, &worker_id, &shard);
-    let any_failed = outcomes.iter().any(|o| matches!(o.outcome, Finish::Failed(_)));
+    let any_failed = outcomes.iter().any(|o| matches!(o.outcome, Finish::Failed(..)));
     if !outcomes.is_empty() && !any_failed && limit > 0 {
         // Only completions: nothing the finish writes can pause the job, so the finish,
         // the job's lock and the next take go out together, in this order, in one round
@@ -515,7 +515,7 @@ impl<'a> FinishArgs<'a> {
     fn new(outcomes: &'a [Finished], held: Held) -> Self {
         let pick = |o: &'a Finished| match &o.outcome {
             Finish::Completed(v) => ("completed", Some(v.as_str()), None),
-            Finish::Failed(e) => ("failed", None, Some(e.as_str())),
+            Finish::Failed(e, detail) => ("failed", detail.as_deref(), Some(e.as_str())),
         };
         let mut args = Self {
             ids: Vec::with_capacity(outcomes.len()),

@@ -273,7 +273,7 @@ pub fn finish_batch(
     for f in batch {
         let (status, result, error) = match &f.outcome {
             Finish::Completed(v) => (ItemStatus::Completed, Some(v.as_str()), None),
-            Finish::Failed(e) => (ItemStatus::Failed, None, Some(e.as_str())),
+            Finish::Failed(e, detail) => (ItemStatus::Failed, detail.as_deref(), Some(e.as_str())),
         };
         let changed = stmt.execute(params![job_id, f.item_id, status.as_str(), result, error, f.attempts, now])? as i64;
         if changed == 0 {

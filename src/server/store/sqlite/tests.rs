@@ -260,7 +260,7 @@ fn a_rate_limit_never_takes_over_a_persons_pause() {
 #[test]
 fn an_error_burst_counts_runs_inside_a_batch_and_across_batches() {
     let k = JobKind::Research;
-    let outcome = |ok: bool| if ok { Finish::Completed("{}".into()) } else { Finish::Failed("HTTP 404".into()) };
+    let outcome = |ok: bool| if ok { Finish::Completed("{}".into()) } else { Finish::Failed("HTTP 404".into(), None) };
     // Claims `pattern.len()` items and finishes them in one batch, in that order.
     let run = |conn: &Connection, id: i64, pattern: &[bool]| {
         let claimed = claim_batch(conn, k, id, pattern.len()).unwrap();
@@ -393,7 +393,7 @@ fn batches_claim_in_file_order_respect_a_pause_and_write_only_what_is_still_in_f
     assert_eq!(rest.len(), 3);
     let batch: Vec<Finished> = rest
         .iter()
-        .map(|c| Finished { item_id: c.id, lease: 0, attempts: 2, outcome: Finish::Failed("no".into()) })
+        .map(|c| Finished { item_id: c.id, lease: 0, attempts: 2, outcome: Finish::Failed("no".into(), None) })
         .collect();
     assert_eq!(finish_batch(&conn, k, id, &batch, 0).unwrap(), 3);
     let job = require_job(&conn, k, id).unwrap();
@@ -416,7 +416,7 @@ fn a_retry_moves_failed_items_back_in_batches_and_a_cut_short_one_is_found() {
             lease: 0,
             attempts: 1,
             outcome: if i % 2 == 0 {
-                Finish::Failed("HTTP 503".into())
+                Finish::Failed("HTTP 503".into(), None)
             } else {
                 Finish::completed(&serde_json::json!({}))
             },
@@ -588,7 +588,7 @@ proptest::proptest! {
                                 lease: 0,
                                 attempts: 1,
                                 outcome: if failed {
-                                    Finish::Failed("HTTP 503".into())
+                                    Finish::Failed("HTTP 503".into(), None)
                                 } else {
                                     Finish::completed(&serde_json::json!({}))
                                 },
