@@ -132,6 +132,61 @@ pub struct Job {
     /// asked to wait (SPEC section 12), in the process that answers.
     #[serde(default)]
     pub waiting_on_hosts: i64,
+    /// A preprocessing job's rows by outcome, among those finished (SPEC section 16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<OutcomeCounts>,
+    /// The full research job a preprocessing job's clean rows were sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub research_job_id: Option<i64>,
+}
+
+string_enum!(
+    /// What preprocessing found of one row (SPEC section 16), first that holds: a row
+    /// that is invalid, else a duplicate of an earlier one, else one whose site did
+    /// not answer, else clean. The filter `outcome` of a preprocessing job's results.
+    Outcome { Clean => "clean", Duplicate => "duplicate", Invalid => "invalid", Unreachable => "unreachable" }
+);
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [Self::Clean, Self::Duplicate, Self::Invalid, Self::Unreachable];
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Clean => "Clean",
+            Self::Duplicate => "Duplicate",
+            Self::Invalid => "Invalid",
+            Self::Unreachable => "Unreachable",
+        }
+    }
+}
+
+/// How many of a preprocessing job's finished rows had each outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeCounts {
+    pub clean: i64,
+    pub duplicate: i64,
+    pub invalid: i64,
+    pub unreachable: i64,
+}
+
+impl OutcomeCounts {
+    pub fn of(&self, outcome: Outcome) -> i64 {
+        match outcome {
+            Outcome::Clean => self.clean,
+            Outcome::Duplicate => self.duplicate,
+            Outcome::Invalid => self.invalid,
+            Outcome::Unreachable => self.unreachable,
+        }
+    }
+
+    pub fn add(&mut self, outcome: Outcome, n: i64) {
+        match outcome {
+            Outcome::Clean => self.clean += n,
+            Outcome::Duplicate => self.duplicate += n,
+            Outcome::Invalid => self.invalid += n,
+            Outcome::Unreachable => self.unreachable += n,
+        }
+    }
 }
 
 string_enum!(

@@ -221,7 +221,55 @@ on_both_stores!(
     instant_items_and_items_that_go_out_share_one_window,
     rows_that_go_out_after_an_instant_one_start_without_waiting_for_a_poll,
     a_job_reads_failed_only_when_every_item_failed,
+    preprocessing_counts_and_filters_outcomes_and_sends_clean_rows_once,
 );
+
+/// SPEC section 16: a preprocessing job's rows are counted and filtered by outcome;
+/// its clean rows go to research once (a second send is 409 naming the job, also when
+/// two race), and again only once that research job is gone.
+async fn preprocessing_counts_and_filters_outcomes_and_sends_clean_rows_once(store: Store) {
+    use jobdeck::model::{Outcome, OutcomeCounts};
+    let site = Site::start().await;
+    let service = store.service(store.config()).await;
+    // Clean; a duplicate of it (same domain); invalid (no domain); unreachable (nothing
+    // listens on port 9 of another loopback address).
+    let csv = format!(
+        "Company,Website\nAcme,{}\nAcme Two,{}\nNobody,\nBeta,http://127.0.0.2:9/\n",
+        site.url("/f/1"),
+        site.url("/f/2")
+    );
+    let pre = service.create_job(P, upload(csv.into_bytes(), 2)).await.unwrap();
+    wait_job(&service, P, pre.id, LONG, |j| j.is_terminal()).await;
+    let done = service.get(P, pre.id).await.unwrap();
+    assert_eq!(done.outcomes, Some(OutcomeCounts { clean: 1, duplicate: 1, invalid: 1, unreachable: 1 }));
+    assert_eq!(done.research_job_id, None);
+    for (outcome, line) in
+        [(Outcome::Clean, 2), (Outcome::Duplicate, 3), (Outcome::Invalid, 4), (Outcome::Unreachable, 5)]
+    {
+        let page = service.outcome_items(pre.id, outcome, 0, 10).await.unwrap();
+        assert_eq!((page.total, page.items.iter().map(|i| i.line).collect::<Vec<_>>()), (1, vec![line]), "{outcome}");
+    }
+
+    let research = service.research_from_preprocess(pre.id).await.unwrap();
+    assert_eq!(research.total, 1, "only the clean row goes");
+    assert_eq!(service.get(P, pre.id).await.unwrap().research_job_id, Some(research.id));
+    let again = service.research_from_preprocess(pre.id).await.expect_err("a second send is refused");
+    assert_eq!(again.status_code(), 409);
+    assert!(again.public_message().contains(&research.name), "{}", again.public_message());
+
+    // Once that job is gone, the rows can go again; two sends at once make one job.
+    wait_job(&service, R, research.id, LONG, |j| j.is_terminal()).await;
+    service.delete(R, research.id).await.unwrap();
+    assert_eq!(service.get(P, pre.id).await.unwrap().research_job_id, None);
+    let (a, b) = tokio::join!(service.research_from_preprocess(pre.id), service.research_from_preprocess(pre.id));
+    let made: Vec<_> = [&a, &b].into_iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(made.len(), 1, "{a:?} {b:?}");
+    let refused = [a.as_ref().err(), b.as_ref().err()].into_iter().flatten().next().unwrap();
+    assert_eq!(refused.status_code(), 409, "{refused}");
+    assert_eq!(service.get(P, pre.id).await.unwrap().research_job_id, Some(made[0].id));
+    let live = service.page(JobFilter { kind: Some(R), ..JobFilter::default() }, 0, 50).await.unwrap();
+    assert_eq!(live.jobs.iter().filter(|j| j.name == made[0].name).count(), 1, "no second job was left behind");
+}
 
 /// SPEC section 16: a job that finished with every item failed reads "failed" (badge,
 /// dashboard filter, bulk filter) while its `status` stays `completed`; one where only

@@ -364,9 +364,26 @@ async fn a_preprocessing_job_through_rest_and_on_to_research() {
     let (status, bytes, _) = send(&app, req).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(csv::Reader::from_reader(&bytes[..]).records().count(), 3);
+    // Counts and filters by outcome (SPEC section 16).
+    let (_, done) = json(&app, "GET", &uri).await;
+    assert_eq!(done["outcomes"], serde_json::json!({"clean": 1, "duplicate": 1, "invalid": 1, "unreachable": 0}));
+    let (status, invalid) = json(&app, "GET", &format!("{uri}/results?outcome=invalid")).await;
+    assert_eq!(
+        (status, invalid["total"].as_i64(), invalid["items"][0]["line"].as_i64()),
+        (StatusCode::OK, Some(1), Some(4))
+    );
+    for bad in ["outcome=bogus", "outcome=clean&status=failed"] {
+        let (status, err) = json(&app, "GET", &format!("{uri}/results?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {err}");
+    }
 
     let (status, research) = json(&app, "POST", &format!("{uri}/research")).await;
     assert_eq!(status, StatusCode::CREATED, "{research}");
+    let (status, again) = json(&app, "POST", &format!("{uri}/research")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "a second send: {again}");
+    assert!(again["error"].as_str().unwrap().contains(research["name"].as_str().unwrap()), "{again}");
+    let (_, linked) = json(&app, "GET", &uri).await;
+    assert_eq!(linked["researchJobId"], research["id"]);
     assert_eq!(
         (research["kind"].as_str(), research["total"].as_i64()),
         (Some("research"), Some(1)),

@@ -116,10 +116,16 @@ pub async fn list_items(
     kind: JobKind,
     id: i64,
     status: Option<ItemStatus>,
+    outcome: Option<crate::model::Outcome>,
     offset: i64,
     limit: i64,
 ) -> Result<ItemPage, ServerFnError> {
-    ssr::service()?.items(kind, id, status, offset, limit).await.map_err(ssr::fail)
+    let service = ssr::service()?;
+    match outcome {
+        Some(outcome) if kind == JobKind::Preprocess => service.outcome_items(id, outcome, offset, limit).await,
+        _ => service.items(kind, id, status, offset, limit).await,
+    }
+    .map_err(ssr::fail)
 }
 
 /// Pause, resume, cancel, delete, archive, restore or retry; returns the job after

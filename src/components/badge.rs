@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-use crate::model::{ItemStatus, Phase};
+use crate::model::{ItemStatus, Outcome, Phase};
 
 /// A job's state as a badge: "⏸ Paused" on yellow, "✔ Completed" on green, …; a
 /// completed job some of whose items failed gets "N failed" beside it, in amber
@@ -66,6 +66,24 @@ pub fn ItemBadge(status: ItemStatus, #[prop(optional)] not_run: bool) -> impl In
         <span class=format!("badge badge-small badge-{css}")>
             <span class="badge-icon" aria-hidden="true">{icon}</span>
             {label}
+        </span>
+    }
+}
+
+/// A finished preprocessing row's outcome as a small badge (SPEC section 16), in place
+/// of a "Completed" that every row would read.
+#[component]
+pub fn OutcomeBadge(outcome: Outcome) -> impl IntoView {
+    let (icon, css) = match outcome {
+        Outcome::Clean => ("✔", "completed"),
+        Outcome::Duplicate => ("⧉", "pending"),
+        Outcome::Invalid => ("✖", "failed"),
+        Outcome::Unreachable => ("⚠", "some-failed"),
+    };
+    view! {
+        <span class=format!("badge badge-small badge-{css}") data-outcome=outcome.as_str()>
+            <span class="badge-icon" aria-hidden="true">{icon}</span>
+            {outcome.label()}
         </span>
     }
 }

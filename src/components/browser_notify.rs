@@ -180,6 +180,8 @@ pub(crate) mod tests {
             scheduled_pause_at: None,
             scheduled_resume_at: None,
             waiting_on_hosts: 0,
+            outcomes: None,
+            research_job_id: None,
         }
     }
 

@@ -9,7 +9,7 @@ use crate::api::list_items;
 use crate::components::format::error_text;
 use crate::components::live::LiveJob;
 use crate::components::resource::resource;
-use crate::model::{Item, ItemStatus, Job, Phase};
+use crate::model::{Item, ItemStatus, Job, JobKind, Outcome, Phase};
 
 /// Items per page.
 pub const PAGE_SIZE: i64 = 50;
@@ -38,16 +38,44 @@ pub fn ItemBrowser(
     /// The status filter and page the address names.
     query: ItemsQuery,
 ) -> impl IntoView {
-    let ItemsQuery { status, offset, .. } = query;
+    let ItemsQuery { status, outcome, offset, .. } = query;
     let (kind, id) = live.job.with_untracked(|j| (j.kind, j.id));
+    let outcome = outcome.filter(|_| kind == JobKind::Preprocess);
     let page = resource(
         || (),
-        move |()| async move { list_items(kind, id, status, offset, PAGE_SIZE).await.map_err(|e| error_text(&e)) },
+        move |()| async move { list_items(kind, id, status, outcome, offset, PAGE_SIZE).await.map_err(|e| error_text(&e)) },
     );
 
     let link = {
         let base = base.clone();
-        move |status: Option<ItemStatus>, offset: i64| page_href(&base, status, offset)
+        move |status: Option<ItemStatus>, offset: i64| page_href(&base, status, outcome, offset)
+    };
+    // A preprocessing job's rows by outcome, counted as they finish (SPEC section 16).
+    let outcome_filters = {
+        let base = base.clone();
+        move || {
+            let counts = live.job.with(|j| j.outcomes)?;
+            let tabs = Outcome::ALL
+                .into_iter()
+                .map(|choice| {
+                    let current = outcome == Some(choice);
+                    view! {
+                        <a
+                            href=page_href(&base, None, Some(choice), 0)
+                            class="filter"
+                            class:filter-current=current
+                            aria-current=current.then_some("page")
+                            data-noscroll="true"
+                            data-outcome=choice.as_str()
+                        >
+                            {choice.label()}
+                            <span class="filter-count">{counts.of(choice)}</span>
+                        </a>
+                    }
+                })
+                .collect_view();
+            Some(view! { <nav class="filters filters-outcome" aria-label="Filter by outcome">{tabs}</nav> })
+        }
     };
     let export = |format: &str| format!("{}/{id}/export?format={format}", kind.rest_root());
 
@@ -58,7 +86,7 @@ pub fn ItemBrowser(
             counts
                 .into_iter()
                 .map(|(choice, label, count)| {
-                    let current = status == choice;
+                    let current = status == choice && outcome.is_none();
                     view! {
                         <a
                             href=link(choice, 0)
@@ -98,6 +126,8 @@ pub fn ItemBrowser(
             let empty = (shown == 0).then(|| {
                 let text = if total > 0 {
                     "This page is past the end of the list.".to_string()
+                } else if outcome.is_some() {
+                    format!("No {} with this outcome.", noun.1)
                 } else if status.is_some() {
                     format!("No {} with this status.", noun.1)
                 } else {
@@ -134,6 +164,7 @@ pub fn ItemBrowser(
     view! {
         <div class="toolbar">
             <nav class="filters" aria-label="Filter by status">{filters}</nav>
+            {outcome_filters}
             <div class="exports">
                 <span class="muted">"Export:"</span>
                 <a class="btn btn-small btn-plain" href=export("csv") download rel="external">"CSV"</a>
@@ -154,6 +185,8 @@ pub fn ItemBrowser(
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ItemsQuery {
     pub status: Option<ItemStatus>,
+    /// A preprocessing job's rows of one outcome (SPEC section 16).
+    pub outcome: Option<Outcome>,
     pub offset: i64,
     pub before: Option<i64>,
 }
@@ -163,6 +196,7 @@ impl ItemsQuery {
     pub fn from_params(q: &leptos_router::params::ParamsMap) -> Self {
         Self {
             status: q.get("status").and_then(|s| s.parse().ok()),
+            outcome: q.get("outcome").and_then(|s| s.parse().ok()),
             offset: q.get("offset").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0).max(0),
             before: q.get("before").and_then(|s| s.parse::<i64>().ok()).filter(|b| *b > 0),
         }
@@ -180,17 +214,20 @@ pub(crate) fn pager_link(href: Option<String>, label: &'static str) -> AnyView {
 /// The job page at `base` with the same items list and the activity log's page that
 /// starts below `before` (the newest events with `None`), scrolled to the log.
 pub fn events_href(base: &str, query: ItemsQuery, before: Option<i64>) -> String {
-    let page = page_href(base, query.status, query.offset);
+    let page = page_href(base, query.status, query.outcome, query.offset);
     match before {
         Some(b) => format!("{page}{}before={b}#activity", if page.contains('?') { '&' } else { '?' }),
         None => format!("{page}#activity"),
     }
 }
 
-fn page_href(base: &str, status: Option<ItemStatus>, offset: i64) -> String {
+fn page_href(base: &str, status: Option<ItemStatus>, outcome: Option<Outcome>, offset: i64) -> String {
     let mut params = Vec::new();
     if let Some(s) = status {
         params.push(format!("status={s}"));
+    }
+    if let Some(o) = outcome {
+        params.push(format!("outcome={o}"));
     }
     if offset > 0 {
         params.push(format!("offset={offset}"));
@@ -218,10 +255,14 @@ mod tests {
 
     #[test]
     fn links_leave_out_defaults() {
-        assert_eq!(page_href("/processing/3/accounts", None, 0), "/processing/3/accounts");
+        assert_eq!(page_href("/processing/3/accounts", None, None, 0), "/processing/3/accounts");
         assert_eq!(
-            page_href("/processing/3/accounts", Some(ItemStatus::Failed), 50),
+            page_href("/processing/3/accounts", Some(ItemStatus::Failed), None, 50),
             "/processing/3/accounts?status=failed&offset=50"
+        );
+        assert_eq!(
+            page_href("/preprocess/progress/3/results", None, Some(Outcome::Clean), 50),
+            "/preprocess/progress/3/results?outcome=clean&offset=50"
         );
     }
 
@@ -230,7 +271,7 @@ mod tests {
         let plain = ItemsQuery::default();
         assert_eq!(events_href("/processing/3", plain, Some(41)), "/processing/3?before=41#activity");
         assert_eq!(events_href("/processing/3", plain, None), "/processing/3#activity");
-        let failed = ItemsQuery { status: Some(ItemStatus::Failed), offset: 50, before: Some(41) };
+        let failed = ItemsQuery { status: Some(ItemStatus::Failed), outcome: None, offset: 50, before: Some(41) };
         assert_eq!(
             events_href("/preprocess/progress/3", failed, Some(20)),
             "/preprocess/progress/3?status=failed&offset=50&before=20#activity"
@@ -238,6 +279,9 @@ mod tests {
         let mut q = leptos_router::params::ParamsMap::new();
         q.insert("before", "41".to_string());
         q.insert("offset", "-5".to_string());
-        assert_eq!(ItemsQuery::from_params(&q), ItemsQuery { status: None, offset: 0, before: Some(41) });
+        assert_eq!(
+            ItemsQuery::from_params(&q),
+            ItemsQuery { status: None, outcome: None, offset: 0, before: Some(41) }
+        );
     }
 }

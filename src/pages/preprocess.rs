@@ -8,10 +8,11 @@ use serde_json::Value;
 
 use crate::api::research_from_clean;
 use crate::components::activity::ActivityLog;
-use crate::components::badge::ItemBadge;
+use crate::components::badge::{ItemBadge, OutcomeBadge};
 use crate::components::browser_notify::NotifyIsland;
 use crate::components::concurrency::ConcurrencyIsland;
-use crate::components::format::{error_text, external_link, flag, list, text, Crumbs};
+use crate::components::confirm_dialog::ConfirmDialog;
+use crate::components::format::{error_text, external_link, flag, list, plural, text, Crumbs};
 use crate::components::items::{ItemBrowser, ItemsQuery};
 use crate::components::job_controls::ControlsIsland;
 use crate::components::job_loader::JobLoader;
@@ -48,7 +49,13 @@ fn preprocess_job(live: LiveJob, query: ItemsQuery) -> AnyView {
             })}
         </StatusBanner>
         <Show when=move || completed.get()>
-            {erase(view! { <ResearchFromClean id /> })}
+            {erase(view! {
+                <ResearchFromClean
+                    id
+                    clean=job().outcomes.map(|o| o.clean).unwrap_or(0)
+                    research=job().research_job_id
+                />
+            })}
         </Show>
         <section class="card card-flush" aria-labelledby="results-title">
             <h2 id="results-title" class="card-title">"Cleaned rows"</h2>
@@ -67,10 +74,13 @@ fn preprocess_job(live: LiveJob, query: ItemsQuery) -> AnyView {
     .erased()
 }
 
-/// Sends the clean, unique, reachable rows on as a new full research job.
+/// Sends the clean rows (valid, unique, reachable) on as a new full research job,
+/// once: it says how many go and asks first; afterwards it links the job they went to
+/// (SPEC section 16). Offered only when some row is clean.
 #[island]
-fn ResearchFromClean(id: i64) -> impl IntoView {
+fn ResearchFromClean(id: i64, clean: i64, research: Option<i64>) -> impl IntoView {
     let busy = RwSignal::new(false);
+    let asking = RwSignal::new(false);
     let error = RwSignal::new(None::<String>);
     let created = RwSignal::new(None::<String>);
     Effect::new(move |_| {
@@ -78,7 +88,7 @@ fn ResearchFromClean(id: i64) -> impl IntoView {
             go(&url);
         }
     });
-    let start = move |_| {
+    let start = move || {
         if busy.get_untracked() {
             return;
         }
@@ -95,23 +105,60 @@ fn ResearchFromClean(id: i64) -> impl IntoView {
             }
         });
     };
-    view! {
-        <section class="card next-step" aria-labelledby="next-title">
-            <div>
-                <h2 id="next-title">"Next step"</h2>
-                <p>"Start a full research job of the rows that are valid, unique and reachable."</p>
-            </div>
+    let rows = plural(clean, "clean row", "clean rows");
+    let body = match (research, clean) {
+        (Some(research), _) => view! {
+            <p data-testid="sent-to-research">
+                "The clean rows went to "
+                <a href=JobKind::Research.page_url(research)>{format!("full research #{research}")}</a>
+                "."
+            </p>
+        }
+        .erased(),
+        (None, 0) => view! {
+            <p data-testid="nothing-clean">"No row is valid, unique and reachable, so there is nothing to research."</p>
+        }
+        .erased(),
+        (None, _) => view! {
+            <p>{format!("Start a full research job of the {rows}: valid, unique and reachable.")}</p>
             <button
                 type="button"
                 class="btn btn-primary"
                 disabled=move || busy.get()
                 aria-busy=move || busy.get().then_some("true")
-                on:click=start
+                on:click=move |_| asking.set(true)
             >
-                {move || if busy.get() { "Starting…" } else { "Start full research from clean rows" }}
+                {move || if busy.get() { "Starting…".to_string() } else { format!("Start full research from clean rows ({clean})") }}
             </button>
+        }
+        .erased(),
+    };
+    let dialog = move || {
+        asking.get().then(|| {
+            view! {
+                <ConfirmDialog
+                    title=format!("Research {rows}?")
+                    body=format!("A new full research job visits the website of each of the {rows}, at this job's concurrency.")
+                    confirm_label="Start research"
+                    dismiss_label="Not now"
+                    on_confirm=Callback::new(move |()| {
+                        asking.set(false);
+                        start();
+                    })
+                    on_dismiss=Callback::new(move |()| asking.set(false))
+                />
+            }
+        })
+    };
+    view! {
+        <section class="card next-step" aria-labelledby="next-title">
+            <div>
+                <h2 id="next-title">"Next step"</h2>
+                {body}
+            </div>
             {move || error.get().map(|e| view! { <p class="alert" role="alert">{e}</p> })}
         </section>
+        {dialog}
     }
 }
 
@@ -125,6 +172,7 @@ fn result_row(item: Item, not_run: bool) -> AnyView {
     let free_mail = result.get("freeMail").and_then(Value::as_bool).unwrap_or(false);
     let duplicate_of = result.get("duplicateOf").and_then(Value::as_i64).or(item.duplicate_of);
     let liveness = result.get("liveness").filter(|l| l.is_object()).cloned();
+    let outcome = text(result, "outcome").and_then(|o| o.parse::<crate::model::Outcome>().ok());
     let mut checks: Vec<(&'static str, &'static str, String)> = Vec::new();
     match result.get("valid").and_then(Value::as_bool) {
         Some(true) => checks.push(("ok", "✔", "Valid".into())),
@@ -168,7 +216,10 @@ fn result_row(item: Item, not_run: bool) -> AnyView {
             </td>
             <td class="liveness" data-label="Website">{liveness_cell(liveness.as_ref(), item.status)}</td>
             <td>
-                <ItemBadge status=item.status not_run />
+                {match outcome {
+                    Some(outcome) if item.status == ItemStatus::Completed => view! { <OutcomeBadge outcome /> }.erased(),
+                    _ => view! { <ItemBadge status=item.status not_run /> }.erased(),
+                }}
                 {item.error.map(|e| view! { <p class="item-error">"✖ " {e}</p> })}
             </td>
         </tr>

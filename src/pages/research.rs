@@ -101,7 +101,7 @@ fn NowRunning(live: LiveJob) -> impl IntoView {
             if !running {
                 return Ok(Vec::new());
             }
-            list_items(JobKind::Research, id, Some(ItemStatus::Processing), 0, 10)
+            list_items(JobKind::Research, id, Some(ItemStatus::Processing), None, 0, 10)
                 .await
                 .map(|page| page.items)
                 .map_err(|e| error_text(&e))

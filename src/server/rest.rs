@@ -15,7 +15,9 @@ use super::error::AppError;
 use super::service::{self, BulkTarget, Service};
 use super::state::AppState;
 use super::upload::{import_upload, multipart_of};
-use crate::model::{Archived, Item, ItemStatus, JobAction, JobFilter, JobKind, JobRef, EVENTS_PAGE, JOB_LIST_LIMIT};
+use crate::model::{
+    Archived, Item, ItemStatus, JobAction, JobFilter, JobKind, JobRef, Outcome, EVENTS_PAGE, JOB_LIST_LIMIT,
+};
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
@@ -305,6 +307,7 @@ async fn remove(kind: JobKind, State(service): State<Service>, Path(id): Path<St
 #[derive(Deserialize)]
 struct ItemQuery {
     status: Option<String>,
+    outcome: Option<String>,
     offset: Option<String>,
     limit: Option<String>,
 }
@@ -331,7 +334,30 @@ async fn list_items(
     };
     let offset = number("offset", q.offset.as_deref(), 0)?;
     let limit = number("limit", q.limit.as_deref(), 50)?;
-    Ok(Json(service.items(kind, id, status, offset, limit).await?).into_response())
+    let outcome = match q.outcome.as_deref().map(str::trim).filter(|s| !s.is_empty() && *s != "all") {
+        None => None,
+        Some(s) => Some(check_outcome(kind, status, s)?),
+    };
+    let page = match outcome {
+        Some(outcome) => service.outcome_items(id, outcome, offset, limit).await?,
+        None => service.items(kind, id, status, offset, limit).await?,
+    };
+    Ok(Json(page).into_response())
+}
+
+/// `outcome` of a preprocessing job's results (SPEC section 16): one of the four, and
+/// only with no status or `completed` (every row with an outcome has completed).
+fn check_outcome(kind: JobKind, status: Option<ItemStatus>, text: &str) -> Result<Outcome, AppError> {
+    if kind != JobKind::Preprocess {
+        return Err(AppError::BadInput("outcome filters a preprocessing job's results only".into()));
+    }
+    let outcome = text.parse::<Outcome>().map_err(|_| {
+        AppError::BadInput(format!("outcome must be clean, duplicate, invalid or unreachable, not `{text}`"))
+    })?;
+    if status.is_some_and(|s| s != ItemStatus::Completed) {
+        return Err(AppError::BadInput("outcome goes with status completed or none".into()));
+    }
+    Ok(outcome)
 }
 
 async fn research_from_clean(State(service): State<Service>, Path(id): Path<String>) -> Result<Response, AppError> {

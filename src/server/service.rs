@@ -205,7 +205,8 @@ impl Service {
             });
         });
         let this = self.clone();
-        let done = tokio::spawn(async move { this.run_import(kind, filename, early, parsed_rx, settings_rx).await });
+        let done =
+            tokio::spawn(async move { this.run_import(kind, filename, early, parsed_rx, settings_rx, None).await });
         Import { bytes: Some(bytes_tx), settings: Some(settings_tx), done }
     }
 
@@ -216,6 +217,7 @@ impl Service {
         early: Settings,
         mut parsed: mpsc::Receiver<Result<Parsed, AppError>>,
         settings: oneshot::Receiver<Settings>,
+        from: Option<i64>,
     ) -> Result<Job, AppError> {
         let (name, concurrency) = import::settle(&filename, &early, self.limits)?;
         let stored_name = import::stored_filename(&filename);
@@ -255,7 +257,7 @@ impl Service {
             if kind == JobKind::Preprocess {
                 self.store.link_duplicates(id).await?;
             }
-            self.store.reveal(kind, id, count, JobSettings { name, concurrency }, self.source).await
+            self.store.reveal(kind, id, count, JobSettings { name, concurrency }, self.source, from).await
         };
         let outcome = filled.await;
         match (&outcome, created) {
@@ -335,7 +337,28 @@ impl Service {
     pub async fn get(&self, kind: JobKind, id: i64) -> Result<Job, AppError> {
         let mut job = self.store.job(kind, id).await?;
         job.waiting_on_hosts = self.runner.waiting_on_hosts(kind, id);
+        if kind == JobKind::Preprocess {
+            // Counted through the outcome index: a million rows in tens of milliseconds.
+            let (outcomes, research) = self.store.preprocess_extras(id).await?;
+            job.outcomes = Some(outcomes);
+            job.research_job_id = research;
+        }
         Ok(job)
+    }
+
+    /// A page of a preprocessing job's rows of one outcome (SPEC section 16); `limit`
+    /// is capped at [`MAX_PAGE`].
+    pub async fn outcome_items(
+        &self,
+        id: i64,
+        outcome: crate::model::Outcome,
+        offset: i64,
+        limit: i64,
+    ) -> Result<ItemPage, AppError> {
+        if offset < 0 || limit < 1 {
+            return Err(AppError::BadInput("offset must be 0 or more and limit 1 or more".into()));
+        }
+        self.store.outcome_items(id, outcome, offset, limit.min(MAX_PAGE)).await
     }
 
     /// A page of items; `limit` is capped at [`MAX_PAGE`].
@@ -635,6 +658,11 @@ impl Service {
         if pre.status != JobStatus::Completed {
             return Err(AppError::WrongState("the preprocessing job has not completed yet".into()));
         }
+        // Checked again, and for good, in the transaction that shows the new job.
+        if let Some(research) = pre.research_job_id {
+            let name = self.store.job(JobKind::Research, research).await.ok().map(|j| j.name);
+            return Err(super::store::rules::already_researched(research, name.as_deref()));
+        }
         let page = CHUNK_ROWS as i64;
         // Each page is read in one snapshot with the job still there: a delete of the
         // preprocessing job half-way fails this import instead of cutting it short.
@@ -679,9 +707,11 @@ impl Service {
         let (settings_tx, settings_rx) = oneshot::channel();
         let _ = settings_tx.send(settings.clone());
         let this = self.clone();
-        tokio::spawn(async move { this.run_import(JobKind::Research, filename, settings, rx, settings_rx).await })
-            .await
-            .map_err(|e| AppError::Internal(format!("import task: {e}")))?
+        tokio::spawn(async move {
+            this.run_import(JobKind::Research, filename, settings, rx, settings_rx, Some(pre_id)).await
+        })
+        .await
+        .map_err(|e| AppError::Internal(format!("import task: {e}")))?
     }
 
     /// The job's input column names, in file order.

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::net::{self, Http};
 use super::{Step, StepError};
+use crate::model::Outcome;
 use crate::server::rows::{normalize, ColumnMap};
 use crate::server::store::types::Claimed;
 
@@ -71,7 +72,24 @@ fn prepare(item: &Claimed) -> Prepared {
         (None, Some(domain)) => return Prepared::Check { obj, website, domain },
     };
     obj.insert("liveness".into(), skipped(skip));
-    Prepared::Done(Value::Object(obj))
+    Prepared::Done(with_outcome(obj))
+}
+
+/// The row's result with its outcome (SPEC section 16): the first that holds of
+/// invalid, duplicate, unreachable (its site did not answer, or it has none to
+/// check), clean.
+fn with_outcome(mut obj: serde_json::Map<String, Value>) -> Value {
+    let outcome = if obj.get("valid").and_then(Value::as_bool) != Some(true) {
+        Outcome::Invalid
+    } else if obj.get("duplicateOf").is_some_and(|d| !d.is_null()) {
+        Outcome::Duplicate
+    } else if obj.get("liveness").and_then(|l| l.get("reachable")).and_then(Value::as_bool) != Some(true) {
+        Outcome::Unreachable
+    } else {
+        Outcome::Clean
+    };
+    obj.insert("outcome".into(), json!(outcome.as_str()));
+    Value::Object(obj)
 }
 
 async fn preprocess_item(http: &Http, item: &Claimed) -> Value {
@@ -80,7 +98,7 @@ async fn preprocess_item(http: &Http, item: &Claimed) -> Value {
         Prepared::Check { mut obj, website, domain } => {
             let liveness = check_liveness(http, website.as_deref(), &domain).await;
             obj.insert("liveness".into(), liveness);
-            Value::Object(obj)
+            with_outcome(obj)
         }
     }
 }
@@ -238,6 +256,7 @@ mod tests {
         assert_eq!(out["domain"], "127.0.0.1");
         assert_eq!(out["duplicateOf"], Value::Null);
         assert_eq!(hits.load(Ordering::SeqCst), 2, "/old then /new");
+        assert_eq!(out["outcome"], "clean");
 
         let out = step.run(claimed("Acme", &format!("http://127.0.0.1:{port}/"), "", None)).await.unwrap();
         assert_eq!(out["liveness"]["reachable"], true);
@@ -248,6 +267,7 @@ mod tests {
         assert_eq!(out["liveness"]["reachable"], false);
         assert_eq!(out["liveness"]["statusCode"], 404);
         assert_eq!(out["liveness"]["error"], Value::Null);
+        assert_eq!(out["outcome"], "unreachable");
 
         let out = step.run(claimed("Acme", &format!("http://127.0.0.1:{port}/boom"), "", None)).await.unwrap();
         assert_eq!(out["liveness"]["reachable"], false);
@@ -295,10 +315,12 @@ mod tests {
         assert_eq!(out["liveness"]["checked"], false);
         assert_eq!(out["liveness"]["reachable"], Value::Null);
         assert_eq!(out["liveness"]["error"], "duplicate of line 2");
+        assert_eq!(out["outcome"], "duplicate");
 
         let out = step.run(claimed("Acme", "", "", None)).await.unwrap();
         assert_eq!(out["liveness"]["checked"], false);
         assert_eq!(out["liveness"]["error"], "no domain");
+        assert_eq!(out["outcome"], "invalid", "a row without a domain is invalid");
         assert_eq!(hits.load(Ordering::SeqCst), 0);
     }
 

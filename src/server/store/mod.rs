@@ -25,7 +25,9 @@ use self::types::{
     CleanRow, Finished, Flags, Hidden, JobColumns, JobSettings, NewItem, NewJob, NodeHooks, NodeRole, Outgoing, Rule,
     Settled, Starter, Turn,
 };
-use crate::model::{Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobsPage, Source};
+use crate::model::{
+    Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobsPage, Outcome, OutcomeCounts, Source,
+};
 use crate::server::error::AppError;
 
 /// Where jobdeck keeps its jobs; cheap to clone.
@@ -93,6 +95,23 @@ impl Store {
         each!(self, s => s.items(kind, id, status, offset, limit).await)
     }
 
+    /// A page of a preprocessing job's rows of one outcome (SPEC section 16).
+    pub async fn outcome_items(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        offset: i64,
+        limit: i64,
+    ) -> Result<ItemPage, AppError> {
+        each!(self, s => s.outcome_items(id, outcome, offset, limit).await)
+    }
+
+    /// A preprocessing job's finished rows counted by outcome, and the research job its
+    /// clean rows went to (while it is there).
+    pub async fn preprocess_extras(&self, id: i64) -> Result<(OutcomeCounts, Option<i64>), AppError> {
+        each!(self, s => s.preprocess_extras(id).await)
+    }
+
     /// The job's input column names, in file order, and on SQLite its roles (see
     /// [`JobColumns`]); PostgreSQL keeps every item's name, website and domain.
     pub async fn columns(&self, kind: JobKind, id: i64) -> Result<JobColumns, AppError> {
@@ -142,8 +161,9 @@ impl Store {
         count: i64,
         settings: JobSettings,
         source: Source,
+        from: Option<i64>,
     ) -> Result<Job, AppError> {
-        each!(self, s => s.reveal(kind, id, count, settings, source).await)
+        each!(self, s => s.reveal(kind, id, count, settings, source, from).await)
     }
 
     /// Hides a job from every read, for the reason given; its items are then removed

@@ -13,7 +13,8 @@ use deadpool_postgres::Pool;
 use tokio_postgres::{GenericClient, Row};
 
 use crate::model::{
-    EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobStatus, JobsPage, Source,
+    EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobStatus, JobsPage, Outcome,
+    OutcomeCounts, Source,
 };
 use crate::server::error::AppError;
 use crate::server::store::rules;
@@ -83,6 +84,8 @@ fn job_from_row(kind: JobKind, r: &Row) -> Job {
         scheduled_pause_at: r.get(19),
         scheduled_resume_at: r.get(20),
         waiting_on_hosts: 0,
+        outcomes: None,
+        research_job_id: None,
     }
 }
 
@@ -111,6 +114,54 @@ async fn lock_job(c: &impl GenericClient, kind: JobKind, id: i64) -> Result<Job,
         return Err(not_found(kind, id));
     }
     read_job(c, kind, id).await
+}
+
+async fn preprocess_extras(c: &impl GenericClient, id: i64) -> Result<(OutcomeCounts, Option<i64>), AppError> {
+    let mut counts = OutcomeCounts::default();
+    let rows = c
+        .query(
+            "SELECT outcome, count(*) FROM preprocessing_results
+             WHERE job_id = $1 AND outcome IS NOT NULL GROUP BY outcome",
+            &[&id],
+        )
+        .await?;
+    for row in rows {
+        if let Ok(outcome) = row.get::<_, &str>(0).parse::<Outcome>() {
+            counts.add(outcome, row.get(1));
+        }
+    }
+    let research = c
+        .query_opt(
+            "SELECT r.id FROM preprocessing_jobs p JOIN processing_jobs r ON r.id = p.research_job_id
+             WHERE p.id = $1 AND r.hidden IS NULL",
+            &[&id],
+        )
+        .await?
+        .map(|r| r.get(0));
+    Ok((counts, research))
+}
+
+/// Links a preprocessing job to the research job made of its clean rows, in the
+/// transaction that shows that job; refused (409, naming the job) when its rows went
+/// to a research job that is still there. The row is locked first, so two sends take
+/// turns, and the second's next statement sees the first's job.
+async fn link_research(c: &impl GenericClient, pre_id: i64, research_id: i64) -> Result<(), AppError> {
+    let row = c
+        .query_opt(
+            "SELECT research_job_id FROM preprocessing_jobs WHERE id = $1 AND hidden IS NULL FOR UPDATE",
+            &[&pre_id],
+        )
+        .await?
+        .ok_or_else(|| not_found(JobKind::Preprocess, pre_id))?;
+    if let Some(existing) = row.get::<_, Option<i64>>(0) {
+        let there =
+            c.query_opt("SELECT name FROM processing_jobs WHERE id = $1 AND hidden IS NULL", &[&existing]).await?;
+        if let Some(there) = there {
+            return Err(rules::already_researched(existing, Some(there.get(0))));
+        }
+    }
+    c.execute("UPDATE preprocessing_jobs SET research_job_id = $2 WHERE id = $1", &[&pre_id, &research_id]).await?;
+    Ok(())
 }
 
 async fn columns_of(c: &impl GenericClient, kind: JobKind, id: i64) -> Result<Vec<String>, AppError> {
@@ -344,6 +395,47 @@ impl PgStore {
         Ok(ItemPage { items: rows.iter().map(|r| item_from_row(&columns, r)).collect(), total, offset, limit })
     }
 
+    /// A page of a preprocessing job's rows of one outcome, in file order, read
+    /// through the outcome index (SPEC section 16).
+    pub async fn outcome_items(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        offset: i64,
+        limit: i64,
+    ) -> Result<ItemPage, AppError> {
+        let mut c = self.client().await?;
+        let tx = snapshot(&mut c).await?;
+        let kind = JobKind::Preprocess;
+        let columns = columns_of(&*tx, kind, id).await?;
+        let total: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM preprocessing_results WHERE job_id = $1 AND outcome = $2 AND outcome IS NOT NULL",
+                &[&id, &outcome.as_str()],
+            )
+            .await?
+            .get(0);
+        let offset = offset.min(total);
+        let rows = tx
+            .query(
+                &format!(
+                    "{} WHERE job_id = $1 AND outcome = $2 AND outcome IS NOT NULL ORDER BY id LIMIT $3 OFFSET $4",
+                    item_select(kind)
+                ),
+                &[&id, &outcome.as_str(), &limit, &offset],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(ItemPage { items: rows.iter().map(|r| item_from_row(&columns, r)).collect(), total, offset, limit })
+    }
+
+    /// A preprocessing job's finished rows counted by outcome, and the research job
+    /// its clean rows went to while that job is there.
+    pub async fn preprocess_extras(&self, id: i64) -> Result<(OutcomeCounts, Option<i64>), AppError> {
+        let c = self.client().await?;
+        preprocess_extras(&**c, id).await
+    }
+
     /// Every item keeps its name, website and domain here: the names alone.
     pub async fn columns(&self, kind: JobKind, id: i64) -> Result<JobColumns, AppError> {
         columns_of(&**self.client().await?, kind, id).await.map(JobColumns::names)
@@ -432,6 +524,7 @@ impl PgStore {
         count: i64,
         settings: JobSettings,
         source: Source,
+        from: Option<i64>,
     ) -> Result<Job, AppError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
@@ -444,6 +537,9 @@ impl PgStore {
         )
         .await?;
         sql::reveal_job(&*tx, kind, id, count).await?;
+        if let Some(pre_id) = from {
+            link_research(&*tx, pre_id, id).await?;
+        }
         add_event(&*tx, kind, id, EventAction::Created, source, None).await?;
         let job = read_job(&*tx, kind, id).await?;
         tx.commit().await?;

@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../../../migrations/postgres/0005_auto_control.sql"),
     include_str!("../../../../migrations/postgres/0006_sessions.sql"),
     include_str!("../../../../migrations/postgres/0007_fewer_item_indexes.sql"),
+    include_str!("../../../../migrations/postgres/0008_outcomes.sql"),
 ];
 
 /// The channel pause, resume and cancel are announced on, in the same transaction as

@@ -23,6 +23,7 @@ pub fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../../../migrations/sqlite/0007_research_roles.sql")),
         M::up(include_str!("../../../../migrations/sqlite/0008_pending_off_the_index.sql")),
         M::up(include_str!("../../../../migrations/sqlite/0009_sessions.sql")),
+        M::up(include_str!("../../../../migrations/sqlite/0010_outcomes.sql")),
     ])
 }
 

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::events::add_event;
 use super::jobs::{job_columns, read_roles, require_job};
 use super::sql::{now, parse_ts, sql, I_COMPLETED, I_FAILED, I_PENDING, J_COMPLETED, J_PROCESSING, STARTED};
-use crate::model::{EventAction, Item, ItemPage, ItemStatus, JobKind, JobStatus, Source};
+use crate::model::{EventAction, Item, ItemPage, ItemStatus, JobKind, JobStatus, Outcome, OutcomeCounts, Source};
 use crate::server::error::AppError;
 use crate::server::rows::{ColumnMap, ResearchFields};
 use crate::server::store::rules::Streak;
@@ -199,6 +199,86 @@ pub(super) fn items_query(kind: JobKind, status: Option<ItemStatus>) -> String {
             format!("{select} WHERE job_id = ?1 AND status = '{state}' AND {STARTED} ORDER BY id LIMIT ?2 OFFSET ?3")
         }
     }
+}
+
+/// A page of a preprocessing job's rows of one outcome, in file order (SPEC section
+/// 16), read through the outcome index.
+pub fn outcome_items(
+    conn: &Connection,
+    job_id: i64,
+    outcome: Outcome,
+    offset: i64,
+    limit: i64,
+) -> Result<ItemPage, AppError> {
+    require_job(conn, JobKind::Preprocess, job_id)?;
+    let columns = job_columns(conn, JobKind::Preprocess, job_id)?;
+    let s = sql(JobKind::Preprocess);
+    let total: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM {} WHERE job_id = ?1 AND outcome = ?2 AND outcome IS NOT NULL",
+            s.items
+        ))?
+        .query_row(params![job_id, outcome.as_str()], |r| r.get(0))?;
+    let offset = offset.min(total);
+    let items = conn
+        .prepare_cached(&format!(
+            "{} WHERE job_id = ?1 AND outcome = ?4 AND outcome IS NOT NULL ORDER BY id LIMIT ?2 OFFSET ?3",
+            s.item_select
+        ))?
+        .query_map(params![job_id, limit, offset, outcome.as_str()], |r| item_from_row(&columns, r))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ItemPage { items, total, offset, limit })
+}
+
+/// A preprocessing job's finished rows counted by outcome, from the outcome index, and
+/// the research job its clean rows went to while that job is there.
+pub fn preprocess_extras(conn: &Connection, job_id: i64) -> Result<(OutcomeCounts, Option<i64>), AppError> {
+    let mut counts = OutcomeCounts::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT outcome, COUNT(*) FROM preprocessing_results
+         WHERE job_id = ?1 AND outcome IS NOT NULL GROUP BY outcome",
+    )?;
+    let rows = stmt.query_map(params![job_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (outcome, n) = row?;
+        if let Ok(outcome) = outcome.parse::<Outcome>() {
+            counts.add(outcome, n);
+        }
+    }
+    let research = conn
+        .prepare_cached(
+            "SELECT r.id FROM preprocessing_jobs p JOIN processing_jobs r ON r.id = p.research_job_id
+             WHERE p.id = ?1 AND r.hidden IS NULL",
+        )?
+        .query_row(params![job_id], |r| r.get(0))
+        .optional()?;
+    Ok((counts, research))
+}
+
+/// Links a preprocessing job to the research job made of its clean rows, in the
+/// transaction that shows that job; refused (409, naming the job) when its rows went
+/// to a research job that is still there.
+pub fn link_research(conn: &Connection, pre_id: i64, research_id: i64) -> Result<(), AppError> {
+    let linked = conn
+        .prepare_cached(
+            "UPDATE preprocessing_jobs SET research_job_id = ?2
+             WHERE id = ?1 AND hidden IS NULL AND (research_job_id IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM processing_jobs r WHERE r.id = research_job_id AND r.hidden IS NULL))",
+        )?
+        .execute(params![pre_id, research_id])?;
+    if linked == 1 {
+        return Ok(());
+    }
+    require_job(conn, JobKind::Preprocess, pre_id)?;
+    let (_, existing) = preprocess_extras(conn, pre_id)?;
+    let name: Option<String> = match existing {
+        Some(id) => conn
+            .prepare_cached("SELECT name FROM processing_jobs WHERE id = ?1")?
+            .query_row(params![id], |r| r.get(0))
+            .optional()?,
+        None => None,
+    };
+    Err(crate::server::store::rules::already_researched(existing.unwrap_or_default(), name.as_deref()))
 }
 
 /// The job's column names and up to `limit` items after item id `after`, for

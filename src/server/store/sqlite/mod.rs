@@ -18,7 +18,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use self::db::Db;
-use crate::model::{EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobsPage, Source};
+use crate::model::{
+    EventAction, Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobsPage, Outcome, OutcomeCounts,
+    Source,
+};
 use crate::server::error::AppError;
 use crate::server::store::rules;
 use crate::server::store::types::{
@@ -98,6 +101,20 @@ impl SqliteStore {
         self.db.read(move |c| jobs::job_columns(c, kind, id)).await
     }
 
+    pub async fn outcome_items(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        offset: i64,
+        limit: i64,
+    ) -> Result<ItemPage, AppError> {
+        self.db.read(move |c| items::outcome_items(c, id, outcome, offset, limit)).await
+    }
+
+    pub async fn preprocess_extras(&self, id: i64) -> Result<(OutcomeCounts, Option<i64>), AppError> {
+        self.db.read(move |c| items::preprocess_extras(c, id)).await
+    }
+
     pub async fn items_after(
         &self,
         kind: JobKind,
@@ -143,11 +160,15 @@ impl SqliteStore {
         count: i64,
         settings: JobSettings,
         source: Source,
+        from: Option<i64>,
     ) -> Result<Job, AppError> {
         self.db
             .write(move |tx| {
                 jobs::settle_job(tx, kind, id, &settings)?;
                 jobs::reveal_job(tx, kind, id, count)?;
+                if let Some(pre_id) = from {
+                    items::link_research(tx, pre_id, id)?;
+                }
                 events::add_event(tx, kind, id, EventAction::Created, source, None)?;
                 jobs::require_job(tx, kind, id)
             })

@@ -305,5 +305,7 @@ pub(super) fn job_from_row(kind: JobKind, row: &Row<'_>) -> rusqlite::Result<Job
         scheduled_pause_at: parse_ts(row.get(19)?),
         scheduled_resume_at: parse_ts(row.get(20)?),
         waiting_on_hosts: 0,
+        outcomes: None,
+        research_job_id: None,
     })
 }
