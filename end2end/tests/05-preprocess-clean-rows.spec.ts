@@ -55,6 +55,22 @@ test("a messy CSV is cleaned, flagged, exported and sent on to research", async 
     await page.getByRole("navigation", { name: "Filter by status" }).getByRole("link", { name: /All/ }).click();
     await expect(row(2)).toBeVisible();
 
+    // Counts and filters by outcome (SPEC section 16): every row reads what became of it.
+    const outcomes = page.getByRole("navigation", { name: "Filter by outcome" });
+    await expect(outcomes.getByRole("link", { name: /Clean/ })).toContainText("2");
+    await expect(outcomes.getByRole("link", { name: /Duplicate/ })).toContainText("1");
+    await expect(outcomes.getByRole("link", { name: /Invalid/ })).toContainText("2");
+    await expect(outcomes.getByRole("link", { name: /Unreachable/ })).toContainText("1");
+    await expect(row(4).locator("[data-outcome=duplicate]")).toBeVisible();
+    await expect(table).not.toContainText("Completed");
+    await outcomes.getByRole("link", { name: /Clean/ }).click();
+    await expect(page).toHaveURL(/outcome=clean/);
+    await expect(row(4)).toHaveCount(0);
+    await expect(row(2)).toBeVisible();
+    await expect(row(3)).toBeVisible();
+    await page.getByRole("navigation", { name: "Filter by status" }).getByRole("link", { name: /All/ }).click();
+    await expect(row(4)).toBeVisible();
+
     // The export link the page offers hands out every row.
     const exportLink = page.getByRole("link", { name: "CSV", exact: true });
     const href = await exportLink.getAttribute("href");
@@ -69,8 +85,11 @@ test("a messy CSV is cleaned, flagged, exported and sent on to research", async 
     const json = await request.get(`${restRoot("preprocess")}/${job.id}/export?format=json`);
     expect(json.status()).toBe(200);
 
-    // The clean rows become a research job.
-    await page.getByRole("button", { name: "Start full research from clean rows" }).click();
+    // The clean rows become a research job: the page says how many go and asks first.
+    await page.getByRole("button", { name: "Start full research from clean rows (2)" }).click();
+    const ask = page.getByRole("dialog", { name: "Research 2 clean rows?" });
+    await expect(ask).toBeVisible();
+    await ask.getByRole("button", { name: "Start research" }).click();
     await page.waitForURL(/\/processing\/\d+$/);
     const researchId = Number(/\/processing\/(\d+)$/.exec(page.url())![1]);
     ids.push(researchId);
@@ -79,6 +98,15 @@ test("a messy CSV is cleaned, flagged, exported and sent on to research", async 
     const created = await getJob(request, "research", researchId);
     // Acme (line 2) and Globex (line 3): valid, unique and reachable.
     expect(created.total).toBe(2);
+
+    // Afterwards the preprocessing page links the job, and a second send is refused
+    // naming it.
+    await page.goto(`/preprocess/progress/${job.id}`);
+    await expect(page.getByTestId("sent-to-research").getByRole("link")).toHaveAttribute("href", `/processing/${researchId}`);
+    await expect(page.getByRole("button", { name: /Start full research/ })).toHaveCount(0);
+    const again = await request.post(`${restRoot("preprocess")}/${job.id}/research`);
+    expect(again.status()).toBe(409);
+    expect((await again.json()).error).toContain(created.name);
   } finally {
     await cancelQuietly(request, "preprocess", ids[0] ?? -1);
     if (ids[1] !== undefined) await cancelQuietly(request, "research", ids[1]);

@@ -48,7 +48,7 @@ test("three jobs are paused at once from the dashboard's bulk bar", async ({ pag
     const report = page.getByTestId("bulk-report");
     await expect(report).toContainText("Pause: 3 jobs done");
     for (const job of jobs) {
-      await expect(report.getByRole("link", { name: `Full research #${job.id}` })).toBeVisible();
+      await expect(report.getByRole("link", { name: job.name, exact: true })).toBeVisible();
       await expect(dashboard.row(job.name)).toContainText("Paused");
       expect((await getJob(request, "research", job.id)).paused).toBe(true);
     }

@@ -5,39 +5,39 @@ use leptos::prelude::*;
 
 use crate::model::{ItemStatus, Outcome, Phase};
 
-/// A job's state as a badge: "⏸ Paused" on yellow, "✔ Completed" on green, …; a
-/// completed job some of whose items failed gets "N failed" beside it, in amber
-/// (SPEC section 16).
+/// A job's state as a badge: "⏸ Paused" on yellow, "✔ Completed" on green, …
 #[component]
 pub fn StatusBadge(
     #[prop(into)] phase: Signal<Phase>,
-    /// The job's failed items, for the note beside a completed job's badge.
-    #[prop(optional, into)]
-    failed: Option<Signal<i64>>,
     /// The larger variant, for the top of a job page.
     #[prop(optional)]
     large: bool,
 ) -> impl IntoView {
-    let size = if large { " badge-large" } else { "" };
-    let class = move || format!("badge badge-{}{size}", phase.get().css());
-    let note = move || {
-        let failed = failed.map(|f| f.get()).unwrap_or(0);
+    let class = move || {
+        let size = if large { " badge-large" } else { "" };
+        format!("badge badge-{}{size}", phase.get().css())
+    };
+    view! {
+        <span class=class data-testid="status-badge">
+            <span class="badge-icon" aria-hidden="true">{move || phase.get().icon()}</span>
+            {move || phase.get().label()}
+        </span>
+    }
+}
+
+/// "N failed", in amber, beside a completed job's badge when some of its items failed
+/// (SPEC section 16); nothing otherwise.
+#[component]
+pub fn FailedNote(#[prop(into)] phase: Signal<Phase>, #[prop(into)] failed: Signal<i64>) -> impl IntoView {
+    move || {
+        let failed = failed.get();
         (phase.get() == Phase::Completed && failed > 0).then(|| {
             view! {
-                <span class=format!("badge badge-some-failed{size}") data-testid="failed-note">
+                <span class="badge badge-some-failed" data-testid="failed-note">
                     {format!("{failed} failed")}
                 </span>
             }
         })
-    };
-    view! {
-        <span class="badge-group">
-            <span class=class data-testid="status-badge">
-                <span class="badge-icon" aria-hidden="true">{move || phase.get().icon()}</span>
-                {move || phase.get().label()}
-            </span>
-            {note}
-        </span>
     }
 }
 

@@ -80,7 +80,7 @@ pub fn ItemBrowser(
     let export = |format: &str| format!("{}/{id}/export?format={format}", kind.rest_root());
 
     let filters = {
-        let link = link.clone();
+        let base = base.clone();
         move || {
             let counts = live.job.with(filter_counts);
             counts
@@ -89,7 +89,8 @@ pub fn ItemBrowser(
                     let current = status == choice && outcome.is_none();
                     view! {
                         <a
-                            href=link(choice, 0)
+                            // A status tab leaves an outcome filter.
+                            href=page_href(&base, choice, None, 0)
                             class="filter"
                             class:filter-current=current
                             aria-current=current.then_some("page")

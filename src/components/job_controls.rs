@@ -56,8 +56,12 @@ pub fn JobControls(
         if deleted.get() {
             match on_deleted {
                 Some(done) => done.run(()),
-                // The dashboard says which job went (SPEC section 16).
-                None => go(&deleted_url(&live.job.with_untracked(|j| j.name.clone()))),
+                // The dashboard says which job went (SPEC section 16); the address
+                // stays the dashboard's own.
+                None => {
+                    remember_deleted(&live.job.with_untracked(|j| j.name.clone()));
+                    go("/");
+                }
             }
         }
     });
@@ -201,11 +205,17 @@ pub fn JobControls(
     }
 }
 
-/// The dashboard's address after a job named `name` was deleted.
-pub fn deleted_url(name: &str) -> String {
-    let mut q = leptos_router::params::ParamsMap::new();
-    q.insert("deleted", name.to_string());
-    format!("/{}", q.to_query_string())
+/// Where the name of a job deleted from its page waits for the dashboard to say it.
+pub const DELETED_KEY: &str = "jobdeck-deleted";
+
+/// Leaves the deleted job's name for the dashboard, in this tab only.
+fn remember_deleted(name: &str) {
+    #[cfg(feature = "hydrate")]
+    if let Ok(Some(storage)) = window().session_storage() {
+        let _ = storage.set_item(DELETED_KEY, name);
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = name;
 }
 
 /// The address of a job's export in `format` (csv or json).

@@ -79,10 +79,17 @@ pub fn ScheduleControl(live: LiveJob) -> impl IntoView {
         view! {
             <label for=id>
                 {label}
+                // A text field, not `datetime-local`: that one shows the browser's
+                // 12-hour clock in some locales, where every time here reads 24-hour
+                // UTC (SPEC section 16).
                 <input
                     id=id
-                    type="datetime-local"
-                    step="60"
+                    type="text"
+                    inputmode="numeric"
+                    autocomplete="off"
+                    placeholder="2026-12-31 17:30"
+                    pattern="\\s*[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]+)?)?\\s*"
+                    title="A date and 24-hour time in UTC, like 2026-12-31 17:30"
                     prop:value=value
                     on:input=move |ev| {
                         typed.set(true);
@@ -121,12 +128,12 @@ pub fn ScheduleControl(live: LiveJob) -> impl IntoView {
     }
 }
 
-/// A time as a `datetime-local` field holds it: `2026-12-01T09:30`, in UTC.
+/// A time as its field shows it: `2026-12-01 09:30`, 24-hour, in UTC.
 fn field_text(at: DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
     // From the fields, as `format::time_text` does, to keep chrono's format-string
     // reader out of the browser's code.
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}", at.year(), at.month(), at.day(), at.hour(), at.minute())
+    format!("{:04}-{:02}-{:02} {:02}:{:02}", at.year(), at.month(), at.day(), at.hour(), at.minute())
 }
 
 /// A field's time, read as UTC; empty is none.
@@ -138,9 +145,14 @@ fn parse_field(label: &str, text: &str) -> Result<Option<DateTime<Utc>>, String>
     // The field leaves the seconds out, and chrono's fixed reader (the one the server's
     // times already use in the browser) wants them; its format-string reader would
     // take them as they are but adds some 10 kB to the browser's code.
-    let full = match text.split_once('T') {
-        Some((_, clock)) if clock.matches(':').count() == 1 => format!("{text}:00"),
-        _ => text.to_string(),
+    // A space or a `T` between the date and the time.
+    let text_t = match text.split_once(' ') {
+        Some((day, clock)) => format!("{day}T{}", clock.trim()),
+        None => text.to_string(),
+    };
+    let full = match text_t.split_once('T') {
+        Some((_, clock)) if clock.matches(':').count() == 1 => format!("{text_t}:00"),
+        _ => text_t.clone(),
     };
     full.parse::<NaiveDateTime>()
         .map(|t| Some(t.and_utc()))
@@ -151,13 +163,13 @@ fn parse_field(label: &str, text: &str) -> Result<Option<DateTime<Utc>>, String>
 mod tests {
     use super::*;
 
-    /// A scheduled time shows in its field as the browser's `datetime-local` wants it,
-    /// and reads back as the same minute.
+    /// A scheduled time shows in its field as 24-hour UTC, and reads back as the same
+    /// minute.
     #[test]
     fn field_text_is_what_the_field_reads_back() {
         for text in ["2026-01-05T00:00:00Z", "2026-12-31T23:59:59Z", "0999-07-04T09:05:30Z"] {
             let t: DateTime<Utc> = text.parse().unwrap();
-            assert_eq!(field_text(t), t.format("%Y-%m-%dT%H:%M").to_string());
+            assert_eq!(field_text(t), t.format("%Y-%m-%d %H:%M").to_string());
             let back = parse_field("Pause at", &field_text(t)).unwrap().unwrap();
             assert_eq!(back, t - chrono::Duration::seconds(chrono::Timelike::second(&t) as i64));
         }
@@ -166,6 +178,7 @@ mod tests {
         // Seconds and their fraction, which a field with a `step` may hold, count too.
         let at = |text: &str| parse_field("Resume at", text).unwrap().unwrap().to_rfc3339();
         assert_eq!(at("2026-12-01T09:30"), "2026-12-01T09:30:00+00:00");
+        assert_eq!(at("2026-12-01 17:30"), "2026-12-01T17:30:00+00:00");
         assert_eq!(at(" 2026-12-01T09:30:15 "), "2026-12-01T09:30:15+00:00");
         assert_eq!(at("2026-12-01T09:30:15.250"), "2026-12-01T09:30:15.250+00:00");
         for bad in ["2026-13-01T09:30", "2026-12-01T25:00", "2026-12-01", "2026-12-01T09", "09:30"] {

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use crate::components::erase::Erase;
 
 use crate::api::control_job;
-use crate::components::badge::StatusBadge;
+use crate::components::badge::{FailedNote, StatusBadge};
 use crate::components::format::error_text;
 use crate::components::format::{plural, time_text, Time};
 use crate::components::live::LiveJob;
@@ -50,8 +50,9 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
                 <h1 class="banner-title">{title}</h1>
                 <p class="meta">{meta} {archived}</p>
                 <div role="status" aria-label="Job status" class="banner-badge">
-                    <StatusBadge phase failed=failed large=true />
+                    <StatusBadge phase large=true />
                 </div>
+                <FailedNote phase failed />
                 {children()}
             </div>
         }
@@ -61,8 +62,9 @@ pub fn StatusBanner(live: LiveJob, #[prop(optional)] centered: bool, children: C
             <div class="banner-head">
                 <div class="banner-heading">
                     <div role="status" aria-label="Job status" class="banner-badge">
-                    <StatusBadge phase failed=failed large=true />
+                    <StatusBadge phase large=true />
                 </div>
+                <FailedNote phase failed />
                     <div>
                         <h1 class="banner-title">{title}</h1>
                         <p class="meta">{meta} {archived}</p>

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use crate::components::erase::Erase;
 use serde_json::Value;
 
-use crate::components::badge::{ItemBadge, StatusBadge};
+use crate::components::badge::{FailedNote, ItemBadge, StatusBadge};
 use crate::components::format::{external_link, list, text};
 use crate::components::items::{ItemBrowser, ItemsQuery};
 use crate::components::job_loader::JobLoader;
@@ -40,8 +40,9 @@ fn accounts(live: LiveJob, query: ItemsQuery) -> AnyView {
             <h1>"Accounts of " {name}</h1>
             <p class="page-head-status">
                 <span role="status" aria-label="Job status">
-                    <StatusBadge phase failed=Signal::derive(move || live.job.with(|j| j.failed)) />
+                    <StatusBadge phase />
                 </span>
+                <FailedNote phase failed=Signal::derive(move || live.job.with(|j| j.failed)) />
                 <span class="muted">{progress}</span>
                 <a href=format!("/processing/{id}")>"Job page and controls"</a>
             </p>

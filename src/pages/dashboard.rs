@@ -10,7 +10,7 @@ use leptos_router::hooks::use_query_map;
 use leptos_router::params::ParamsMap;
 
 use crate::api::{bulk_jobs, list_jobs};
-use crate::components::badge::StatusBadge;
+use crate::components::badge::{FailedNote, StatusBadge};
 use crate::components::browser_notify::NotifyIsland;
 use crate::components::confirm_dialog::ConfirmDialog;
 use crate::components::format::{error_text, plural, Time};
@@ -70,7 +70,6 @@ fn href_of(filter: &JobFilter, offset: i64) -> String {
 #[component]
 pub fn Dashboard() -> impl IntoView {
     let (filter, offset) = use_query_map().with_untracked(filter_of);
-    let deleted = use_query_map().with_untracked(|q| q.get("deleted"));
     let wanted = filter.clone();
     let first = resource(
         || (),
@@ -89,7 +88,7 @@ pub fn Dashboard() -> impl IntoView {
                     <a class="btn btn-primary btn-small" href="#new-job">"New job"</a>
                     <NotifyIsland />
                 </div>
-                <Deleted name=deleted />
+                <Deleted />
                 <Filters filter=filter.clone() />
                 <Suspense fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
                     {move || {
@@ -381,7 +380,8 @@ fn JobRow(job: Job) -> impl IntoView {
                 </div>
             </td>
             <td class="status-cell">
-                <StatusBadge phase failed=Signal::stored(job.failed) />
+                <StatusBadge phase />
+                <FailedNote phase failed=Signal::stored(job.failed) />
                 <RowControls job=job.clone() />
             </td>
             <td class="progress-cell">
@@ -445,14 +445,22 @@ fn deleted_note() -> RwSignal<Option<String>> {
     RwSignal::new(None)
 }
 
-/// "Deleted “name”." after a job's delete, from its page (the name comes in the
-/// address) or from its row here (SPEC section 16).
+/// "Deleted “name”." after a job's delete, from its page (which leaves the name in
+/// the tab's session storage) or from its row here (SPEC section 16).
 #[island]
-fn Deleted(name: Option<String>) -> impl IntoView {
+fn Deleted() -> impl IntoView {
     let note = deleted_note();
-    if name.is_some() {
-        note.set(name);
-    }
+    // After hydration, which must find what the server rendered (no note).
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        if let Ok(Some(storage)) = window().session_storage() {
+            let key = crate::components::job_controls::DELETED_KEY;
+            if let Ok(Some(name)) = storage.get_item(key) {
+                let _ = storage.remove_item(key);
+                note.set(Some(name));
+            }
+        }
+    });
     move || {
         note.get().map(|name| {
             view! {
