@@ -76,7 +76,7 @@ pub fn ItemBadge(status: ItemStatus, #[prop(optional)] not_run: bool) -> impl In
 pub fn OutcomeBadge(outcome: Outcome) -> impl IntoView {
     let (icon, css) = match outcome {
         Outcome::Clean => ("✔", "completed"),
-        Outcome::Duplicate => ("⧉", "pending"),
+        Outcome::Duplicate => ("≡", "pending"),
         Outcome::Invalid => ("✖", "failed"),
         Outcome::Unreachable => ("⚠", "some-failed"),
     };

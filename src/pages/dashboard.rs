@@ -84,9 +84,11 @@ pub fn Dashboard() -> impl IntoView {
             <section class="dashboard-jobs" aria-labelledby="jobs-title">
                 <div class="jobs-head">
                     <h1 id="jobs-title">"Jobs"</h1>
-                    // The upload forms sit after the list; on a phone that is far down.
-                    <a class="btn btn-primary btn-small" href="#new-job">"New job"</a>
-                    <NotifyIsland />
+                    <div class="jobs-head-actions">
+                        // The upload forms sit after the list; on a phone that is far down.
+                        <a class="btn btn-primary btn-small" href="#new-job">"New job"</a>
+                        <NotifyIsland />
+                    </div>
                 </div>
                 <Deleted />
                 <Filters filter=filter.clone() />
