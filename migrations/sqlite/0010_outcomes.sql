@@ -3,6 +3,16 @@
 -- A virtual column costs no space in the row; the partial index holds only rows that
 -- have an outcome, so an import writes nothing more, and counting a million rows'
 -- outcomes reads the index, not the rows.
+-- Rows finished before this version have no outcome in their result: it is written
+-- in by the same rule the step uses (steps/preprocess.rs `with_outcome`).
+UPDATE preprocessing_results
+SET result = json_set(result, '$.outcome',
+    CASE WHEN json_extract(result, '$.valid') IS NOT 1 THEN 'invalid'
+         WHEN json_extract(result, '$.duplicateOf') IS NOT NULL THEN 'duplicate'
+         WHEN json_extract(result, '$.liveness.reachable') IS NOT 1 THEN 'unreachable'
+         ELSE 'clean' END)
+WHERE status = 'completed' AND json_valid(result) AND json_extract(result, '$.outcome') IS NULL;
+
 ALTER TABLE preprocessing_results ADD COLUMN outcome TEXT
     GENERATED ALWAYS AS (CASE WHEN json_valid(result) THEN json_extract(result, '$.outcome') END) VIRTUAL;
 CREATE INDEX preprocessing_results_outcome ON preprocessing_results (job_id, outcome, id)

@@ -24,7 +24,6 @@ pub fn announcement(old: &Job, new: &Job) -> Option<(String, String, String)> {
     let (what, body) = if !old.is_terminal() && new.is_terminal() {
         match new.phase() {
             Phase::Cancelled => ("cancelled", counts),
-            Phase::Completed if new.completed == 0 && new.failed > 0 => ("failed", counts),
             Phase::Completed => ("completed", counts),
             _ => ("failed", counts),
         }

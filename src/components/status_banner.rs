@@ -269,6 +269,11 @@ fn state_note(j: &Job) -> Option<String> {
             "Finished, but {} failed; the reasons are listed with each item.",
             plural(j.failed, "item", "items")
         )),
+        // Every item failed (SPEC section 16); such a job can still retry them.
+        Phase::Failed if j.status == crate::model::JobStatus::Completed => Some(format!(
+            "Every item failed; the reasons are listed with each item. Retry failed items to run {} again.",
+            if j.failed == 1 { "it" } else { "them" }
+        )),
         Phase::Failed => Some("The job failed and will not run again.".into()),
         Phase::Pending if !j.paused => Some("Waiting to start.".into()),
         Phase::Processing if j.waiting_on_hosts > 0 => Some(format!(

@@ -88,7 +88,8 @@ fn account_row(item: Item, not_run: bool) -> AnyView {
 /// A readable summary of one account's research result (and its failure, if any).
 fn research_summary(item: &Item, not_run: bool) -> AnyView {
     let error = item.error.clone().map(|e| view! { <p class="item-error">"✖ " {e}</p> });
-    let Some(result) = item.result.as_ref().filter(|r| r.is_object()) else {
+    // A failed account's result holds only its error's detail, for the export.
+    let Some(result) = item.result.as_ref().filter(|r| r.is_object() && item.status == ItemStatus::Completed) else {
         let text = if not_run && item.status == ItemStatus::Pending {
             "Not researched: the job was cancelled."
         } else {

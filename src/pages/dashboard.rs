@@ -609,7 +609,12 @@ fn BulkBar(filter: JobFilter, total: i64) -> impl IntoView {
                         let said = if r.ok { "done".to_string() } else { r.error.unwrap_or_default() };
                         view! {
                             <li class:bulk-refused=!r.ok>
-                                <a href=r.kind.page_url(r.id)>{what}</a>
+                                // A deleted job has no page to go to.
+                                {if r.ok && action == JobAction::Delete {
+                                    view! { <span>{what}</span> }.into_any()
+                                } else {
+                                    view! { <a href=r.kind.page_url(r.id)>{what}</a> }.into_any()
+                                }}
                                 ": "
                                 {said}
                             </li>

@@ -189,7 +189,7 @@ fn result_row(item: Item, not_run: bool) -> AnyView {
     if let Some(line) = duplicate_of {
         checks.push(("warn", "≡", format!("Duplicate of line {line}")));
     }
-    let processed = item.result.is_some();
+    let processed = item.result.is_some() && item.status == ItemStatus::Completed;
 
     view! {
         <tr>

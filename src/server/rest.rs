@@ -404,6 +404,7 @@ fn result_columns(kind: JobKind) -> &'static [&'static str] {
             "liveness.statusCode",
             "liveness.error",
             "liveness.errorDetail",
+            "outcome",
         ],
     }
 }

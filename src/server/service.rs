@@ -606,7 +606,7 @@ impl Service {
                         jobs.len()
                     )));
                 }
-                jobs
+                jobs.into_iter().map(|j| (j, None)).collect::<Vec<(JobRef, Option<String>)>>()
             }
             BulkTarget::Filter(filter) => {
                 let filter = check_filter(filter)?;
@@ -617,13 +617,16 @@ impl Service {
                         page.total
                     )));
                 }
-                page.jobs.iter().map(|j| JobRef { kind: j.kind, id: j.id }).collect()
+                page.jobs.into_iter().map(|j| (JobRef { kind: j.kind, id: j.id }, Some(j.name))).collect()
             }
         };
         let mut results = Vec::with_capacity(jobs.len());
-        for JobRef { kind, id } in jobs {
+        for (JobRef { kind, id }, known) in jobs {
             // Read before the action, so a deleted job is still named.
-            let name = self.store.job(kind, id).await.ok().map(|j| j.name);
+            let name = match known {
+                Some(name) => Some(name),
+                None => self.store.job(kind, id).await.ok().map(|j| j.name),
+            };
             let result = match self.act(kind, id, action).await {
                 Ok(_) => BulkResult { kind, id, name, ok: true, status: None, error: None },
                 Err(e) => BulkResult {
@@ -811,7 +814,8 @@ fn clip(text: &str) -> String {
 fn terminal_word(job: &Job) -> &'static str {
     match job.phase() {
         crate::model::Phase::Cancelled => "cancelled",
-        crate::model::Phase::Completed => "completed",
+        // A job whose every item failed reads "Failed" but has completed (section 2).
+        _ if job.status == JobStatus::Completed => "completed",
         _ => "failed",
     }
 }

@@ -258,6 +258,10 @@ fn is_transient(e: &reqwest::Error) -> bool {
 /// The longest error line people read (SPEC section 16).
 pub const MAX_REASON_CHARS: usize = 120;
 
+/// Room left at the end of a reach sentence for the runner's note, " (gave up after
+/// 10 attempts)".
+const NOTE_ROOM: usize = 30;
+
 /// A request's failure as people read it, "could not reach HOST (reason)" in at most
 /// [`MAX_REASON_CHARS`], then, after a line break, the whole chain of causes (the
 /// detail a failed item keeps for the export; see `Finish::failed`).
@@ -268,14 +272,15 @@ pub fn for_people(e: &reqwest::Error) -> String {
 
 /// "could not reach HOST (reason)", the host cut short before the reason is.
 pub fn reach_sentence(host: &str, reason: &str) -> String {
-    let room = MAX_REASON_CHARS.saturating_sub("could not reach  ()".len() + reason.chars().count());
+    let limit = MAX_REASON_CHARS - NOTE_ROOM;
+    let room = limit.saturating_sub("could not reach  ()".len() + reason.chars().count());
     let host: String = if host.chars().count() > room {
         host.chars().take(room.saturating_sub(1)).chain(std::iter::once('…')).collect()
     } else {
         host.to_string()
     };
     let line = format!("could not reach {host} ({reason})");
-    line.chars().take(MAX_REASON_CHARS).collect()
+    line.chars().take(limit).collect()
 }
 
 /// The cause of a request's failure in a few words.
@@ -438,7 +443,7 @@ mod tests {
         assert_eq!(reach_sentence("acme.example", "no such host"), "could not reach acme.example (no such host)");
         let host = format!("{}.example", "a".repeat(300));
         let line = reach_sentence(&host, "connection refused");
-        assert!(line.chars().count() <= MAX_REASON_CHARS, "{line}");
+        assert!(line.chars().count() + " (gave up after 10 attempts)".len() <= MAX_REASON_CHARS, "{line}");
         assert!(line.starts_with("could not reach aaa") && line.ends_with("… (connection refused)"), "{line}");
     }
 

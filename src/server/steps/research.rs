@@ -696,7 +696,30 @@ async fn research(http: &Http, llm: Option<&Llm>, max_extra_pages: usize, item: 
     let website = item.website.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let domain = item.domain.as_deref().map(str::trim).filter(|s| !s.is_empty());
     let Some(given) = website.or(domain) else {
-        return Err(StepError::Permanent("no website or domain to research".into()));
+        // A name alone (SPEC section 6): with an LLM endpoint, what it knows of the
+        // company by its name; there is no page to read.
+        let name = item.name.as_deref().map(str::trim).filter(|n| !n.is_empty());
+        return match (llm, name) {
+            (Some(llm), Some(name)) => {
+                let profile = llm.profile(Some(name), NO_WEBSITE_TEXT).await?;
+                Ok(json!({
+                    "url": null,
+                    "finalUrl": null,
+                    "statusCode": null,
+                    "title": null,
+                    "description": null,
+                    "socials": [],
+                    "emails": [],
+                    "phones": [],
+                    "technologies": [],
+                    "pages": [],
+                    "profile": profile,
+                    "profileError": null,
+                    "profileFrom": "name",
+                }))
+            }
+            _ => Err(StepError::Permanent("no website or domain to research".into())),
+        };
     };
     let url = website_url(website, domain)
         .ok_or_else(|| StepError::Permanent(format!("`{given}` is not a usable website URL or domain")))?;
@@ -762,6 +785,9 @@ async fn research(http: &Http, llm: Option<&Llm>, max_extra_pages: usize, item: 
         "profileError": profile_error,
     }))
 }
+
+/// The website text the LLM is given for an account known by its name alone.
+const NO_WEBSITE_TEXT: &str = "(none: no website was given; answer from what is known of the company by its name)";
 
 /// What the LLM reads: title and description first, since they are the site's own
 /// summary, then the visible text of each page, bounded.
@@ -1227,6 +1253,21 @@ mod tests {
         assert_eq!(result["profile"]["industry"], "Software");
         assert_eq!(result["profileError"], Value::Null);
         assert_eq!(result["title"], "Acme Test Site");
+    }
+
+    #[tokio::test]
+    async fn a_name_alone_is_profiled_by_the_llm_without_a_request_to_any_site() {
+        let llm = spawn_llm(
+            StatusCode::OK,
+            r#"{"choices":[{"message":{"role":"assistant","content":"{\"summary\":\"Makes anvils.\",\"industry\":\"Manufacturing\",\"sizeRange\":null,\"country\":null,\"fitNotes\":\"\"}"}}]}"#,
+        )
+        .await;
+        let result = ResearchStep::new(http(true), Some(llm), 2).run(claimed(None, None)).await.unwrap();
+        assert_eq!(result["profile"]["industry"], "Manufacturing");
+        assert_eq!((result["profileFrom"].as_str(), result["url"].as_str()), (Some("name"), None));
+        // Without an endpoint a name alone cannot be researched.
+        let without = ResearchStep::new(http(true), None, 2).run(claimed(None, None)).await;
+        assert_eq!(without, Err(StepError::Permanent("no website or domain to research".into())));
     }
 
     #[tokio::test]
