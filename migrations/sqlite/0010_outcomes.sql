@@ -13,8 +13,16 @@ SET result = json_set(result, '$.outcome',
          ELSE 'clean' END)
 WHERE status = 'completed' AND json_valid(result) AND json_extract(result, '$.outcome') IS NULL;
 
-ALTER TABLE preprocessing_results ADD COLUMN outcome TEXT
-    GENERATED ALWAYS AS (CASE WHEN json_valid(result) THEN json_extract(result, '$.outcome') END) VIRTUAL;
+-- Read by a text search, not a JSON parse: a result is JSON that jobdeck wrote, with
+-- no white space, whose only "outcome" key is the step's (a quote inside a string is
+-- escaped, so the pattern cannot match inside one). Parsing each result as it is
+-- written cost the engine a third of its speed.
+ALTER TABLE preprocessing_results ADD COLUMN outcome TEXT GENERATED ALWAYS AS (
+    CASE WHEN result IS NULL THEN NULL
+         WHEN instr(result, '"outcome":"clean"') THEN 'clean'
+         WHEN instr(result, '"outcome":"duplicate"') THEN 'duplicate'
+         WHEN instr(result, '"outcome":"invalid"') THEN 'invalid'
+         WHEN instr(result, '"outcome":"unreachable"') THEN 'unreachable' END) VIRTUAL;
 CREATE INDEX preprocessing_results_outcome ON preprocessing_results (job_id, outcome, id)
     WHERE outcome IS NOT NULL;
 

@@ -8,6 +8,7 @@ pub mod http;
 pub mod import;
 pub mod notify;
 pub mod origin;
+pub mod outcomes;
 pub mod policy;
 pub mod rest;
 pub mod rows;

@@ -27,6 +27,8 @@ pub struct Service {
     source: Source,
     /// Imports parsing at once (see [`MAX_PARSING_IMPORTS`]).
     parsing: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Preprocessing jobs' outcome counts, kept a moment (SPEC section 16).
+    outcomes: std::sync::Arc<super::outcomes::OutcomeCache>,
 }
 
 /// Imports whose files are read at once, each on a thread of the blocking pool, which
@@ -120,7 +122,8 @@ impl Import {
 impl Service {
     pub fn new(store: impl Into<Store>, runner: Runner, limits: Limits) -> Self {
         let parsing = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PARSING_IMPORTS));
-        Self { store: store.into(), runner, limits, source: Source::Api, parsing }
+        let outcomes = std::sync::Arc::default();
+        Self { store: store.into(), runner, limits, source: Source::Api, parsing, outcomes }
     }
 
     /// The same service, logging its actions as done by `source`.
@@ -338,10 +341,16 @@ impl Service {
         let mut job = self.store.job(kind, id).await?;
         job.waiting_on_hosts = self.runner.waiting_on_hosts(kind, id);
         if kind == JobKind::Preprocess {
-            // Counted through the outcome index: a million rows in tens of milliseconds.
-            let (outcomes, research) = self.store.preprocess_extras(id).await?;
-            job.outcomes = Some(outcomes);
-            job.research_job_id = research;
+            let counts = match self.outcomes.get(&job) {
+                Some(counts) => counts,
+                None => {
+                    let counts = self.store.outcome_counts(id).await?;
+                    self.outcomes.put(&job, counts);
+                    counts
+                }
+            };
+            job.outcomes = Some(counts);
+            job.research_job_id = self.store.research_link(id).await?;
         }
         Ok(job)
     }
@@ -651,6 +660,9 @@ impl Service {
             .delete(kind, id, |job| if job.is_terminal() { Ok(()) } else { Err(AppError::StillProcessing) })
             .await?;
         self.runner.purge(kind, id);
+        if kind == JobKind::Preprocess {
+            self.outcomes.forget(id);
+        }
         Ok(())
     }
 

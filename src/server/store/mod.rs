@@ -106,10 +106,15 @@ impl Store {
         each!(self, s => s.outcome_items(id, outcome, offset, limit).await)
     }
 
-    /// A preprocessing job's finished rows counted by outcome, and the research job its
-    /// clean rows went to (while it is there).
-    pub async fn preprocess_extras(&self, id: i64) -> Result<(OutcomeCounts, Option<i64>), AppError> {
-        each!(self, s => s.preprocess_extras(id).await)
+    /// A preprocessing job's finished rows counted by outcome, through the outcome
+    /// index (see `server::outcomes` for why they are kept a moment).
+    pub async fn outcome_counts(&self, id: i64) -> Result<OutcomeCounts, AppError> {
+        each!(self, s => s.outcome_counts(id).await)
+    }
+
+    /// The research job a preprocessing job's clean rows went to, while it is there.
+    pub async fn research_link(&self, id: i64) -> Result<Option<i64>, AppError> {
+        each!(self, s => s.research_link(id).await)
     }
 
     /// The job's input column names, in file order, and on SQLite its roles (see

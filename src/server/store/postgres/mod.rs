@@ -116,7 +116,7 @@ async fn lock_job(c: &impl GenericClient, kind: JobKind, id: i64) -> Result<Job,
     read_job(c, kind, id).await
 }
 
-async fn preprocess_extras(c: &impl GenericClient, id: i64) -> Result<(OutcomeCounts, Option<i64>), AppError> {
+async fn outcome_counts(c: &impl GenericClient, id: i64) -> Result<OutcomeCounts, AppError> {
     let mut counts = OutcomeCounts::default();
     let rows = c
         .query(
@@ -130,15 +130,17 @@ async fn preprocess_extras(c: &impl GenericClient, id: i64) -> Result<(OutcomeCo
             counts.add(outcome, row.get(1));
         }
     }
-    let research = c
-        .query_opt(
-            "SELECT r.id FROM preprocessing_jobs p JOIN processing_jobs r ON r.id = p.research_job_id
-             WHERE p.id = $1 AND r.hidden IS NULL",
-            &[&id],
-        )
-        .await?
-        .map(|r| r.get(0));
-    Ok((counts, research))
+    Ok(counts)
+}
+
+async fn research_link(c: &impl GenericClient, id: i64) -> Result<Option<i64>, AppError> {
+    Ok(c.query_opt(
+        "SELECT r.id FROM preprocessing_jobs p JOIN processing_jobs r ON r.id = p.research_job_id
+         WHERE p.id = $1 AND r.hidden IS NULL",
+        &[&id],
+    )
+    .await?
+    .map(|r| r.get(0)))
 }
 
 /// Links a preprocessing job to the research job made of its clean rows, in the
@@ -429,11 +431,14 @@ impl PgStore {
         Ok(ItemPage { items: rows.iter().map(|r| item_from_row(&columns, r)).collect(), total, offset, limit })
     }
 
-    /// A preprocessing job's finished rows counted by outcome, and the research job
-    /// its clean rows went to while that job is there.
-    pub async fn preprocess_extras(&self, id: i64) -> Result<(OutcomeCounts, Option<i64>), AppError> {
-        let c = self.client().await?;
-        preprocess_extras(&**c, id).await
+    /// A preprocessing job's finished rows counted by outcome.
+    pub async fn outcome_counts(&self, id: i64) -> Result<OutcomeCounts, AppError> {
+        outcome_counts(&**self.client().await?, id).await
+    }
+
+    /// The research job a preprocessing job's clean rows went to, while it is there.
+    pub async fn research_link(&self, id: i64) -> Result<Option<i64>, AppError> {
+        research_link(&**self.client().await?, id).await
     }
 
     /// Every item keeps its name, website and domain here: the names alone.

@@ -230,9 +230,8 @@ pub fn outcome_items(
     Ok(ItemPage { items, total, offset, limit })
 }
 
-/// A preprocessing job's finished rows counted by outcome, from the outcome index, and
-/// the research job its clean rows went to while that job is there.
-pub fn preprocess_extras(conn: &Connection, job_id: i64) -> Result<(OutcomeCounts, Option<i64>), AppError> {
+/// A preprocessing job's finished rows counted by outcome, from the outcome index.
+pub fn outcome_counts(conn: &Connection, job_id: i64) -> Result<OutcomeCounts, AppError> {
     let mut counts = OutcomeCounts::default();
     let mut stmt = conn.prepare_cached(
         "SELECT outcome, COUNT(*) FROM preprocessing_results
@@ -245,14 +244,18 @@ pub fn preprocess_extras(conn: &Connection, job_id: i64) -> Result<(OutcomeCount
             counts.add(outcome, n);
         }
     }
-    let research = conn
+    Ok(counts)
+}
+
+/// The research job a preprocessing job's clean rows went to, while that job is there.
+pub fn research_link(conn: &Connection, job_id: i64) -> Result<Option<i64>, AppError> {
+    Ok(conn
         .prepare_cached(
             "SELECT r.id FROM preprocessing_jobs p JOIN processing_jobs r ON r.id = p.research_job_id
              WHERE p.id = ?1 AND r.hidden IS NULL",
         )?
         .query_row(params![job_id], |r| r.get(0))
-        .optional()?;
-    Ok((counts, research))
+        .optional()?)
 }
 
 /// Links a preprocessing job to the research job made of its clean rows, in the
@@ -270,7 +273,7 @@ pub fn link_research(conn: &Connection, pre_id: i64, research_id: i64) -> Result
         return Ok(());
     }
     require_job(conn, JobKind::Preprocess, pre_id)?;
-    let (_, existing) = preprocess_extras(conn, pre_id)?;
+    let existing = research_link(conn, pre_id)?;
     let name: Option<String> = match existing {
         Some(id) => conn
             .prepare_cached("SELECT name FROM processing_jobs WHERE id = ?1")?

@@ -111,8 +111,12 @@ impl SqliteStore {
         self.db.read(move |c| items::outcome_items(c, id, outcome, offset, limit)).await
     }
 
-    pub async fn preprocess_extras(&self, id: i64) -> Result<(OutcomeCounts, Option<i64>), AppError> {
-        self.db.read(move |c| items::preprocess_extras(c, id)).await
+    pub async fn outcome_counts(&self, id: i64) -> Result<OutcomeCounts, AppError> {
+        self.db.read(move |c| items::outcome_counts(c, id)).await
+    }
+
+    pub async fn research_link(&self, id: i64) -> Result<Option<i64>, AppError> {
+        self.db.read(move |c| items::research_link(c, id)).await
     }
 
     pub async fn items_after(
