@@ -914,8 +914,8 @@ impl JobTask {
 
 /// A note put at the end of an error's first line, the line people read.
 fn noted(text: &str, note: &str) -> String {
-    match text.split_once('\n') {
-        Some((line, detail)) => format!("{line}{note}\n{detail}"),
-        None => format!("{text}{note}"),
+    match crate::server::store::types::reason_parts(text) {
+        (line, Some(detail)) => format!("{line}{note}\n{detail}"),
+        (line, None) => format!("{line}{note}"),
     }
 }

@@ -8,7 +8,7 @@ use super::net::{self, Http};
 use super::{Step, StepError};
 use crate::model::Outcome;
 use crate::server::rows::{normalize, ColumnMap};
-use crate::server::store::types::Claimed;
+use crate::server::store::types::{reason_parts, Claimed};
 
 /// The per-item step of a preprocess job: the import-time cleaning result plus the
 /// duplicate link and a liveness check of the website.
@@ -110,10 +110,7 @@ fn skipped(why: String) -> Value {
 /// An unreachable site: `error` is the line people read, `errorDetail` (when there is
 /// one) the whole chain, for the export (SPEC section 16).
 fn unreachable(error: String) -> Value {
-    let (line, detail) = match error.split_once('\n') {
-        Some((line, detail)) => (line.to_string(), Some(detail.to_string())),
-        None => (error, None),
-    };
+    let (line, detail) = reason_parts(&error);
     json!({ "checked": true, "reachable": false, "finalUrl": null, "statusCode": null, "error": line, "errorDetail": detail })
 }
 
@@ -138,18 +135,15 @@ async fn check_liveness(http: &Http, website: Option<&str>, domain: &str) -> Val
                 Ok(v) => v,
                 // The second try's sentence, both chains in the detail.
                 Err((e2, _)) => {
-                    let (first, _) = e2.split_once('\n').unwrap_or((&e2, ""));
-                    unreachable(format!("{first}\nover https: {}\nover http: {}", detail_of(&e), detail_of(&e2)))
+                    let ((_, https), (first, http)) = (reason_parts(&e), reason_parts(&e2));
+                    let (https, http) = (https.unwrap_or(&e), http.unwrap_or(&e2));
+                    unreachable(format!("{first}\nover https: {https}\nover http: {http}"))
                 }
             },
             Err(_) => unreachable(e),
         },
         Err((e, _)) => unreachable(e),
     }
-}
-
-fn detail_of(error: &str) -> &str {
-    error.split_once('\n').map_or(error, |(_, detail)| detail)
 }
 
 /// One GET; the error side says why, and whether it was a failure to connect.

@@ -17,7 +17,7 @@ use super::meta::{self, JsonLd, Pick};
 use super::net::Http;
 use super::page::{fetch_page, Page};
 use super::{Step, StepError};
-use crate::server::store::types::Claimed;
+use crate::server::store::types::{reason_parts, Claimed};
 
 /// Visible text kept per page, enough for a profile without flooding the LLM.
 const MAX_TEXT_CHARS: usize = 2000;
@@ -666,11 +666,7 @@ fn merge(into: &mut Extracted, other: Extracted) {
 
 fn page_entry(url: &Url, status: Option<u16>, error: Option<&StepError>) -> Value {
     // The line people read; an error's detail stays with the account's own error.
-    json!({"url": url.as_str(), "statusCode": status, "error": error.map(|e| first_line(&e.to_string()))})
-}
-
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().to_string()
+    json!({"url": url.as_str(), "statusCode": status, "error": error.map(|e| reason_parts(&e.to_string()).0.to_string())})
 }
 
 /// Parsing a big page is seconds of CPU: pages are parsed on the blocking pool, at
@@ -756,7 +752,9 @@ async fn research(http: &Http, llm: Option<&Llm>, max_extra_pages: usize, item: 
                 match llm.profile(item.name.as_deref(), &text).await {
                     Ok(profile) => (profile, Value::Null),
                     // The research itself is still worth keeping.
-                    Err(StepError::Permanent(reason)) => (Value::Null, Value::String(first_line(&reason))),
+                    Err(StepError::Permanent(reason)) => {
+                        (Value::Null, Value::String(reason_parts(&reason).0.to_string()))
+                    }
                     // Rate limits pause the job; transient failures retry the item.
                     Err(e) => return Err(e),
                 }

@@ -186,12 +186,17 @@ impl Finish {
     /// follows a line break is the detail (SPEC section 16: the full chain of an
     /// unreachable site's error is kept for the export).
     pub fn failed(text: &str) -> Self {
-        match text.split_once('\n') {
-            Some((line, detail)) => {
-                Self::Failed(line.to_string(), Some(serde_json::json!({ "errorDetail": detail }).to_string()))
-            }
-            None => Self::Failed(text.to_string(), None),
-        }
+        let (line, detail) = reason_parts(text);
+        Self::Failed(line.to_string(), detail.map(|d| serde_json::json!({ "errorDetail": d }).to_string()))
+    }
+}
+
+/// A step's error text split as SPEC section 16 shows it: the line people read, and
+/// the detail after the first line break (the whole chain of causes), if any.
+pub fn reason_parts(text: &str) -> (&str, Option<&str>) {
+    match text.split_once('\n') {
+        Some((line, detail)) => (line, Some(detail)),
+        None => (text, None),
     }
 }
 
