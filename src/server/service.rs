@@ -350,7 +350,7 @@ impl Service {
                 }
             };
             job.outcomes = Some(counts);
-            job.research_job_id = self.store.research_link(id).await?;
+            job.research_job_id = self.store.research_link(id).await?.map(|link| link.id);
         }
         Ok(job)
     }
@@ -674,9 +674,8 @@ impl Service {
             return Err(AppError::WrongState("the preprocessing job has not completed yet".into()));
         }
         // Checked again, and for good, in the transaction that shows the new job.
-        if let Some(research) = pre.research_job_id {
-            let name = self.store.job(JobKind::Research, research).await.ok().map(|j| j.name);
-            return Err(super::store::rules::already_researched(research, name.as_deref()));
+        if let Some(link) = self.store.research_link(pre_id).await? {
+            return Err(link.refusal());
         }
         let page = CHUNK_ROWS as i64;
         // Each page is read in one snapshot with the job still there: a delete of the

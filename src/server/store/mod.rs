@@ -22,8 +22,8 @@ pub mod types;
 use self::postgres::PgStore;
 use self::sqlite::SqliteStore;
 use self::types::{
-    CleanRow, Finished, Flags, Hidden, JobColumns, JobSettings, NewItem, NewJob, NodeHooks, NodeRole, Outgoing, Rule,
-    Settled, Starter, Turn,
+    CleanRow, Finished, Flags, Hidden, JobColumns, JobSettings, NewItem, NewJob, NodeHooks, NodeRole, Outgoing,
+    ResearchLink, Rule, Settled, Starter, Turn,
 };
 use crate::model::{
     Item, ItemPage, ItemStatus, Job, JobEvent, JobFilter, JobKind, JobsPage, Outcome, OutcomeCounts, Source,
@@ -113,7 +113,7 @@ impl Store {
     }
 
     /// The research job a preprocessing job's clean rows went to, while it is there.
-    pub async fn research_link(&self, id: i64) -> Result<Option<i64>, AppError> {
+    pub async fn research_link(&self, id: i64) -> Result<Option<ResearchLink>, AppError> {
         each!(self, s => s.research_link(id).await)
     }
 

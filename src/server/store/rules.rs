@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 
 use super::types::Finish;
 use crate::model::{Archived, EventAction, Job, JobFilter, JobStatus, Phase};
-use crate::server::error::AppError;
 
 /// How a batch of written outcomes moves a job's count of failures in a row.
 #[derive(Default)]
@@ -154,15 +153,6 @@ pub fn phase_condition(phase: Phase, none_completed: &str) -> String {
         ),
         Phase::Cancelled => format!("status = '{failed}' AND cancelled_at IS NOT NULL"),
     }
-}
-
-/// The refusal of a second send of a preprocessing job's clean rows (SPEC section
-/// 16), naming the research job they went to.
-pub fn already_researched(research_id: i64, name: Option<&str>) -> AppError {
-    AppError::WrongState(match name {
-        Some(name) => format!("these rows were already sent to research: “{name}” (job #{research_id})"),
-        None => "these rows are already being sent to research".into(),
-    })
 }
 
 /// A name search as a LIKE pattern: `%` and `_` match themselves (escaped with `\`).

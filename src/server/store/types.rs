@@ -230,6 +230,21 @@ pub struct CleanRow {
     pub domain: Option<String>,
 }
 
+/// The research job a preprocessing job's clean rows went to (SPEC section 16), while
+/// that job is there: a deleted one frees the rows to go again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResearchLink {
+    pub id: i64,
+    pub name: String,
+}
+
+impl ResearchLink {
+    /// The refusal of a second send, naming the job the rows went to.
+    pub fn refusal(&self) -> AppError {
+        AppError::WrongState(format!("these rows were already sent to research: “{}” (job #{})", self.name, self.id))
+    }
+}
+
 /// One try of a notification: `Ok` with what was done, or `Err` with why it failed
 /// and when to try again (`None`: given up).
 pub type Settled = Result<String, (String, Option<DateTime<Utc>>)>;

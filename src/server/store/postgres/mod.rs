@@ -19,7 +19,7 @@ use crate::model::{
 use crate::server::error::AppError;
 use crate::server::store::rules;
 use crate::server::store::types::{
-    input_map, Change, CleanRow, Hidden, JobColumns, JobSettings, NewItem, NewJob, Rule,
+    input_map, Change, CleanRow, Hidden, JobColumns, JobSettings, NewItem, NewJob, ResearchLink, Rule,
 };
 use sql::{add_counts, add_event, notify_control, shard_of, tables};
 
@@ -133,14 +133,14 @@ async fn outcome_counts(c: &impl GenericClient, id: i64) -> Result<OutcomeCounts
     Ok(counts)
 }
 
-async fn research_link(c: &impl GenericClient, id: i64) -> Result<Option<i64>, AppError> {
+async fn research_link(c: &impl GenericClient, id: i64) -> Result<Option<ResearchLink>, AppError> {
     Ok(c.query_opt(
-        "SELECT r.id FROM preprocessing_jobs p JOIN processing_jobs r ON r.id = p.research_job_id
+        "SELECT r.id, r.name FROM preprocessing_jobs p JOIN processing_jobs r ON r.id = p.research_job_id
          WHERE p.id = $1 AND r.hidden IS NULL",
         &[&id],
     )
     .await?
-    .map(|r| r.get(0)))
+    .map(|r| ResearchLink { id: r.get(0), name: r.get(1) }))
 }
 
 /// Links a preprocessing job to the research job made of its clean rows, in the
@@ -148,19 +148,11 @@ async fn research_link(c: &impl GenericClient, id: i64) -> Result<Option<i64>, A
 /// to a research job that is still there. The row is locked first, so two sends take
 /// turns, and the second's next statement sees the first's job.
 async fn link_research(c: &impl GenericClient, pre_id: i64, research_id: i64) -> Result<(), AppError> {
-    let row = c
-        .query_opt(
-            "SELECT research_job_id FROM preprocessing_jobs WHERE id = $1 AND hidden IS NULL FOR UPDATE",
-            &[&pre_id],
-        )
+    c.query_opt("SELECT 1 FROM preprocessing_jobs WHERE id = $1 AND hidden IS NULL FOR NO KEY UPDATE", &[&pre_id])
         .await?
         .ok_or_else(|| not_found(JobKind::Preprocess, pre_id))?;
-    if let Some(existing) = row.get::<_, Option<i64>>(0) {
-        let there =
-            c.query_opt("SELECT name FROM processing_jobs WHERE id = $1 AND hidden IS NULL", &[&existing]).await?;
-        if let Some(there) = there {
-            return Err(rules::already_researched(existing, Some(there.get(0))));
-        }
+    if let Some(link) = research_link(c, pre_id).await? {
+        return Err(link.refusal());
     }
     c.execute("UPDATE preprocessing_jobs SET research_job_id = $2 WHERE id = $1", &[&pre_id, &research_id]).await?;
     Ok(())
@@ -437,7 +429,7 @@ impl PgStore {
     }
 
     /// The research job a preprocessing job's clean rows went to, while it is there.
-    pub async fn research_link(&self, id: i64) -> Result<Option<i64>, AppError> {
+    pub async fn research_link(&self, id: i64) -> Result<Option<ResearchLink>, AppError> {
         research_link(&**self.client().await?, id).await
     }
 

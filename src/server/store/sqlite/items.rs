@@ -11,7 +11,7 @@ use crate::model::{EventAction, Item, ItemPage, ItemStatus, JobKind, JobStatus, 
 use crate::server::error::AppError;
 use crate::server::rows::{ColumnMap, ResearchFields};
 use crate::server::store::rules::Streak;
-use crate::server::store::types::{ts, ClaimedRow, CleanRow, Finish, Finished, JobColumns, NewItem};
+use crate::server::store::types::{ts, ClaimedRow, CleanRow, Finish, Finished, JobColumns, NewItem, ResearchLink};
 
 /// Inserts a chunk of items on one prepared statement. Every item of the SQLite store
 /// goes in here: reads in file order find a job's items only between the job's
@@ -248,40 +248,27 @@ pub fn outcome_counts(conn: &Connection, job_id: i64) -> Result<OutcomeCounts, A
 }
 
 /// The research job a preprocessing job's clean rows went to, while that job is there.
-pub fn research_link(conn: &Connection, job_id: i64) -> Result<Option<i64>, AppError> {
+pub fn research_link(conn: &Connection, job_id: i64) -> Result<Option<ResearchLink>, AppError> {
     Ok(conn
         .prepare_cached(
-            "SELECT r.id FROM preprocessing_jobs p JOIN processing_jobs r ON r.id = p.research_job_id
+            "SELECT r.id, r.name FROM preprocessing_jobs p JOIN processing_jobs r ON r.id = p.research_job_id
              WHERE p.id = ?1 AND r.hidden IS NULL",
         )?
-        .query_row(params![job_id], |r| r.get(0))
+        .query_row(params![job_id], |r| Ok(ResearchLink { id: r.get(0)?, name: r.get(1)? }))
         .optional()?)
 }
 
 /// Links a preprocessing job to the research job made of its clean rows, in the
-/// transaction that shows that job; refused (409, naming the job) when its rows went
-/// to a research job that is still there.
+/// transaction that shows that job (the one writer: no other send comes between);
+/// refused (409, naming the job) when its rows went to a research job still there.
 pub fn link_research(conn: &Connection, pre_id: i64, research_id: i64) -> Result<(), AppError> {
-    let linked = conn
-        .prepare_cached(
-            "UPDATE preprocessing_jobs SET research_job_id = ?2
-             WHERE id = ?1 AND hidden IS NULL AND (research_job_id IS NULL OR NOT EXISTS (
-                 SELECT 1 FROM processing_jobs r WHERE r.id = research_job_id AND r.hidden IS NULL))",
-        )?
-        .execute(params![pre_id, research_id])?;
-    if linked == 1 {
-        return Ok(());
-    }
     require_job(conn, JobKind::Preprocess, pre_id)?;
-    let existing = research_link(conn, pre_id)?;
-    let name: Option<String> = match existing {
-        Some(id) => conn
-            .prepare_cached("SELECT name FROM processing_jobs WHERE id = ?1")?
-            .query_row(params![id], |r| r.get(0))
-            .optional()?,
-        None => None,
-    };
-    Err(crate::server::store::rules::already_researched(existing.unwrap_or_default(), name.as_deref()))
+    if let Some(link) = research_link(conn, pre_id)? {
+        return Err(link.refusal());
+    }
+    conn.prepare_cached("UPDATE preprocessing_jobs SET research_job_id = ?2 WHERE id = ?1")?
+        .execute(params![pre_id, research_id])?;
+    Ok(())
 }
 
 /// The job's column names and up to `limit` items after item id `after`, for

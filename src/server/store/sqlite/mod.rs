@@ -26,7 +26,7 @@ use crate::server::error::AppError;
 use crate::server::store::rules;
 use crate::server::store::types::{
     Change, CleanRow, Finished, Flags, Hidden, JobColumns, JobSettings, NewItem, NewJob, NodeHooks, NodeRole, Outgoing,
-    Rule, Settled, Starter, Turn,
+    ResearchLink, Rule, Settled, Starter, Turn,
 };
 
 /// Rounds of claims one turn of a runner may make in a single transaction (see
@@ -115,7 +115,7 @@ impl SqliteStore {
         self.db.read(move |c| items::outcome_counts(c, id)).await
     }
 
-    pub async fn research_link(&self, id: i64) -> Result<Option<i64>, AppError> {
+    pub async fn research_link(&self, id: i64) -> Result<Option<ResearchLink>, AppError> {
         self.db.read(move |c| items::research_link(c, id)).await
     }
 
