@@ -58,20 +58,8 @@ pub fn ItemBrowser(
             let tabs = Outcome::ALL
                 .into_iter()
                 .map(|choice| {
-                    let current = outcome == Some(choice);
-                    view! {
-                        <a
-                            href=page_href(&base, None, Some(choice), 0)
-                            class="filter"
-                            class:filter-current=current
-                            aria-current=current.then_some("page")
-                            data-noscroll="true"
-                            data-outcome=choice.as_str()
-                        >
-                            {choice.label()}
-                            <span class="filter-count">{counts.of(choice)}</span>
-                        </a>
-                    }
+                    let href = page_href(&base, None, Some(choice), 0);
+                    filter_tab(href, choice.label(), counts.of(choice), outcome == Some(choice))
                 })
                 .collect_view();
             Some(view! { <nav class="filters filters-outcome" aria-label="Filter by outcome">{tabs}</nav> })
@@ -86,20 +74,9 @@ pub fn ItemBrowser(
             counts
                 .into_iter()
                 .map(|(choice, label, count)| {
-                    let current = status == choice && outcome.is_none();
-                    view! {
-                        <a
-                            // A status tab leaves an outcome filter.
-                            href=page_href(&base, choice, None, 0)
-                            class="filter"
-                            class:filter-current=current
-                            aria-current=current.then_some("page")
-                            data-noscroll="true"
-                        >
-                            {label}
-                            <span class="filter-count">{count}</span>
-                        </a>
-                    }
+                    // A status tab leaves an outcome filter.
+                    let href = page_href(&base, choice, None, 0);
+                    filter_tab(href, label, count, status == choice && outcome.is_none())
                 })
                 .collect_view()
         }
@@ -201,6 +178,22 @@ impl ItemsQuery {
             offset: q.get("offset").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0).max(0),
             before: q.get("before").and_then(|s| s.parse::<i64>().ok()).filter(|b| *b > 0),
         }
+    }
+}
+
+/// One tab of a filter: its label and count, marked when it is the list shown.
+fn filter_tab(href: String, label: &'static str, count: i64, current: bool) -> impl IntoView {
+    view! {
+        <a
+            href=href
+            class="filter"
+            class:filter-current=current
+            aria-current=current.then_some("page")
+            data-noscroll="true"
+        >
+            {label}
+            <span class="filter-count">{count}</span>
+        </a>
     }
 }
 

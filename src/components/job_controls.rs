@@ -113,20 +113,18 @@ pub fn JobControls(
     }
 
     let buttons = move || {
-        let job = live.job.get();
-        let mut actions: Vec<JobAction> = match phase.get() {
-            Phase::Pending | Phase::Processing => vec![JobAction::Pause, JobAction::Cancel],
-            Phase::Paused => vec![JobAction::Resume, JobAction::Cancel],
-            Phase::Completed | Phase::Failed | Phase::Cancelled => vec![JobAction::Delete],
+        use JobAction::*;
+        // A row offers the seed's controls; a job page also Retry and the archive.
+        let offered: &[JobAction] = if row {
+            &[Pause, Resume, Cancel, Delete]
+        } else {
+            &[Retry, Pause, Resume, Cancel, Delete, Archive, Unarchive]
         };
-        if !row && job.is_terminal() {
-            if job.applies(JobAction::Retry) {
-                actions.insert(0, JobAction::Retry);
-            }
-            actions.push(if job.archived_at.is_some() { JobAction::Unarchive } else { JobAction::Archive });
-        }
-        actions
-            .into_iter()
+        let job = live.job.get();
+        offered
+            .iter()
+            .copied()
+            .filter(|action| job.applies(*action))
             .map(|action| {
                 view! {
                     <button
